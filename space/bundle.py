@@ -1,0 +1,230 @@
+"""The model bundle: the one thing the trainer hands to the server.
+
+Layout of ``<models>/<version>/`` (see docs/architecture.md): ``manifest.json``, ``words.npy`` +
+``vocab.json`` (text space), ``image_encoder.onnx``, ``images.npy`` + ``images.json`` (image vectors and
+their metadata, row i = key i), ``images.usearch`` + ``words.usearch`` (cosine indexes) and ``report/``.
+
+A bundle is written under ``<models>/.tmp-*`` and renamed into place only when complete; the active
+version is the name inside ``<models>/ACTIVE``, replaced atomically. Readers never see half a bundle,
+and a failed training leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from space.errors import BundleInvalid, NoBundle
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ENCODER = "image_encoder.onnx"
+IMAGE_VECTORS = "images.npy"
+IMAGE_META = "images.json"
+IMAGE_INDEX = "images.usearch"
+WORD_INDEX = "words.usearch"
+REPORT_DIR = "report"
+ACTIVE = "ACTIVE"
+TMP_PREFIX = ".tmp-"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("version", "created", "config", "files", "metrics", "filter_report")
+# What the engine cannot serve without.
+REQUIRED_FILES = ("words.npy", "vocab.json", ENCODER, IMAGE_VECTORS, IMAGE_META)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def new_version() -> str:
+    """A sortable, unique version name: UTC time plus a short random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(payload, f, ensure_ascii=False, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def hash_files(directory: Path) -> dict[str, str]:
+    """sha256 of every file below ``directory`` except the manifest, keyed by relative POSIX path."""
+    return {
+        p.relative_to(directory).as_posix(): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+@contextmanager
+def staging(models_dir: Path) -> Iterator[Path]:
+    """A private temporary directory under ``models_dir`` for a bundle being written.
+
+    Removed on any exception (a failed or killed training leaves no half bundle visible: readers only
+    look at published names, never at ``.tmp-*``).
+    """
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = models_dir / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activate_it: bool = True) -> Path:
+    """Hash the staged files, write the manifest, rename the bundle into place and (by default) activate it."""
+    version = manifest.get("version") or new_version()
+    full = {
+        "format": FORMAT_VERSION,
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {},
+        "metrics": {},
+        "filter_report": {},
+        **manifest,
+    }
+    full["version"] = version
+    full["files"] = hash_files(staged)
+    missing = [f for f in REQUIRED_FILES if f not in full["files"]]
+    if missing:
+        raise BundleInvalid(f"Refusing to publish a bundle without {', '.join(missing)}.")
+    _write_json_atomic(staged / MANIFEST, full)
+    _fsync_dir(staged)
+    final = models_dir / version
+    os.replace(staged, final)
+    _fsync_dir(models_dir)
+    log.info("published bundle %s", final)
+    if activate_it:
+        activate(models_dir, version)
+    return final
+
+
+def activate(models_dir: Path, version: str) -> None:
+    """Make ``version`` the active bundle (atomic replace of the ACTIVE pointer)."""
+    if not (models_dir / version / MANIFEST).is_file():
+        raise NoBundle(f"No bundle named {version!r} in {models_dir}.")
+    tmp = models_dir / f"{ACTIVE}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_text(version + "\n", encoding="utf-8")
+    os.replace(tmp, models_dir / ACTIVE)
+    _fsync_dir(models_dir)
+    log.info("active bundle is now %s", version)
+
+
+def active_version(models_dir: Path) -> str | None:
+    """The active version's name, or None when no bundle was ever activated."""
+    try:
+        name = (models_dir / ACTIVE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def active_path(models_dir: Path) -> Path:
+    """The active bundle's directory; :class:`NoBundle` when there is none."""
+    version = active_version(models_dir)
+    if version is None or not (models_dir / version).is_dir():
+        raise NoBundle(f"No active model bundle in {models_dir}: train one with `python -m train all`.")
+    return models_dir / version
+
+
+def list_versions(models_dir: Path) -> list[str]:
+    """Published bundle versions, oldest first."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+    )
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """The bundle's manifest, checked for the required keys (no checksums: see :func:`verify`)."""
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleInvalid(f"{bundle} has no {MANIFEST}.") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleInvalid(f"{bundle}/{MANIFEST} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleInvalid(f"{bundle}/{MANIFEST} is not a JSON object.")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleInvalid(f"{bundle}/{MANIFEST} lacks {', '.join(missing)}.")
+    return manifest
+
+
+def verify(bundle: Path) -> dict[str, Any]:
+    """Read the manifest and check every listed file's sha256; raise :class:`BundleInvalid` on any fault."""
+    manifest = read_manifest(bundle)
+    files = manifest["files"]
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleInvalid(f"{bundle.name}: manifest lists no {name}.")
+    for name, digest in files.items():
+        path = bundle / name
+        if not path.is_file():
+            raise BundleInvalid(f"{bundle.name}: {name} is missing.")
+        if sha256_file(path) != digest:
+            raise BundleInvalid(f"{bundle.name}: {name} does not match its sha256 (corrupt or changed).")
+    return manifest
+
+
+def update_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into a published bundle's manifest (metrics after evaluation), atomically."""
+    manifest = read_manifest(bundle)
+    manifest.update(fields)
+    _write_json_atomic(bundle / MANIFEST, manifest)
+    return manifest
+
+
+def clean_staging(models_dir: Path, older_than_s: float = 0.0) -> int:
+    """Remove leftover ``.tmp-*`` directories (a killed trainer's); return how many."""
+    if not models_dir.is_dir():
+        return 0
+    now = time.time()
+    n = 0
+    for p in models_dir.glob(f"{TMP_PREFIX}*"):
+        if p.is_dir() and now - p.stat().st_mtime >= older_than_s:
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    return n
+
+
+def prune(models_dir: Path, keep: int) -> list[str]:
+    """Delete the oldest bundles beyond ``keep``, never the active one; return the removed versions."""
+    active = active_version(models_dir)
+    versions = [v for v in list_versions(models_dir) if v != active]
+    doomed = versions[: max(0, len(versions) - max(0, keep - (1 if active else 0)))]
+    for v in doomed:
+        shutil.rmtree(models_dir / v, ignore_errors=True)
+    return doomed

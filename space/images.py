@@ -1,0 +1,138 @@
+"""The one image loader for training, encoding and serving.
+
+Decodes untrusted bytes safely (size and pixel limits, decompression-bomb guard kept on, first frame of
+animations, EXIF orientation), converts every mode to RGB, and prepares the network input the BVLC
+GoogLeNet expects: short side resized to 256, a 224 crop, BGR order, per-channel mean subtracted.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from space.errors import BadImage, ImageTooLarge
+
+RESIZE = 256
+CROP = 224
+# Caffe's ImageNet mean, in BGR order (the weights' README).
+MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000: well above any photo, far below a bomb
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+
+# Truncated files must fail loudly, never decode half an image silently.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _check_pixels(img: Image.Image, max_pixels: int) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise BadImage("The image has no pixels.")
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"The image is {w}×{h} pixels; at most {max_pixels:,} pixels are accepted.")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode (palette, alpha, CMYK, 16-bit, float, 1-bit) to 8-bit RGB on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = Image.fromarray(((arr - lo) * scale).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def open_image(
+    source: bytes | str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    draft: int | None = RESIZE,
+) -> Image.Image:
+    """Decode ``source`` (bytes or a path) into an upright RGB image, or raise a :class:`BadImage`.
+
+    ``draft`` lets JPEG decoding scale down on the fly (a 12000×12000 photo never materialises at full
+    size) while keeping the short side at least ``draft`` pixels.
+    """
+    if isinstance(source, bytes | bytearray):
+        if len(source) == 0:
+            raise BadImage("The file is empty.")
+        if len(source) > max_bytes:
+            raise ImageTooLarge(f"The file is {len(source):,} bytes; at most {max_bytes:,} are accepted.")
+        stream: io.BytesIO | Path = io.BytesIO(source)
+    else:
+        stream = Path(source)
+        try:
+            size = stream.stat().st_size
+        except OSError as exc:
+            raise BadImage(f"Cannot read {stream.name}: {exc.strerror}") from exc
+        if size == 0:
+            raise BadImage(f"{stream.name} is empty.")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it: make every bomb an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(stream)
+            _check_pixels(img, max_pixels)
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            if draft and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return _to_rgb(img)
+    except (ImageTooLarge, BadImage):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"The image is too large to decode safely: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise BadImage("The file is not an image we can read (broken, truncated or unsupported).") from exc
+
+
+def resize_short_side(img: Image.Image, size: int = RESIZE) -> Image.Image:
+    """Scale so the shorter side is ``size`` pixels, keeping the aspect ratio."""
+    w, h = img.size
+    scale = size / min(w, h)
+    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    return img.resize(new, Image.Resampling.BILINEAR)
+
+
+def to_network_input(img: Image.Image) -> np.ndarray:
+    """A 224×224 RGB image → float32 (3, 224, 224), BGR order, Caffe mean subtracted."""
+    arr = np.asarray(img, dtype=np.float32)[:, :, ::-1] - MEAN_BGR
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def center_crop(img: Image.Image, size: int = CROP) -> Image.Image:
+    """The central ``size``×``size`` crop."""
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def preprocess(img: Image.Image) -> np.ndarray:
+    """Serving/evaluation view: short side to 256, centre 224 crop, network layout."""
+    return to_network_input(center_crop(resize_short_side(img)))
+
+
+def load_for_network(source: bytes | str | Path, **limits: int) -> np.ndarray:
+    """Decode ``source`` safely and return its centre-crop network input (3, 224, 224)."""
+    return preprocess(open_image(source, **limits))  # type: ignore[arg-type]
+
+
+def thumbnail_jpeg(source: bytes | str | Path, max_side: int, quality: int = 85) -> bytes:
+    """A JPEG no larger than ``max_side`` on either side (for previews)."""
+    img = open_image(source, draft=max_side)
+    img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=quality)
+    return out.getvalue()

@@ -1,0 +1,112 @@
+"""Word vectors + TF-IDF weights: caption/query embedding and nearest words, in plain numpy.
+
+A caption (or query) vector is the TF-IDF-weighted mean of its known words' vectors, with
+``tf`` the raw count in the text and ``idf = log2(n_docs / df)`` (gensim's ``TfidfModel`` defaults,
+so trainer and server agree). The trainer builds this from gensim; the engine loads it from a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from space.errors import UnknownWords
+from space.query import Query
+
+WORDS_FILE = "words.npy"
+VOCAB_FILE = "vocab.json"
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    return (v / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+@dataclass
+class TextSpace:
+    """A vocabulary with one vector, one corpus count and one idf per word."""
+
+    words: list[str]
+    vectors: np.ndarray  # (V, D) float32, raw Word2Vec vectors
+    idf: np.ndarray  # (V,) float32
+    counts: np.ndarray  # (V,) int64 corpus frequency
+    index: dict[str, int] = field(init=False, repr=False)
+    unit_vectors: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        self.idf = np.asarray(self.idf, dtype=np.float32)
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.unit_vectors = unit(self.vectors)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the space."""
+        return int(self.vectors.shape[1])
+
+    def embed_tokens(self, tokens: Sequence[str]) -> tuple[np.ndarray | None, list[str]]:
+        """TF-IDF-weighted mean of the known tokens' vectors, and the unknown tokens (in order, unique)."""
+        counts = Counter(t for t in tokens if t in self.index)
+        unknown = list(dict.fromkeys(t for t in tokens if t not in self.index))
+        if not counts:
+            return None, unknown
+        ids = np.fromiter((self.index[t] for t in counts), dtype=np.int64)
+        weights = np.fromiter(counts.values(), dtype=np.float32) * self.idf[ids]
+        if float(weights.sum()) <= 0:
+            weights = np.ones_like(weights)
+        vec = (weights[:, None] * self.vectors[ids]).sum(axis=0) / weights.sum()
+        return vec.astype(np.float32), unknown
+
+    def embed_query(self, query: Query) -> tuple[np.ndarray, list[str]]:
+        """A unit query vector: embed(positive) − embed(negative), each normalised first.
+
+        Raises :class:`UnknownWords` when no term of the query is known.
+        """
+        pos, unknown_pos = self.embed_tokens(query.positive)
+        neg, unknown_neg = self.embed_tokens(query.negative)
+        unknown = unknown_pos + [w for w in unknown_neg if w not in unknown_pos]
+        if pos is None and neg is None:
+            raise UnknownWords(f"Unknown words: {', '.join(unknown)}.", unknown)
+        vec = np.zeros(self.dim, dtype=np.float32)
+        if pos is not None:
+            vec += unit(pos)
+        if neg is not None:
+            vec -= unit(neg)
+        return unit(vec), unknown
+
+    def query_words(self, query: Query) -> set[str]:
+        """The query's known words (excluded from related-word answers)."""
+        return {w for w in (*query.positive, *query.negative) if w in self.index}
+
+    def nearest(self, vec: np.ndarray, k: int, exclude: set[str] | None = None) -> list[tuple[str, float]]:
+        """Exact cosine nearest words to ``vec`` (the engine uses a usearch index instead)."""
+        scores = self.unit_vectors @ unit(vec)
+        exclude = exclude or set()
+        top = np.argsort(-scores)[: k + len(exclude)]
+        out = [(self.words[i], float(scores[i])) for i in top if self.words[i] not in exclude]
+        return out[:k]
+
+    def save(self, directory: Path) -> list[str]:
+        """Write ``words.npy`` and ``vocab.json`` into ``directory``; return the file names."""
+        np.save(directory / WORDS_FILE, self.vectors)
+        payload = {
+            "words": self.words,
+            "counts": [int(c) for c in self.counts],
+            "idf": [round(float(x), 6) for x in self.idf],
+        }
+        (directory / VOCAB_FILE).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+        return [WORDS_FILE, VOCAB_FILE]
+
+    @classmethod
+    def load(cls, directory: Path) -> TextSpace:
+        """Read a text space written by :meth:`save`."""
+        payload = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
+        vectors = np.load(directory / WORDS_FILE)
+        return cls(payload["words"], vectors, np.array(payload["idf"]), np.array(payload["counts"]))
