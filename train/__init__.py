@@ -1,0 +1,1 @@
+"""The trainer: corpus → filters → text space → image regressor → ONNX → indexes → evaluated bundle."""

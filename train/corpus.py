@@ -1,0 +1,34 @@
+"""The one record every corpus reader yields, whatever the source format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Post:
+    """One post: an image and its caption, plus what the source knows about it.
+
+    ``captions`` holds every reference caption when a corpus has several per image (Flickr8k: five;
+    evaluation needs each); ``caption`` is the text the post is filtered and embedded by.
+    ``lang`` and ``split`` may be given by the corpus or set later by the filter and split stages
+    (use ``dataclasses.replace``).
+    """
+
+    id: str
+    image: Path
+    caption: str
+    user: str | None = None
+    taken_at: str | None = None
+    lang: str | None = None
+    split: str | None = None
+    captions: tuple[str, ...] = ()
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference_captions(self) -> tuple[str, ...]:
+        """The captions evaluation compares against (``captions`` or just ``caption``)."""
+        return self.captions or (self.caption,)
