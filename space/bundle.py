@@ -103,7 +103,7 @@ def staging(models_dir: Path) -> Iterator[Path]:
 
 
 def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activate_it: bool = True) -> Path:
-    """Hash the staged files, write the manifest, rename the bundle into place and (by default) activate it."""
+    """Hash the staged files, write the manifest, rename the bundle into place, activate it (default)."""
     version = manifest.get("version") or new_version()
     full = {
         "format": FORMAT_VERSION,
@@ -163,7 +163,9 @@ def list_versions(models_dir: Path) -> list[str]:
     if not models_dir.is_dir():
         return []
     return sorted(
-        p.name for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+        p.name
+        for p in models_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
     )
 
 

@@ -88,8 +88,8 @@ def open_image(
             if draft and img.format == "JPEG":
                 img.draft("RGB", (draft, draft))
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            return _to_rgb(img)
+            upright: Image.Image = ImageOps.exif_transpose(img) or img
+            return _to_rgb(upright)
     except (ImageTooLarge, BadImage):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -126,7 +126,7 @@ def preprocess(img: Image.Image) -> np.ndarray:
 
 def load_for_network(source: bytes | str | Path, **limits: int) -> np.ndarray:
     """Decode ``source`` safely and return its centre-crop network input (3, 224, 224)."""
-    return preprocess(open_image(source, **limits))  # type: ignore[arg-type]
+    return preprocess(open_image(source, **limits))
 
 
 def thumbnail_jpeg(source: bytes | str | Path, max_side: int, quality: int = 85) -> bytes:

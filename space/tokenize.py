@@ -13,11 +13,41 @@ from functools import lru_cache
 
 # Social-media filler that carries no topic: added to the maintained en/es/ca lists.
 CUSTOM_STOP_WORDS = frozenset(
-    """
-    photo photos foto fotos pic pics picture pictures image instagood instagram insta ig igers
-    like4like likeforlike l4l follow4follow followme follow f4f photooftheday picoftheday
-    instadaily tbt repost regram nofilter amazing love beautiful instalike likes
-    """.split()
+    [
+        "photo",
+        "photos",
+        "foto",
+        "fotos",
+        "pic",
+        "pics",
+        "picture",
+        "pictures",
+        "image",
+        "instagood",
+        "instagram",
+        "insta",
+        "ig",
+        "igers",
+        "like4like",
+        "likeforlike",
+        "l4l",
+        "follow4follow",
+        "followme",
+        "follow",
+        "f4f",
+        "photooftheday",
+        "picoftheday",
+        "instadaily",
+        "tbt",
+        "repost",
+        "regram",
+        "nofilter",
+        "amazing",
+        "love",
+        "beautiful",
+        "instalike",
+        "likes",
+    ]
 )
 
 LANGUAGES = ("en", "es", "ca")

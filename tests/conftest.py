@@ -91,7 +91,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def small_bundle_models(tmp_path_factory: pytest.TempPathFactory, flickr8k_dir: Path, weights_dir: Path) -> Path:
+def small_bundle_models(
+    tmp_path_factory: pytest.TempPathFactory, flickr8k_dir: Path, weights_dir: Path
+) -> Path:
     """A models directory holding one active bundle built from a few hundred real Flickr8k images."""
     from tests.bundle_factory import build_small_bundle
 
