@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The main job, from a fresh clone: set up, train a bundle if none exists, serve it, chat.
+#   bash scripts/run.sh
+# With no TELEGRAM_TOKEN the bot chats in this terminal; with no REDIS_URL the engine caches in-process.
+# Every path and setting can be changed through the environment or a .env file (see .env.example).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+SHARED=${TOPICSPACE_SHARED:-$(cd .. && pwd)/shared}
+export MODELS_DIR=${MODELS_DIR:-$PWD/models}
+export TRAIN_CORPUS=${TRAIN_CORPUS:-$SHARED/data/flickr8k}
+export TRAIN_FORMAT=${TRAIN_FORMAT:-flickr8k}
+export TRAIN_WEIGHTS=${TRAIN_WEIGHTS:-$SHARED/weights/bvlc_googlenet}
+export TRAIN_ARGS=${TRAIN_ARGS---quick}
+export ENGINE_PORT=${ENGINE_PORT:-8080}
+export ENGINE_URL=${ENGINE_URL:-http://127.0.0.1:$ENGINE_PORT}
+mkdir -p var
+
+if [ ! -s "$MODELS_DIR/ACTIVE" ]; then
+  echo "No model bundle in $MODELS_DIR yet: training one on $TRAIN_CORPUS (${TRAIN_ARGS:-full})."
+  # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
+  python -m train all --corpus "$TRAIN_CORPUS" --format "$TRAIN_FORMAT" --weights "$TRAIN_WEIGHTS" \
+    --models "$MODELS_DIR" $TRAIN_ARGS
+fi
+
+echo "Starting the engine on port $ENGINE_PORT (log: var/engine.log)."
+python -m engine --models "$MODELS_DIR" --host 127.0.0.1 --port "$ENGINE_PORT" >var/engine.log 2>&1 &
+ENGINE_PID=$!
+trap 'kill "$ENGINE_PID" 2>/dev/null || true; wait "$ENGINE_PID" 2>/dev/null || true' EXIT INT TERM
+python - <<PY
+import sys, time, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen("$ENGINE_URL/healthz", timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.5)
+sys.exit("the engine did not come up: see var/engine.log")
+PY
+python -m bot
