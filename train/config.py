@@ -1,0 +1,137 @@
+"""Frozen configuration of the trainer's text-side stages and of the whole `train all` run.
+
+Built once in ``train.__main__.main()`` and passed down; every stage's output is keyed by a hash of
+its inputs and its config (:func:`config_hash`), so a changed setting re-runs exactly what it affects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+CorpusFormat = Literal["flickr8k", "instaloader", "jsonl"]
+FORMATS: tuple[str, ...] = ("flickr8k", "instaloader", "jsonl")
+
+# World cities a post about the corpus topic should not be about. The topic city itself (Barcelona) is
+# deliberately absent; so are city names that are everyday words in en/es/ca ("nice", "reading",
+# "mobile", "santiago" as a saint's name...).
+DEFAULT_OTHER_CITIES: tuple[str, ...] = (
+    "madrid", "valencia", "sevilla", "seville", "bilbao", "malaga", "zaragoza", "ibiza", "lisbon",
+    "lisboa", "porto", "paris", "lyon", "marseille", "london", "manchester", "liverpool", "edinburgh",
+    "dublin", "amsterdam", "rotterdam", "brussels", "bruselas", "berlin", "munich", "hamburg",
+    "frankfurt", "vienna", "viena", "prague", "praga", "budapest", "warsaw", "krakow", "zurich",
+    "geneva", "milan", "milano", "rome", "roma", "venice", "venecia", "florence", "florencia", "naples",
+    "napoli", "athens", "atenas", "istanbul", "moscow", "moscu", "stockholm", "oslo", "copenhagen",
+    "helsinki", "new york", "nueva york", "nyc", "los angeles", "san francisco", "chicago", "boston",
+    "miami", "seattle", "las vegas", "washington", "toronto", "montreal", "vancouver", "mexico city",
+    "ciudad de mexico", "havana", "la habana", "bogota", "medellin", "buenos aires", "santiago de chile",
+    "rio de janeiro", "sao paulo", "montevideo", "caracas", "tokyo", "tokio", "kyoto", "osaka", "seoul",
+    "beijing", "pekin", "shanghai", "hong kong", "singapore", "bangkok", "dubai", "delhi", "mumbai",
+    "sydney", "melbourne", "cairo", "marrakech", "cape town", "nairobi", "tel aviv", "jerusalem",
+)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How to read a corpus."""
+
+    corpus: Path
+    format: CorpusFormat
+    limit: int | None = None  # read at most this many posts (tests, dry runs)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """The filters, in the order they run; each can be switched off."""
+
+    drop_no_caption: bool = True
+    min_words: int = 3  # 0 switches the short-caption filter off
+    languages: tuple[str, ...] = ("en", "es", "ca")  # empty switches language detection off
+    # Keep a caption when an allowed language has at least this probability, not only when it is the
+    # top guess: short English captions often come out as "da"/"af" first with "en" close behind.
+    language_min_prob: float = 0.2
+    max_posts_per_user: int | None = 20
+    other_cities: tuple[str, ...] = DEFAULT_OTHER_CITIES  # empty switches the city filter off
+    drop_duplicates: bool = True
+    check_images: bool = True
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """80/5/15 by a hash of the post id, unless the corpus gives every post a split."""
+
+    train: float = 0.80
+    val: float = 0.05
+    use_corpus_split: bool = True
+    salt: str = "topicspace"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Word2Vec and TF-IDF settings (the original system's: 300-d, window 8, 50 epochs, min_count 5)."""
+
+    vector_size: int = 300
+    window: int = 8
+    epochs: int = 50
+    min_count: int = 5
+    sg: int = 0  # CBOW, gensim's default
+    negative: int = 5
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 0
+    # Each reference caption its own sentence (Flickr8k: five per image) rather than the joined text.
+    sentences_from_captions: bool = True
+    max_vocab: int | None = None
+
+    @classmethod
+    def quick(cls) -> TextConfig:
+        """A small, fast preset for tests and `--quick` runs."""
+        return cls(vector_size=64, window=8, epochs=15, min_count=3)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything `train all` needs; stage configs included."""
+
+    ingest: IngestConfig
+    models: Path
+    weights: Path | None = None
+    work: Path | None = None
+    quick: bool = False
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    progress_file: Path | None = None
+    activate: bool = True
+    encode_batch_size: int = 32
+
+    @property
+    def work_dir(self) -> Path:
+        """Where stage outputs are cached: ``<models>/.work/<corpus-hash>`` unless given."""
+        if self.work is not None:
+            return self.work
+        key = config_hash({"corpus": str(self.ingest.corpus.resolve()), "format": self.ingest.format})
+        return self.models / ".work" / key
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A dataclass (or anything nested in one) as plain JSON types; paths become strings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+def config_hash(*parts: Any, length: int = 16) -> str:
+    """A short stable hash of configs and input fingerprints (the stage cache key)."""
+    blob = json.dumps([to_jsonable(p) for p in parts], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]

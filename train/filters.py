@@ -1,0 +1,245 @@
+"""The corpus filters, in order: no caption, short caption, language, prolific users, other cities,
+duplicate images, unreadable images. Every drop is counted by reason; the report goes into the manifest.
+
+A filter that makes no sense for a corpus (no user ids at all → the user filter) is skipped and listed
+in ``skipped_filters``; so is one switched off in :class:`~train.config.FilterConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from space.errors import SpaceError
+from space.images import open_image
+from space.tokenize import word_count, words
+from train.config import FilterConfig
+from train.corpus import Post
+from train.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+_NOISE = re.compile(r"(?:https?://|www\.)\S+|(?<!\w)@[\w.]+", re.IGNORECASE)
+
+REASONS = ("no_caption", "short_caption", "language", "user", "city", "duplicate", "unreadable")
+__all__ = ["REASONS", "FilterConfig", "FilterResult", "LanguageDetector", "run_filters"]
+
+
+def _fold(text: str) -> str:
+    """Lowercase without diacritics, so "Málaga" and "malaga" are the same city."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+class LanguageDetector:
+    """langdetect with a fixed seed and a per-text cache (repeated sentences are detected once)."""
+
+    def __init__(self) -> None:
+        from langdetect import DetectorFactory
+
+        # langdetect samples n-grams at random: seed it so a run is reproducible.
+        DetectorFactory.seed = 0
+        self._cache: dict[str, list[tuple[str, float]]] = {}
+
+    def languages(self, text: str) -> list[tuple[str, float]]:
+        """Candidate languages of ``text`` with their probabilities, most likely first (empty: no feature)."""
+        # Raw text detects better than our tokens (articles and punctuation are strong cues); only
+        # links, mentions and the hashtag sign are noise.
+        key = _NOISE.sub(" ", text or "").replace("#", " ").strip()
+        if key in self._cache:
+            return self._cache[key]
+        from langdetect import detect_langs
+        from langdetect.lang_detect_exception import LangDetectException
+
+        try:
+            found = [(str(c.lang), float(c.prob)) for c in detect_langs(key)]
+        except LangDetectException:
+            found = []
+        self._cache[key] = found
+        return found
+
+    def pick(self, text: str, allowed: Iterable[str], min_prob: float) -> tuple[str | None, bool]:
+        """(language to record, kept?): the likeliest allowed language with at least ``min_prob``."""
+        found = self.languages(text)
+        allowed_set = set(allowed)
+        for lang, prob in found:
+            if lang in allowed_set and prob >= min_prob:
+                return lang, True
+        return (found[0][0] if found else None), False
+
+    def detect(self, text: str) -> str | None:
+        """The likeliest language of ``text`` (ISO code), or None."""
+        found = self.languages(text)
+        return found[0][0] if found else None
+
+
+class CityMatcher:
+    """Whole-token matching of city names (multi-word names as token sequences, accents folded)."""
+
+    def __init__(self, cities: Iterable[str]) -> None:
+        self._names: set[tuple[str, ...]] = {tuple(_fold(w) for w in words(c)) for c in cities}
+        self._names.discard(())
+        self._lengths = sorted({len(n) for n in self._names}, reverse=True)
+
+    def find(self, text: str) -> str | None:
+        """The first city named in ``text``, or None."""
+        toks = [_fold(w) for w in words(text)]
+        for i in range(len(toks)):
+            for n in self._lengths:
+                cand = tuple(toks[i : i + n])
+                if len(cand) == n and cand in self._names:
+                    return " ".join(cand)
+        return None
+
+
+@dataclass
+class FilterResult:
+    """Kept posts (with ``lang`` set) and the report."""
+
+    kept: list[Post]
+    report: dict[str, Any]
+    dropped_ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """`kept N of M` and a per-reason table, for the terminal."""
+        r = self.report
+        lines = [f"kept {r['kept']} of {r['total']}"]
+        width = max(len(k) for k in REASONS)
+        for reason in REASONS:
+            lines.append(f"  {reason:<{width}}  {r['dropped'].get(reason, 0):>7}")
+        if r.get("skipped_filters"):
+            lines.append("  skipped: " + "; ".join(r["skipped_filters"]))
+        if r.get("languages"):
+            lines.append("  languages kept: " + ", ".join(f"{k} {v}" for k, v in r["languages"].items()))
+        return "\n".join(lines)
+
+    def save(self, path: Path) -> None:
+        """Write the report as JSON."""
+        path.write_text(json.dumps(self.report, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def _image_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _readable(path: Path) -> bool:
+    # A draft decode (JPEG scales down 1/8 while decoding) is cheap and still fails on truncated files.
+    try:
+        open_image(path, draft=32)
+    except SpaceError:
+        return False
+    return True
+
+
+def run_filters(
+    posts: Sequence[Post],
+    cfg: FilterConfig,
+    progress: ProgressCallback | None = None,
+    detector: LanguageDetector | None = None,
+) -> FilterResult:
+    """Apply the filters in order and count every drop by reason."""
+    dropped: dict[str, list[str]] = {r: [] for r in REASONS}
+    skipped: list[str] = []
+    current = list(posts)
+
+    def step(name: str, keep: Callable[[Post], Post | None], unit: str = "posts") -> None:
+        nonlocal current
+        out: list[Post] = []
+        it: Iterable[Post] = current
+        if progress is None:
+            it = tqdm(current, desc=f"filter: {name}", unit=unit, leave=False)
+        for i, post in enumerate(it, 1):
+            kept = keep(post)
+            if kept is None:
+                dropped[name].append(post.id)
+            else:
+                out.append(kept)
+            if progress is not None and i % 500 == 0:
+                progress(f"filter:{name}", i, len(current), unit)
+        current = out
+
+    if cfg.drop_no_caption:
+        step("no_caption", lambda p: p if p.caption and p.caption.strip() else None)
+    else:
+        skipped.append("no_caption (disabled)")
+
+    if cfg.min_words > 0:
+        step("short_caption", lambda p: p if word_count(p.caption) >= cfg.min_words else None)
+    else:
+        skipped.append("short_caption (disabled)")
+
+    if cfg.languages:
+        det = detector or LanguageDetector()
+        allowed = set(cfg.languages)
+
+        def by_language(p: Post) -> Post | None:
+            lang, ok = det.pick(p.caption, allowed, cfg.language_min_prob)
+            return replace(p, lang=lang) if ok else None
+
+        step("language", by_language)
+    else:
+        skipped.append("language (disabled)")
+
+    if cfg.max_posts_per_user is None:
+        skipped.append("user (disabled)")
+    elif not any(p.user for p in posts):
+        skipped.append("user (the corpus has no user ids)")
+    else:
+        # Counted over the whole corpus: a spammer's posts all go, whatever other filters caught.
+        per_user = Counter(p.user for p in posts if p.user)
+        heavy = {u for u, n in per_user.items() if n > cfg.max_posts_per_user}
+        if heavy:
+            log.info("dropping the posts of %d users with over %d posts", len(heavy), cfg.max_posts_per_user)
+        step("user", lambda p: None if p.user in heavy else p)
+
+    if cfg.other_cities:
+        matcher = CityMatcher(cfg.other_cities)
+        step("city", lambda p: None if matcher.find(p.caption) else p)
+    else:
+        skipped.append("city (disabled)")
+
+    if cfg.drop_duplicates:
+        seen: set[str] = set()
+
+        def first_copy(p: Post) -> Post | None:
+            digest = _image_sha256(p.image)
+            if digest is None:
+                return p  # unreadable: the next filter counts it
+            if digest in seen:
+                return None
+            seen.add(digest)
+            return p
+
+        step("duplicate", first_copy, unit="images")
+    else:
+        skipped.append("duplicate (disabled)")
+
+    if cfg.check_images:
+        step("unreadable", lambda p: p if _readable(p.image) else None, unit="images")
+    else:
+        skipped.append("unreadable (disabled)")
+
+    languages = Counter(p.lang or "unknown" for p in current)
+    report: dict[str, Any] = {
+        "total": len(posts),
+        "kept": len(current),
+        "dropped": {r: len(ids) for r, ids in dropped.items()},
+        "languages": dict(languages.most_common()),
+        "skipped_filters": skipped,
+    }
+    result = FilterResult(current, report, {r: ids for r, ids in dropped.items() if ids})
+    log.info("filters: %s", result.summary().replace("\n", " | "))
+    return result
