@@ -1,0 +1,423 @@
+"""The image side of training: GoogLeNet fine-tuned to regress images onto their caption vectors.
+
+Seed-faithful recipe (the original system): the ImageNet GoogLeNet with a new linear layer from the
+1,024 pooled features to the word space; conv1 … inception_4d frozen, inception_4e/5a/5b and the new layer
+trained with sigmoid cross-entropy against caption vectors min-max scaled to [0, 1] **per dimension**;
+SGD lr 0.001, momentum 0.9, weight decay 2e-4, batch 120; random 224 crops of the 256-resized image with
+mirroring; validation loss each epoch, best checkpoint kept.
+
+To train on a 2-core CPU the frozen trunk runs once: its inception_4d activations (528×14×14, fp16) for a
+fixed number of random crop/mirror views per image are cached in a ``np.memmap`` under ``work_dir``, keyed
+by the weights, the image list and the view recipe, and reused across epochs and runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from space.errors import SpaceError
+from space.images import CROP, center_crop, open_image, resize_short_side, to_network_input
+from train.googlenet import FEATURE_DIM, TRUNK_SHAPE, build_backbone, weights_fingerprint
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, "int | None", str], None]
+CHECKPOINT_NAME = "image_best.pt"
+LAST_CHECKPOINT_NAME = "image_last.pt"
+
+
+class TrainingFailed(SpaceError):
+    """The regressor cannot be trained on these inputs (no usable image, bad targets)."""
+
+    code = "training_failed"
+    status = 500
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How the image regressor is trained; defaults are the seed-faithful recipe."""
+
+    backbone: str = "bvlc"  # "bvlc" (local Caffe weights) or "torchvision" (downloads ImageNet weights)
+    loss: str = "bce"  # "bce": sigmoid cross-entropy on [0,1]-scaled targets; "cosine": 1 − cos in word space
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    batch_size: int = 120
+    epochs: int = 6
+    schedule: str = "constant"  # or "cosine"
+    dropout: float = 0.4  # GoogLeNet's dropout before the classifier, kept before the new layer
+    train_views: int = 4  # cached random crop/mirror views per training image
+    view_seed: int = 0
+    seed: int = 0
+    feature_batch: int = 32
+    max_train_minutes: float | None = None  # stop after the epoch that crosses this budget
+    num_threads: int | None = None  # None: all cores
+    quick: bool = False
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> ImageConfig:
+        """Settings for a few hundred images in a few minutes on a CPU."""
+        base = cls(quick=True, epochs=4, train_views=2, batch_size=32, lr=0.01)
+        return replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (stored in checkpoints and manifests)."""
+        return asdict(self)
+
+
+class Regressor(nn.Module):
+    """Backbone + new linear layer; ``forward`` maps network inputs to word-space vectors."""
+
+    def __init__(self, backbone: nn.Module, dim: int, tmin: np.ndarray, tmax: np.ndarray, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(FEATURE_DIM, dim)
+        nn.init.normal_(self.proj.weight, std=0.01)
+        nn.init.zeros_(self.proj.bias)
+        span = np.maximum(tmax - tmin, 1e-6).astype(np.float32)
+        self.register_buffer("tmin", torch.from_numpy(tmin.astype(np.float32)))
+        self.register_buffer("tspan", torch.from_numpy(span))
+
+    def logits_from_trunk(self, feats: torch.Tensor) -> torch.Tensor:
+        """Scaled-space logits from cached inception_4d activations."""
+        return self.proj(self.dropout(self.backbone.head(feats)))  # type: ignore[operator]
+
+    def to_word_space(self, logits: torch.Tensor) -> torch.Tensor:
+        """Undo the [0, 1] min-max scaling: sigmoid, then the per-dimension affine map."""
+        return torch.sigmoid(logits) * self.tspan + self.tmin
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 224, 224) network inputs → (B, D) word-space vectors."""
+        return self.to_word_space(self.logits_from_trunk(self.backbone.trunk(images)))  # type: ignore[operator]
+
+
+def build_regressor(cfg: ImageConfig, weights_dir: Path | None, dim: int, tmin: np.ndarray,
+                    tmax: np.ndarray) -> Regressor:
+    """A fresh regressor (backbone weights loaded when ``weights_dir`` is given)."""
+    backbone = build_backbone(cfg.backbone, weights_dir, pretrained=weights_dir is not None)
+    return Regressor(backbone, dim, tmin, tmax, cfg.dropout)
+
+
+def load_checkpoint(path: Path) -> tuple[Regressor, dict[str, Any]]:
+    """Rebuild the regressor stored in ``path`` (eval mode) and return it with the checkpoint dict."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = ImageConfig(**ckpt["config"])
+    tmin, tmax = np.asarray(ckpt["target_min"]), np.asarray(ckpt["target_max"])
+    backbone = build_backbone(cfg.backbone, None, pretrained=False)
+    model = Regressor(backbone, int(ckpt["dim"]), tmin, tmax, cfg.dropout)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def _throttled(progress: Progress | None, interval: float = 0.5) -> Progress | None:
+    """Wrap ``progress`` so it fires at most every ``interval`` seconds (and always on completion)."""
+    if progress is None:
+        return None
+    last = [0.0]
+
+    def call(stage: str, done: int, total: int | None, unit: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval or (total is not None and done >= total):
+            last[0] = now
+            progress(stage, done, total, unit)
+
+    return call
+
+
+def _view(img: Image.Image, rng: np.random.Generator | None) -> np.ndarray:
+    """A random 224 crop (mirrored half the time) of the 256-resized image, or the centre crop."""
+    img = resize_short_side(img)
+    if rng is None:
+        return to_network_input(center_crop(img))
+    w, h = img.size
+    left, top = int(rng.integers(0, w - CROP + 1)), int(rng.integers(0, h - CROP + 1))
+    img = img.crop((left, top, left + CROP, top + CROP))
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return to_network_input(img)
+
+
+@dataclass(frozen=True)
+class FeatureCache:
+    """Cached trunk activations: row ``i * views + v`` is view ``v`` of image ``i``."""
+
+    path: Path
+    n_images: int
+    views: int
+    failed: tuple[int, ...]
+
+    def open(self) -> np.memmap:
+        """The activations, read-only, shape (n_images * views, 528, 14, 14), fp16."""
+        return np.memmap(self.path, dtype=np.float16, mode="r", shape=(self.n_images * self.views, *TRUNK_SHAPE))
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cache_trunk_features(
+    backbone: nn.Module,
+    images: Sequence[Path],
+    views: int,
+    work_dir: Path,
+    *,
+    key_parts: Sequence[str],
+    random_views: bool,
+    view_seed: int = 0,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    stage: str = "cnn-features",
+) -> FeatureCache:
+    """Compute (or reuse) the trunk activations of ``views`` views per image; failures stay zero."""
+    key_src = json.dumps([list(key_parts), [str(p) for p in images], views, random_views, view_seed])
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    path = work_dir / f"trunk-{key}.f16"
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        log.info("reusing cached trunk features %s (%d views)", path.name, len(images) * views)
+        return FeatureCache(path, len(images), views, tuple(meta["failed"]))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    total = len(images) * views
+    mm = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(max(total, 1), *TRUNK_SHAPE))
+    device = _device()
+    backbone = backbone.to(device).eval()
+    report = _throttled(progress)
+    failed: list[int] = []
+    rows: list[np.ndarray] = []
+    row_ids: list[int] = []
+    started = time.monotonic()
+
+    def flush() -> None:
+        if not rows:
+            return
+        with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+            out = backbone.trunk(torch.from_numpy(np.stack(rows)).to(device))  # type: ignore[operator]
+        out_np = out.float().cpu().numpy().astype(np.float16)
+        for j, r in enumerate(row_ids):
+            mm[r] = out_np[j]
+        rows.clear()
+        row_ids.clear()
+
+    bar = tqdm(total=total, desc=stage, unit="view", mininterval=1.0)
+    for i, p in enumerate(images):
+        try:
+            img = open_image(p)
+        except SpaceError as exc:
+            log.warning("cannot read %s: %s", p, exc)
+            failed.append(i)
+            mm[i * views : (i + 1) * views] = 0
+            bar.update(views)
+            continue
+        for v in range(views):
+            rng = np.random.default_rng([view_seed, i, v]) if random_views else None
+            rows.append(_view(img, rng))
+            row_ids.append(i * views + v)
+        if len(rows) >= batch_size:
+            flush()
+        bar.update(views)
+        done = (i + 1) * views
+        bar.set_postfix(img_s=f"{(i + 1) / max(time.monotonic() - started, 1e-6):.1f}")
+        if report:
+            report(stage, done, total, "views")
+    flush()
+    bar.close()
+    mm.flush()
+    del mm
+    os.replace(tmp, path)
+    meta_path.write_text(json.dumps({"failed": failed, "n_images": len(images), "views": views}))
+    log.info("cached %d trunk views in %.0fs (%d failed images)", total, time.monotonic() - started, len(failed))
+    return FeatureCache(path, len(images), views, tuple(failed))
+
+
+def scale_targets(targets: np.ndarray, tmin: np.ndarray, tmax: np.ndarray) -> np.ndarray:
+    """Per-dimension min-max scaling of word-space vectors to [0, 1]."""
+    span = np.maximum(tmax - tmin, 1e-6)
+    return np.clip((targets - tmin) / span, 0.0, 1.0).astype(np.float32)
+
+
+def _loss_fn(cfg: ImageConfig, model: Regressor) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(logits, scaled targets, raw targets) → mean loss."""
+    bce = nn.BCEWithLogitsLoss()
+    if cfg.loss == "bce":
+        return lambda logits, scaled, raw: bce(logits, scaled)
+    if cfg.loss == "cosine":
+        return lambda logits, scaled, raw: (
+            1 - nn.functional.cosine_similarity(model.to_word_space(logits), raw, dim=1)
+        ).mean()
+    raise ValueError(f"unknown loss {cfg.loss!r} (expected 'bce' or 'cosine')")
+
+
+def _evaluate(model: Regressor, feats: np.memmap, rows: np.ndarray, scaled: np.ndarray, raw: np.ndarray,
+              loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], batch: int,
+              device: torch.device) -> float:
+    """Mean loss over the cached validation views ``rows`` (targets given per row)."""
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for s in range(0, len(rows), batch):
+            r = rows[s : s + batch]
+            x = torch.from_numpy(np.asarray(feats[r], dtype=np.float32)).to(device)
+            logits = model.logits_from_trunk(x).float()
+            value = loss(logits, torch.from_numpy(scaled[s : s + batch]).to(device),
+                         torch.from_numpy(raw[s : s + batch]).to(device))
+            total += float(value) * len(r)
+            n += len(r)
+    return total / max(n, 1)
+
+
+def train_regressor(
+    cfg: ImageConfig,
+    images: Sequence[Path],
+    targets: np.ndarray,
+    splits: Sequence[str],
+    weights_dir: Path,
+    work_dir: Path,
+    *,
+    progress: Progress | None = None,
+) -> Path:
+    """Fine-tune the regressor on the "train" images, validate on "val"; return the best checkpoint."""
+    if not (len(images) == len(targets) == len(splits)):
+        raise TrainingFailed("images, targets and splits must have the same length")
+    targets = np.asarray(targets, dtype=np.float32)
+    threads = cfg.num_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    device = _device()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    split_arr = np.asarray(splits)
+    train_idx = np.flatnonzero(split_arr == "train")
+    val_idx = np.flatnonzero(split_arr == "val")
+    if len(train_idx) == 0:
+        raise TrainingFailed("no training images (split == 'train')")
+    if len(val_idx) == 0:
+        # Without a validation split, hold out a few training images so "best" still means something.
+        rng = np.random.default_rng(cfg.seed)
+        held = rng.choice(train_idx, size=max(1, len(train_idx) // 10), replace=False)
+        val_idx = np.sort(held)
+        train_idx = np.setdiff1d(train_idx, held)
+        log.warning("no 'val' split: holding out %d training images for validation", len(val_idx))
+    tmin = targets[train_idx].min(axis=0)
+    tmax = targets[train_idx].max(axis=0)
+    model = build_regressor(cfg, weights_dir, targets.shape[1], tmin, tmax)
+    key_parts = [cfg.backbone, weights_fingerprint(weights_dir) if cfg.backbone == "bvlc" else "torchvision"]
+    train_cache = cache_trunk_features(
+        model.backbone, [images[i] for i in train_idx], cfg.train_views, work_dir, key_parts=key_parts,
+        random_views=True, view_seed=cfg.view_seed, batch_size=cfg.feature_batch, progress=progress,
+    )
+    val_cache = cache_trunk_features(
+        model.backbone, [images[i] for i in val_idx], 1, work_dir, key_parts=key_parts,
+        random_views=False, batch_size=cfg.feature_batch, progress=progress, stage="cnn-features-val",
+    )
+    # Rows of usable views, with the target of the image they came from.
+    bad_train = set(train_cache.failed)
+    train_rows = np.array([i * cfg.train_views + v for i in range(len(train_idx)) if i not in bad_train
+                           for v in range(cfg.train_views)], dtype=np.int64)
+    if len(train_rows) == 0:
+        raise TrainingFailed("no training image could be decoded")
+    row_raw = targets[train_idx][train_rows // cfg.train_views]
+    row_scaled = scale_targets(row_raw, tmin, tmax)
+    val_rows = np.array([i for i in range(len(val_idx)) if i not in set(val_cache.failed)], dtype=np.int64)
+    val_raw = targets[val_idx][val_rows]
+    val_scaled = scale_targets(val_raw, tmin, tmax)
+
+    model = model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = [p for m in [*model.backbone.head_modules(), model.proj] for p in m.parameters()]  # type: ignore[operator]
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps) if cfg.schedule == "cosine"
+             else None)
+    loss_fn = _loss_fn(cfg, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    train_feats, val_feats = train_cache.open(), val_cache.open()
+    report = _throttled(progress)
+
+    best_path = work_dir / CHECKPOINT_NAME
+    best_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
+    history: list[dict[str, float]] = [{"epoch": 0, "val_loss": best_loss}]
+    log.info("initial validation loss %.5f", best_loss)
+    best_state: dict[str, Any] | None = None
+    best_epoch = 0
+    rng = np.random.default_rng(cfg.seed)
+    step = 0
+    started = time.monotonic()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        # Frozen layers stay in eval mode (matters only for dropout; there is no BatchNorm).
+        order = rng.permutation(len(train_rows))
+        bar = tqdm(range(steps_per_epoch), desc=f"cnn-train {epoch}/{cfg.epochs}", unit="batch", mininterval=1.0)
+        running, seen, t0 = 0.0, 0, time.monotonic()
+        for b in bar:
+            sel = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            x = torch.from_numpy(np.asarray(train_feats[train_rows[sel]], dtype=np.float32)).to(device)
+            y = torch.from_numpy(row_scaled[sel]).to(device)
+            raw = torch.from_numpy(row_raw[sel]).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                logits = model.logits_from_trunk(x).float()
+            loss = loss_fn(logits, y, raw)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None:
+                sched.step()
+            step += 1
+            running += float(loss.detach()) * len(sel)
+            seen += len(sel)
+            bar.set_postfix(loss=f"{running / seen:.5f}", img_s=f"{seen / max(time.monotonic() - t0, 1e-6):.0f}")
+            if report:
+                report("cnn-train", step, total_steps, "batches")
+        val_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
+        history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss,
+                        "seconds": time.monotonic() - t0})
+        log.info("epoch %d: train loss %.5f, val loss %.5f (%.0fs)", epoch, running / max(seen, 1), val_loss,
+                 time.monotonic() - t0)
+        if val_loss < best_loss or best_state is None:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if cfg.max_train_minutes is not None and time.monotonic() - started > cfg.max_train_minutes * 60:
+            log.warning("training time budget of %.1f minutes reached after epoch %d", cfg.max_train_minutes, epoch)
+            break
+    assert best_state is not None
+    ckpt = {
+        "config": cfg.to_dict(),
+        "model": best_state,
+        "dim": int(targets.shape[1]),
+        "target_min": tmin,
+        "target_max": tmax,
+        "scaling": "per-dimension min-max over the training targets",
+        "epoch": best_epoch,
+        "val_loss": best_loss,
+        "history": history,
+        "n_train_views": int(len(train_rows)),
+        "n_val": int(len(val_rows)),
+    }
+    tmp = best_path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, best_path)
+    log.info("best checkpoint: epoch %d, val loss %.5f → %s", best_epoch, best_loss, best_path)
+    return best_path
