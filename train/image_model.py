@@ -126,7 +126,7 @@ def load_checkpoint(path: Path) -> tuple[Regressor, dict[str, Any]]:
     return model.eval(), ckpt
 
 
-def _throttled(progress: Progress | None, interval: float = 0.5) -> Progress | None:
+def throttled(progress: Progress | None, interval: float = 0.5) -> Progress | None:
     """Wrap ``progress`` so it fires at most every ``interval`` seconds (and always on completion)."""
     if progress is None:
         return None
@@ -200,7 +200,7 @@ def cache_trunk_features(
     mm = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(max(total, 1), *TRUNK_SHAPE))
     device = _device()
     backbone = backbone.to(device).eval()
-    report = _throttled(progress)
+    report = throttled(progress)
     failed: list[int] = []
     rows: list[np.ndarray] = []
     row_ids: list[int] = []
@@ -354,7 +354,7 @@ def train_regressor(
     loss_fn = _loss_fn(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     train_feats, val_feats = train_cache.open(), val_cache.open()
-    report = _throttled(progress)
+    report = throttled(progress)
 
     best_path = work_dir / CHECKPOINT_NAME
     best_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
