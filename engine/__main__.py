@@ -1,0 +1,60 @@
+"""``python -m engine --models DIR [--host H] [--port P]``: run the engine service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.app import create_app
+from engine.settings import Settings
+
+
+def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build the settings from the command line and the environment."""
+    env = dict(os.environ) if env is None else env
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    p.add_argument("--models", type=Path, required=True, help="models directory holding ACTIVE and bundles")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=int(env.get("ENGINE_WORKERS", "2")))
+    p.add_argument("--queue-limit", type=int, default=int(env.get("ENGINE_QUEUE_LIMIT", "64")))
+    p.add_argument("--cache-ttl", type=int, default=int(env.get("ENGINE_CACHE_TTL", "3600")))
+    p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
+    p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))
+    p.add_argument("--poll", type=float, default=float(env.get("ENGINE_POLL_S", "2")), help="ACTIVE poll (s)")
+    a = p.parse_args(argv)
+    return Settings(
+        models_dir=a.models,
+        host=a.host,
+        port=a.port,
+        redis_url=env.get("REDIS_URL") or None,
+        admin_token=env.get("ENGINE_ADMIN_TOKEN") or None,
+        workers=a.workers,
+        queue_limit=a.queue_limit,
+        cache_ttl_s=a.cache_ttl,
+        confident_cutoff=a.confident_cutoff,
+        max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
+        poll_s=a.poll,
+        handle_sighup=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m engine`` and ``topicspace-engine``."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = settings_from(argv)
+    logging.getLogger(__name__).info(
+        "engine on %s:%d over %s", settings.host, settings.port, settings.models_dir
+    )
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
+                shutdown_timeout=10.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The app factory: resources opened and closed by ``cleanup_ctx`` generators, stored under typed keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from engine import views
+from engine.cache import Cache, LRUCache, RedisCache
+from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
+from engine.metrics import Metrics
+from engine.runtime import Runtime
+from engine.settings import Settings
+from space.errors import SpaceError, UnknownWords
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CACHE", "METRICS", "RUNTIME", "SETTINGS", "create_app"]
+
+# aiohttp's own 4xx, as error codes.
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, **extra: object) -> web.Response:
+    """The one JSON error shape."""
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+def _endpoint(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request, and map domain/aiohttp errors to the JSON error body."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    endpoint = _endpoint(request)
+    try:
+        response = await handler(request)
+    except SpaceError as exc:
+        extra = {"unknown": exc.unknown} if isinstance(exc, UnknownWords) else {}
+        response = error_response(exc.status, exc.code, str(exc), **extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        response = error_response(exc.status, code, exc.reason if exc.text is None else exc.text)
+    metrics.requests.labels(endpoint=endpoint, status=str(response.status)).inc()
+    metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Worker pool and model: first load, the ACTIVE poll, SIGHUP; all stopped at shutdown."""
+    settings = app[SETTINGS]
+    runtime = Runtime(settings, app[METRICS])
+    app[RUNTIME] = runtime
+    await runtime.check_active()
+    if runtime.holder.current is None:
+        log.warning("no valid bundle in %s: starting degraded (queries answer 503)", settings.models_dir)
+    poller = asyncio.create_task(runtime.poll(), name="engine-active-poll")
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+    hup = settings.handle_sighup and threading.current_thread() is threading.main_thread()
+    if hup:
+        def on_hup() -> None:
+            log.info("SIGHUP: reloading the active bundle")
+            task = loop.create_task(_quiet_reload(runtime))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    yield
+    if hup:
+        loop.remove_signal_handler(signal.SIGHUP)
+    poller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poller
+    for task in list(reloads):
+        task.cancel()
+    await loop.run_in_executor(None, runtime.close)
+
+
+async def _quiet_reload(runtime: Runtime) -> None:
+    with contextlib.suppress(SpaceError):
+        await runtime.reload()
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Redis when ``redis_url`` is set (probed, never fatal), else an in-process LRU."""
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    cache: Cache
+    if settings.redis_url:
+        redis_cache = RedisCache(
+            settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_s, settings.redis_retry_s,
+            on_state=lambda up: metrics.redis_up.set(1 if up else 0),
+        )
+        up = await redis_cache.ping()
+        metrics.redis_up.set(1 if up else 0)
+        log.info("cache: redis (%s)", "up" if up else "down, retrying in the background")
+        cache = redis_cache
+    else:
+        cache = LRUCache(settings.lru_entries, settings.cache_ttl_s)
+        log.info("cache: in-process LRU (%d entries)", settings.lru_entries)
+    app[CACHE] = cache
+    yield
+    await cache.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The engine's aiohttp application."""
+    # Multipart framing adds a little to the image itself.
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_upload_bytes + 64 * 1024)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(cache_ctx)
+    app.cleanup_ctx.append(runtime_ctx)
+    views.setup_routes(app)
+    return app

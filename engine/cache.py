@@ -1,0 +1,180 @@
+"""Answer cache: Redis (with a circuit breaker) or an in-process LRU, behind one small interface.
+
+Values are the JSON bodies as bytes. Keys always include the bundle version, so a new bundle never
+serves an old answer. A cache failure never fails a request: it only makes it uncached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "topicspace:engine:"
+
+
+def cache_key(version: str, endpoint: str, *parts: object) -> str:
+    """A bounded-length key: version and endpoint readable, the rest hashed."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:32]
+    return f"{KEY_PREFIX}{version}:{endpoint}:{digest}"
+
+
+class Cache(Protocol):
+    """What the views need from a cache."""
+
+    kind: str
+
+    @property
+    def up(self) -> bool:
+        """Whether the backend is reachable right now."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached value, or None (miss or backend down)."""
+        ...
+
+    async def set(self, key: str, value: bytes) -> None:
+        """Store ``value``; failures are swallowed."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class LRUCache:
+    """In-process LRU with a TTL: the fallback when no Redis URL is configured."""
+
+    kind = "memory"
+
+    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    @property
+    def up(self) -> bool:
+        """Always reachable."""
+        return True
+
+    async def get(self, key: str) -> bytes | None:
+        """The value if present and fresh."""
+        entry = self.data.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < self.clock():
+            del self.data[key]
+            return None
+        self.data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes) -> None:
+        """Insert, evicting the least recently used entry beyond the bound."""
+        self.data[key] = (self.clock() + self.ttl_s, value)
+        self.data.move_to_end(key)
+        while len(self.data) > self.max_entries:
+            self.data.popitem(last=False)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+        self.data.clear()
+
+
+class RedisCache:
+    """Redis with short timeouts and a circuit breaker: while open, calls are skipped (uncached)."""
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        ttl_s: int,
+        timeout_s: float = 0.25,
+        retry_after_s: float = 3.0,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.retry_after_s = retry_after_s
+        self.on_state = on_state
+        self.client = aioredis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=256,
+        )
+        self._up = True
+        self._open_until = 0.0
+
+    @property
+    def up(self) -> bool:
+        """False while the breaker is open."""
+        return self._up
+
+    def _available(self) -> bool:
+        return self._up or time.monotonic() >= self._open_until
+
+    def _failed(self, exc: BaseException) -> None:
+        self._open_until = time.monotonic() + self.retry_after_s
+        if self._up:
+            self._up = False
+            log.warning("redis unreachable (%s): answering uncached, retrying in %.0f s",
+                        exc, self.retry_after_s)
+            if self.on_state:
+                self.on_state(False)
+
+    def _succeeded(self) -> None:
+        if not self._up:
+            self._up = True
+            log.info("redis reachable again: cache back on")
+            if self.on_state:
+                self.on_state(True)
+
+    async def ping(self) -> bool:
+        """Probe the server (at start-up); updates the breaker."""
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return False
+        self._succeeded()
+        return True
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached value, or None on a miss or while Redis is down."""
+        if not self._available():
+            return None
+        try:
+            value = await self.client.get(key)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._succeeded()
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes) -> None:
+        """Store with the TTL; skipped while Redis is down."""
+        if not self._available():
+            return
+        try:
+            await self.client.set(key, value, ex=self.ttl_s)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return
+        self._succeeded()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()

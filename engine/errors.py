@@ -1,0 +1,39 @@
+"""Engine-only domain errors (the shared ones live in :mod:`space.errors`)."""
+
+from __future__ import annotations
+
+from space.errors import SpaceError
+
+
+class BadParameter(SpaceError):
+    """A query-string parameter is missing, malformed or out of range."""
+
+    code = "bad_parameter"
+
+
+class NotFound(SpaceError):
+    """The named image, report file or bundle version does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Busy(SpaceError):
+    """Every worker is taken and the wait queue is full; retry shortly."""
+
+    code = "busy"
+    status = 503
+
+
+class Unauthorized(SpaceError):
+    """The admin token is missing or wrong."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class AdminDisabled(SpaceError):
+    """No admin token is configured, so admin endpoints are off."""
+
+    code = "admin_disabled"
+    status = 403

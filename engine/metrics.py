@@ -1,0 +1,47 @@
+"""Prometheus metrics of one engine app, in its own registry (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Request counts and latencies by endpoint, cache hits/misses, bundle version, Redis state."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "engine_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "engine_request_seconds", "Request latency by endpoint", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.cache_hits = Counter("engine_cache_hits", "Answers served from the cache", ["endpoint"],
+                                  registry=r)
+        self.cache_misses = Counter("engine_cache_misses", "Answers computed", ["endpoint"], registry=r)
+        self.busy = Counter("engine_busy_rejections", "Requests refused because the queue was full",
+                            registry=r)
+        self.reloads = Counter("engine_reloads", "Bundle load attempts by result", ["result"], registry=r)
+        self.bundle = Gauge("engine_bundle_info", "The bundle being served (value 1)", ["version"],
+                            registry=r)
+        self.redis_up = Gauge("engine_redis_up", "1 when Redis answers, 0 when down, -1 when not configured",
+                              registry=r)
+        self.inflight = Gauge("engine_inflight", "Requests waiting for or holding a worker", registry=r)
+        self.redis_up.set(-1)
+
+    def set_bundle(self, version: str | None) -> None:
+        """Record the served version (one labelled series at a time)."""
+        self.bundle.clear()
+        if version is not None:
+            self.bundle.labels(version=version).set(1)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

@@ -1,0 +1,167 @@
+"""A loaded model bundle (text space, indexes, ONNX session, items) and the holder that swaps bundles.
+
+Loading is blocking and runs off the event loop; the swap itself is one reference assignment on the loop.
+Requests pin the model they started on (:meth:`ModelHolder.use`), so a retired model is closed only after
+the last request on it has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from space import bundle
+from space.errors import NoBundle
+from space.textspace import TextSpace, unit
+from space.vectorindex import build_index, load_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Model:
+    """Everything one bundle version serves with."""
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    space: TextSpace
+    image_vectors: np.ndarray  # (N, D) unit rows
+    items: list[dict[str, Any]]
+    ids: list[str]  # public image id per key
+    by_id: dict[str, int]
+    langs: dict[str, np.ndarray]  # language → keys of its items
+    images_index: Any
+    words_index: Any
+    session: Any
+    input_name: str
+    output_name: str
+    inflight: int = 0
+    retired: bool = field(default=False)
+    closed: bool = field(default=False)
+
+    def close(self) -> None:
+        """Drop the heavy resources (called once no request uses this model any more)."""
+        if not self.closed:
+            self.closed = True
+            self.session = None
+            self.images_index = None
+            self.words_index = None
+            log.info("closed bundle %s", self.version)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """Run the ONNX image encoder on a (B, 3, 224, 224) batch → (B, D) vectors."""
+        out = self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})
+        return np.asarray(out[0], dtype=np.float32)
+
+
+def _public_ids(items: list[dict[str, Any]]) -> list[str]:
+    """Stable ids (the post id), made unique with a ``~n`` suffix where a post holds several images."""
+    seen: dict[str, int] = {}
+    ids = []
+    for i, item in enumerate(items):
+        base = str(item.get("post_id") or i)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        ids.append(base if n == 0 else f"{base}~{n}")
+    return ids
+
+
+def _index(path: Path, vectors: np.ndarray, name: str) -> Any:
+    if path.is_file():
+        index = load_index(path)
+        if len(index) == len(vectors):
+            return index
+        log.warning("%s holds %d vectors, the .npy %d: rebuilding it in memory",
+                    path, len(index), len(vectors))
+    else:
+        log.info("bundle has no %s: building it in memory from %d vectors", name, len(vectors))
+    return build_index(vectors, None)
+
+
+def load_model(path: Path, ort_threads: int = 1) -> Model:
+    """Verify (sha256 of every file) and load the bundle at ``path``; raises ``BundleInvalid``."""
+    started = time.perf_counter()
+    manifest = bundle.verify(path)
+    space = TextSpace.load(path)
+    vectors = unit(np.load(path / bundle.IMAGE_VECTORS))
+    meta = json.loads((path / bundle.IMAGE_META).read_text(encoding="utf-8"))
+    items = list(meta["items"])
+    if len(items) != len(vectors):
+        raise bundle.BundleInvalid(f"{path.name}: {len(items)} items for {len(vectors)} image vectors.")
+    ids = _public_ids(items)
+    langs_list: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.get("lang"):
+            langs_list.setdefault(str(item["lang"]), []).append(i)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = ort_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(path / bundle.ENCODER), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    model = Model(
+        version=str(manifest["version"]),
+        path=path,
+        manifest=manifest,
+        space=space,
+        image_vectors=vectors,
+        items=items,
+        ids=ids,
+        by_id={pid: i for i, pid in enumerate(ids)},
+        langs={k: np.array(v, dtype=np.int64) for k, v in langs_list.items()},
+        images_index=_index(path / bundle.IMAGE_INDEX, vectors, bundle.IMAGE_INDEX),
+        words_index=_index(path / bundle.WORD_INDEX, space.vectors, bundle.WORD_INDEX),
+        session=session,
+        input_name=session.get_inputs()[0].name,
+        output_name=session.get_outputs()[0].name,
+    )
+    log.info(
+        "loaded bundle %s (%d images, %d words) in %.2f s",
+        model.version, len(items), len(space.words), time.perf_counter() - started,
+    )
+    return model
+
+
+class ModelHolder:
+    """The current model, swapped atomically; tracks in-flight use so old models close safely."""
+
+    def __init__(self) -> None:
+        self.current: Model | None = None
+        self.last_error: str | None = None
+
+    def require(self) -> Model:
+        """The current model, or :class:`NoBundle` (503)."""
+        if self.current is None:
+            raise NoBundle("No valid model bundle is loaded yet; the service is degraded.")
+        return self.current
+
+    @contextmanager
+    def use(self) -> Iterator[Model]:
+        """Pin the current model for the duration of one request."""
+        model = self.require()
+        model.inflight += 1
+        try:
+            yield model
+        finally:
+            model.inflight -= 1
+            if model.retired and model.inflight == 0:
+                model.close()
+
+    def swap(self, new: Model) -> Model | None:
+        """Make ``new`` current; retire the old one (closed now or when its last request ends)."""
+        old, self.current = self.current, new
+        if old is not None and old is not new:
+            old.retired = True
+            if old.inflight == 0:
+                old.close()
+        return old

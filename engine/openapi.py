@@ -1,0 +1,124 @@
+"""The OpenAPI 3 description of the engine's HTTP API (kept next to the routes it describes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+BINARY = {"type": "string", "format": "binary"}
+PATH_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+TEXT = {"text/plain": {"schema": {"type": "string"}}}
+ERRORS = {
+    "400": _json(_ref("Error"), "Bad input (empty query, bad parameter, bad image)"),
+    "413": _json(_ref("Error"), "Upload too large"),
+    "503": _json(_ref("Error"), "No bundle loaded, or busy"),
+}
+K = _param("k", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "How many results")
+Q = _param("q", {"type": "string"}, "Words to combine; '-word' subtracts a word", required=True)
+IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}
+        },
+    },
+}
+
+
+def spec() -> dict[str, Any]:
+    """The OpenAPI document."""
+    scored_word = {"type": "object", "properties": {"word": {"type": "string"}, "score": {"type": "number"}}}
+    image_hit = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"}, "score": {"type": "number"}, "caption": {"type": "string"},
+            "url": {"type": "string"}, "lang": {"type": "string", "nullable": True},
+        },
+    }
+    unknown = {"type": "array", "items": {"type": "string"}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "topicspace engine", "version": "1"},
+        "paths": {
+            "/v1/related": {"get": {
+                "summary": "Words near the query", "parameters": [Q, K],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "words": {"type": "array", "items": _ref("ScoredWord")}, "unknown": unknown,
+                    "version": {"type": "string"}}}), **ERRORS},
+            }},
+            "/v1/images": {"get": {
+                "summary": "Images near the query",
+                "parameters": [
+                    Q, K, _param("offset", {"type": "integer", "minimum": 0, "default": 0}, "Skip this many"),
+                    _param("lang", {"type": "string"}, "Only items in this language"),
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "images": {"type": "array", "items": _ref("ImageHit")}, "unknown": unknown,
+                    "confident": {"type": "boolean"}, "version": {"type": "string"}}}), **ERRORS},
+            }},
+            "/v1/images/{id}": {"get": {
+                "summary": "An image file, or a JPEG thumbnail with ?size=N",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _param("size", {"type": "integer", "minimum": 1}, "Longest side of a JPEG thumbnail"),
+                ],
+                "responses": {"200": {"description": "The image", "content": {"image/*": {"schema": BINARY}}},
+                              "404": _json(_ref("Error"), "No such image")},
+            }},
+            "/v1/hashtags": {"post": {
+                "summary": "Words for a photo", "parameters": [K], "requestBody": IMAGE_BODY,
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "hashtags": {"type": "array", "items": _ref("ScoredWord")}}}), **ERRORS},
+            }},
+            "/v1/similar": {"post": {
+                "summary": "Images like a photo", "parameters": [K], "requestBody": IMAGE_BODY,
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "images": {"type": "array", "items": _ref("ImageHit")}}}), **ERRORS},
+            }},
+            "/v1/stats": {"get": {"summary": "Corpus and filter statistics of the active bundle",
+                                  "responses": {"200": _json({"type": "object"}), **ERRORS}}},
+            "/v1/report/{name}": {"get": {
+                "summary": "A file of the bundle's report/ folder",
+                "parameters": [PATH_NAME],
+                "responses": {"200": {"description": "The file"},
+                              "404": _json(_ref("Error"), "No such file")},
+            }},
+            "/v1/admin/reload": {"post": {
+                "summary": "Switch to the ACTIVE bundle (or ?version=)",
+                "parameters": [_param("version", {"type": "string"}, "A published version")],
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}),
+                              "401": _json(_ref("Error"), "Bad token"),
+                              "403": _json(_ref("Error"), "Admin disabled"), **ERRORS},
+            }},
+            "/healthz": {"get": {"summary": "Liveness; status ok or degraded",
+                                 "responses": {"200": _json({"type": "object"})}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Prometheus text", "content": TEXT}}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": {"200": _json({"type": "object"})}}},
+        },
+        "components": {
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"], "properties": {
+                    "error": {"type": "string"}, "message": {"type": "string"}}},
+                "ScoredWord": scored_word,
+                "ImageHit": image_hit,
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

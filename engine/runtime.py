@@ -1,0 +1,126 @@
+"""The engine's running state: bounded worker pool, current model, bundle reloads and the ACTIVE poll.
+
+Plain asyncio, no HTTP: views and tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from engine.errors import Busy, NotFound
+from engine.metrics import Metrics
+from engine.model import Model, ModelHolder, load_model
+from engine.settings import Settings
+from space import bundle
+from space.errors import SpaceError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """Worker pool + model holder + reload logic of one app."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.holder = ModelHolder()
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="engine-cpu")
+        # Loads get their own thread so a big bundle never blocks queries (and vice versa).
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
+        self.slots = settings.queue_limit
+        self.waiting = 0
+        self.reload_lock = asyncio.Lock()
+        self.seen_active: str | None = None
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the worker pool; :class:`Busy` at once when the queue is full."""
+        if self.waiting >= self.slots:
+            self.metrics.busy.inc()
+            raise Busy("The engine is busy; retry in a moment.")
+        self.waiting += 1
+        self.metrics.inflight.inc()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+        finally:
+            self.waiting -= 1
+            self.metrics.inflight.dec()
+
+    async def reload(self, version: str | None = None, force: bool = False) -> Model:
+        """Load ``version`` (default: the ACTIVE one) off the loop and swap it in.
+
+        Raises ``NoBundle``/``BundleInvalid`` (the current model keeps serving) or :class:`NotFound`.
+        """
+        models_dir = self.settings.models_dir
+        async with self.reload_lock:
+            if version is None:
+                path = bundle.active_path(models_dir)
+            else:
+                if version not in bundle.list_versions(models_dir):
+                    raise NotFound(f"No bundle version {version!r}.")
+                path = models_dir / version
+            current = self.holder.current
+            if current is not None and current.path == path and not force:
+                return current
+            loop = asyncio.get_running_loop()
+            try:
+                model = await loop.run_in_executor(
+                    self.loader, load_model, path, self.settings.ort_threads
+                )
+            except SpaceError as exc:
+                self.metrics.reloads.labels(result="refused").inc()
+                self.holder.last_error = str(exc)
+                log.error(
+                    "refusing bundle %s: %s (still serving %s)",
+                    path.name, exc, current.version if current else "nothing",
+                )
+                raise
+            except Exception as exc:  # a bundle we cannot read must never take the service down
+                self.metrics.reloads.labels(result="refused").inc()
+                self.holder.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("refusing bundle %s (still serving %s)", path.name,
+                              current.version if current else "nothing")
+                raise bundle.BundleInvalid(f"{path.name} cannot be loaded: {exc}") from exc
+            old = self.holder.swap(model)
+            self.holder.last_error = None
+            self.metrics.reloads.labels(result="ok").inc()
+            self.metrics.set_bundle(model.version)
+            log.info("serving bundle %s (was %s)", model.version, old.version if old else "nothing")
+            return model
+
+    async def check_active(self) -> None:
+        """Reload when ``<models>/ACTIVE`` names a different version than last seen."""
+        active = bundle.active_version(self.settings.models_dir)
+        if active == self.seen_active:
+            return
+        self.seen_active = active
+        if active is None:
+            return
+        # A refused bundle is logged in reload and tried again when ACTIVE changes.
+        with contextlib.suppress(SpaceError):
+            await self.reload()
+
+    async def poll(self) -> None:
+        """Watch ACTIVE forever (cancelled at shutdown)."""
+        while True:
+            await asyncio.sleep(self.settings.poll_s)
+            try:
+                await self.check_active()
+            except Exception:
+                log.exception("ACTIVE poll failed")
+
+    def close(self) -> None:
+        """Stop the pools (waits for running work) and drop the model."""
+        self.executor.shutdown(wait=True)
+        self.loader.shutdown(wait=True)
+        if self.holder.current is not None:
+            self.holder.current.close()
+            self.holder.current = None

@@ -1,0 +1,160 @@
+"""The engine's answers, as plain blocking functions of a loaded :class:`~engine.model.Model`.
+
+Views run these in the worker pool. A query whose words are all unknown is not an error: it answers
+empty results with the ``unknown`` list, so clients can say "unknown: …" (the same shape as a partly
+known query).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from engine.model import Model
+from space import bundle
+from space.errors import UnknownWords
+from space.images import load_for_network
+from space.query import Query
+from space.textspace import unit
+from space.vectorindex import search
+
+TOP_WORDS = 30
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Upload limits handed to the safe image loader."""
+
+    max_bytes: int
+    max_pixels: int
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4)
+
+
+def image_url(image_id: str) -> str:
+    """The engine URL of an image file."""
+    return "/v1/images/" + quote(image_id, safe="")
+
+
+def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[dict[str, Any]]:
+    out = []
+    for key, sim in zip(keys.tolist(), sims.tolist(), strict=True):
+        if key < 0 or key >= len(model.items):
+            continue
+        item = model.items[key]
+        out.append({
+            "id": model.ids[key],
+            "score": _round(sim),
+            "caption": item.get("caption", ""),
+            "url": image_url(model.ids[key]),
+            "lang": item.get("lang"),
+        })
+    return out
+
+
+def _embed(model: Model, query: Query) -> tuple[np.ndarray | None, list[str]]:
+    try:
+        return model.space.embed_query(query)
+    except UnknownWords as exc:
+        return None, exc.unknown
+
+
+def nearest_words(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[dict[str, Any]]:
+    """The ``k`` words nearest to ``vec`` (cosine, via ``words.usearch``), skipping ``exclude``."""
+    keys, sims = search(model.words_index, unit(vec), k + len(exclude))
+    words = model.space.words
+    out = [
+        {"word": words[key], "score": _round(sim)}
+        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
+        if 0 <= key < len(words) and words[key] not in exclude
+    ]
+    return out[:k]
+
+
+def related(model: Model, query: Query, k: int) -> dict[str, Any]:
+    """Words near the query's vector (the query's own words excluded)."""
+    vec, unknown = _embed(model, query)
+    words = [] if vec is None else nearest_words(model, vec, k, model.space.query_words(query))
+    return {"words": words, "unknown": unknown, "version": model.version}
+
+
+def images(
+    model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
+) -> dict[str, Any]:
+    """Images near the query's vector; ``confident`` says whether the best score clears ``cutoff``."""
+    vec, unknown = _embed(model, query)
+    hits: list[dict[str, Any]] = []
+    best = -1.0
+    if vec is not None:
+        if lang:
+            # Exact over the language's rows: a filtered graph search could return too few.
+            rows = model.langs.get(lang, np.empty(0, dtype=np.int64))
+            scores = model.image_vectors[rows] @ vec
+            order = np.argsort(-scores, kind="stable")[: offset + k]
+            keys, sims = rows[order], scores[order]
+        else:
+            keys, sims = search(model.images_index, vec, offset + k)
+        if len(sims):
+            best = float(sims[0])
+        hits = _image_hits(model, keys[offset:], sims[offset:])
+    return {
+        "images": hits,
+        "unknown": unknown,
+        "confident": bool(hits) and best >= cutoff,
+        "version": model.version,
+    }
+
+
+def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Decode untrusted bytes safely and place the image in the space (one unit vector)."""
+    x = load_for_network(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    return unit(model.encode(x[None])[0])
+
+
+def hashtags(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
+    """Words nearest to an image's vector."""
+    return {"hashtags": nearest_words(model, vec, k, set()), "version": model.version}
+
+
+def similar(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
+    """Images nearest to an image's vector."""
+    keys, sims = search(model.images_index, vec, k)
+    return {"images": _image_hits(model, keys, sims), "version": model.version}
+
+
+def stats(model: Model) -> dict[str, Any]:
+    """Corpus and filter statistics of the bundle, plus its ``report/stats.json`` when present."""
+    manifest = model.manifest
+    report_dir = model.path / bundle.REPORT_DIR
+    report: dict[str, Any] = {}
+    stats_file = report_dir / "stats.json"
+    if stats_file.is_file():
+        report = json.loads(stats_file.read_text(encoding="utf-8"))
+    filter_report = manifest.get("filter_report") or {}
+    languages = filter_report.get("languages") or {k: len(v) for k, v in model.langs.items()}
+    top = np.argsort(-model.space.counts, kind="stable")[:TOP_WORDS]
+    top_words = report.get("top_words") or [
+        {"word": model.space.words[i], "count": int(model.space.counts[i])} for i in top.tolist()
+    ]
+    files = sorted(
+        p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file()
+    ) if report_dir.is_dir() else []
+    return {
+        "version": model.version,
+        "created": manifest.get("created"),
+        "n_images": len(model.items),
+        "n_words": len(model.space.words),
+        "filter_report": filter_report,
+        "corpus": manifest.get("corpus"),
+        "metrics": manifest.get("metrics") or {},
+        "languages": languages,
+        "top_words": top_words,
+        "report": report,
+        "report_files": files,
+    }

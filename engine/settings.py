@@ -1,0 +1,36 @@
+"""Engine configuration: one frozen dataclass, built once in ``main()`` and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from space.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine can be configured with."""
+
+    models_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # never logged
+    cache_ttl_s: int = 3600
+    lru_entries: int = 4096
+    workers: int = 2
+    # Requests allowed to wait for or hold a worker; beyond this we answer 503 busy at once.
+    queue_limit: int = 64
+    ort_threads: int = 1
+    max_upload_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    default_k: int = 10
+    max_k: int = 100
+    max_offset: int = 1000
+    confident_cutoff: float = 0.5
+    thumb_max: int = 1024
+    poll_s: float = 2.0
+    redis_timeout_s: float = 0.25
+    redis_retry_s: float = 3.0
+    handle_sighup: bool = False

@@ -1,0 +1,228 @@
+"""HTTP routes: thin handlers that parse parameters, consult the cache and call :mod:`engine.service`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from engine import service
+from engine.cache import cache_key
+from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized
+from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
+from engine.openapi import spec
+from space import bundle
+from space.errors import BadImage, ImageTooLarge
+from space.images import thumbnail_jpeg
+from space.query import parse_query
+
+JSON = "application/json"
+MIN_THUMB = 16
+IMAGE_HEADERS = {"Cache-Control": "public, max-age=3600"}
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(f"{name} must be an integer, got {raw[:20]!r}.") from None
+    if not lo <= value <= hi:
+        raise BadParameter(f"{name} must be between {lo} and {hi}, got {value}.")
+    return value
+
+
+def _k(request: web.Request) -> int:
+    s = request.app[SETTINGS]
+    return _int(request, "k", s.default_k, 1, s.max_k)
+
+
+async def _cached(
+    request: web.Request, endpoint: str, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
+) -> web.Response:
+    """Serve the cached JSON body for ``key`` or compute, store and serve it."""
+    cache = request.app[CACHE]
+    metrics = request.app[METRICS]
+    body = await cache.get(key)
+    if body is not None:
+        metrics.cache_hits.labels(endpoint=endpoint).inc()
+        return web.Response(body=body, content_type=JSON)
+    metrics.cache_misses.labels(endpoint=endpoint).inc()
+    body = json.dumps(await compute(), ensure_ascii=False).encode("utf-8")
+    await cache.set(key, body)
+    return web.Response(body=body, content_type=JSON)
+
+
+async def related(request: web.Request) -> web.Response:
+    """Words near the query."""
+    runtime = request.app[RUNTIME]
+    query = parse_query(request.query.get("q", ""))
+    k = _k(request)
+    with runtime.holder.use() as model:
+        key = cache_key(model.version, "related", query.normalised(), k)
+        return await _cached(request, "related", key,
+                             lambda: runtime.run_cpu(service.related, model, query, k))
+
+
+async def images(request: web.Request) -> web.Response:
+    """Images near the query."""
+    runtime = request.app[RUNTIME]
+    settings = request.app[SETTINGS]
+    query = parse_query(request.query.get("q", ""))
+    k = _k(request)
+    offset = _int(request, "offset", 0, 0, settings.max_offset)
+    lang = request.query.get("lang", "").strip().lower() or None
+    with runtime.holder.use() as model:
+        key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
+        return await _cached(request, "images", key, lambda: runtime.run_cpu(
+            service.images, model, query, k, offset, lang, settings.confident_cutoff))
+
+
+async def _upload(request: web.Request) -> bytes:
+    """The image bytes: the raw body, or the multipart field ``image``."""
+    limit = request.app[SETTINGS].max_upload_bytes
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            if isinstance(part, BodyPartReader) and part.name == "image":
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    data.extend(chunk)
+                    if len(data) > limit:
+                        raise ImageTooLarge(f"The file is over {limit:,} bytes.")
+                return bytes(data)
+        raise BadImage("The multipart body has no field named 'image'.")
+    body = await request.read()
+    if len(body) > limit:
+        raise ImageTooLarge(f"The file is {len(body):,} bytes; at most {limit:,} are accepted.")
+    if not body:
+        raise BadImage("The request body is empty: send the image bytes (or a multipart field 'image').")
+    return body
+
+
+async def _photo(request: web.Request, endpoint: str) -> web.Response:
+    runtime = request.app[RUNTIME]
+    settings = request.app[SETTINGS]
+    k = _k(request)
+    data = await _upload(request)
+    limits = service.ImageLimits(settings.max_upload_bytes, settings.max_pixels)
+    answer = service.hashtags if endpoint == "hashtags" else service.similar
+    with runtime.holder.use() as model:
+        key = cache_key(model.version, endpoint, hashlib.sha256(data).hexdigest(), k)
+
+        def compute() -> dict[str, Any]:
+            return answer(model, service.encode_image(model, data, limits), k)
+
+        return await _cached(request, endpoint, key, lambda: runtime.run_cpu(compute))
+
+
+async def hashtags(request: web.Request) -> web.Response:
+    """Words for a photo."""
+    return await _photo(request, "hashtags")
+
+
+async def similar(request: web.Request) -> web.Response:
+    """Images like a photo."""
+    return await _photo(request, "similar")
+
+
+async def image_file(request: web.Request) -> web.StreamResponse:
+    """An image of the corpus, or (``?size=N``) a JPEG thumbnail bounded by N pixels."""
+    runtime = request.app[RUNTIME]
+    settings = request.app[SETTINGS]
+    image_id = request.match_info["id"]
+    size = _int(request, "size", 0, 0, 100_000)
+    with runtime.holder.use() as model:
+        key = model.by_id.get(image_id)
+        if key is None:
+            raise NotFound(f"No image {image_id!r} in bundle {model.version}.")
+        path = Path(model.items[key]["path"])
+    if not path.is_file():
+        raise NotFound(f"The file of image {image_id!r} is not on this server.")
+    if not size:
+        return web.FileResponse(path, headers=IMAGE_HEADERS)
+    side = max(MIN_THUMB, min(size, settings.thumb_max))
+    body = await runtime.run_cpu(thumbnail_jpeg, path, side)
+    return web.Response(body=body, content_type="image/jpeg", headers=IMAGE_HEADERS)
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Corpus, filter and report statistics of the active bundle."""
+    runtime = request.app[RUNTIME]
+    with runtime.holder.use() as model:
+        return web.json_response(await runtime.run_cpu(service.stats, model))
+
+
+async def report_file(request: web.Request) -> web.FileResponse:
+    """A file from the bundle's ``report/`` (no path may leave that folder)."""
+    runtime = request.app[RUNTIME]
+    name = request.match_info["name"]
+    with runtime.holder.use() as model:
+        root = (model.path / bundle.REPORT_DIR).resolve()
+    target = (root / name).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFound(f"No report file {name!r}.")
+    return web.FileResponse(target)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: always 200; ``status`` is ``degraded`` while no bundle is loaded."""
+    runtime = request.app[RUNTIME]
+    cache = request.app[CACHE]
+    model = runtime.holder.current
+    return web.json_response({
+        "status": "ok" if model is not None else "degraded",
+        "version": model.version if model else None,
+        "cache": cache.kind,
+        "cache_up": cache.up,
+        "last_error": runtime.holder.last_error,
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    m = request.app[METRICS]
+    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 description of this API."""
+    return web.json_response(spec())
+
+
+async def admin_reload(request: web.Request) -> web.Response:
+    """Switch to the ACTIVE bundle (or ``?version=``); needs ``Authorization: Bearer <token>``."""
+    token = request.app[SETTINGS].admin_token
+    if not token:
+        raise AdminDisabled("Admin endpoints are disabled: no ENGINE_ADMIN_TOKEN is configured.")
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {token}"
+    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise Unauthorized("A valid 'Authorization: Bearer <token>' header is required.")
+    runtime = request.app[RUNTIME]
+    previous = runtime.holder.current.version if runtime.holder.current else None
+    version = request.query.get("version") or None
+    model = await runtime.reload(version, force=request.query.get("force") in ("1", "true"))
+    return web.json_response({"version": model.version, "previous": previous})
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route."""
+    app.router.add_get("/v1/related", related)
+    app.router.add_get("/v1/images", images)
+    app.router.add_get("/v1/images/{id}", image_file)
+    app.router.add_post("/v1/hashtags", hashtags)
+    app.router.add_post("/v1/similar", similar)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/report/{name:.+}", report_file)
+    app.router.add_post("/v1/admin/reload", admin_reload)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
