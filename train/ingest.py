@@ -100,8 +100,14 @@ def read_flickr8k(root: Path, stats: IngestStats) -> Iterator[Post]:
             continue
         caps_t = tuple(c for c in caps if c)
         joined = ". ".join(c.rstrip(" .") for c in caps_t)
-        yield Post(id=name, image=image.resolve(), caption=joined, split=splits.get(name), captions=caps_t,
-                   source={"format": "flickr8k"})
+        yield Post(
+            id=name,
+            image=image.resolve(),
+            caption=joined,
+            split=splits.get(name),
+            captions=caps_t,
+            source={"format": "flickr8k"},
+        )
 
 
 def _read_json_xz(path: Path) -> dict[str, Any]:
@@ -182,7 +188,10 @@ def read_instaloader(root: Path, stats: IngestStats) -> Iterator[Post]:
         for n, image in images:
             yield Post(
                 id=post_id if len(images) == 1 else f"{post_id}_{n or 1}",
-                image=image.resolve(), caption=caption or "", user=user, taken_at=taken_at,
+                image=image.resolve(),
+                caption=caption or "",
+                user=user,
+                taken_at=taken_at,
                 source={"format": "instaloader", "shortcode": node.get("shortcode"), "index": n},
             )
 
@@ -213,10 +222,15 @@ def read_jsonl(path: Path, stats: IngestStats) -> Iterator[Post]:
                 continue
             caps = row.get("captions")
             yield Post(
-                id=str(row.get("id") or image.stem), image=image.resolve(), caption=row.get("caption") or "",
-                user=row.get("user"), taken_at=row.get("taken_at"), lang=row.get("lang"),
-                split=row.get("split"), captions=tuple(caps) if isinstance(caps, list) else (),
-                source={"format": "jsonl", "line": n},
+                id=str(row.get("id") or image.stem),
+                image=image.resolve(),
+                caption=row.get("caption") or "",
+                user=row.get("user"),
+                taken_at=row.get("taken_at"),
+                lang=row.get("lang"),
+                split=row.get("split"),
+                captions=tuple(caps) if isinstance(caps, list) else (),
+                source={"format": "jsonl", "line": n, "lang_given": row.get("lang")},
             )
 
 
@@ -245,16 +259,27 @@ def ingest(cfg: IngestConfig, progress: ProgressCallback | None = None) -> tuple
             progress("ingest", len(posts), None, "posts")
     if progress is not None:
         progress("ingest", len(posts), len(posts), "posts")
-    log.info("ingested %d posts from %s (%s); bad records: %s", len(posts), cfg.corpus, cfg.format,
-             dict(stats.bad) or "none")
+    log.info(
+        "ingested %d posts from %s (%s); bad records: %s",
+        len(posts),
+        cfg.corpus,
+        cfg.format,
+        dict(stats.bad) or "none",
+    )
     return posts, stats
 
 
 def post_to_dict(post: Post) -> dict[str, Any]:
     """A post as one JSON object (the work dir's posts files)."""
     return {
-        "id": post.id, "image": str(post.image), "caption": post.caption, "user": post.user,
-        "taken_at": post.taken_at, "lang": post.lang, "split": post.split, "captions": list(post.captions),
+        "id": post.id,
+        "image": str(post.image),
+        "caption": post.caption,
+        "user": post.user,
+        "taken_at": post.taken_at,
+        "lang": post.lang,
+        "split": post.split,
+        "captions": list(post.captions),
         "source": dict(post.source),
     }
 
@@ -262,9 +287,15 @@ def post_to_dict(post: Post) -> dict[str, Any]:
 def post_from_dict(row: dict[str, Any]) -> Post:
     """Inverse of :func:`post_to_dict`."""
     return Post(
-        id=row["id"], image=Path(row["image"]), caption=row.get("caption") or "", user=row.get("user"),
-        taken_at=row.get("taken_at"), lang=row.get("lang"), split=row.get("split"),
-        captions=tuple(row.get("captions") or ()), source=row.get("source") or {},
+        id=row["id"],
+        image=Path(row["image"]),
+        caption=row.get("caption") or "",
+        user=row.get("user"),
+        taken_at=row.get("taken_at"),
+        lang=row.get("lang"),
+        split=row.get("split"),
+        captions=tuple(row.get("captions") or ()),
+        source=row.get("source") or {},
     )
 
 

@@ -56,8 +56,13 @@ class ProgressReporter:
         if rate and self._total is not None:
             eta = round(max(0.0, (self._total - self._done) / rate), 2)
         return {
-            "stage": self._stage, "done": self._done, "total": self._total, "unit": self._unit,
-            "rate": round(rate, 3) if rate else None, "elapsed": round(self.elapsed(), 3), "eta": eta,
+            "stage": self._stage,
+            "done": self._done,
+            "total": self._total,
+            "unit": self._unit,
+            "rate": round(rate, 3) if rate else None,
+            "elapsed": round(self.elapsed(), 3),
+            "eta": eta,
         }
 
     def start(self, stage: str, total: int | None = None, unit: str = "items") -> None:
@@ -110,8 +115,9 @@ class ProgressReporter:
     def finished(self, bundle: Path, version: str) -> None:
         """The run's last line on success."""
         self.end()
-        self._write({"stage": "done", "bundle": str(bundle), "version": version,
-                     "elapsed": round(self.elapsed(), 3)})
+        self._write(
+            {"stage": "done", "bundle": str(bundle), "version": version, "elapsed": round(self.elapsed(), 3)}
+        )
         self.close()
 
     def failed(self, error: str) -> None:

@@ -1,5 +1,6 @@
 """Train/val/test assignment: the corpus's own split where every post has one, else 80/5/15 by id hash.
 
+Where only some posts carry a split, the others go to train.
 Hashing the id (not a random state) keeps a post in the same split across runs, corpus growth and
 filter changes; images of one multi-image post share their post's hash so they never straddle splits.
 """
@@ -39,8 +40,14 @@ def split_of(post: Post, cfg: SplitConfig) -> str:
 
 def assign_splits(posts: Sequence[Post], cfg: SplitConfig) -> tuple[list[Post], str]:
     """Posts with ``split`` set, and how ("corpus" or "hash")."""
-    if cfg.use_corpus_split and posts and all(p.split in SPLITS for p in posts):
+    given = sum(p.split in SPLITS for p in posts)
+    if cfg.use_corpus_split and posts and given == len(posts):
         method, out = "corpus", list(posts)
+    elif cfg.use_corpus_split and given:
+        # A standard split with a few unlisted items (Flickr8k's 91): the unlisted ones train, so the
+        # published val/test sets stay exactly the standard ones.
+        method = "corpus+train"
+        out = [p if p.split in SPLITS else replace(p, split="train") for p in posts]
     else:
         method, out = "hash", [replace(p, split=split_of(p, cfg)) for p in posts]
     counts = Counter(p.split for p in out)

@@ -92,9 +92,17 @@ def train_word2vec(
                 progress("text:word2vec", self.epoch, cfg.epochs, "epochs")
 
     return Word2Vec(
-        sentences, vector_size=cfg.vector_size, window=cfg.window, min_count=cfg.min_count, epochs=cfg.epochs,
-        sg=cfg.sg, negative=cfg.negative, workers=max(1, cfg.workers), seed=cfg.seed,
-        max_final_vocab=cfg.max_vocab, callbacks=[_Epochs()],
+        sentences,
+        vector_size=cfg.vector_size,
+        window=cfg.window,
+        min_count=cfg.min_count,
+        epochs=cfg.epochs,
+        sg=cfg.sg,
+        negative=cfg.negative,
+        workers=max(1, cfg.workers),
+        seed=cfg.seed,
+        max_final_vocab=cfg.max_vocab,
+        callbacks=[_Epochs()],
     )
 
 
@@ -139,12 +147,22 @@ def build_text_space(
             vecs.append(vec)
     vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, space.dim), np.float32)
     stats = {
-        "n_sentences": len(sentences), "n_tokens": n_tokens, "vocab": len(words),
-        "dictionary": len(dictionary), "no_known_words": len(dropped),
-        "word2vec_seconds": round(t_w2v, 2), "seconds": round(time.monotonic() - t0, 2),
+        "n_sentences": len(sentences),
+        "n_tokens": n_tokens,
+        "vocab": len(words),
+        "dictionary": len(dictionary),
+        "no_known_words": len(dropped),
+        "word2vec_seconds": round(t_w2v, 2),
+        "seconds": round(time.monotonic() - t0, 2),
     }
-    log.info("text space: %d words (dim %d); %d posts embedded, %d with no known word; %.1fs",
-             len(words), space.dim, len(kept), len(dropped), stats["seconds"])
+    log.info(
+        "text space: %d words (dim %d); %d posts embedded, %d with no known word; %.1fs",
+        len(words),
+        space.dim,
+        len(kept),
+        len(dropped),
+        stats["seconds"],
+    )
     return TextResult(space, kept, vectors, dropped, stats)
 
 

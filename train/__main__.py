@@ -1,0 +1,168 @@
+"""`python -m train ingest|filter|split|text|all|eval|report|multilingual …`: the trainer's command line.
+
+Configuration is built here once, from the arguments and the environment (``TRAIN_PROGRESS_FILE``,
+``MODELS_DIR``), and passed down as frozen dataclasses. `train all` prints the bundle path LAST on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from space.errors import SpaceError
+from train.config import FORMATS, FilterConfig, IngestConfig, PipelineConfig, TextConfig
+
+log = logging.getLogger("train")
+
+TEXT_STAGES = ("ingest", "filter", "split", "text")
+
+
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, required=True, help="corpus folder or posts.jsonl")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=Path(os.environ.get("MODELS_DIR", "models")),
+        help="models folder (bundles, ACTIVE, .work)",
+    )
+    p.add_argument("--weights", type=Path, default=None, help="BVLC GoogLeNet weights folder")
+    p.add_argument(
+        "--work", type=Path, default=None, help="work folder (default <models>/.work/<corpus-hash>)"
+    )
+    p.add_argument("--quick", action="store_true", help="small, fast settings (tests, smoke runs)")
+    p.add_argument("--limit", type=int, default=None, help="read at most N posts")
+    p.add_argument("--languages", default="en,es,ca", help="languages to keep (empty: no language filter)")
+    p.add_argument("--max-user-posts", type=int, default=20, help="drop users with more posts (0: off)")
+    p.add_argument("--cities", type=Path, default=None, help="file of other-city names, one a line")
+    p.add_argument(
+        "--progress-file",
+        type=Path,
+        default=None,
+        help="append JSON progress lines here (env TRAIN_PROGRESS_FILE)",
+    )
+    p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per stage."""
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in (*TEXT_STAGES, "all"):
+        helps = {"all": "run every stage and publish a bundle (prints its path last)"}
+        _corpus_args(sub.add_parser(name, help=helps.get(name, f"run the stages up to {name} (cached)")))
+    ev = sub.add_parser("eval", help="retrieval metrics of a bundle on its test split")
+    ev.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the active one)")
+    ev.add_argument("--models", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
+    ev.add_argument("--json", action="store_true")
+    rep = sub.add_parser("report", help="redraw a bundle's report")
+    rep.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the active one)")
+    rep.add_argument("--models", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
+    rep.add_argument("--out", type=Path, required=True)
+    ml = sub.add_parser("multilingual", help="build the en/es/ca Flickr8k posts.jsonl")
+    ml.add_argument("--src", type=Path, required=True, help="flickr8k_multi30k_es_ca.tsv")
+    ml.add_argument("--flickr8k", type=Path, required=True)
+    ml.add_argument("--out", type=Path, required=True)
+    ml.add_argument("--shares", default="50,30,20", help="en,es,ca shares")
+    ml.add_argument("--seed", type=int, default=0)
+    ml.add_argument("--relative", action="store_true", help="image paths relative to posts.jsonl")
+    return parser
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The frozen run config from the parsed arguments."""
+    filters = FilterConfig(
+        languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
+        max_posts_per_user=args.max_user_posts or None,
+    )
+    if args.cities is not None:
+        names = [ln.strip() for ln in args.cities.read_text(encoding="utf-8").splitlines()]
+        filters = FilterConfig(**{**filters.__dict__, "other_cities": tuple(n for n in names if n)})
+    progress_file = args.progress_file or (
+        Path(os.environ["TRAIN_PROGRESS_FILE"]) if os.environ.get("TRAIN_PROGRESS_FILE") else None
+    )
+    return PipelineConfig(
+        ingest=IngestConfig(corpus=args.corpus, format=args.format, limit=args.limit),
+        models=args.models,
+        weights=args.weights,
+        work=args.work,
+        quick=args.quick,
+        filters=filters,
+        text=TextConfig.quick() if args.quick else TextConfig(),
+        progress_file=progress_file,
+        activate=not args.no_activate,
+    )
+
+
+def _bundle_arg(args: argparse.Namespace) -> Path:
+    from space.bundle import active_path
+
+    return args.bundle if args.bundle is not None else active_path(args.models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    try:
+        if args.command == "multilingual":
+            from train.multilingual import build_multilingual
+
+            shares = [float(x) for x in args.shares.split(",")]
+            summary = build_multilingual(args.src, args.flickr8k, args.out, shares, args.seed, args.relative)
+            print(json.dumps(summary, ensure_ascii=False))
+            return 0
+        if args.command == "eval":
+            from train.evaluate import eval_main
+
+            return eval_main(_bundle_arg(args), args.json)
+        if args.command == "report":
+            from train.report import report_from_bundle
+
+            stats = report_from_bundle(_bundle_arg(args), args.out)
+            print(json.dumps({"out": str(args.out), "keys": sorted(stats)}))
+            return 0
+        cfg = pipeline_config(args)
+        if args.command in TEXT_STAGES:
+            from train.pipeline import run_text_stages
+
+            summary = run_text_stages(cfg, args.command)
+            print(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
+            return 0
+        return _train_all(cfg)
+    except (SpaceError, FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _train_all(cfg: PipelineConfig) -> int:
+    """`train all`: the progress file gets a done/failed last line; stdout gets the bundle path last."""
+    from train.pipeline import build_bundle
+    from train.progress import ProgressReporter
+
+    progress = ProgressReporter(cfg.progress_file)
+    try:
+        bundle = build_bundle(cfg, progress)
+    except BaseException as exc:
+        progress.failed(f"{exc.__class__.__name__}: {exc}")
+        raise
+    from space.bundle import read_manifest
+
+    progress.finished(bundle, str(read_manifest(bundle)["version"]))
+    print(bundle, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
