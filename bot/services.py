@@ -1,0 +1,102 @@
+"""Small stateful helpers the handlers share: the file_id cache, the per-user limiter, short callback keys."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+class FileIdCache:
+    """Image key → Telegram file_id, in Redis when configured (shared, survives restarts), else an LRU."""
+
+    def __init__(
+        self, redis_url: str | None = None, capacity: int = 4096, ttl_s: int = 30 * 24 * 3600
+    ) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._lru: OrderedDict[str, str] = OrderedDict()
+        self._redis = None
+        if redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def get(self, key: str) -> str | None:
+        """The cached file_id, or None."""
+        if self._redis is not None:
+            try:
+                raw = await self._redis.get(f"topicspace:fileid:{key}")
+                return raw.decode() if isinstance(raw, bytes) else raw
+            except Exception as exc:  # a cache outage must not break answers
+                log.warning("file_id cache read failed: %s", type(exc).__name__)
+        value = self._lru.get(key)
+        if value is not None:
+            self._lru.move_to_end(key)
+        return value
+
+    async def set(self, key: str, file_id: str) -> None:
+        """Remember a file_id."""
+        if self._redis is not None:
+            try:
+                await self._redis.set(f"topicspace:fileid:{key}", file_id, ex=self.ttl_s)
+                return
+            except Exception as exc:  # fall back to memory, see get()
+                log.warning("file_id cache write failed: %s", type(exc).__name__)
+        self._lru[key] = file_id
+        self._lru.move_to_end(key)
+        while len(self._lru) > self.capacity:
+            self._lru.popitem(last=False)
+
+    async def close(self) -> None:
+        """Close the Redis pool."""
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+@dataclass
+class UserRateLimiter:
+    """A token bucket per user: ``burst`` requests at once, refilled at ``per_minute``."""
+
+    per_minute: int = 20
+    burst: int = 5
+    _buckets: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def allow(self, user_id: int, now: float | None = None) -> bool:
+        """Take one token for this user; False when the bucket is empty."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(user_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_minute / 60.0)
+        if tokens < 1.0:
+            self._buckets[user_id] = (tokens, now)
+            return False
+        self._buckets[user_id] = (tokens - 1.0, now)
+        if len(self._buckets) > 100_000:  # bound memory: forget the oldest users
+            for key in list(self._buckets)[:10_000]:
+                del self._buckets[key]
+        return True
+
+
+@dataclass
+class ShortKeys:
+    """Maps long values (queries, file_ids) to short keys, so callback data stays within 64 bytes."""
+
+    capacity: int = 10_000
+    _values: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    def put(self, value: str) -> str:
+        """A stable short key for ``value``."""
+        key = hashlib.blake2s(value.encode(), digest_size=6).hexdigest()
+        self._values[key] = value
+        self._values.move_to_end(key)
+        while len(self._values) > self.capacity:
+            self._values.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> str | None:
+        """The value behind a key (None once forgotten)."""
+        return self._values.get(key)
