@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from space.textspace import TextSpace
+from space.textspace import TextSpace, unit
 from train.corpus import Post
 from train.report import mosaic, plots, text_analyses
 from train.report.text_analyses import BARCELONA_ATTRACTIONS, Attraction
@@ -70,7 +70,7 @@ def _pairs(counts: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
 
 
 def _trust(x: np.ndarray, y: np.ndarray, sample: int, seed: int) -> dict[str, Any]:
-    """scikit-learn trustworthiness (k=10, euclidean and cosine in the input space) on ≤ ``sample`` rows."""
+    """scikit-learn trustworthiness (k=10, euclidean) of ``y`` for the rows of ``x``, on ≤ ``sample`` rows."""
     from sklearn.manifold import trustworthiness
 
     n = len(x)
@@ -78,15 +78,9 @@ def _trust(x: np.ndarray, y: np.ndarray, sample: int, seed: int) -> dict[str, An
     if n > sample:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
     k = min(10, (len(idx) - 1) // 2)
-    if k < 1:
-        return {"euclidean": None, "cosine": None, "n": len(idx), "n_neighbors": k}
     xs, ys = x[idx].astype(np.float64), y[idx].astype(np.float64)
-    return {
-        "euclidean": round(float(trustworthiness(xs, ys, n_neighbors=k)), 6),
-        "cosine": round(float(trustworthiness(xs, ys, n_neighbors=k, metric="cosine")), 6),
-        "n": len(idx),
-        "n_neighbors": k,
-    }
+    value = round(float(trustworthiness(xs, ys, n_neighbors=k)), 6) if k >= 1 else None
+    return {"value": value, "n": len(idx), "n_neighbors": k}
 
 
 def _tqdm_progress(progress: Progress | None, show: bool) -> Progress | None:
@@ -121,7 +115,9 @@ def write_image_maps(
     """t-SNE the image vectors, snap them to a grid and draw the mosaics; write ``tsne_layout.json``."""
     cfg = cfg or ReportConfig()
     report_dir.mkdir(parents=True, exist_ok=True)
-    vectors = np.asarray(image_vectors, dtype=np.float32)
+    # Placed by direction, as the engine's cosine search compares them; on unit vectors euclidean
+    # neighbourhoods are cosine ones, so the trustworthiness below measures what users see.
+    vectors = unit(np.asarray(image_vectors, dtype=np.float32))
     if len(vectors) != len(image_paths):
         raise ValueError(f"{len(image_paths)} image paths but {len(vectors)} image vectors")
     if len(vectors) == 0:
@@ -152,6 +148,7 @@ def write_image_maps(
         "tsne": {"method": method, "perplexity": cfg.tsne_perplexity, "iterations": cfg.tsne_iterations,
                  "metric": "cosine", "seed": cfg.seed},
         "assignment": layout.assignment,
+        # Of the t-SNE points and of the grid cells, for the unit-normalised vectors (scikit-learn).
         "trustworthiness": trust,
         "trustworthiness_grid": trust_grid,
         "mosaics": drawn["sizes"],
@@ -167,7 +164,7 @@ def write_image_maps(
         ],
     })
     log.info("image maps: %d images on a %d×%d grid, trustworthiness %.3f (%s), %.1fs",
-             len(layout.indices), layout.grid, layout.grid, trust["euclidean"] or float("nan"),
+             len(layout.indices), layout.grid, layout.grid, trust["value"] or float("nan"),
              layout.assignment, summary["seconds"])
     files = {f"tsne_mosaic_{s}": n for s, n in zip(cfg.mosaic_sizes, names, strict=True)}
     files["tsne_layout"] = "tsne_layout.json"
@@ -274,7 +271,7 @@ def write_report(
 
 
 def _config_dict(cfg: ReportConfig) -> dict[str, Any]:
-    out = asdict(cfg)
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
     out["attractions"] = [a.name for a in cfg.attractions]
     return out
 

@@ -1,0 +1,170 @@
+"""t-SNE photo mosaics and the full report on real Flickr8k photos and their caption vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.manifold import trustworthiness
+
+from space.textspace import TextSpace, unit
+from space.tokenize import tokenize
+from train.corpus import Post
+from train.report import ReportConfig, write_image_maps, write_report
+from train.report.mosaic import snap_to_grid, square_thumbnails
+
+SIZES = (1024, 2048, 4096)
+
+
+@pytest.fixture(scope="module")
+def bundle_corpus(small_bundle: Path) -> tuple[list[Post], TextSpace, np.ndarray]:
+    """The bundle's posts and text space, with TF-IDF Word2Vec caption vectors as image vectors.
+
+    Unit-normalised (the space is compared by cosine). Built here from the bundle's own text space, not
+    read from ``images.npy``, so the neighbourhood test measures the layout whatever encoder made the bundle.
+    """
+    items = json.loads((small_bundle / "images.json").read_text(encoding="utf-8"))["items"]
+    space = TextSpace.load(small_bundle)
+    posts, vectors = [], []
+    for it in items:
+        captions = tuple(it.get("captions") or (it["caption"],))
+        vec, _ = space.embed_tokens(tokenize(" ".join(captions)))
+        if vec is None:
+            continue
+        posts.append(Post(id=str(it["post_id"]), image=Path(it["path"]), caption=it["caption"],
+                          captions=captions, lang=it.get("lang")))
+        vectors.append(vec)
+    assert len(posts) >= 250
+    return posts, space, unit(np.stack(vectors))
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory,
+                bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]) -> tuple[Path, dict, list]:
+    posts, space, vectors = bundle_corpus
+    out = tmp_path_factory.mktemp("report_full")
+    calls: list[tuple[str, int, int | None, str]] = []
+    cfg = ReportConfig(show_progress=False, mosaic_sizes=SIZES)
+    filter_report = {"total": len(posts), "kept": len(posts), "dropped": {}, "languages": {"en": len(posts)}}
+    stats = write_report(out, posts, space, vectors, filter_report, cfg,
+                         progress=lambda *a: calls.append(a))
+    return out, stats, calls
+
+
+def _layout(out: Path) -> dict[str, Any]:
+    return json.loads((out / "tsne_layout.json").read_text(encoding="utf-8"))
+
+
+def test_mosaics_are_exact_squares(full_report: tuple[Path, dict, list]) -> None:
+    out, stats, _ = full_report
+    for size in SIZES:
+        assert stats["files"][f"tsne_mosaic_{size}"] == f"tsne_mosaic_{size}.png"
+        with Image.open(out / f"tsne_mosaic_{size}.png") as img:
+            assert img.size == (size, size) and img.mode == "RGB"
+
+
+def test_layout_uses_each_photo_once_on_distinct_cells(
+    full_report: tuple[Path, dict, list], bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]
+) -> None:
+    out, _, _ = full_report
+    posts = bundle_corpus[0]
+    layout = _layout(out)
+    items = layout["items"]
+    assert len(items) == len(posts) == layout["laid_out"]
+    assert len({it["index"] for it in items}) == len(items)
+    assert len({(it["col"], it["row"]) for it in items}) == len(items)
+    grid = layout["grid"]
+    assert grid * grid >= len(items) > (grid - 1) ** 2
+    assert all(0 <= it["col"] < grid and 0 <= it["row"] < grid for it in items)
+    assert layout["assignment"] == "linear_sum_assignment"
+    assert {it["path"] for it in items} == {str(p.image) for p in posts}
+
+
+def test_tiles_in_the_1024_mosaic_are_the_right_photos(full_report: tuple[Path, dict, list]) -> None:
+    out, _, _ = full_report
+    layout = _layout(out)
+    geometry = layout["mosaics"]["1024"]
+    tile, margin = geometry["tile"], geometry["margin"]
+    all_tiles = sorted({g["tile"] for g in layout["mosaics"].values()})
+    mosaic = np.asarray(Image.open(out / "tsne_mosaic_1024.png").convert("RGB"), dtype=np.int16)
+    items = layout["items"]
+    picks = [items[i] for i in np.random.default_rng(3).choice(len(items), size=5, replace=False)]
+    for item, other in zip(picks, picks[1:] + picks[:1], strict=True):
+        x0, y0 = margin + item["col"] * tile, margin + item["row"] * tile
+        block = mosaic[y0 : y0 + tile, x0 : x0 + tile]
+        own = np.asarray(square_thumbnails(item["path"], all_tiles)[tile], dtype=np.int16)
+        foreign = np.asarray(square_thumbnails(other["path"], all_tiles)[tile], dtype=np.int16)
+        assert np.abs(block - own).max() == 0
+        assert np.abs(block - foreign).mean() > 10
+
+
+def test_layout_preserves_neighbourhoods(
+    full_report: tuple[Path, dict, list], bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]
+) -> None:
+    out, stats, _ = full_report
+    vectors = bundle_corpus[2]
+    items = _layout(out)["items"]
+    x = vectors[[it["index"] for it in items]].astype(np.float64)
+    y = np.array([[it["x"], it["y"]] for it in items])
+    cells = np.array([[it["col"], it["row"]] for it in items], dtype=float)
+    t_points = trustworthiness(x, y, n_neighbors=10)
+    t_cells = trustworthiness(x, cells, n_neighbors=10)
+    assert t_points >= 0.9, t_points
+    assert t_cells >= 0.85, t_cells  # snapping to the grid costs a little, not the structure
+    assert stats["image_maps"]["trustworthiness"]["value"] == pytest.approx(t_points, abs=1e-3)
+    # A random layout is far below: the threshold can fail.
+    shuffled = np.random.default_rng(0).permutation(y)
+    assert trustworthiness(x, shuffled, n_neighbors=10) < 0.7
+
+
+def test_report_index_word_map_and_progress(full_report: tuple[Path, dict, list]) -> None:
+    out, stats, calls = full_report
+    for name in stats["files"].values():
+        assert (out / name).is_file(), name
+    assert stats["corpus"]["images"] == stats["corpus"]["posts"]
+    assert stats["word_map"]["words"] == 300 and stats["word_map"]["trustworthiness"] >= 0.85
+    words = json.loads((out / "word_map.json").read_text(encoding="utf-8"))["words"]
+    assert words[0]["count"] >= words[-1]["count"] and words[0]["word"] == "dog"
+    stages = {c[0] for c in calls}
+    assert {"text", "tsne", "mosaic"} <= stages
+    last_mosaic = [c for c in calls if c[0] == "mosaic"][-1]
+    assert last_mosaic[1] == last_mosaic[2] == stats["corpus"]["images"]
+
+
+def test_large_corpus_is_sampled_to_the_grid(
+    tmp_path: Path, bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]
+) -> None:
+    posts, _, vectors = bundle_corpus
+    paths: list[str | Path] = [p.image for p in posts]
+    broken = set(range(0, len(paths), 10))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    for i in broken:
+        paths[i] = tmp_path / "broken.jpg"
+    cfg = ReportConfig(show_progress=False, mosaic_sizes=(256, 300), mosaic_max_grid=8, seed=0)
+    summary = write_image_maps(tmp_path, paths, vectors, cfg)
+    layout = _layout(tmp_path)
+    assert summary["laid_out"] == 64 and summary["images"] == len(posts) and layout["grid"] == 8
+    assert "random sample" in summary["sampling"] and "64 of" in summary["sampling"]
+    assert len({(it["col"], it["row"]) for it in layout["items"]}) == 64
+    assert len({it["index"] for it in layout["items"]}) == 64
+    assert summary["mosaics"]["300"] == {"file": "tsne_mosaic_300.png", "tile": 37, "margin": 2}
+    with Image.open(tmp_path / "tsne_mosaic_300.png") as img:
+        assert img.size == (300, 300)
+    laid = {it["index"] for it in layout["items"]}
+    assert summary["unreadable"] == sorted(laid & broken) and summary["unreadable"]
+
+
+def test_sorted_columns_assignment_for_big_grids(full_report: tuple[Path, dict, list]) -> None:
+    out, _, _ = full_report
+    items = _layout(out)["items"]
+    points = np.array([[it["x"], it["y"]] for it in items])
+    grid = _layout(out)["grid"]
+    cells, method = snap_to_grid(points, grid, max_exact=0)
+    assert method == "sorted_columns"
+    assert len({tuple(c) for c in cells}) == len(points)
+    assert cells.min() >= 0 and cells.max() < grid
+    assert trustworthiness(points, cells.astype(float), n_neighbors=10) >= 0.9
