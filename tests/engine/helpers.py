@@ -1,0 +1,48 @@
+"""Engine test helpers: settings, publishing a second bundle, small images."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+
+from engine.settings import Settings
+from space import bundle
+
+TOKEN = "test-admin-token"
+
+
+def make_settings(models: Path, **overrides: object) -> Settings:
+    """Engine settings for tests: fast ACTIVE poll, no SIGHUP handler, an admin token."""
+    base = Settings(models_dir=models, admin_token=TOKEN, poll_s=0.2, redis_retry_s=0.5)
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def publish_copy(models: Path, source: Path, *, activate_it: bool = True, with_indexes: bool = True) -> str:
+    """Publish a copy of bundle ``source`` as a new version under ``models``; return the version."""
+    from space.vectorindex import build_bundle_indexes
+
+    manifest = bundle.read_manifest(source)
+    with bundle.staging(models) as tmp:
+        for p in source.iterdir():
+            if p.name == bundle.MANIFEST:
+                continue
+            if p.is_dir():
+                shutil.copytree(p, tmp / p.name)
+            else:
+                shutil.copy2(p, tmp / p.name)
+        if with_indexes:
+            build_bundle_indexes(tmp)
+        fields = {k: manifest[k] for k in ("config", "metrics", "filter_report") if k in manifest}
+        final = bundle.publish(tmp, models, fields, activate_it=activate_it)
+    return final.name
+
+
+def png_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small valid PNG."""
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()

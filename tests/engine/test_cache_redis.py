@@ -1,0 +1,109 @@
+"""The answer cache on a real redis-server: hits, parity with the in-process LRU, Redis dying and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+from aiohttp.test_utils import TestClient
+
+from engine.app import create_app
+from engine.cache import LRUCache
+from space import bundle
+from tests.conftest import RedisServer
+from tests.engine.helpers import make_settings
+
+
+def _sample(text: str, line_prefix: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _hits(client: TestClient, endpoint: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    return _sample(text, f'engine_cache_hits_total{{endpoint="{endpoint}"}}')
+
+
+async def _redis_up(client: TestClient) -> float:
+    return _sample(await (await client.get("/metrics")).text(), "engine_redis_up ")
+
+
+QUERIES = [("/v1/related", {"q": "dog", "k": "6"}), ("/v1/images", {"q": "beach -dog", "k": "5"}),
+           ("/v1/images", {"q": "red shirt", "k": "3", "offset": "2"}), ("/v1/related", {"q": "zzqx"})]
+
+
+async def test_redis_hits_and_parity_with_lru(
+    aiohttp_client: Any, small_bundle_models: Path, small_bundle: Path, redis_server: RedisServer
+) -> None:
+    with_redis = await aiohttp_client(create_app(make_settings(small_bundle_models, redis_url=redis_server.url)))
+    in_process = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    assert (await (await with_redis.get("/healthz")).json())["cache"] == "redis"
+    photo = Path(json.loads((small_bundle / bundle.IMAGE_META).read_text())["items"][3]["path"]).read_bytes()
+    for _ in range(2):  # the second round is served from each cache
+        for path, params in QUERIES:
+            a = await with_redis.get(path, params=params)
+            b = await in_process.get(path, params=params)
+            assert a.status == b.status == 200
+            assert await a.json() == await b.json()
+        a = await with_redis.post("/v1/hashtags", data=photo)
+        b = await in_process.post("/v1/hashtags", data=photo)
+        assert await a.json() == await b.json()
+    assert await _hits(with_redis, "images") == 2
+    assert await _hits(with_redis, "hashtags") == 1
+    assert await _hits(in_process, "related") == 2
+    keys = redis.Redis.from_url(redis_server.url).keys("topicspace:engine:*")
+    version = bundle.read_manifest(small_bundle)["version"]
+    assert len(keys) == len(QUERIES) + 1 and all(version.encode() in k for k in keys)
+    assert await _redis_up(with_redis) == 1
+
+
+async def test_redis_dies_and_comes_back(
+    aiohttp_client: Any, small_bundle_models: Path, redis_server: RedisServer
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models, redis_url=redis_server.url)))
+    params = {"q": "girl", "k": "4"}
+    first = await (await client.get("/v1/images", params=params)).json()
+    await client.get("/v1/images", params=params)
+    assert await _hits(client, "images") == 1
+
+    redis_server.stop()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(30):  # repeated and fresh queries, all answered uncached
+        r = await client.get("/v1/images", params=params if i % 2 else {"q": f"girl dog {i}", "k": "4"})
+        assert r.status == 200
+    assert (await (await client.get("/v1/images", params=params)).json()) == first
+    assert loop.time() - started < 5.0  # short timeouts + breaker: no long stalls
+    assert await _hits(client, "images") == 1
+    health = await (await client.get("/healthz")).json()
+    assert health["cache_up"] is False and health["status"] == "ok"
+    assert await _redis_up(client) == 0
+
+    redis_server.start()  # same port, empty
+    deadline = loop.time() + 10
+    while loop.time() < deadline:
+        r = await client.get("/v1/images", params=params)
+        assert r.status == 200
+        if await _hits(client, "images") > 1:
+            break
+        await asyncio.sleep(0.2)
+    assert await _hits(client, "images") > 1, "the cache was not used again after Redis came back"
+    assert await _redis_up(client) == 1
+    assert (await (await client.get("/healthz")).json())["cache_up"] is True
+
+
+async def test_lru_bounds_and_ttl() -> None:
+    now = [0.0]
+    cache = LRUCache(max_entries=2, ttl_s=10, clock=lambda: now[0])
+    await cache.set("a", b"1")
+    await cache.set("b", b"2")
+    assert await cache.get("a") == b"1"  # a is now most recent
+    await cache.set("c", b"3")
+    assert await cache.get("b") is None and await cache.get("a") == b"1" and await cache.get("c") == b"3"
+    now[0] = 11.0
+    assert await cache.get("a") is None

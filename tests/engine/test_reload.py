@@ -1,0 +1,149 @@
+"""Bundle swaps: under load with zero failed requests, corrupt bundles refused, degraded start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from engine.app import create_app
+from engine.keys import RUNTIME
+from space import bundle
+from tests.engine.helpers import TOKEN, make_settings, png_bytes, publish_copy
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def _version(client: TestClient) -> str | None:
+    return (await (await client.get("/healthz")).json())["version"]
+
+
+async def _wait_version(client: TestClient, version: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await _version(client) != version:
+        assert loop.time() < deadline, f"version {version} never served"
+        await asyncio.sleep(0.05)
+
+
+async def test_reload_under_load_drops_nothing(aiohttp_client: Any, models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(models)))
+    old = await _version(client)
+    old_model = client.app[RUNTIME].holder.current
+    photo = png_bytes((300, 200))
+    failures: list[str] = []
+    versions_seen: list[str] = []
+    stop = asyncio.Event()
+
+    async def worker(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if i % 4 == 3:
+                r = await client.post("/v1/hashtags", params={"k": str(1 + n % 9)}, data=photo)
+            elif i % 2:
+                r = await client.get("/v1/images", params={"q": f"dog beach {i}", "k": str(1 + n % 20)})
+            else:
+                r = await client.get("/v1/related", params={"q": "girl -boy", "k": str(1 + n % 20)})
+            body = await r.json()
+            if r.status != 200:
+                failures.append(f"{r.status} {body}")
+            else:
+                versions_seen.append(body["version"])
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(32)]
+    await asyncio.sleep(0.5)
+    new = await asyncio.to_thread(publish_copy, models, models / str(old))  # activates it: the poll swaps
+    await _wait_version(client, new)
+    await asyncio.sleep(0.5)
+    # and back again through the admin endpoint, still under load
+    r = await client.post("/v1/admin/reload", params={"version": old}, headers=AUTH)
+    assert r.status == 200 and (await r.json()) == {"version": old, "previous": new}
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert failures == []
+    assert len(versions_seen) > 100
+    assert new in versions_seen and versions_seen[-1] == old
+    assert old_model is not None and old_model.closed  # the first model object was retired and closed
+    assert client.app[RUNTIME].holder.current.version == old
+
+
+async def test_corrupt_bundles_refused(aiohttp_client: Any, models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(models)))
+    good = await _version(client)
+    assert good is not None
+    expected = await (await client.get("/v1/images", params={"q": "dog", "k": "5"})).json()
+
+    bad_sha = publish_copy(models, models / good, activate_it=False, with_indexes=False)
+    with (models / bad_sha / "words.npy").open("r+b") as f:
+        f.seek(200)
+        f.write(b"\x13\x37")
+    truncated = publish_copy(models, models / good, activate_it=False, with_indexes=True)
+    index = models / truncated / bundle.IMAGE_INDEX
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+
+    for version in (bad_sha, truncated):
+        bundle.activate(models, version)  # the poll sees it and must refuse it
+        await asyncio.sleep(0.8)
+        assert await _version(client) == good
+        r = await client.get("/v1/images", params={"q": "dog", "k": "5"})
+        assert r.status == 200 and await r.json() == expected
+        health = await (await client.get("/healthz")).json()
+        assert version in health["last_error"] and "sha256" in health["last_error"]
+        r = await client.post("/v1/admin/reload", params={"version": version}, headers=AUTH)
+        assert r.status == 503 and (await r.json())["error"] == "bundle_invalid"
+    text = await (await client.get("/metrics")).text()
+    assert 'engine_reloads_total{result="refused"} 4.0' in text
+    assert f'engine_bundle_info{{version="{good}"}} 1.0' in text
+
+
+async def test_bundle_without_indexes_matches_indexed(aiohttp_client: Any, models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(models)))
+    plain = await _version(client)
+    assert not (models / str(plain) / bundle.IMAGE_INDEX).exists()  # built in memory
+    params = {"q": "man bike", "k": "8"}
+    a = await (await client.get("/v1/images", params=params)).json()
+    indexed = publish_copy(models, models / str(plain), with_indexes=True)
+    assert (models / indexed / bundle.IMAGE_INDEX).is_file()
+    await _wait_version(client, indexed)
+    b = await (await client.get("/v1/images", params=params)).json()
+    assert b["version"] == indexed
+    assert [(h["id"], h["score"]) for h in a["images"]] == [(h["id"], h["score"]) for h in b["images"]]
+
+
+async def test_degraded_start_then_bundle_appears(
+    aiohttp_client: Any, tmp_path: Path, small_bundle: Path
+) -> None:
+    models = tmp_path / "empty-models"
+    models.mkdir()
+    client = await aiohttp_client(create_app(make_settings(models)))
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "degraded" and health["version"] is None
+    for path in ("/v1/related?q=dog", "/v1/images?q=dog", "/v1/stats", "/v1/images/x.jpg"):
+        r = await client.get(path)
+        assert r.status == 503 and (await r.json())["error"] == "no_bundle", path
+    r = await client.post("/v1/hashtags", data=png_bytes())
+    assert r.status == 503
+    version = publish_copy(models, small_bundle)
+    await _wait_version(client, version)
+    r = await client.get("/v1/related", params={"q": "dog"})
+    assert r.status == 200 and (await r.json())["words"]
+    manifest = json.loads((models / version / bundle.MANIFEST).read_text())
+    assert manifest["version"] == version
+
+
+async def test_busy_when_queue_full(aiohttp_client: Any, small_bundle_models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models, workers=1, queue_limit=2)))
+    photo = png_bytes((1200, 900))
+    rs = await asyncio.gather(*(client.post("/v1/hashtags", params={"k": str(k)}, data=photo)
+                                for k in range(1, 25)))
+    statuses = [r.status for r in rs]
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses
+    busy = [await r.json() for r in rs if r.status == 503]
+    assert all(b["error"] == "busy" for b in busy)
+    assert (await client.get("/healthz")).status == 200
+
