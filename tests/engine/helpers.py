@@ -36,7 +36,9 @@ def publish_copy(models: Path, source: Path, *, activate_it: bool = True, with_i
                 shutil.copy2(p, tmp / p.name)
         if with_indexes:
             build_bundle_indexes(tmp)
-        fields = {k: manifest[k] for k in ("config", "metrics", "filter_report") if k in manifest}
+        fields: dict[str, object] = {
+            k: manifest[k] for k in ("config", "metrics", "filter_report") if k in manifest
+        }
         final = bundle.publish(tmp, models, fields, activate_it=activate_it)
     return final.name
 

@@ -172,7 +172,7 @@ async def test_stats_report_health(client: TestClient, small_bundle: Path) -> No
     r = await client.get("/v1/report/stats.json")
     assert r.status == 200 and json.loads(await r.read()) == stats["report"]
     health = await (await client.get("/healthz")).json()
-    assert health["status"] == "ok" and health["version"] == manifest["version"] and health["cache"] == "memory"
+    assert (health["status"], health["version"], health["cache"]) == ("ok", manifest["version"], "memory")
 
 
 async def test_cache_hit_moves_metric(client: TestClient) -> None:

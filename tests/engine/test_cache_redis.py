@@ -1,4 +1,4 @@
-"""The answer cache on a real redis-server: hits, parity with the in-process LRU, Redis dying and coming back."""
+"""The answer cache on a real redis-server: hits, parity with the LRU, Redis dying and coming back."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ QUERIES = [("/v1/related", {"q": "dog", "k": "6"}), ("/v1/images", {"q": "beach 
 async def test_redis_hits_and_parity_with_lru(
     aiohttp_client: Any, small_bundle_models: Path, small_bundle: Path, redis_server: RedisServer
 ) -> None:
-    with_redis = await aiohttp_client(create_app(make_settings(small_bundle_models, redis_url=redis_server.url)))
+    settings = make_settings(small_bundle_models, redis_url=redis_server.url)
+    with_redis = await aiohttp_client(create_app(settings))
     in_process = await aiohttp_client(create_app(make_settings(small_bundle_models)))
     assert (await (await with_redis.get("/healthz")).json())["cache"] == "redis"
     photo = Path(json.loads((small_bundle / bundle.IMAGE_META).read_text())["items"][3]["path"]).read_bytes()
