@@ -33,10 +33,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: f
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the engine exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
@@ -81,7 +80,8 @@ class InProcessEngine:
         from engine.app import create_app
         from engine.settings import Settings
 
-        app = create_app(Settings(models_dir=self.models, port=self.port, workers=1, admin_token=ENGINE_ADMIN_TOKEN))
+        settings = Settings(models_dir=self.models, port=self.port, workers=1, admin_token=ENGINE_ADMIN_TOKEN)
+        app = create_app(settings)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

@@ -1,4 +1,4 @@
-"""The bot as people use it: the real PTB client, the local Bot API over HTTP, the real engine on a small bundle."""
+"""The bot as people use it: the real PTB client, the local Bot API over HTTP, the real engine."""
 
 from __future__ import annotations
 
