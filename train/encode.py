@@ -31,7 +31,8 @@ def encode_images(
     session = ort_session(onnx_path, threads)
     dim = session.get_outputs()[0].shape[1]
     if not isinstance(dim, int):
-        dim = int(session.run([OUTPUT_NAME], {INPUT_NAME: np.zeros((1, 3, 224, 224), np.float32)})[0].shape[1])
+        probe = np.zeros((1, 3, 224, 224), np.float32)
+        dim = int(session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0].shape[1])
     out = np.zeros((len(images), dim), dtype=np.float32)
     failed: list[int] = []
     report = throttled(progress)

@@ -112,10 +112,11 @@ class BVLCGoogLeNet(nn.Module):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 … inception_4d: (B, 3, 224, 224) → (B, 528, 14, 14)."""
         x = self.stem(x)
-        x = self.blocks["3b"](self.blocks["3a"](x))
+        b = self.blocks
+        x = b["3b"](b["3a"](x))
         x = self.pool3(x)
         for name in ("4a", "4b", "4c", "4d"):
-            x = self.blocks[name](x)
+            x = b[name](x)
         return x
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,23 +138,22 @@ class BVLCGoogLeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions inside ``module``, in definition order."""
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
 def _conv_blobs(net: BVLCGoogLeNet) -> dict[str, nn.Conv2d]:
     """Caffe blob name → the convolution it fills."""
-    stem = [m for m in net.stem if isinstance(m, ConvReLU)]
-    blobs: dict[str, nn.Conv2d] = {
-        "conv1/7x7_s2": stem[0][0],
-        "conv2/3x3_reduce": stem[1][0],
-        "conv2/3x3": stem[2][0],
-    }
+    stem = _convs(net.stem)
+    blobs = {"conv1/7x7_s2": stem[0], "conv2/3x3_reduce": stem[1], "conv2/3x3": stem[2]}
     for name, block in net.blocks.items():
         assert isinstance(block, Inception)
         prefix = f"inception_{name}/"
-        blobs[prefix + "1x1"] = block.b1[0]
-        blobs[prefix + "3x3_reduce"] = block.b3[0][0]
-        blobs[prefix + "3x3"] = block.b3[1][0]
-        blobs[prefix + "5x5_reduce"] = block.b5[0][0]
-        blobs[prefix + "5x5"] = block.b5[1][0]
-        blobs[prefix + "pool_proj"] = block.bp[1][0]
+        (b1,), (b3r, b3), (b5r, b5), (bp,) = (_convs(block.b1), _convs(block.b3), _convs(block.b5),
+                                              _convs(block.bp))
+        blobs.update({prefix + "1x1": b1, prefix + "3x3_reduce": b3r, prefix + "3x3": b3,
+                      prefix + "5x5_reduce": b5r, prefix + "5x5": b5, prefix + "pool_proj": bp})
     return blobs
 
 
@@ -230,6 +230,9 @@ class TorchvisionGoogLeNet(nn.Module):
         weights = GoogLeNet_Weights.IMAGENET1K_V1 if pretrained else None
         self.net = googlenet(weights=weights, aux_logits=False, init_weights=not pretrained)
         # torchvision wants RGB in [0, 1] normalised by these statistics.
+        self.rgb_mean: torch.Tensor
+        self.tv_mean: torch.Tensor
+        self.tv_std: torch.Tensor
         self.register_buffer("rgb_mean", torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1))
         self.register_buffer("tv_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("tv_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -241,7 +244,7 @@ class TorchvisionGoogLeNet(nn.Module):
         x = n._transform_input((rgb - self.tv_mean) / self.tv_std)
         x = n.maxpool2(n.conv3(n.conv2(n.maxpool1(n.conv1(x)))))
         x = n.maxpool3(n.inception3b(n.inception3a(x)))
-        return n.inception4d(n.inception4c(n.inception4b(n.inception4a(x))))  # type: ignore[no-any-return]
+        return n.inception4d(n.inception4c(n.inception4b(n.inception4a(x))))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """inception4e … 5b + global average pool: (B, 1024)."""

@@ -84,7 +84,8 @@ class ImageConfig:
 class Regressor(nn.Module):
     """Backbone + new linear layer; ``forward`` maps network inputs to word-space vectors."""
 
-    def __init__(self, backbone: nn.Module, dim: int, tmin: np.ndarray, tmax: np.ndarray, dropout: float) -> None:
+    def __init__(self, backbone: nn.Module, dim: int, tmin: np.ndarray, tmax: np.ndarray,
+                 dropout: float) -> None:
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
@@ -92,6 +93,8 @@ class Regressor(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.01)
         nn.init.zeros_(self.proj.bias)
         span = np.maximum(tmax - tmin, 1e-6).astype(np.float32)
+        self.tmin: torch.Tensor
+        self.tspan: torch.Tensor
         self.register_buffer("tmin", torch.from_numpy(tmin.astype(np.float32)))
         self.register_buffer("tspan", torch.from_numpy(span))
 
@@ -165,7 +168,8 @@ class FeatureCache:
 
     def open(self) -> np.memmap:
         """The activations, read-only, shape (n_images * views, 528, 14, 14), fp16."""
-        return np.memmap(self.path, dtype=np.float16, mode="r", shape=(self.n_images * self.views, *TRUNK_SHAPE))
+        shape = (self.n_images * self.views, *TRUNK_SHAPE)
+        return np.memmap(self.path, dtype=np.float16, mode="r", shape=shape)
 
 
 def _device() -> torch.device:
@@ -241,10 +245,10 @@ def cache_trunk_features(
     flush()
     bar.close()
     mm.flush()
-    del mm
     os.replace(tmp, path)
     meta_path.write_text(json.dumps({"failed": failed, "n_images": len(images), "views": views}))
-    log.info("cached %d trunk views in %.0fs (%d failed images)", total, time.monotonic() - started, len(failed))
+    log.info("cached %d trunk views in %.0fs (%d failed images)", total, time.monotonic() - started,
+             len(failed))
     return FeatureCache(path, len(images), views, tuple(failed))
 
 
@@ -254,7 +258,10 @@ def scale_targets(targets: np.ndarray, tmin: np.ndarray, tmax: np.ndarray) -> np
     return np.clip((targets - tmin) / span, 0.0, 1.0).astype(np.float32)
 
 
-def _loss_fn(cfg: ImageConfig, model: Regressor) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _loss_fn(cfg: ImageConfig, model: Regressor) -> LossFn:
     """(logits, scaled targets, raw targets) → mean loss."""
     bce = nn.BCEWithLogitsLoss()
     if cfg.loss == "bce":
@@ -267,7 +274,7 @@ def _loss_fn(cfg: ImageConfig, model: Regressor) -> Callable[[torch.Tensor, torc
 
 
 def _evaluate(model: Regressor, feats: np.memmap, rows: np.ndarray, scaled: np.ndarray, raw: np.ndarray,
-              loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], batch: int,
+              loss: LossFn, batch: int,
               device: torch.device) -> float:
     """Mean loss over the cached validation views ``rows`` (targets given per row)."""
     model.eval()
@@ -321,11 +328,11 @@ def train_regressor(
     model = build_regressor(cfg, weights_dir, targets.shape[1], tmin, tmax)
     key_parts = [cfg.backbone, weights_fingerprint(weights_dir) if cfg.backbone == "bvlc" else "torchvision"]
     train_cache = cache_trunk_features(
-        model.backbone, [images[i] for i in train_idx], cfg.train_views, work_dir, key_parts=key_parts,
+        model.backbone, [images[int(i)] for i in train_idx], cfg.train_views, work_dir, key_parts=key_parts,
         random_views=True, view_seed=cfg.view_seed, batch_size=cfg.feature_batch, progress=progress,
     )
     val_cache = cache_trunk_features(
-        model.backbone, [images[i] for i in val_idx], 1, work_dir, key_parts=key_parts,
+        model.backbone, [images[int(i)] for i in val_idx], 1, work_dir, key_parts=key_parts,
         random_views=False, batch_size=cfg.feature_batch, progress=progress, stage="cnn-features-val",
     )
     # Rows of usable views, with the target of the image they came from.
@@ -369,7 +376,8 @@ def train_regressor(
         model.train()
         # Frozen layers stay in eval mode (matters only for dropout; there is no BatchNorm).
         order = rng.permutation(len(train_rows))
-        bar = tqdm(range(steps_per_epoch), desc=f"cnn-train {epoch}/{cfg.epochs}", unit="batch", mininterval=1.0)
+        bar = tqdm(range(steps_per_epoch), desc=f"cnn-train {epoch}/{cfg.epochs}", unit="batch",
+                   mininterval=1.0)
         running, seen, t0 = 0.0, 0, time.monotonic()
         for b in bar:
             sel = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
@@ -388,7 +396,8 @@ def train_regressor(
             step += 1
             running += float(loss.detach()) * len(sel)
             seen += len(sel)
-            bar.set_postfix(loss=f"{running / seen:.5f}", img_s=f"{seen / max(time.monotonic() - t0, 1e-6):.0f}")
+            rate = seen / max(time.monotonic() - t0, 1e-6)
+            bar.set_postfix(loss=f"{running / seen:.5f}", img_s=f"{rate:.0f}")
             if report:
                 report("cnn-train", step, total_steps, "batches")
         val_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
@@ -400,7 +409,8 @@ def train_regressor(
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         if cfg.max_train_minutes is not None and time.monotonic() - started > cfg.max_train_minutes * 60:
-            log.warning("training time budget of %.1f minutes reached after epoch %d", cfg.max_train_minutes, epoch)
+            log.warning("training time budget of %.1f minutes reached after epoch %d", cfg.max_train_minutes,
+                        epoch)
             break
     assert best_state is not None
     ckpt = {
@@ -413,8 +423,8 @@ def train_regressor(
         "epoch": best_epoch,
         "val_loss": best_loss,
         "history": history,
-        "n_train_views": int(len(train_rows)),
-        "n_val": int(len(val_rows)),
+        "n_train_views": len(train_rows),
+        "n_val": len(val_rows),
     }
     tmp = best_path.with_suffix(".tmp")
     torch.save(ckpt, tmp)

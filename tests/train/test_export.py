@@ -48,7 +48,7 @@ def test_parity_on_real_images_is_recorded(exported) -> None:
 
 
 def test_graph_contract_and_dynamic_batch(exported) -> None:
-    out, _, images, ckpt_path = exported
+    out, _, _, ckpt_path = exported
     model = onnx.load(str(out))
     assert [i.name for i in model.graph.input] == ["images"]
     assert [o.name for o in model.graph.output] == ["vectors"]

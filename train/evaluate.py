@@ -1,0 +1,149 @@
+"""Retrieval evaluation of a bundle on its test split (the standard Flickr8k 1K-test protocol).
+
+*Image search* ranks the test images for every test caption (each caption embedded alone, exactly as a
+user query would be); *annotation* ranks all test captions for every test image, counting the first of its
+own captions. Cosine similarity; R@K in percent; median rank 1-based. Ties count against the model (an
+item ranks below every item scoring at least as high), so a caption with no known word scores no hit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from space import bundle
+from space.errors import BundleInvalid, SpaceError
+from space.textspace import TextSpace, unit
+from space.tokenize import tokenize
+
+KS = (1, 5, 10)
+# Flickr8k, 1K test images, R@1/R@5/R@10 (image search, annotation).
+PUBLISHED: tuple[tuple[str, tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ("DeViSE (Karpathy et al. 2014 re-run)", (5.9, 20.1, 29.6), (4.8, 16.5, 27.3)),
+    ("Karpathy & Fei-Fei 2015, BRNN", (11.8, 32.1, 44.7), (16.5, 40.6, 54.2)),
+    ("Kiros et al. 2014, VGG-19", (12.5, 37.0, 51.5), (18.0, 40.9, 55.0)),
+    ("Klein et al. 2015, FV GMM+HGLMM", (21.2, 50.0, 64.8), (31.0, 59.3, 73.7)),
+)
+
+
+def _summary(ranks: np.ndarray) -> dict[str, float]:
+    out = {f"r{k}": round(float(np.mean(ranks <= k) * 100), 2) for k in KS}
+    out["medr"] = float(np.median(ranks))
+    return out
+
+
+def retrieval_metrics(image_vecs: np.ndarray, caption_vecs: np.ndarray,
+                      caption_owner: Sequence[int]) -> dict[str, Any]:
+    """R@1/5/10 and median rank both ways; ``caption_owner[j]`` is the image row of caption ``j``."""
+    owner = np.asarray(caption_owner, dtype=np.int64)
+    sims = unit(np.asarray(caption_vecs, np.float32)) @ unit(np.asarray(image_vecs, np.float32)).T  # (C, I)
+    correct = sims[np.arange(len(owner)), owner]
+    search_ranks = (sims >= correct[:, None]).sum(axis=1)
+    ann_ranks = np.empty(len(image_vecs), dtype=np.int64)
+    sims_t = sims.T  # (I, C)
+    for i in range(len(image_vecs)):
+        mine = np.flatnonzero(owner == i)
+        if len(mine) == 0:
+            ann_ranks[i] = sims_t.shape[1]
+            continue
+        best = sims_t[i, mine].max()
+        # The image's other captions never push its best one down.
+        ann_ranks[i] = 1 + int((sims_t[i] >= best).sum()) - int((sims_t[i, mine] >= best).sum())
+    return {
+        "image_search": _summary(search_ranks),
+        "annotation": _summary(ann_ranks),
+        "n_images": len(image_vecs),
+        "n_queries": len(owner),
+    }
+
+
+def embed_captions(space: TextSpace, captions: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Each caption embedded alone (zero vector when no word is known) and how many were empty."""
+    out = np.zeros((len(captions), space.dim), dtype=np.float32)
+    empty = 0
+    for j, caption in enumerate(captions):
+        vec, _ = space.embed_tokens(tokenize(caption))
+        if vec is None:
+            empty += 1
+        else:
+            out[j] = vec
+    return out, empty
+
+
+def evaluate_bundle(bundle_dir: Path) -> dict[str, Any]:
+    """Retrieval metrics of ``bundle_dir`` on its ``split == "test"`` items."""
+    bundle_dir = Path(bundle_dir)
+    try:
+        space = TextSpace.load(bundle_dir)
+        vectors = np.load(bundle_dir / bundle.IMAGE_VECTORS)
+        items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleInvalid(f"cannot read the bundle at {bundle_dir}: {exc}") from exc
+    test = [(row, it) for row, it in enumerate(items) if it.get("split") == "test"]
+    if not test:
+        raise BundleInvalid(f"the bundle at {bundle_dir} has no test items")
+    image_vecs = vectors[[int(it.get("key", row)) for row, it in test]]
+    captions: list[str] = []
+    owner: list[int] = []
+    for i, (_, it) in enumerate(test):
+        caps = it.get("captions") or [it.get("caption") or ""]
+        captions.extend(caps)
+        owner.extend([i] * len(caps))
+    caption_vecs, empty = embed_captions(space, captions)
+    metrics = retrieval_metrics(image_vecs, caption_vecs, owner)
+    metrics["n_empty_queries"] = empty
+    return metrics
+
+
+def ridge_baseline(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
+                   caption_vecs: np.ndarray, caption_owner: Sequence[int],
+                   alpha: float = 1.0) -> dict[str, Any]:
+    """Closed-form ridge map from frozen CNN features to caption vectors, scored like a bundle."""
+    mu, sd = train_features.mean(0), train_features.std(0) + 1e-6
+    x = (train_features - mu) / sd
+    ym = train_targets.mean(0)
+    w = np.linalg.solve(x.T @ x + alpha * len(x) * np.eye(x.shape[1]), x.T @ (train_targets - ym))
+    pred = ((test_features - mu) / sd) @ w + ym
+    return retrieval_metrics(pred.astype(np.float32), caption_vecs, caption_owner)
+
+
+def _row(name: str, search: Sequence[float], ann: Sequence[float], medr: str = "") -> str:
+    fmt = " / ".join(f"{v:4.1f}" for v in search), " / ".join(f"{v:4.1f}" for v in ann)
+    return f"| {name:<38} | {fmt[0]:>18} | {fmt[1]:>18} | {medr:>9} |"
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table of ``results`` (name → metrics) beside the published Flickr8k 1K-test rows."""
+    lines = [
+        "| method (Flickr8k, 1K test) | image search R@1/5/10 | annotation R@1/5/10 | med r s/a |",
+        "|---|---|---|---|",
+    ]
+    for name, search, ann in PUBLISHED:
+        lines.append(_row(name, search, ann))
+    for name, m in results.items():
+        s, a = m["image_search"], m["annotation"]
+        lines.append(_row(name, [s[f"r{k}"] for k in KS], [a[f"r{k}"] for k in KS],
+                          f"{s['medr']:g} / {a['medr']:g}"))
+    any_m = next(iter(results.values()), None)
+    if any_m is not None:
+        lines.append(f"({any_m['n_images']} test images, {any_m['n_queries']} caption queries)")
+    return "\n".join(lines)
+
+
+def eval_main(bundle: Path, as_json: bool) -> int:
+    """``train eval``: print the bundle's metrics as JSON or as the human table; 0 on success."""
+    try:
+        metrics = evaluate_bundle(bundle)
+    except SpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        print(format_table({f"this bundle ({Path(bundle).name})": metrics}))
+    return 0
