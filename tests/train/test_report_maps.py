@@ -130,7 +130,10 @@ def test_report_index_word_map_and_progress(full_report: tuple[Path, dict, list]
     words = json.loads((out / "word_map.json").read_text(encoding="utf-8"))["words"]
     assert words[0]["count"] >= words[-1]["count"] and words[0]["word"] == "dog"
     stages = {c[0] for c in calls}
-    assert {"text", "tsne", "mosaic"} <= stages
+    assert {"text", "word_map", "tsne", "mosaic"} <= stages
+    tsne = [c for c in calls if c[0] == "tsne"]
+    assert [c[1] for c in tsne] == sorted(c[1] for c in tsne) and len(tsne) >= 10
+    assert tsne[-1][1] == tsne[-1][2] == 750
     last_mosaic = [c for c in calls if c[0] == "mosaic"][-1]
     assert last_mosaic[1] == last_mosaic[2] == stats["corpus"]["images"]
 

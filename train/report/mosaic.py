@@ -40,7 +40,13 @@ class Layout:
 
 
 def tsne_2d(
-    x: np.ndarray, *, seed: int, perplexity: float = 30.0, n_iter: int = 500, progress: Progress | None = None
+    x: np.ndarray,
+    *,
+    seed: int,
+    perplexity: float = 30.0,
+    n_iter: int = 500,
+    progress: Progress | None = None,
+    stage: str = "tsne",
 ) -> tuple[np.ndarray, str]:
     """A seeded 2-D t-SNE of the rows of ``x`` (cosine metric); openTSNE, else scikit-learn."""
     n = len(x)
@@ -49,31 +55,42 @@ def tsne_2d(
         return np.column_stack([np.arange(n, dtype=float), np.zeros(n)]), "line"
     perplexity = max(2.0, min(perplexity, (n - 1) / 3.0))
     x = np.asarray(x, dtype=np.float64)
+    early = 250  # openTSNE's early-exaggeration phase, before the n_iter proper
+    total = early + n_iter
     try:
         from openTSNE import TSNE as OpenTSNE
+    except ImportError:
+        from sklearn.manifold import TSNE
 
-        total = 250 + n_iter
+        emb = TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(x)
+        method = "sklearn"
+    else:
+        # openTSNE restarts its iteration count in each phase: keep a running offset so progress only grows.
+        state = {"offset": 0, "last": 0}
 
         def callback(iteration: int, error: float, embedding: Any) -> bool:
+            if iteration < state["last"]:
+                state["offset"] += state["last"]
+            state["last"] = iteration
             if progress is not None:
-                progress("tsne", min(iteration, total), total, f"t-SNE iteration {iteration}, KL {error:.3f}")
+                done = min(state["offset"] + iteration, total - 1)
+                progress(stage, done, total, f"t-SNE of {n} points: iteration {done}, KL {error:.3f}")
             return False
 
         emb = OpenTSNE(
             perplexity=perplexity,
             n_iter=n_iter,
+            early_exaggeration_iter=early,
             metric="cosine",
             random_state=seed,
             n_jobs=1,
             callbacks=callback,
             callbacks_every_iters=50,
         ).fit(x)
-        return np.asarray(emb, dtype=float), "openTSNE"
-    except ImportError:
-        from sklearn.manifold import TSNE
-
-        emb = TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(x)
-        return np.asarray(emb, dtype=float), "sklearn"
+        method = "openTSNE"
+    if progress is not None:
+        progress(stage, total, total, f"t-SNE of {n} points done ({method})")
+    return np.asarray(emb, dtype=float), method
 
 
 def _normalise(points: np.ndarray, grid: int) -> np.ndarray:

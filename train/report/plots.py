@@ -83,8 +83,8 @@ def attraction_bars(
     ranked: list[dict[str, Any]], path: Path, spearman: float | None, has_reference: bool
 ) -> None:
     """Mentions per attraction, most mentioned on top, with the reference rank beside each name."""
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(ranked) + 1)))
     total = sum(e["mentions"] for e in ranked)
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(ranked) + 1) if total else 3.0))
     if total == 0:
         _empty_note(ax, f"no mentions of any of the {len(ranked)} configured attractions")
     else:

@@ -23,7 +23,7 @@ def word_map_layout(
         return {"words": [], "points": np.zeros((0, 2)), "counts": [], "method": "none",
                 "trustworthiness": None}
     points, method = tsne_2d(vectors, seed=seed, perplexity=min(30.0, max(2.0, len(chosen) / 10)),
-                             progress=progress)
+                             progress=progress, stage="word_map")
     k = min(10, (len(chosen) - 1) // 2)
     trust = float(trustworthiness(vectors, points, n_neighbors=k, metric="cosine")) if k >= 1 else None
     return {
