@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bot.app import build_application
+from bot.app import ALLOWED_UPDATES, build_application, webhook_options
 from bot.logs import configure_logging
 from bot.settings import BotSettings
 
@@ -27,17 +27,10 @@ def main() -> None:
     application = build_application(settings)
     if settings.webhook_url:
         log.info("webhook mode on %s:%d", settings.webhook_listen, settings.webhook_port)
-        application.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path="telegram",
-            webhook_url=settings.webhook_url.rstrip("/") + "/telegram",
-            secret_token=settings.webhook_secret,
-            allowed_updates=["message", "callback_query", "inline_query"],
-        )
+        application.run_webhook(**webhook_options(settings))
     else:
         log.info("long polling, engine at %s", settings.engine_url)
-        application.run_polling(allowed_updates=["message", "callback_query", "inline_query"])
+        application.run_polling(allowed_updates=ALLOWED_UPDATES)
 
 
 if __name__ == "__main__":

@@ -700,21 +700,48 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
     return application
 
 
+ALLOWED_UPDATES = ["message", "callback_query", "inline_query"]
+WEBHOOK_PATH = "telegram"
+
+
+def webhook_options(settings: BotSettings) -> dict[str, Any]:
+    """The webhook arguments (listen, port, path, public URL, secret) for PTB's run/start_webhook."""
+    if not settings.webhook_url:
+        raise ValueError("WEBHOOK_URL is not set")
+    return {
+        "listen": settings.webhook_listen,
+        "port": settings.webhook_port,
+        "url_path": WEBHOOK_PATH,
+        "webhook_url": f"{settings.webhook_url.rstrip('/')}/{WEBHOOK_PATH}",
+        "secret_token": settings.webhook_secret,
+        "allowed_updates": ALLOWED_UPDATES,
+    }
+
+
 @contextlib.asynccontextmanager
-async def running(application: Application, poll: bool = True) -> AsyncIterator[Application]:
-    """Run an application inside ``async with`` (post_init/post_shutdown included), polling if asked."""
+async def running(
+    application: Application, mode: str | None = "polling", settings: BotSettings | None = None
+) -> AsyncIterator[Application]:
+    """Run an application inside ``async with`` (post_init/post_shutdown included).
+
+    ``mode`` is "polling", "webhook" (needs ``settings``) or None (the caller feeds updates itself).
+    """
     await application.initialize()
     if application.post_init is not None:
         await application.post_init(application)
     await application.start()
-    if poll:
-        assert application.updater is not None
-        await application.updater.start_polling(poll_interval=0.0, timeout=1)
+    updater = application.updater
+    if mode == "polling":
+        assert updater is not None
+        await updater.start_polling(poll_interval=0.0, timeout=1, allowed_updates=ALLOWED_UPDATES)
+    elif mode == "webhook":
+        assert updater is not None and settings is not None
+        await updater.start_webhook(**webhook_options(settings))
     try:
         yield application
     finally:
-        if poll and application.updater is not None and application.updater.running:
-            await application.updater.stop()
+        if updater is not None and updater.running:
+            await updater.stop()
         await application.stop()
         if application.post_shutdown is not None:
             await application.post_shutdown(application)

@@ -61,7 +61,8 @@ class Transcript:
             return
         m, r = call.method, call.result
         if m == "sendMessage":
-            self._say("bot> " + call.params["text"].replace("\n", "\n     "))
+            text = "\n".join(line.rstrip() for line in call.params["text"].splitlines())
+            self._say("bot> " + text.replace("\n", "\n     "))
             self._keyboard(r.get("reply_markup"), r)
         elif m == "editMessageText":
             self._say("bot (update)> " + call.params.get("text", ""))
@@ -99,13 +100,22 @@ async def chat(
     api.observer = transcript
     root = await api.start()
     user_id = min(settings.admin_ids) if settings.admin_ids else 1001
-    local = dataclasses.replace(settings, telegram_api_url=root, token=LOCAL_TOKEN, webhook_url=None)
+    # One person at a keyboard: no per-user flood limit, no Telegram retries.
+    local = dataclasses.replace(
+        settings,
+        telegram_api_url=root,
+        token=LOCAL_TOKEN,
+        webhook_url=None,
+        user_burst=1_000_000,
+        user_rate_per_minute=1_000_000,
+        telegram_max_retries=0,
+    )
     application = build_application(local, LOCAL_TOKEN)
     out.write(
         f"TopicSpace terminal chat (engine {settings.engine_url}; pictures saved in {out_dir}).\n{HELP}\n"
     )
     try:
-        async with running(application, poll=False):
+        async with running(application, mode=None):
             while True:
                 out.write("you> ")
                 out.flush()
@@ -114,11 +124,16 @@ async def chat(
                     out.write("\n")
                     break
                 line = line.strip()
+                if not stdin.isatty():
+                    out.write(line + "\n")  # piped input is not echoed: keep the transcript readable
+                    out.flush()
                 if not line:
                     continue
                 if line in {"/quit", "/exit"}:
                     break
                 update = await _update_for(line, api, transcript, user_id, out)
+                if update is not None:
+                    transcript.buttons.clear()  # !N always means the buttons of the latest answer
                 if update is not None:
                     await application.process_update(Update.de_json(update, application.bot))
     finally:

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -49,7 +50,10 @@ def engine_url(small_bundle_models: Path, tmp_path_factory: pytest.TempPathFacto
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "--models", str(small_bundle_models), "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -113,9 +117,15 @@ async def api() -> AsyncIterator[LocalBotApi]:
 def bot_settings(api: LocalBotApi, engine_url: str, **changes: object) -> BotSettings:
     """Settings pointing the bot at the local Bot API and an engine."""
     base = BotSettings(
-        token=TOKEN, engine_url=engine_url, engine_public_url="https://engine.example.org",
-        engine_admin_token=ENGINE_ADMIN_TOKEN, admin_ids=frozenset({ADMIN_ID}),
-        telegram_api_url=api.url, engine_timeout_s=5.0, user_rate_per_minute=600, user_burst=50,
+        token=TOKEN,
+        engine_url=engine_url,
+        engine_public_url="https://engine.example.org",
+        engine_admin_token=ENGINE_ADMIN_TOKEN,
+        admin_ids=frozenset({ADMIN_ID}),
+        telegram_api_url=api.url,
+        engine_timeout_s=5.0,
+        user_rate_per_minute=600,
+        user_burst=50,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -128,16 +138,15 @@ async def bot(api: LocalBotApi, engine_url: str) -> AsyncIterator[LocalBotApi]:
         yield api
 
 
-async def engine_json(engine_url: str, path: str, **params: object) -> dict[str, object]:
+async def engine_json(engine_url: str, path: str, **params: object) -> Any:
     """Ask the engine directly (to compare the bot's answer with the engine's)."""
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{engine_url}{path}", params={k: str(v) for k, v in params.items()}
-    ) as resp:
-        data: dict[str, object] = await resp.json()
-        return data
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{engine_url}{path}", params={k: str(v) for k, v in params.items()}) as resp,
+    ):
+        return await resp.json()
 
 
 def flickr_jpg(flickr8k_dir: Path, index: int = 0) -> bytes:
     """The bytes of a real Flickr8k photo."""
     return sorted((flickr8k_dir / "images").glob("*.jpg"))[index].read_bytes()
-

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from bot.local_api import LocalBotApi
 from tests.bot.conftest import ADMIN_ID, engine_json, flickr_jpg
 
@@ -60,7 +62,7 @@ async def test_related_dog_names_the_engines_neighbours(bot: LocalBotApi, engine
     await bot.push(bot.text_update("/related dog"))
     reply = await bot.wait_for("sendMessage", lambda c: "Words near" in c.text)
     truth = await engine_json(engine_url, "/v1/related", q="dog", k=5)
-    neighbours = [w["word"] for w in truth["words"]]  # type: ignore[union-attr,index]
+    neighbours = [w["word"] for w in truth["words"]]
     assert neighbours and all(word in reply.text for word in neighbours), (reply.text, neighbours)
     buttons = [b for row in reply.json("reply_markup")["inline_keyboard"] for b in row]
     assert buttons and all(len(b["callback_data"].encode()) <= 64 for b in buttons)
@@ -115,12 +117,15 @@ async def test_plain_text_is_an_image_search_with_a_hint(bot: LocalBotApi) -> No
     await bot.wait_for("sendMessage", lambda c: "/related" in c.text)
 
 
-async def test_non_admin_retrain_is_refused_and_logged(bot: LocalBotApi, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_non_admin_retrain_is_refused_and_logged(
+    bot: LocalBotApi, caplog: pytest.LogCaptureFixture
+) -> None:
     await bot.push(bot.text_update("/retrain", user_id=ADMIN_ID + 1))
     reply = await bot.wait_for("sendMessage")
     assert "only the bot's admins" in reply.text
-    assert any("refused /retrain" in r.getMessage() and str(ADMIN_ID + 1) in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "refused /retrain" in r.getMessage() and str(ADMIN_ID + 1) in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_report_pictures_missing_are_explained(bot: LocalBotApi) -> None:
@@ -132,4 +137,3 @@ async def test_report_pictures_missing_are_explained(bot: LocalBotApi) -> None:
     await bot.push(bot.text_update("/top"))
     top = await bot.wait_for("sendMessage", lambda c: c.text.startswith("Top words"))
     assert "1. " in top.text
-

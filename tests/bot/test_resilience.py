@@ -1,4 +1,4 @@
-"""The bot under trouble: the engine down or slow, Telegram's 429s, floods of requests, and the token in logs."""
+"""The bot under trouble: the engine down or slow, Telegram 429s, request floods, and the token in logs."""
 
 from __future__ import annotations
 
@@ -87,9 +87,12 @@ async def test_per_user_rate_limit_is_friendly(api: LocalBotApi, engine_url: str
         # Another user is not affected.
         n = len(api.calls)
         await api.push(api.text_update("/related dog", user_id=5005))
-        await api.wait_for("sendMessage", lambda c: "Words near" in c.text and c.params["chat_id"] == "5005",
-                           after=n)
-    answered = [c for c in api.calls_of("sendMessage") if "Words near" in c.text and c.params["chat_id"] == "1001"]
+        await api.wait_for(
+            "sendMessage", lambda c: "Words near" in c.text and c.params["chat_id"] == "5005", after=n
+        )
+    answered = [
+        c for c in api.calls_of("sendMessage") if "Words near" in c.text and c.params["chat_id"] == "1001"
+    ]
     assert len(answered) == 2
 
 
