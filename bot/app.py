@@ -211,11 +211,14 @@ def _known_part(query: str, unknown: Sequence[str]) -> str:
     return " ".join(t for t in query.split() if t.lstrip("-").lower() not in bad and not t.startswith("-"))
 
 
-async def send_album(context: ContextTypes.DEFAULT_TYPE, chat_id: int, hits: Sequence[ImageHit]) -> None:
+async def send_album(
+    context: ContextTypes.DEFAULT_TYPE, chat_id: int, hits: Sequence[ImageHit], version: str = ""
+) -> None:
     """Send hits as one album (or one photo), uploading bytes only for images Telegram has not seen."""
     s = services(context)
     await _action(context, chat_id, ChatAction.UPLOAD_PHOTO)
-    version = str((await s.engine.stats()).get("version", ""))
+    # Keys carry the bundle version: an id may name another picture in the next bundle.
+    version = version or str((await s.engine.stats()).get("version", ""))
     keys = [f"{version}:{h.id}:{s.settings.thumb_size}" for h in hits]
 
     async def media_for(hit: ImageHit, key: str) -> str | bytes:
@@ -266,7 +269,7 @@ async def answer_images(
         return
     if not answer.confident:
         notes.append(f"There is no confident match for «{query}»; these are the closest images.")
-    await send_album(context, chat_id, answer.images)
+    await send_album(context, chat_id, answer.images, answer.version)
     first, last = offset + 1, offset + len(answer.images)
     text = " ".join([f"Images for «{query}» ({first}–{last}).", *notes])
     markup = None
@@ -319,14 +322,14 @@ async def answer_similar(context: ContextTypes.DEFAULT_TYPE, chat_id: int, image
     s = services(context)
     await _action(context, chat_id, ChatAction.UPLOAD_PHOTO)
     try:
-        hits = await s.engine.similar(image, k=s.settings.album_size)
+        answer = await s.engine.similar(image, k=s.settings.album_size)
     except EngineRequestError as exc:
         await context.bot.send_message(chat_id, f"I can't read that image: {exc}")
         return
-    if not hits:
+    if not answer.images:
         await context.bot.send_message(chat_id, "No similar images found.")
         return
-    await send_album(context, chat_id, hits)
+    await send_album(context, chat_id, answer.images, answer.version)
 
 
 # ---- handlers --------------------------------------------------------------------------------------

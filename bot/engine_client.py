@@ -59,6 +59,7 @@ class ImageAnswer:
     images: list[ImageHit]
     unknown: list[str]
     confident: bool
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,10 @@ class EngineClient:
         """Nearest images to a query, from ``offset`` on."""
         data = await self._request("GET", "/v1/images", params={"q": query, "k": k, "offset": offset})
         return ImageAnswer(
-            _images(data.get("images", [])), list(data.get("unknown", [])), bool(data.get("confident", True))
+            _images(data.get("images", [])),
+            list(data.get("unknown", [])),
+            bool(data.get("confident", True)),
+            str(data.get("version") or ""),
         )
 
     async def hashtags(self, image: bytes, k: int = 8) -> list[ScoredWord]:
@@ -178,7 +182,7 @@ class EngineClient:
         )
         return _words(data.get("hashtags", []))
 
-    async def similar(self, image: bytes, k: int = 6) -> list[ImageHit]:
+    async def similar(self, image: bytes, k: int = 6) -> ImageAnswer:
         """Nearest images to an image."""
         data = await self._request(
             "POST",
@@ -187,7 +191,7 @@ class EngineClient:
             data=image,
             headers={"Content-Type": "application/octet-stream"},
         )
-        return _images(data.get("images", []))
+        return ImageAnswer(_images(data.get("images", [])), [], True, str(data.get("version") or ""))
 
     async def image_bytes(self, image_id: str, size: int | None = None) -> bytes:
         """The image file (a thumbnail of at most ``size`` pixels when given)."""
