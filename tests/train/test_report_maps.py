@@ -161,13 +161,17 @@ def test_large_corpus_is_sampled_to_the_grid(
     assert summary["unreadable"] == sorted(laid & broken) and summary["unreadable"]
 
 
-def test_sorted_columns_assignment_for_big_grids(full_report: tuple[Path, dict, list]) -> None:
+def test_strip_assignment_for_big_grids(full_report: tuple[Path, dict, list]) -> None:
     out, _, _ = full_report
-    items = _layout(out)["items"]
-    points = np.array([[it["x"], it["y"]] for it in items])
-    grid = _layout(out)["grid"]
-    cells, method = snap_to_grid(points, grid, max_exact=0)
-    assert method == "sorted_columns"
-    assert len({tuple(c) for c in cells}) == len(points)
-    assert cells.min() >= 0 and cells.max() < grid
-    assert trustworthiness(points, cells.astype(float), n_neighbors=10) >= 0.9
+    layout = _layout(out)
+    points = np.array([[it["x"], it["y"]] for it in layout["items"]])
+    exact = np.array([[it["col"], it["row"]] for it in layout["items"]], dtype=float)
+    grid = layout["grid"]
+    for strip, method in ((grid, "strips_of_1_columns"), (4 * grid, "strips_of_4_columns")):
+        cells, used = snap_to_grid(points, grid, max_exact=0, strip_points=strip)
+        assert used == method
+        assert len({tuple(c) for c in cells}) == len(points)
+        assert cells.min() >= 0 and cells.max() < grid
+        trust = trustworthiness(points, cells.astype(float), n_neighbors=10)
+        assert trust >= 0.9, (method, trust)
+    assert trustworthiness(points, exact, n_neighbors=10) >= 0.95

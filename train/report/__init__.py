@@ -51,7 +51,10 @@ class ReportConfig:
     mosaic_sizes: tuple[int, ...] = (1024, 2048, 4096)
     # 64×64 = 4096 tiles: 64-pixel tiles at 4096 px; bigger corpora are sampled down to this.
     mosaic_max_grid: int = 64
-    max_exact_assignment: int = 2500
+    # Exact grid assignment up to this many images (4096 would take ~40 s); beyond, exact per strip of
+    # about ``assignment_strip`` cells (2 s at 4096, trustworthiness 0.995 of the exact 0.996).
+    max_exact_assignment: int = 1024
+    assignment_strip: int = 1024
     tsne_perplexity: float = 30.0
     tsne_iterations: int = 500
     # Trustworthiness is O(n²): measured on at most this many laid-out images.
@@ -126,7 +129,8 @@ def write_image_maps(
     tick = _tqdm_progress(progress, cfg.show_progress)
     layout, method = mosaic.compute_layout(
         vectors, max_grid=cfg.mosaic_max_grid, seed=cfg.seed, perplexity=cfg.tsne_perplexity,
-        n_iter=cfg.tsne_iterations, max_exact=cfg.max_exact_assignment, progress=tick,
+        n_iter=cfg.tsne_iterations, max_exact=cfg.max_exact_assignment,
+        strip_points=cfg.assignment_strip, progress=tick,
     )
     laid = vectors[layout.indices]
     trust = _trust(laid, layout.points, cfg.trust_sample, cfg.seed)
