@@ -175,3 +175,21 @@ def test_strip_assignment_for_big_grids(full_report: tuple[Path, dict, list]) ->
         trust = trustworthiness(points, cells.astype(float), n_neighbors=10)
         assert trust >= 0.9, (method, trust)
     assert trustworthiness(points, exact, n_neighbors=10) >= 0.95
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_tiny_corpora_still_give_a_report(tmp_path: Path, flickr8k_dir: Path, n: int) -> None:
+    images = sorted((flickr8k_dir / "images").glob("*.jpg"))[:n]
+    posts = [Post(id=str(i), image=p, caption="a dog runs", lang="en") for i, p in enumerate(images)]
+    space = TextSpace(["dog", "runs"], np.eye(2, dtype=np.float32), np.ones(2), np.array([3, 1]))
+    vectors = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    cfg = ReportConfig(show_progress=False, mosaic_sizes=(64,))
+    stats = write_report(tmp_path, posts, space, vectors, {}, cfg)
+    assert stats["corpus"]["posts"] == n
+    assert all((tmp_path / f).is_file() for f in stats["files"].values())
+    if n == 0:
+        assert stats["image_maps"]["skipped"] == "no images" and stats["languages"] == {}
+    else:
+        assert stats["image_maps"]["laid_out"] == n
+        with Image.open(tmp_path / "tsne_mosaic_64.png") as img:
+            assert img.size == (64, 64)
