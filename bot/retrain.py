@@ -253,17 +253,19 @@ class RetrainManager:
 
     async def _wait(self, proc: asyncio.subprocess.Process, progress: Path) -> RetrainStatus:
         assert proc.stderr is not None
-        stderr = await proc.stderr.read()
+        # Keep only the tail: a long run's progress bars would otherwise pile up in memory.
+        tail = b""
+        while chunk := await proc.stderr.read(1 << 16):
+            tail = (tail + chunk)[-4096:]
         code = await proc.wait()
         final = status_from_record(read_progress(progress), running=False)
         if self._cancelled:
             final = RetrainStatus("cancelled")
         elif final.state != "done" and code != 0:
-            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {code}"]
+            lines = tail.decode(errors="replace").replace("\r", "\n").strip().splitlines()
+            reason = final.error if final.state == "failed" and final.error else None
             final = RetrainStatus(
-                "failed",
-                final.stage,
-                error=final.error if final.state == "failed" and final.error else tail[0][:300],
+                "failed", final.stage, error=reason or (lines[-1] if lines else f"exit code {code}")[:300]
             )
         log.info("retraining ended: %s (exit code %d)", final.state, code)
         self._last = final
