@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from space.errors import SpaceError
 from train.config import FORMATS, FilterConfig, IngestConfig, PipelineConfig, TextConfig
@@ -46,6 +47,8 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         help="append JSON progress lines here (env TRAIN_PROGRESS_FILE)",
     )
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
+    p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one ImageConfig field (repeatable), e.g. --image-set epochs=2")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +89,9 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     progress_file = args.progress_file or (
         Path(os.environ["TRAIN_PROGRESS_FILE"]) if os.environ.get("TRAIN_PROGRESS_FILE") else None
     )
+    image = _image_config(args.image_set, args.quick) if getattr(args, "image_set", None) else None
     return PipelineConfig(
+        image=image,
         ingest=IngestConfig(corpus=args.corpus, format=args.format, limit=args.limit),
         models=args.models,
         weights=args.weights,
@@ -97,6 +102,32 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         progress_file=progress_file,
         activate=not args.no_activate,
     )
+
+
+def _image_config(settings: list[str], quick: bool) -> Any:
+    """The image stage's config with ``FIELD=VALUE`` overrides, each coerced to the field's default's type."""
+    import dataclasses
+
+    from train.image_model import ImageConfig
+
+    base = ImageConfig.quick_preset() if quick else ImageConfig()
+    changes: dict[str, Any] = {}
+    for item in settings:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in {f.name for f in dataclasses.fields(base)}:
+            raise ValueError(f"--image-set {item!r}: expected FIELD=VALUE with a field of ImageConfig")
+        current = getattr(base, name)
+        if isinstance(current, bool):
+            changes[name] = raw.lower() in ("1", "true", "yes", "on")
+        elif raw.lower() == "none":
+            changes[name] = None
+        elif isinstance(current, int):
+            changes[name] = int(raw)
+        elif isinstance(current, float) or name.endswith("minutes"):
+            changes[name] = float(raw)
+        else:
+            changes[name] = raw
+    return dataclasses.replace(base, **changes)
 
 
 def _bundle_arg(args: argparse.Namespace) -> Path:

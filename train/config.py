@@ -19,7 +19,7 @@ FORMATS: tuple[str, ...] = ("flickr8k", "instaloader", "jsonl")
 
 # World cities a post about the corpus topic should not be about. The topic city itself (Barcelona) is
 # deliberately absent; so are city names that are everyday words in en/es/ca ("nice", "reading",
-# "mobile", "santiago" as a saint's name...).
+# "mobile", "santiago" as a saint's name...), and "boston" (the Boston Terrier of many dog photos).
 DEFAULT_OTHER_CITIES: tuple[str, ...] = (
     "madrid",
     "valencia",
@@ -82,7 +82,6 @@ DEFAULT_OTHER_CITIES: tuple[str, ...] = (
     "los angeles",
     "san francisco",
     "chicago",
-    "boston",
     "miami",
     "seattle",
     "las vegas",
@@ -197,6 +196,9 @@ class PipelineConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     text: TextConfig = field(default_factory=TextConfig)
     progress_file: Path | None = None
+    # The image stage's config (a ``train.image_model.ImageConfig``); None: its default, or its quick
+    # preset under ``quick``. Typed loosely so this module needs no torch.
+    image: Any = None
     activate: bool = True
     encode_batch_size: int = 32
 

@@ -195,6 +195,8 @@ class Pipeline:
     # -- image side (other modules' functions, imported lazily) ------------------------------------
     def image_config(self) -> Any:
         """The image stage's config (quick preset under ``--quick``)."""
+        if self.cfg.image is not None:
+            return self.cfg.image
         image_config = _need("train.image_model", "ImageConfig")
         return image_config.quick_preset() if self.cfg.quick else image_config()
 

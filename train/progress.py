@@ -110,6 +110,7 @@ class ProgressReporter:
         """The ``progress`` callback handed to other stages' functions: (stage, done, total, unit)."""
         if stage != self._stage:
             self.start(stage, total, unit)
+        self._unit = unit
         self.update(done, total)
 
     def finished(self, bundle: Path, version: str) -> None:

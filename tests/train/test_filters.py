@@ -1,0 +1,83 @@
+"""Filter counts on one fixture corpus written in all three formats, and the filters' building blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.train.fixtures.corpus import FixturePost, expected_report, fixture_posts, write_corpus
+from train.config import FilterConfig, IngestConfig
+from train.filters import CityMatcher, run_filters
+from train.ingest import ingest
+
+
+@pytest.fixture(scope="module")
+def posts(flickr8k_dir: Path, multilingual_tsv: Path) -> list[FixturePost]:
+    return fixture_posts(flickr8k_dir, multilingual_tsv)
+
+
+def _ids(p: FixturePost, fmt: str) -> list[str]:
+    base = f"B{p.key}" if fmt == "instaloader" else p.key + (".jpg" if fmt == "flickr8k" and p.n == 1 else "")
+    if p.n == 1:
+        return [base]
+    return [f"{base}_{n}" + (".jpg" if fmt == "flickr8k" else "") for n in range(1, p.n + 1)]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "instaloader", "flickr8k"])
+def test_filter_counts_exact_in_each_format(fmt: str, posts: list[FixturePost], tmp_path: Path) -> None:
+    corpus = write_corpus(fmt, posts, tmp_path / fmt)
+    read, stats = ingest(IngestConfig(corpus, fmt))  # type: ignore[arg-type]
+    result = run_filters(read, FilterConfig())
+    with_users = fmt != "flickr8k"
+    expected = expected_report(posts, with_users)
+    report = result.report
+    keys = ("total", "kept", "dropped")
+    assert {k: report[k] for k in keys} == {k: expected[k] for k in keys}
+    assert report["languages"] == expected["languages"]
+    assert report["skipped_filters"] == ([] if with_users else ["user (the corpus has no user ids)"])
+    # Every post dropped for its own reason, not just the right totals.
+    reason_of = {i: r for r, ids in result.dropped_ids.items() for i in ids}
+    for p in posts:
+        want = p.expect if with_users or p.expect != "user" else "kept"
+        assert {reason_of.get(i, "kept") for i in _ids(p, fmt)} == {want}, (p.key, p.caption)
+    # Bad records were counted, never fatal.
+    assert sum(stats.bad.values()) >= 1
+    assert result.summary().startswith(f"kept {expected['kept']} of 58")
+    assert expected["kept"] == (18 if with_users else 43)
+
+
+def test_kept_posts_carry_detected_language(posts: list[FixturePost], tmp_path: Path) -> None:
+    corpus = write_corpus("jsonl", posts, tmp_path / "c")
+    read, _ = ingest(IngestConfig(corpus, "jsonl"))
+    kept = {p.id: p.lang for p in run_filters(read, FilterConfig()).kept}
+    assert kept["chrome"] == "en" and kept["es1"] == "es" and kept["ca0"] == "ca"
+    assert kept["es0_1"] == kept["es0_2"] == "es"
+
+
+def test_switched_off_filters_are_listed_and_keep_posts(posts: list[FixturePost], tmp_path: Path) -> None:
+    corpus = write_corpus("jsonl", posts, tmp_path / "c")
+    read, _ = ingest(IngestConfig(corpus, "jsonl"))
+    cfg = FilterConfig(languages=(), max_posts_per_user=None, other_cities=())
+    report = run_filters(read, cfg).report
+    assert report["dropped"]["language"] == report["dropped"]["user"] == report["dropped"]["city"] == 0
+    assert set(report["skipped_filters"]) == {"language (disabled)", "user (disabled)", "city (disabled)"}
+    assert report["kept"] == 58 - 2 - 2 - 2 - 1
+
+
+@pytest.mark.parametrize(
+    ("text", "city"),
+    [
+        ("A shiny chrome bumper", None),
+        ("Holidays in Rome!", "rome"),
+        ("romería en el pueblo", None),
+        ("Skyline of New York at dusk", "new york"),
+        ("#new #york #pizza", "new york"),
+        ("a newyork style bagel", None),
+        ("Paseando por Málaga", "malaga"),
+        ("Barcelona by night #barcelona", None),
+    ],
+)
+def test_city_matcher_whole_tokens(text: str, city: str | None) -> None:
+    matcher = CityMatcher(["rome", "new york", "málaga", "paris"])
+    assert matcher.find(text) == city
