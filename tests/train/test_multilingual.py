@@ -1,0 +1,108 @@
+"""`python -m train multilingual`: one caption in one language per image, seeded shares, standard split."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from train.__main__ import main
+from train.config import IngestConfig
+from train.ingest import FLICKR_SPLITS, ingest
+from train.multilingual import read_tsv
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, multilingual_tsv: Path, flickr8k_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("ml")
+    args = [
+        "multilingual",
+        "--src",
+        str(multilingual_tsv),
+        "--flickr8k",
+        str(flickr8k_dir),
+        "--out",
+        str(out),
+        "--shares",
+        "50,30,20",
+        "--seed",
+        "0",
+    ]
+    assert main(args) == 0
+    return out
+
+
+def _rows(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "posts.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_one_caption_per_image_in_shares(built: Path, multilingual_tsv: Path) -> None:
+    rows = _rows(built)
+    assert len(rows) == 7478 and len({r["id"] for r in rows}) == 7478
+    langs = Counter(r["lang"] for r in rows)
+    assert abs(langs["en"] / 7478 - 0.5) < 0.02
+    assert abs(langs["es"] / 7478 - 0.3) < 0.02
+    assert abs(langs["ca"] / 7478 - 0.2) < 0.02
+    source = {r["image"]: r for r in read_tsv(multilingual_tsv)}
+    for r in rows[:500]:
+        tsv = source[str(r["id"])]
+        column = str(r["column"])
+        assert r["caption"] == tsv[column]
+        prefix = {"en": "en_multi30k", "es": "es_nllb_from_", "ca": "ca_apertium_from_es_"}[str(r["lang"])]
+        assert column.startswith(prefix)
+    assert len({r["column"] for r in rows if r["lang"] == "es"}) == 4
+
+
+def test_standard_split_kept(built: Path, flickr8k_dir: Path) -> None:
+    split_of = {
+        name: split for split, f in FLICKR_SPLITS.items() for name in (flickr8k_dir / f).read_text().split()
+    }
+    rows = _rows(built)
+    assert all(r["split"] == split_of.get(str(r["id"])) for r in rows)
+    assert Counter(r["split"] for r in rows)["test"] == 929
+
+
+def test_seeded_and_readable_as_jsonl(
+    built: Path, multilingual_tsv: Path, flickr8k_dir: Path, tmp_path: Path
+) -> None:
+    assert (
+        main(
+            [
+                "multilingual",
+                "--src",
+                str(multilingual_tsv),
+                "--flickr8k",
+                str(flickr8k_dir),
+                "--out",
+                str(tmp_path),
+                "--seed",
+                "0",
+                "--relative",
+            ]
+        )
+        == 0
+    )
+    ours = [(r["id"], r["caption"]) for r in _rows(tmp_path)]
+    assert ours == [(r["id"], r["caption"]) for r in _rows(built)]
+    assert not Path(str(_rows(tmp_path)[0]["image"])).is_absolute()
+    posts, stats = ingest(IngestConfig(tmp_path / "posts.jsonl", "jsonl", limit=50))
+    assert len(posts) == 50 and not stats.bad and all(p.image.is_file() for p in posts)
+    assert (
+        main(
+            [
+                "multilingual",
+                "--src",
+                str(multilingual_tsv),
+                "--flickr8k",
+                str(flickr8k_dir),
+                "--out",
+                str(tmp_path / "s1"),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert [r["caption"] for r in _rows(tmp_path / "s1")] != [c for _, c in ours]
