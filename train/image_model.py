@@ -252,6 +252,11 @@ def cache_trunk_features(
     return FeatureCache(path, len(images), views, tuple(failed))
 
 
+def cache_key_parts(cfg: ImageConfig, weights_dir: Path) -> list[str]:
+    """What, besides the image list and view recipe, decides the cached trunk activations."""
+    return [cfg.backbone, weights_fingerprint(weights_dir) if cfg.backbone == "bvlc" else "torchvision"]
+
+
 def scale_targets(targets: np.ndarray, tmin: np.ndarray, tmax: np.ndarray) -> np.ndarray:
     """Per-dimension min-max scaling of word-space vectors to [0, 1]."""
     span = np.maximum(tmax - tmin, 1e-6)
@@ -300,8 +305,12 @@ def train_regressor(
     work_dir: Path,
     *,
     progress: Progress | None = None,
+    cache_dir: Path | None = None,
 ) -> Path:
-    """Fine-tune the regressor on the "train" images, validate on "val"; return the best checkpoint."""
+    """Fine-tune the regressor on the "train" images, validate on "val"; return the best checkpoint.
+
+    Trunk activations are cached under ``cache_dir`` (default ``work_dir``); share it between runs.
+    """
     if not (len(images) == len(targets) == len(splits)):
         raise TrainingFailed("images, targets and splits must have the same length")
     targets = np.asarray(targets, dtype=np.float32)
@@ -326,13 +335,14 @@ def train_regressor(
     tmin = targets[train_idx].min(axis=0)
     tmax = targets[train_idx].max(axis=0)
     model = build_regressor(cfg, weights_dir, targets.shape[1], tmin, tmax)
-    key_parts = [cfg.backbone, weights_fingerprint(weights_dir) if cfg.backbone == "bvlc" else "torchvision"]
+    key_parts = cache_key_parts(cfg, weights_dir)
+    cache_dir = cache_dir or work_dir
     train_cache = cache_trunk_features(
-        model.backbone, [images[int(i)] for i in train_idx], cfg.train_views, work_dir, key_parts=key_parts,
+        model.backbone, [images[int(i)] for i in train_idx], cfg.train_views, cache_dir, key_parts=key_parts,
         random_views=True, view_seed=cfg.view_seed, batch_size=cfg.feature_batch, progress=progress,
     )
     val_cache = cache_trunk_features(
-        model.backbone, [images[int(i)] for i in val_idx], 1, work_dir, key_parts=key_parts,
+        model.backbone, [images[int(i)] for i in val_idx], 1, cache_dir, key_parts=key_parts,
         random_views=False, batch_size=cfg.feature_batch, progress=progress, stage="cnn-features-val",
     )
     # Rows of usable views, with the target of the image they came from.

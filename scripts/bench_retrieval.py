@@ -1,0 +1,139 @@
+"""Full Flickr8k retrieval benchmark: train the regressor on the 6,000 train images, validate on dev,
+evaluate on the 1K test images, and print the table beside the published rows and a ridge baseline.
+
+    nice -n 10 python scripts/bench_retrieval.py --flickr8k ../shared/data/flickr8k \
+        --weights ../shared/weights/bvlc_googlenet --work /work/bench-work [--configs seed,cosine] [--quick]
+
+Word2Vec and TF-IDF learn from the train + dev captions only (test captions are queries, never training
+text). Test captions are embedded one at a time, as a user's query would be. Heavy: run it in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from train.config import TextConfig
+from train.encode import encode_images
+from train.evaluate import embed_captions, format_table, retrieval_metrics, ridge_baseline
+from train.export import export_onnx
+from train.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
+from train.image_model import ImageConfig, cache_key_parts, cache_trunk_features, train_regressor
+from train.ingest import IngestStats, read_flickr8k
+from train.text import build_text_space
+
+log = logging.getLogger("bench_retrieval")
+
+CONFIGS: dict[str, ImageConfig] = {
+    "seed": ImageConfig(),
+    # Same recipe, word-space cosine loss with a 10× learning rate decayed on a cosine schedule.
+    "cosine": ImageConfig(loss="cosine", lr=0.01, schedule="cosine"),
+}
+
+
+def pooled(net: BVLCGoogLeNet, feats: np.memmap, batch: int = 256) -> np.ndarray:
+    """Frozen-head pooled 1,024-d features of cached trunk activations."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(feats), batch):
+            out.append(net.head(torch.from_numpy(np.asarray(feats[s : s + batch], np.float32))).numpy())
+    return np.concatenate(out)
+
+
+def main() -> int:
+    """Run the benchmark; print and save the table and the raw numbers."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flickr8k", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--configs", default="seed")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--quick", action="store_true", help="a few hundred images, for a smoke run")
+    ap.add_argument("--ridge-alpha", type=float, default=1.0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t_start = time.monotonic()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    posts = sorted(read_flickr8k(args.flickr8k, IngestStats()), key=lambda p: p.id)
+    by_split = {s: [p for p in posts if p.split == s] for s in ("train", "val", "test")}
+    if args.quick:
+        sizes = {"train": 300, "val": 100, "test": 200}
+        by_split = {k: v[: sizes[k]] for k, v in by_split.items()}
+    log.info("posts: %s", {k: len(v) for k, v in by_split.items()})
+
+    t0 = time.monotonic()
+    text_cfg = TextConfig.quick() if args.quick else TextConfig()
+    text = build_text_space(by_split["train"] + by_split["val"], text_cfg)
+    log.info("text space: %d words, dim %d, %.0fs", len(text.space.words), text.space.dim,
+             time.monotonic() - t0)
+    images = [p.image for p in text.posts]
+    splits = [str(p.split) for p in text.posts]
+    test = by_split["test"]
+    captions = [c for p in test for c in p.reference_captions]
+    owner = [i for i, p in enumerate(test) for _ in p.reference_captions]
+    caption_vecs, empty = embed_captions(text.space, captions)
+    log.info("%d test captions, %d with no known word", len(captions), empty)
+
+    results: dict[str, dict[str, Any]] = {}
+    timings: dict[str, Any] = {}
+    net = load_bvlc_googlenet(args.weights)
+
+    # Ridge baseline on the frozen network; its train features reuse the regressor's trunk cache.
+    base_cfg = CONFIGS["seed"] if not args.quick else ImageConfig.quick_preset()
+    train_imgs = [im for im, s in zip(images, splits, strict=True) if s == "train"]
+    train_tgts = text.vectors[[i for i, s in enumerate(splits) if s == "train"]]
+    t0 = time.monotonic()
+    cache = cache_trunk_features(net, train_imgs, base_cfg.train_views, args.work,
+                                 key_parts=cache_key_parts(base_cfg, args.weights), random_views=True,
+                                 view_seed=base_cfg.view_seed, batch_size=base_cfg.feature_batch)
+    timings["trunk_cache_train_s"] = round(time.monotonic() - t0, 1)
+    test_cache = cache_trunk_features(net, [p.image for p in test], 1, args.work,
+                                      key_parts=cache_key_parts(base_cfg, args.weights), random_views=False)
+    train_f = pooled(net, cache.open())
+    test_f = pooled(net, test_cache.open())
+    ridge = ridge_baseline(train_f, np.repeat(train_tgts, base_cfg.train_views, axis=0), test_f, caption_vecs,
+                           owner, alpha=args.ridge_alpha)
+    results["ridge on frozen GoogLeNet features (this run)"] = ridge
+    log.info("ridge baseline: %s", json.dumps(ridge))
+    print(format_table(results), flush=True)
+
+    for name in args.configs.split(","):
+        cfg = ImageConfig.quick_preset() if args.quick else CONFIGS[name]
+        if args.epochs is not None:
+            cfg = replace(cfg, epochs=args.epochs)
+        t0 = time.monotonic()
+        ckpt = train_regressor(cfg, images, text.vectors, splits, args.weights, args.work / name,
+                               cache_dir=args.work)
+        t_train = time.monotonic() - t0
+        parity = export_onnx(ckpt, args.work / name / "image_encoder.onnx", [p.image for p in test[:8]])
+        t0 = time.monotonic()
+        vecs, failed = encode_images(args.work / name / "image_encoder.onnx", [p.image for p in test])
+        t_enc = time.monotonic() - t0
+        m = retrieval_metrics(vecs, caption_vecs, owner)
+        history = torch.load(ckpt, weights_only=False)["history"]
+        results[f"GoogLeNet regressor, {name} config (this run)"] = m
+        timings[name] = {"train_s": round(t_train, 1), "encode_s": round(t_enc, 1), "parity": parity,
+                         "failed": failed, "history": history}
+        log.info("%s: %s; %s", name, json.dumps(m), json.dumps(timings[name]))
+        print(format_table(results), flush=True)
+
+    timings["total_s"] = round(time.monotonic() - t_start, 1)
+    summary = {"results": results, "timings": timings}
+    (args.work / "bench_retrieval.json").write_text(json.dumps(summary, indent=1))
+    print(format_table(results))
+    print(json.dumps(timings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
