@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from engine import views
-from engine.cache import Cache, LRUCache, RedisCache
+from engine.cache import Cache, LRUCache, RedisCache, TieredCache
 from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
 from engine.metrics import Metrics
 from engine.runtime import Runtime
@@ -60,8 +60,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = HTTP_CODES.get(exc.status, "http_error")
         response = error_response(exc.status, code, exc.reason if exc.text is None else exc.text)
-    metrics.requests.labels(endpoint=endpoint, status=str(response.status)).inc()
-    metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+    metrics.observe(endpoint, response.status, time.perf_counter() - started)
     return response
 
 
@@ -114,6 +113,8 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics.redis_up.set(1 if up else 0)
         log.info("cache: redis (%s)", "up" if up else "down, retrying in the background")
         cache = redis_cache
+        if settings.local_entries > 0:
+            cache = TieredCache(LRUCache(settings.local_entries, settings.local_ttl_s), redis_cache)
     else:
         cache = LRUCache(settings.lru_entries, settings.cache_ttl_s)
         log.info("cache: in-process LRU (%d entries)", settings.lru_entries)

@@ -92,6 +92,44 @@ class LRUCache:
         self.data.clear()
 
 
+class TieredCache:
+    """A small in-process LRU in front of Redis: hot answers skip the network round trip.
+
+    Safe because keys carry the bundle version (an answer never changes under its key); Redis still
+    shares answers between engine processes and across restarts.
+    """
+
+    kind = "redis"
+
+    def __init__(self, local: LRUCache, remote: RedisCache) -> None:
+        self.local = local
+        self.remote = remote
+
+    @property
+    def up(self) -> bool:
+        """Whether Redis is reachable."""
+        return self.remote.up
+
+    async def get(self, key: str) -> bytes | None:
+        """Local first, then Redis (copied into the local tier)."""
+        value = await self.local.get(key)
+        if value is None:
+            value = await self.remote.get(key)
+            if value is not None:
+                await self.local.set(key, value)
+        return value
+
+    async def set(self, key: str, value: bytes) -> None:
+        """Store in both tiers."""
+        await self.local.set(key, value)
+        await self.remote.set(key, value)
+
+    async def close(self) -> None:
+        """Close both tiers."""
+        await self.local.close()
+        await self.remote.close()
+
+
 class RedisCache:
     """Redis with short timeouts and a circuit breaker: while open, calls are skipped (uncached)."""
 

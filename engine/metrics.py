@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -35,6 +37,30 @@ class Metrics:
                               registry=r)
         self.inflight = Gauge("engine_inflight", "Requests waiting for or holding a worker", registry=r)
         self.redis_up.set(-1)
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+        self._cache: dict[tuple[str, bool], Any] = {}
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one request and record its latency (labelled children cached: this runs per request)."""
+        key = (endpoint, status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(endpoint=endpoint, status=str(status))
+        histogram = self._latency.get(endpoint)
+        if histogram is None:
+            histogram = self._latency[endpoint] = self.latency.labels(endpoint=endpoint)
+        counter.inc()
+        histogram.observe(seconds)
+
+    def cache_result(self, endpoint: str, hit: bool) -> None:
+        """Count a cache hit or miss."""
+        key = (endpoint, hit)
+        counter = self._cache.get(key)
+        if counter is None:
+            family = self.cache_hits if hit else self.cache_misses
+            counter = self._cache[key] = family.labels(endpoint=endpoint)
+        counter.inc()
 
     def set_bundle(self, version: str | None) -> None:
         """Record the served version (one labelled series at a time)."""

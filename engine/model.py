@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import onnxruntime as ort
@@ -45,6 +46,7 @@ class Model:
     session: Any
     input_name: str
     output_name: str
+    hits: list[dict[str, Any]] = field(default_factory=list)  # answer templates, see service
     inflight: int = 0
     retired: bool = field(default=False)
     closed: bool = field(default=False)
@@ -62,6 +64,20 @@ class Model:
         """Run the ONNX image encoder on a (B, 3, 224, 224) batch → (B, D) vectors."""
         out = self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})
         return np.asarray(out[0], dtype=np.float32)
+
+
+def image_url(image_id: str) -> str:
+    """The engine URL of an image file."""
+    return "/v1/images/" + quote(image_id, safe="")
+
+
+def hit_templates(ids: list[str], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fixed part of each image's answer (id, caption, url, lang), built once per model."""
+    return [
+        {"id": pid, "score": 0.0, "caption": item.get("caption", ""), "url": image_url(pid),
+         "lang": item.get("lang")}
+        for pid, item in zip(ids, items, strict=True)
+    ]
 
 
 def _public_ids(items: list[dict[str, Any]]) -> list[str]:
@@ -85,7 +101,7 @@ def _index(path: Path, vectors: np.ndarray, name: str) -> Any:
                     path, len(index), len(vectors))
     else:
         log.info("bundle has no %s: building it in memory from %d vectors", name, len(vectors))
-    return build_index(vectors, None)
+    return build_index(vectors, None, threads=1)  # a background load must not starve the workers
 
 
 def load_model(path: Path, ort_threads: int = 1) -> Model:
@@ -118,6 +134,7 @@ def load_model(path: Path, ort_threads: int = 1) -> Model:
         items=items,
         ids=ids,
         by_id={pid: i for i, pid in enumerate(ids)},
+        hits=hit_templates(ids, items),
         langs={k: np.array(v, dtype=np.int64) for k, v in langs_list.items()},
         images_index=_index(path / bundle.IMAGE_INDEX, vectors, bundle.IMAGE_INDEX),
         words_index=_index(path / bundle.WORD_INDEX, space.vectors, bundle.WORD_INDEX),

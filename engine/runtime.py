@@ -19,6 +19,7 @@ from engine.model import Model, ModelHolder, load_model
 from engine.settings import Settings
 from space import bundle
 from space.errors import SpaceError
+from space.query import parse_query
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Runtime:
         self.waiting = 0
         self.reload_lock = asyncio.Lock()
         self.seen_active: str | None = None
+        # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
+        self.parse = functools.lru_cache(maxsize=8192)(parse_query)
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the worker pool; :class:`Busy` at once when the queue is full."""

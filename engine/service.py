@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from space.errors import UnknownWords
 from space.images import load_for_network
 from space.query import Query
 from space.textspace import unit
-from space.vectorindex import search
+from space.vectorindex import EXACT_BELOW, search
 
 TOP_WORDS = 30
 
@@ -37,25 +36,27 @@ def _round(x: float) -> float:
     return round(float(x), 4)
 
 
-def image_url(image_id: str) -> str:
-    """The engine URL of an image file."""
-    return "/v1/images/" + quote(image_id, safe="")
-
-
 def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[dict[str, Any]]:
-    out = []
-    for key, sim in zip(keys.tolist(), sims.tolist(), strict=True):
-        if key < 0 or key >= len(model.items):
-            continue
-        item = model.items[key]
-        out.append({
-            "id": model.ids[key],
-            "score": _round(sim),
-            "caption": item.get("caption", ""),
-            "url": image_url(model.ids[key]),
-            "lang": item.get("lang"),
-        })
-    return out
+    templates = model.hits
+    n = len(templates)
+    return [
+        {**templates[key], "score": round(sim, 4)}
+        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
+        if 0 <= key < n
+    ]
+
+
+def _nearest(index: Any, unit_rows: np.ndarray, vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows by cosine: numpy for small sets (faster than any index there), else usearch."""
+    if len(unit_rows) > EXACT_BELOW:
+        return search(index, vec, k)
+    k = min(k, len(unit_rows))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    sims = unit_rows @ vec
+    top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+    top = top[np.argsort(-sims[top], kind="stable")]
+    return top, sims[top]
 
 
 def _embed(model: Model, query: Query) -> tuple[np.ndarray | None, list[str]]:
@@ -67,7 +68,7 @@ def _embed(model: Model, query: Query) -> tuple[np.ndarray | None, list[str]]:
 
 def nearest_words(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[dict[str, Any]]:
     """The ``k`` words nearest to ``vec`` (cosine, via ``words.usearch``), skipping ``exclude``."""
-    keys, sims = search(model.words_index, unit(vec), k + len(exclude))
+    keys, sims = _nearest(model.words_index, model.space.unit_vectors, unit(vec), k + len(exclude))
     words = model.space.words
     out = [
         {"word": words[key], "score": _round(sim)}
@@ -99,7 +100,7 @@ def images(
             order = np.argsort(-scores, kind="stable")[: offset + k]
             keys, sims = rows[order], scores[order]
         else:
-            keys, sims = search(model.images_index, vec, offset + k)
+            keys, sims = _nearest(model.images_index, model.image_vectors, vec, offset + k)
         if len(sims):
             best = float(sims[0])
         hits = _image_hits(model, keys[offset:], sims[offset:])
@@ -124,7 +125,7 @@ def hashtags(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
 
 def similar(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
     """Images nearest to an image's vector."""
-    keys, sims = search(model.images_index, vec, k)
+    keys, sims = _nearest(model.images_index, model.image_vectors, vec, k)
     return {"images": _image_hits(model, keys, sims), "version": model.version}
 
 

@@ -19,6 +19,9 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)  # never logged
     cache_ttl_s: int = 3600
     lru_entries: int = 4096
+    # In-process tier in front of Redis (0 = every lookup goes to Redis).
+    local_entries: int = 2048
+    local_ttl_s: int = 60
     workers: int = 2
     # Requests allowed to wait for or hold a worker; beyond this we answer 503 busy at once.
     queue_limit: int = 64

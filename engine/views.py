@@ -19,7 +19,6 @@ from engine.openapi import spec
 from space import bundle
 from space.errors import BadImage, ImageTooLarge
 from space.images import thumbnail_jpeg
-from space.query import parse_query
 
 JSON = "application/json"
 MIN_THUMB = 16
@@ -52,9 +51,9 @@ async def _cached(
     metrics = request.app[METRICS]
     body = await cache.get(key)
     if body is not None:
-        metrics.cache_hits.labels(endpoint=endpoint).inc()
+        metrics.cache_result(endpoint, hit=True)
         return web.Response(body=body, content_type=JSON)
-    metrics.cache_misses.labels(endpoint=endpoint).inc()
+    metrics.cache_result(endpoint, hit=False)
     body = json.dumps(await compute(), ensure_ascii=False).encode("utf-8")
     await cache.set(key, body)
     return web.Response(body=body, content_type=JSON)
@@ -63,7 +62,7 @@ async def _cached(
 async def related(request: web.Request) -> web.Response:
     """Words near the query."""
     runtime = request.app[RUNTIME]
-    query = parse_query(request.query.get("q", ""))
+    query = runtime.parse(request.query.get("q", ""))
     k = _k(request)
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
@@ -75,7 +74,7 @@ async def images(request: web.Request) -> web.Response:
     """Images near the query."""
     runtime = request.app[RUNTIME]
     settings = request.app[SETTINGS]
-    query = parse_query(request.query.get("q", ""))
+    query = runtime.parse(request.query.get("q", ""))
     k = _k(request)
     offset = _int(request, "offset", 0, 0, settings.max_offset)
     lang = request.query.get("lang", "").strip().lower() or None

@@ -28,14 +28,14 @@ log = logging.getLogger(__name__)
 EXACT_BELOW = 5000
 
 
-def build_index(vectors: np.ndarray, path: Path | None, dtype: str = "f32") -> Index:
-    """A cosine index over ``vectors`` with key = row; saved to ``path`` when given."""
+def build_index(vectors: np.ndarray, path: Path | None, dtype: str = "f32", threads: int = 0) -> Index:
+    """A cosine index over ``vectors``, key = row, built on ``threads`` cores (0 = all); saved to ``path``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
         raise ValueError(f"expected a 2-d array of vectors, got shape {vectors.shape}")
     index = Index(ndim=int(vectors.shape[1]), metric="cos", dtype=dtype)
     if len(vectors):
-        index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=1)
+        index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=threads)
     if path is not None:
         index.save(str(path))
     return index

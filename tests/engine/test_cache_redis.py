@@ -40,7 +40,7 @@ QUERIES = [("/v1/related", {"q": "dog", "k": "6"}), ("/v1/images", {"q": "beach 
 async def test_redis_hits_and_parity_with_lru(
     aiohttp_client: Any, small_bundle_models: Path, small_bundle: Path, redis_server: RedisServer
 ) -> None:
-    settings = make_settings(small_bundle_models, redis_url=redis_server.url)
+    settings = make_settings(small_bundle_models, redis_url=redis_server.url, local_entries=0)
     with_redis = await aiohttp_client(create_app(settings))
     in_process = await aiohttp_client(create_app(make_settings(small_bundle_models)))
     assert (await (await with_redis.get("/healthz")).json())["cache"] == "redis"
@@ -66,7 +66,8 @@ async def test_redis_hits_and_parity_with_lru(
 async def test_redis_dies_and_comes_back(
     aiohttp_client: Any, small_bundle_models: Path, redis_server: RedisServer
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(small_bundle_models, redis_url=redis_server.url)))
+    settings = make_settings(small_bundle_models, redis_url=redis_server.url, local_entries=0)
+    client = await aiohttp_client(create_app(settings))
     params = {"q": "girl", "k": "4"}
     first = await (await client.get("/v1/images", params=params)).json()
     await client.get("/v1/images", params=params)
@@ -96,6 +97,27 @@ async def test_redis_dies_and_comes_back(
     assert await _hits(client, "images") > 1, "the cache was not used again after Redis came back"
     assert await _redis_up(client) == 1
     assert (await (await client.get("/healthz")).json())["cache_up"] is True
+
+
+async def test_local_tier_and_sharing_between_processes(
+    aiohttp_client: Any, small_bundle_models: Path, redis_server: RedisServer
+) -> None:
+    settings = make_settings(small_bundle_models, redis_url=redis_server.url)  # local tier on
+    first = await aiohttp_client(create_app(settings))
+    params = {"q": "water", "k": "5"}
+    answer = await (await first.get("/v1/images", params=params)).json()
+    assert len(redis.Redis.from_url(redis_server.url).keys("topicspace:engine:*")) == 1
+    redis_server.stop()
+    r = await first.get("/v1/images", params=params)  # served by the local tier while Redis is down
+    assert r.status == 200 and await r.json() == answer and await _hits(first, "images") == 1
+    redis_server.start()
+    await first.get("/v1/images", params={"q": "snow", "k": "5"})
+    second = await aiohttp_client(create_app(settings))  # another engine process, same Redis
+    await asyncio.sleep(settings.redis_retry_s)  # let the first one's breaker close again
+    await first.get("/v1/images", params={"q": "snow dog", "k": "5"})
+    assert len(redis.Redis.from_url(redis_server.url).keys("topicspace:engine:*")) >= 1
+    r = await second.get("/v1/images", params={"q": "snow dog", "k": "5"})
+    assert r.status == 200 and await _hits(second, "images") == 1
 
 
 async def test_lru_bounds_and_ttl() -> None:

@@ -1,0 +1,250 @@
+"""Load-test the engine with wrk (64 connections, loopback) against a bundle; print QPS, p50/p99 and ratios.
+
+Usage: ``python scripts/bench_engine.py BUNDLE_DIR [--duration 5] [--connections 64]``.
+
+Starts a redis-server, the engine (``python -m engine``, REDIS_URL set), a bare aiohttp handler returning
+fixed JSON (the ceiling) and "the original way" (brute-force numpy over every image/word vector on the
+event loop, no cache); then runs wrk on cached and uncached ``/v1/related``, ``/v1/images`` and
+``/v1/hashtags``. The original torch-eager CNN forward per photo is not reproduced (no torch here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BARE = """
+import sys
+from aiohttp import web
+BODY = b'{"words": [{"word": "dog", "score": 0.9}], "unknown": [], "version": "bare"}'
+async def handle(request):
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_get("/{tail:.*}", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+ORIGINAL = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from aiohttp import web
+from space.query import parse_query
+from space.textspace import TextSpace, unit
+bundle = Path(sys.argv[2])
+space = TextSpace.load(bundle)
+images = unit(np.load(bundle / "images.npy"))
+items = json.loads((bundle / "images.json").read_text())["items"]
+def embed(request):
+    return space.embed_query(parse_query(request.query["q"]))[0]
+async def related(request):
+    k = int(request.query.get("k", 10))
+    sims = space.unit_vectors @ embed(request)
+    top = np.argsort(-sims)[:k]
+    return web.json_response({"words": [{"word": space.words[i], "score": float(sims[i])} for i in top]})
+async def images_(request):
+    k = int(request.query.get("k", 10))
+    sims = images @ embed(request)
+    top = np.argsort(-sims)[:k]
+    return web.json_response({"images": [{"id": items[i]["post_id"], "score": float(sims[i]),
+                                          "caption": items[i]["caption"]} for i in top]})
+app = web.Application()
+app.router.add_get("/v1/related", related)
+app.router.add_get("/v1/images", images_)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+# Uncached text queries: random two-word queries and k, so nearly every request is a new cache key.
+TEXT_LUA = """
+local words = {%(words)s}
+math.randomseed(%(seed)d)
+request = function()
+  local q = words[math.random(#words)] .. "+" .. words[math.random(#words)]
+  return wrk.format("GET", "%(path)s?q=" .. q .. "&k=" .. math.random(1, 50))
+end
+"""
+
+# Photo uploads: bytes after the JPEG end marker are ignored by decoders but change the sha256 key.
+PHOTO_LUA = """
+local f = io.open("%(photo)s", "rb")
+local body = f:read("*all")
+f:close()
+local n = 0
+wrk.headers["Content-Type"] = "application/octet-stream"
+request = function()
+  n = n + 1
+  local b = body
+  if %(vary)s then b = body .. tostring(n) .. tostring(math.random(1, 1000000000)) end
+  return wrk.format("POST", "/v1/hashtags?k=10", nil, b)
+end
+"""
+
+
+@dataclass
+class Result:
+    """One wrk run."""
+
+    name: str
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Block until ``url`` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(name: str, url: str, duration: int, connections: int, script: Path | None = None) -> Result:
+    """Run wrk and parse QPS, p50, p99 and non-2xx count."""
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    qps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += sum(int(x) for x in m.groups()) if m else 0
+    result = Result(name, qps, p50, p99, errors)
+    print(f"{name:<28} {qps:9.0f} QPS   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   errors {errors}", flush=True)
+    return result
+
+
+def main() -> None:
+    """Start everything, run every scenario, print figures and ratios against the targets."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args()
+    bundle_dir = a.bundle.resolve()
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    models = work / "models"
+    models.mkdir()
+    version = json.loads((bundle_dir / "manifest.json").read_text())["version"]
+    (models / version).symlink_to(bundle_dir)
+    (models / "ACTIVE").write_text(version + "\n")
+    vocab = json.loads((bundle_dir / "vocab.json").read_text())["words"][:500]
+    items = json.loads((bundle_dir / "images.json").read_text())["items"]
+    photo = next(Path(i["path"]) for i in items if Path(i["path"]).suffix.lower() in (".jpg", ".jpeg"))
+
+    procs: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    try:
+        redis_port, engine_port, bare_port, orig_port = (free_port() for _ in range(4))
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        procs.append(subprocess.Popen([exe, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                                      stdout=subprocess.DEVNULL))
+        env_engine = {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "engine", "--models", str(models), "--port", str(engine_port),
+             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2))], env=env_engine))
+        procs.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)]))
+        procs.append(subprocess.Popen([sys.executable, "-c", ORIGINAL, str(orig_port), str(bundle_dir)]))
+        engine = f"http://127.0.0.1:{engine_port}"
+        original = f"http://127.0.0.1:{orig_port}"
+        wait_http(f"{engine}/healthz")
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+        wait_http(f"{original}/v1/related?q={vocab[0]}")
+
+        scripts = {}
+        for path in ("/v1/related", "/v1/images"):
+            s = work / f"{path.rsplit('/', 1)[1]}.lua"
+            words = ", ".join(json.dumps(w) for w in vocab)
+            s.write_text(TEXT_LUA % {"words": words, "seed": 7, "path": path})
+            scripts[path] = s
+        for vary in (True, False):
+            s = work / f"photo-{vary}.lua"
+            s.write_text(PHOTO_LUA % {"photo": photo, "vary": "true" if vary else "false"})
+            scripts[f"photo-{vary}"] = s
+        q = f"{vocab[3]}+{vocab[5]}"
+        d, c = a.duration, a.connections
+        print(f"wrk: {c} connections, {d} s per run, engine workers={a.workers}, bundle {version} "
+              f"({len(items)} images, {len(vocab)}+ words); CPU shared with the load generator", flush=True)
+        r: dict[str, Result] = {}
+        r["ceiling"] = wrk("bare aiohttp (ceiling)", f"http://127.0.0.1:{bare_port}/v1/related", d, c)
+        r["related_cached"] = wrk("related cached", f"{engine}/v1/related?q={q}&k=10", d, c)
+        r["images_cached"] = wrk("images cached", f"{engine}/v1/images?q={q}&k=10", d, c)
+        r["related_uncached"] = wrk("related uncached", engine, d, c, scripts["/v1/related"])
+        r["images_uncached"] = wrk("images uncached", engine, d, c, scripts["/v1/images"])
+        r["hashtags_cached"] = wrk("hashtags cached", engine, d, c, scripts["photo-False"])
+        r["hashtags_uncached"] = wrk("hashtags uncached", engine, d, c, scripts["photo-True"])
+        r["orig_related"] = wrk("original: related (numpy)", original, d, c, scripts["/v1/related"])
+        r["orig_images"] = wrk("original: images (numpy)", original, d, c, scripts["/v1/images"])
+
+        ceiling = r["ceiling"].qps
+        print()
+        checks = [
+            ("cached related >= 50% ceiling", r["related_cached"].qps / ceiling >= 0.5,
+             f"{100 * r['related_cached'].qps / ceiling:.0f}% of ceiling"),
+            ("cached related p99 <= 10 ms", r["related_cached"].p99_ms <= 10,
+             f"{r['related_cached'].p99_ms:.2f} ms"),
+            ("cached images >= 50% ceiling", r["images_cached"].qps / ceiling >= 0.5,
+             f"{100 * r['images_cached'].qps / ceiling:.0f}% of ceiling"),
+            ("cached images p99 <= 10 ms", r["images_cached"].p99_ms <= 10,
+             f"{r['images_cached'].p99_ms:.2f} ms"),
+            ("uncached images p99 <= 25 ms", r["images_uncached"].p99_ms <= 25,
+             f"{r['images_uncached'].p99_ms:.2f} ms"),
+            ("uncached hashtags p50 <= 80 ms", r["hashtags_uncached"].p50_ms <= 80,
+             f"{r['hashtags_uncached'].p50_ms:.2f} ms"),
+            ("no failed requests", all(x.errors == 0 for x in r.values()),
+             str({k: v.errors for k, v in r.items() if v.errors})),
+        ]
+        for name, ok, figure in checks:
+            print(f"{'PASS' if ok else 'FAIL'}  {name:<34} {figure}")
+        print(f"ratio uncached images / original images QPS: "
+              f"{r['images_uncached'].qps / r['orig_images'].qps:.2f}")
+        print(f"ratio uncached related / original related QPS: "
+              f"{r['related_uncached'].qps / r['orig_related'].qps:.2f}")
+        print(f"ratio cached images / uncached images QPS: "
+              f"{r['images_cached'].qps / r['images_uncached'].qps:.2f}")
+        print("(torch-eager CNN 'original' hashtags not measured: no torch in the engine environment)")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
