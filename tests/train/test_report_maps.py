@@ -1,8 +1,11 @@
-"""t-SNE photo mosaics and the full report on real Flickr8k photos and their caption vectors."""
+"""t-SNE photo mosaics and the full report on 300 real Flickr8k photos and their caption vectors."""
 
 from __future__ import annotations
 
 import json
+import math
+import zlib
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +23,51 @@ from train.report.mosaic import snap_to_grid, square_thumbnails
 SIZES = (1024, 2048, 4096)
 
 
-@pytest.fixture(scope="module")
-def bundle_corpus(small_bundle: Path) -> tuple[list[Post], TextSpace, np.ndarray]:
-    """The bundle's posts and text space, with TF-IDF Word2Vec caption vectors as image vectors.
+N_IMAGES = 300
 
-    Unit-normalised (the space is compared by cosine). Built here from the bundle's own text space, not
-    read from ``images.npy``, so the neighbourhood test measures the layout whatever encoder made the bundle.
+
+def _stable_hash(text: str) -> int:
+    """gensim seeds word vectors with ``hash()``, which Python randomises per process: use a stable one."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def flickr_corpus(flickr8k_dir: Path) -> tuple[list[Post], TextSpace, np.ndarray]:
+    """Real Flickr8k photos with TF-IDF-weighted Word2Vec caption vectors as their image vectors.
+
+    Built here (a second of CPU) rather than read from a bundle, so the neighbourhood test measures the
+    layout, not whichever encoder made a bundle. Unit-normalised: the space is compared by cosine.
     """
-    items = json.loads((small_bundle / "images.json").read_text(encoding="utf-8"))["items"]
-    space = TextSpace.load(small_bundle)
+    from gensim.models import Word2Vec
+
+    captions: dict[str, list[str]] = defaultdict(list)
+    for line in (flickr8k_dir / "Flickr8k.token.txt").read_text(encoding="utf-8").splitlines():
+        name, _, text = line.partition("\t")
+        captions[name.split("#")[0]].append(text.strip())
+    names = (flickr8k_dir / "Flickr_8k.trainImages.txt").read_text().split()[:N_IMAGES]
+    sentences = [tokenize(c) for n in names for c in captions[n]]
+    w2v = Word2Vec(sentences, vector_size=64, window=8, min_count=3, epochs=30, workers=1, seed=1,
+                   hashfxn=_stable_hash)
+    words = list(w2v.wv.index_to_key)
+    docs = [tokenize(" ".join(captions[n])) for n in names]
+    df = Counter(w for d in docs for w in set(d))
+    idf = np.array([math.log2(len(docs) / df[w]) for w in words], dtype=np.float32)
+    counts = np.array([w2v.wv.get_vecattr(w, "count") for w in words])
+    space = TextSpace(words, w2v.wv.vectors.copy(), idf, counts)
     posts, vectors = [], []
-    for it in items:
-        captions = tuple(it.get("captions") or (it["caption"],))
-        vec, _ = space.embed_tokens(tokenize(" ".join(captions)))
-        if vec is None:
-            continue
-        posts.append(Post(id=str(it["post_id"]), image=Path(it["path"]), caption=it["caption"],
-                          captions=captions, lang=it.get("lang")))
+    for name, doc in zip(names, docs, strict=True):
+        vec, _ = space.embed_tokens(doc)
+        assert vec is not None
+        posts.append(Post(id=name, image=flickr8k_dir / "images" / name, caption=captions[name][0],
+                          captions=tuple(captions[name]), lang="en"))
         vectors.append(vec)
-    assert len(posts) >= 250
     return posts, space, unit(np.stack(vectors))
 
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory: pytest.TempPathFactory,
-                bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]) -> tuple[Path, dict, list]:
-    posts, space, vectors = bundle_corpus
+                flickr_corpus: tuple[list[Post], TextSpace, np.ndarray]) -> tuple[Path, dict, list]:
+    posts, space, vectors = flickr_corpus
     out = tmp_path_factory.mktemp("report_full")
     calls: list[tuple[str, int, int | None, str]] = []
     cfg = ReportConfig(show_progress=False, mosaic_sizes=SIZES)
@@ -68,10 +90,10 @@ def test_mosaics_are_exact_squares(full_report: tuple[Path, dict, list]) -> None
 
 
 def test_layout_uses_each_photo_once_on_distinct_cells(
-    full_report: tuple[Path, dict, list], bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]
+    full_report: tuple[Path, dict, list], flickr_corpus: tuple[list[Post], TextSpace, np.ndarray]
 ) -> None:
     out, _, _ = full_report
-    posts = bundle_corpus[0]
+    posts = flickr_corpus[0]
     layout = _layout(out)
     items = layout["items"]
     assert len(items) == len(posts) == layout["laid_out"]
@@ -103,10 +125,10 @@ def test_tiles_in_the_1024_mosaic_are_the_right_photos(full_report: tuple[Path, 
 
 
 def test_layout_preserves_neighbourhoods(
-    full_report: tuple[Path, dict, list], bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]
+    full_report: tuple[Path, dict, list], flickr_corpus: tuple[list[Post], TextSpace, np.ndarray]
 ) -> None:
     out, stats, _ = full_report
-    vectors = bundle_corpus[2]
+    vectors = flickr_corpus[2]
     items = _layout(out)["items"]
     x = vectors[[it["index"] for it in items]].astype(np.float64)
     y = np.array([[it["x"], it["y"]] for it in items])
@@ -139,9 +161,9 @@ def test_report_index_word_map_and_progress(full_report: tuple[Path, dict, list]
 
 
 def test_large_corpus_is_sampled_to_the_grid(
-    tmp_path: Path, bundle_corpus: tuple[list[Post], TextSpace, np.ndarray]
+    tmp_path: Path, flickr_corpus: tuple[list[Post], TextSpace, np.ndarray]
 ) -> None:
-    posts, _, vectors = bundle_corpus
+    posts, _, vectors = flickr_corpus
     paths: list[str | Path] = [p.image for p in posts]
     broken = set(range(0, len(paths), 10))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -81,7 +81,10 @@ def test_top_words_per_language_come_from_that_language(text_report: tuple[Path,
 def test_report_files_and_index_without_images(text_report: tuple[Path, dict]) -> None:
     out, stats = text_report
     files = stats["files"]
-    assert set(files) == {"top_words", "top_words_by_language", "languages", "attractions", "word_map"}
+    assert set(files) == {"top_words", "top_words_by_language", "languages", "attractions", "word_map",
+                          "top_words_en", "top_words_es", "top_words_ca"}
+    es = json.loads((out / "top_words_es.json").read_text(encoding="utf-8"))
+    assert es == stats["top_words_by_language"]["es"]
     for name in files.values():
         assert (out / name).is_file() and (out / name).with_suffix(".json").is_file()
         with Image.open(out / name) as img:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -209,6 +210,12 @@ def write_report(
     plots.words_by_language(by_language, report_dir / "top_words_by_language.png")
     _write_json(report_dir / "top_words_by_language.json", {k: _pairs(v) for k, v in by_language.items()})
     files["top_words_by_language"] = "top_words_by_language.png"
+    # One chart per language too: the bot's "/top <lang>" sends top_words_<lang>.png.
+    for code, counts in by_language.items():
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,16}", code):
+            plots.word_bars(counts, f"top {len(counts)} words: {code}", report_dir / f"top_words_{code}.png")
+            _write_json(report_dir / f"top_words_{code}.json", _pairs(counts))
+            files[f"top_words_{code}"] = f"top_words_{code}.png"
 
     step("text", 2, text_steps, "language shares")
     shares = text_analyses.language_shares(posts)
