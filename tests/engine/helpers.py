@@ -7,6 +7,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from engine.settings import Settings
@@ -21,19 +22,34 @@ def make_settings(models: Path, **overrides: object) -> Settings:
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
-def publish_copy(models: Path, source: Path, *, activate_it: bool = True, with_indexes: bool = True) -> str:
-    """Publish a copy of bundle ``source`` as a new version under ``models``; return the version."""
+def publish_copy(
+    models: Path,
+    source: Path,
+    *,
+    activate_it: bool = True,
+    with_indexes: bool = True,
+    image_vectors: np.ndarray | None = None,
+) -> str:
+    """Publish a copy of bundle ``source`` as a new version under ``models``; return the version.
+
+    ``with_indexes=False`` leaves the usearch files out (the engine then builds them in memory);
+    ``image_vectors`` replaces ``images.npy``.
+    """
     from space.vectorindex import build_bundle_indexes
 
     manifest = bundle.read_manifest(source)
     with bundle.staging(models) as tmp:
         for p in source.iterdir():
-            if p.name == bundle.MANIFEST:
+            if p.name == bundle.MANIFEST or (p.suffix == ".usearch" and not with_indexes):
                 continue
+            if not with_indexes and p.name in (bundle.IMAGE_INDEX, bundle.WORD_INDEX):
+                continue  # the trainer's bundles ship indexes: leave them out to test the in-memory path
             if p.is_dir():
                 shutil.copytree(p, tmp / p.name)
             else:
                 shutil.copy2(p, tmp / p.name)
+        if image_vectors is not None:
+            np.save(tmp / bundle.IMAGE_VECTORS, image_vectors.astype(np.float32))
         if with_indexes:
             build_bundle_indexes(tmp)
         fields: dict[str, object] = {
@@ -48,3 +64,19 @@ def png_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(out, format="PNG")
     return out.getvalue()
+
+
+def caption_vectors(source: Path) -> np.ndarray:
+    """Each image's caption vector (the regression target): an "oracle encoder" for ranking tests."""
+    import json
+
+    from space.textspace import TextSpace
+    from space.tokenize import tokenize
+
+    space = TextSpace.load(source)
+    items = json.loads((source / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
+    rows = []
+    for item in items:
+        vec, _ = space.embed_tokens(tokenize(" ".join(item.get("captions") or [item["caption"]])))
+        rows.append(np.zeros(space.dim, dtype=np.float32) if vec is None else vec)
+    return np.stack(rows)

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from engine.app import create_app
 from space import bundle
-from tests.engine.helpers import TOKEN, make_settings
+from tests.engine.helpers import TOKEN, caption_vectors, make_settings, publish_copy
 
 DOG = re.compile(r"\b(dog|dogs|puppy|puppies)\b", re.I)
 
@@ -50,7 +50,20 @@ async def test_related_words(client: TestClient) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
-async def test_images_for_dog_are_dogs(client: TestClient) -> None:
+@pytest.fixture
+async def oracle_client(aiohttp_client: Any, models: Path) -> TestClient:
+    """The small bundle with each image placed at its caption's vector (a perfect encoder).
+
+    Ranking quality then depends only on the engine (query embedding, search, paging), not on how well
+    the quick CNN happened to train.
+    """
+    source = bundle.active_path(models)
+    publish_copy(models, source, image_vectors=caption_vectors(source))
+    return await aiohttp_client(create_app(make_settings(models)))
+
+
+async def test_images_for_dog_are_dogs(oracle_client: TestClient) -> None:
+    client = oracle_client
     r = await client.get("/v1/images", params={"q": "dog", "k": "5"})
     assert r.status == 200
     body = await r.json()
