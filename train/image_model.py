@@ -176,6 +176,46 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class _Trunk(nn.Module):
+    """The backbone's trunk as a plain module (for ONNX export)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Network inputs → trunk activations."""
+        return self.backbone.trunk(x)  # type: ignore[operator]
+
+
+def _trunk_runner(backbone: nn.Module, device: torch.device,
+                  onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A function computing trunk activations: ONNX Runtime on CPU (about 2.5× torch eager), torch on CUDA."""
+    if device.type == "cuda":
+
+        def run_torch(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad(), torch.autocast("cuda"):
+                out = backbone.trunk(torch.from_numpy(x).to(device))  # type: ignore[operator]
+            return out.float().cpu().numpy()
+
+        return run_torch
+    from train.export import ort_session
+
+    tmp = onnx_path.with_suffix(".partial.onnx")
+    with torch.no_grad():
+        torch.onnx.export(_Trunk(backbone).eval(), (torch.zeros(1, 3, CROP, CROP),), str(tmp),
+                          input_names=["images"], output_names=["trunk"],
+                          dynamic_axes={"images": {0: "batch"}, "trunk": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    os.replace(tmp, onnx_path)
+    session = ort_session(onnx_path)
+
+    def run_ort(x: np.ndarray) -> np.ndarray:
+        return session.run(["trunk"], {"images": x})[0]
+
+    return run_ort
+
+
 def cache_trunk_features(
     backbone: nn.Module,
     images: Sequence[Path],
@@ -204,6 +244,7 @@ def cache_trunk_features(
     mm = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(max(total, 1), *TRUNK_SHAPE))
     device = _device()
     backbone = backbone.to(device).eval()
+    run_trunk = _trunk_runner(backbone, device, work_dir / f"trunk-{key}.onnx")
     report = throttled(progress)
     failed: list[int] = []
     rows: list[np.ndarray] = []
@@ -213,9 +254,7 @@ def cache_trunk_features(
     def flush() -> None:
         if not rows:
             return
-        with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
-            out = backbone.trunk(torch.from_numpy(np.stack(rows)).to(device))  # type: ignore[operator]
-        out_np = out.float().cpu().numpy().astype(np.float16)
+        out_np = run_trunk(np.stack(rows)).astype(np.float16)
         for j, r in enumerate(row_ids):
             mm[r] = out_np[j]
         rows.clear()
@@ -239,7 +278,7 @@ def cache_trunk_features(
             flush()
         bar.update(views)
         done = (i + 1) * views
-        bar.set_postfix(img_s=f"{(i + 1) / max(time.monotonic() - started, 1e-6):.1f}")
+        bar.set_postfix(img_s=f"{(i + 1) / max(time.monotonic() - started, 1e-6):.1f}", refresh=False)
         if report:
             report(stage, done, total, "views")
     flush()
@@ -407,7 +446,7 @@ def train_regressor(
             running += float(loss.detach()) * len(sel)
             seen += len(sel)
             rate = seen / max(time.monotonic() - t0, 1e-6)
-            bar.set_postfix(loss=f"{running / seen:.5f}", img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{running / seen:.5f}", img_s=f"{rate:.0f}", refresh=False)
             if report:
                 report("cnn-train", step, total_steps, "batches")
         val_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
