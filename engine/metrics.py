@@ -28,14 +28,15 @@ class Metrics:
         self.cache_hits = Counter("engine_cache_hits", "Answers served from the cache", ["endpoint"],
                                   registry=r)
         self.cache_misses = Counter("engine_cache_misses", "Answers computed", ["endpoint"], registry=r)
-        self.busy = Counter("engine_busy_rejections", "Requests refused because the queue was full",
-                            registry=r)
+        self.busy = Counter("engine_busy_rejections", "Requests refused because a pool's queue was full",
+                            ["pool"], registry=r)
         self.reloads = Counter("engine_reloads", "Bundle load attempts by result", ["result"], registry=r)
         self.bundle = Gauge("engine_bundle_info", "The bundle being served (value 1)", ["version"],
                             registry=r)
         self.redis_up = Gauge("engine_redis_up", "1 when Redis answers, 0 when down, -1 when not configured",
                               registry=r)
-        self.inflight = Gauge("engine_inflight", "Requests waiting for or holding a worker", registry=r)
+        self.inflight = Gauge("engine_inflight", "Requests waiting for or holding a worker", ["pool"],
+                              registry=r)
         self.redis_up.set(-1)
         self._requests: dict[tuple[str, int], Any] = {}
         self._latency: dict[str, Any] = {}

@@ -26,36 +26,54 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Runtime:
-    """Worker pool + model holder + reload logic of one app."""
+class Pool:
+    """A thread pool with a bounded number of requests waiting for or holding a worker."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.holder = ModelHolder()
-        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="engine-cpu")
-        # Loads get their own thread so a big bundle never blocks queries (and vice versa).
-        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
-        self.slots = settings.queue_limit
+    def __init__(self, name: str, workers: int, limit: int, metrics: Metrics) -> None:
+        self.name = name
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"engine-{name}")
+        self.limit = limit
         self.waiting = 0
-        self.reload_lock = asyncio.Lock()
-        self.seen_active: str | None = None
-        # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
-        self.parse = functools.lru_cache(maxsize=8192)(parse_query)
+        self.metrics = metrics
 
-    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in the worker pool; :class:`Busy` at once when the queue is full."""
-        if self.waiting >= self.slots:
-            self.metrics.busy.inc()
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the pool; :class:`Busy` at once when the queue is full."""
+        if self.waiting >= self.limit:
+            self.metrics.busy.labels(pool=self.name).inc()
             raise Busy("The engine is busy; retry in a moment.")
         self.waiting += 1
-        self.metrics.inflight.inc()
+        self.metrics.inflight.labels(pool=self.name).inc()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
         finally:
             self.waiting -= 1
-            self.metrics.inflight.dec()
+            self.metrics.inflight.labels(pool=self.name).dec()
+
+    def close(self) -> None:
+        """Wait for running work and stop the threads."""
+        self.executor.shutdown(wait=True)
+
+
+class Runtime:
+    """Worker pools + model holder + reload logic of one app.
+
+    Text queries (well under a millisecond) and image work (decoding + a CNN forward, tens of
+    milliseconds) get separate pools, so a burst of photos never queues text queries behind it.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.holder = ModelHolder()
+        self.text = Pool("text", settings.workers, settings.queue_limit, metrics)
+        self.images = Pool("image", settings.image_workers, settings.image_queue_limit, metrics)
+        # Loads get their own thread so a big bundle never blocks queries (and vice versa).
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
+        self.reload_lock = asyncio.Lock()
+        self.seen_active: str | None = None
+        # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
+        self.parse = functools.lru_cache(maxsize=8192)(parse_query)
 
     async def reload(self, version: str | None = None, force: bool = False) -> Model:
         """Load ``version`` (default: the ACTIVE one) off the loop and swap it in.
@@ -122,7 +140,8 @@ class Runtime:
 
     def close(self) -> None:
         """Stop the pools (waits for running work) and drop the model."""
-        self.executor.shutdown(wait=True)
+        self.text.close()
+        self.images.close()
         self.loader.shutdown(wait=True)
         if self.holder.current is not None:
             self.holder.current.close()

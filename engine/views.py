@@ -67,7 +67,7 @@ async def related(request: web.Request) -> web.Response:
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
         return await _cached(request, "related", key,
-                             lambda: runtime.run_cpu(service.related, model, query, k))
+                             lambda: runtime.text.run(service.related, model, query, k))
 
 
 async def images(request: web.Request) -> web.Response:
@@ -80,7 +80,7 @@ async def images(request: web.Request) -> web.Response:
     lang = request.query.get("lang", "").strip().lower() or None
     with runtime.holder.use() as model:
         key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
-        return await _cached(request, "images", key, lambda: runtime.run_cpu(
+        return await _cached(request, "images", key, lambda: runtime.text.run(
             service.images, model, query, k, offset, lang, settings.confident_cutoff))
 
 
@@ -119,7 +119,7 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
         def compute() -> dict[str, Any]:
             return answer(model, service.encode_image(model, data, limits), k)
 
-        return await _cached(request, endpoint, key, lambda: runtime.run_cpu(compute))
+        return await _cached(request, endpoint, key, lambda: runtime.images.run(compute))
 
 
 async def hashtags(request: web.Request) -> web.Response:
@@ -148,7 +148,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if not size:
         return web.FileResponse(path, headers=IMAGE_HEADERS)
     side = max(MIN_THUMB, min(size, settings.thumb_max))
-    body = await runtime.run_cpu(thumbnail_jpeg, path, side)
+    body = await runtime.images.run(thumbnail_jpeg, path, side)
     return web.Response(body=body, content_type="image/jpeg", headers=IMAGE_HEADERS)
 
 
@@ -156,7 +156,7 @@ async def stats(request: web.Request) -> web.Response:
     """Corpus, filter and report statistics of the active bundle."""
     runtime = request.app[RUNTIME]
     with runtime.holder.use() as model:
-        return web.json_response(await runtime.run_cpu(service.stats, model))
+        return web.json_response(await runtime.text.run(service.stats, model))
 
 
 async def report_file(request: web.Request) -> web.FileResponse:

@@ -139,10 +139,17 @@ async def test_degraded_start_then_bundle_appears(
 
 
 async def test_busy_when_queue_full(aiohttp_client: Any, small_bundle_models: Path) -> None:
-    client = await aiohttp_client(create_app(make_settings(small_bundle_models, workers=1, queue_limit=2)))
+    settings = make_settings(small_bundle_models, image_workers=1, image_queue_limit=2)
+    client = await aiohttp_client(create_app(settings))
     photo = png_bytes((1200, 900))
-    rs = await asyncio.gather(*(client.post("/v1/hashtags", params={"k": str(k)}, data=photo)
-                                for k in range(1, 25)))
+    photos = [asyncio.ensure_future(client.post("/v1/hashtags", params={"k": str(k)}, data=photo))
+              for k in range(1, 25)]
+    await asyncio.sleep(0.05)
+    # text queries have their own pool: a photo flood does not make them wait or fail
+    texts = await asyncio.gather(*(client.get("/v1/related", params={"q": "dog", "k": str(k)})
+                                   for k in range(1, 9)))
+    assert [r.status for r in texts] == [200] * 8
+    rs = await asyncio.gather(*photos)
     statuses = [r.status for r in rs]
     assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses
     busy = [await r.json() for r in rs if r.status == 503]
