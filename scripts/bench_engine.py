@@ -174,7 +174,9 @@ def main() -> None:
         env_engine = {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING"}
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "engine", "--models", str(models), "--port", str(engine_port),
-             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2))], env=env_engine))
+             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2)),
+             # every photo waits its turn here (no 503 busy), so latency shows the real queueing
+             "--image-queue-limit", str(max(64, a.connections * 2))], env=env_engine))
         procs.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)]))
         procs.append(subprocess.Popen([sys.executable, "-c", ORIGINAL, str(orig_port), str(bundle_dir)]))
         engine = f"http://127.0.0.1:{engine_port}"
@@ -205,6 +207,7 @@ def main() -> None:
         r["images_uncached"] = wrk("images uncached", engine, d, c, scripts["/v1/images"])
         r["hashtags_cached"] = wrk("hashtags cached", engine, d, c, scripts["photo-False"])
         r["hashtags_uncached"] = wrk("hashtags uncached", engine, d, c, scripts["photo-True"])
+        r["hashtags_uncached_c2"] = wrk("hashtags uncached (2 conns)", engine, d, 2, scripts["photo-True"])
         r["orig_related"] = wrk("original: related (numpy)", original, d, c, scripts["/v1/related"])
         r["orig_images"] = wrk("original: images (numpy)", original, d, c, scripts["/v1/images"])
 
@@ -222,12 +225,14 @@ def main() -> None:
             ("uncached images p99 <= 25 ms", r["images_uncached"].p99_ms <= 25,
              f"{r['images_uncached'].p99_ms:.2f} ms"),
             ("uncached hashtags p50 <= 80 ms", r["hashtags_uncached"].p50_ms <= 80,
-             f"{r['hashtags_uncached'].p50_ms:.2f} ms"),
+             f"{r['hashtags_uncached'].p50_ms:.2f} ms at {c} connections"),
+            ("uncached hashtags p50 <= 80 ms (2 conns)", r["hashtags_uncached_c2"].p50_ms <= 80,
+             f"{r['hashtags_uncached_c2'].p50_ms:.2f} ms at 2 connections"),
             ("no failed requests", all(x.errors == 0 for x in r.values()),
              str({k: v.errors for k, v in r.items() if v.errors})),
         ]
         for name, ok, figure in checks:
-            print(f"{'PASS' if ok else 'FAIL'}  {name:<34} {figure}")
+            print(f"{'PASS' if ok else 'FAIL'}  {name:<42} {figure}")
         print(f"ratio uncached images / original images QPS: "
               f"{r['images_uncached'].qps / r['orig_images'].qps:.2f}")
         print(f"ratio uncached related / original related QPS: "
