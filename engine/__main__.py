@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger(__name__).info(
         "engine on %s:%d over %s", settings.host, settings.port, settings.models_dir
     )
+    # handler_cancellation: a request whose client disconnected stops waiting for a worker.
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                shutdown_timeout=10.0)
+                shutdown_timeout=10.0, handler_cancellation=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ class Metrics:
         self.cache_misses = Counter("engine_cache_misses", "Answers computed", ["endpoint"], registry=r)
         self.busy = Counter("engine_busy_rejections", "Requests refused because a pool's queue was full",
                             ["pool"], registry=r)
+        self.abandoned = Counter("engine_abandoned", "Requests cancelled (client gone) before or during work",
+                                 ["pool"], registry=r)
         self.reloads = Counter("engine_reloads", "Bundle load attempts by result", ["result"], registry=r)
         self.bundle = Gauge("engine_bundle_info", "The bundle being served (value 1)", ["version"],
                             registry=r)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -43,9 +44,21 @@ class Pool:
             raise Busy("The engine is busy; retry in a moment.")
         self.waiting += 1
         self.metrics.inflight.labels(pool=self.name).inc()
+        abandoned = threading.Event()
+
+        def job() -> T:
+            # The client went away while this waited for a worker: do not spend a CNN forward on it.
+            if abandoned.is_set():
+                raise asyncio.CancelledError
+            return fn(*args)
+
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+            return await loop.run_in_executor(self.executor, job)
+        except asyncio.CancelledError:
+            abandoned.set()
+            self.metrics.abandoned.labels(pool=self.name).inc()
+            raise
         finally:
             self.waiting -= 1
             self.metrics.inflight.labels(pool=self.name).dec()
