@@ -401,7 +401,7 @@ def train_regressor(
     model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = [p for m in [*model.backbone.head_modules(), model.proj] for p in m.parameters()]  # type: ignore[operator]
+    trainable = [p for m in [*model.backbone.head_modules(), model.proj] for p in m.parameters()]
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
