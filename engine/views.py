@@ -43,10 +43,15 @@ def _k(request: web.Request) -> int:
     return _int(request, "k", s.default_k, 1, s.max_k)
 
 
+def _encoded(fn: Callable[..., dict[str, Any]], *args: Any) -> bytes:
+    """Run ``fn`` and encode its answer, both in the worker (a large answer takes ~0.1 ms to encode)."""
+    return json.dumps(fn(*args), ensure_ascii=False).encode("utf-8")
+
+
 async def _cached(
-    request: web.Request, endpoint: str, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
+    request: web.Request, endpoint: str, key: str, compute: Callable[[], Awaitable[bytes]]
 ) -> web.Response:
-    """Serve the cached JSON body for ``key`` or compute, store and serve it."""
+    """Serve the cached JSON body for ``key`` or compute (an encoded body), store and serve it."""
     cache = request.app[CACHE]
     metrics = request.app[METRICS]
     body = await cache.get(key)
@@ -54,7 +59,7 @@ async def _cached(
         metrics.cache_result(endpoint, hit=True)
         return web.Response(body=body, content_type=JSON)
     metrics.cache_result(endpoint, hit=False)
-    body = json.dumps(await compute(), ensure_ascii=False).encode("utf-8")
+    body = await compute()
     await cache.set(key, body)
     return web.Response(body=body, content_type=JSON)
 
@@ -67,7 +72,7 @@ async def related(request: web.Request) -> web.Response:
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
         return await _cached(request, "related", key,
-                             lambda: runtime.text.run(service.related, model, query, k))
+                             lambda: runtime.text.run(_encoded, service.related, model, query, k))
 
 
 async def images(request: web.Request) -> web.Response:
@@ -81,7 +86,7 @@ async def images(request: web.Request) -> web.Response:
     with runtime.holder.use() as model:
         key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
         return await _cached(request, "images", key, lambda: runtime.text.run(
-            service.images, model, query, k, offset, lang, settings.confident_cutoff))
+            _encoded, service.images, model, query, k, offset, lang, settings.confident_cutoff))
 
 
 async def _upload(request: web.Request) -> bytes:
@@ -116,8 +121,8 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
     with runtime.holder.use() as model:
         key = cache_key(model.version, endpoint, hashlib.sha256(data).hexdigest(), k)
 
-        def compute() -> dict[str, Any]:
-            return answer(model, service.encode_image(model, data, limits), k)
+        def compute() -> bytes:
+            return _encoded(answer, model, service.encode_image(model, data, limits), k)
 
         return await _cached(request, endpoint, key, lambda: runtime.images.run(compute))
 
