@@ -9,6 +9,7 @@ atomically (``space.bundle``); an empty corpus, or one the filters empty, raises
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import shutil
@@ -209,6 +210,10 @@ class Pipeline:
         def run() -> dict[str, Any]:
             if weights is None:
                 raise MissingStage("the image stage needs --weights (the BVLC GoogLeNet folder)")
+            extra: dict[str, Any] = {}
+            if "cache_dir" in inspect.signature(train_regressor).parameters:
+                # Trunk activations depend on the images and views only: share them across image configs.
+                extra["cache_dir"] = self.work / "trunk-cache"
             ckpt = train_regressor(
                 image_cfg,
                 [p.image for p in text.posts],
@@ -217,6 +222,7 @@ class Pipeline:
                 weights,
                 st.dir,
                 progress=self.progress.callback,
+                **extra,
             )
             return {"checkpoint": str(ckpt)}
 
