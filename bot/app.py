@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import difflib
 import logging
+import re
 import textwrap
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -108,16 +109,9 @@ def parse_callback(data: str, keys: ShortKeys) -> tuple[str, str, str | None]:
     return kind, extra, value
 
 
-def stats_words(stats: dict[str, Any], language: str | None = None) -> list[tuple[str, float]]:
-    """The top words (word, count) from the stats, whichever of the plausible shapes they come in."""
-    top: Any = stats.get("top_words") or stats.get("top") or []
-    if isinstance(top, dict):
-        if language:
-            top = top.get(language) or []
-        else:
-            top = top.get("all") or top.get("*") or next(iter(top.values()), [])
+def _word_counts(items: Any) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
-    for item in top if isinstance(top, list) else []:
+    for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and "word" in item:
             out.append((str(item["word"]), float(item.get("count", item.get("score", 0)) or 0)))
         elif isinstance(item, list | tuple) and item:
@@ -127,17 +121,47 @@ def stats_words(stats: dict[str, Any], language: str | None = None) -> list[tupl
     return out
 
 
+def stats_words(stats: dict[str, Any], language: str | None = None) -> list[tuple[str, float]]:
+    """The top words (word, count), overall or for one language, from the engine's stats."""
+    report: dict[str, Any] = stats["report"] if isinstance(stats.get("report"), dict) else {}
+    if language:
+        by_lang = stats.get("top_words_by_language") or report.get("top_words_by_language") or {}
+        if not by_lang and isinstance(stats.get("top_words"), dict):
+            by_lang = stats["top_words"]
+        return _word_counts(by_lang.get(language) if isinstance(by_lang, dict) else None)
+    top: Any = stats.get("top_words") or report.get("top_words") or []
+    if isinstance(top, dict):  # only per-language lists: take the first
+        top = next(iter(top.values()), [])
+    return _word_counts(top)
+
+
 def stats_languages(stats: dict[str, Any]) -> dict[str, int]:
-    """Language code → kept posts, from the filter report or the stats themselves."""
+    """Language code → kept posts, from the stats or their filter report."""
     report = stats.get("filter_report") or {}
     langs = stats.get("languages") or (report.get("languages") if isinstance(report, dict) else None) or {}
     if isinstance(langs, list):  # [{"lang"/"code", "count"}] shapes
         langs = {str(x.get("lang") or x.get("code")): x.get("count", 0) for x in langs if isinstance(x, dict)}
-    return (
-        {str(k): int(v) for k, v in langs.items() if isinstance(v, int | float)}
-        if isinstance(langs, dict)
-        else {}
-    )
+    out: dict[str, int] = {}
+    for code, value in langs.items() if isinstance(langs, dict) else []:
+        if isinstance(value, dict):  # {"posts", "share"} as in the report's stats.json
+            value = value.get("posts", value.get("count"))
+        if isinstance(value, int | float):
+            out[str(code)] = int(value)
+    return out
+
+
+def mosaic_names(stats: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The t-SNE mosaics to send: (photo, document), from the report's files (names carry the size)."""
+    files = stats.get("report_files")
+    if not isinstance(files, list):  # an engine without the list: try the usual names
+        return "tsne_mosaic_2048.png", "tsne_mosaic_4096.png"
+    sizes = sorted(int(m.group(1)) for f in files if (m := re.fullmatch(r"tsne_mosaic_(\d+)\.png", str(f))))
+    if not sizes:
+        return None, None
+    # Telegram shrinks photos to 2560 px; anything bigger goes as a document, at full resolution.
+    photo = max((n for n in sizes if n <= 2560), default=sizes[0])
+    document = sizes[-1] if sizes[-1] > photo else None
+    return f"tsne_mosaic_{photo}.png", f"tsne_mosaic_{document}.png" if document else None
 
 
 def corpus_size(stats: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -153,7 +177,7 @@ def corpus_size(stats: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 def language_shares(stats: dict[str, Any]) -> str:
-    """ "en 62% · es 25% · ca 13%"."""
+    """The language shares as text, like "en 62% · es 25% · ca 13%"."""
     langs = stats_languages(stats)
     total = sum(langs.values())
     if not total:
@@ -193,7 +217,7 @@ async def _action(context: ContextTypes.DEFAULT_TYPE, chat_id: int, action: str)
 
 
 async def _unknown_note(unknown: Sequence[str], known_query: str, context: ContextTypes.DEFAULT_TYPE) -> str:
-    """ "I don't know X; try: a, b" with suggestions from the known part of the query or the stats."""
+    """Name the unknown words and suggest known ones (near the query's known part, or look-alikes)."""
     s = services(context)
     hints: list[str] = []
     if known_query.strip():
@@ -221,23 +245,51 @@ async def send_album(
     version = version or str((await s.engine.stats()).get("version", ""))
     keys = [f"{version}:{h.id}:{s.settings.thumb_size}" for h in hits]
 
-    async def media_for(hit: ImageHit, key: str) -> str | bytes:
-        cached = await s.file_ids.get(key)
+    async def upload(hit: ImageHit) -> bytes | None:
         # Telegram cannot reach a private engine URL, so the first time we upload the bytes ourselves.
-        return cached or await s.engine.image_bytes(hit.id, size=s.settings.thumb_size)
+        try:
+            return await s.engine.image_bytes(hit.id, size=s.settings.thumb_size)
+        except EngineRequestError as exc:  # e.g. a file gone from the server: show the others
+            log.warning("image %s not available: %s", hit.id, exc.code)
+            return None
 
-    media = await asyncio.gather(*(media_for(h, k) for h, k in zip(hits, keys, strict=True)))
-    captions = [f"{h.score:.2f} · {shorten(h.caption)}" for h in hits]
-    sent: Sequence[Message]
-    if len(hits) == 1:
-        sent = [await context.bot.send_photo(chat_id, media[0], caption=captions[0])]
-    else:
-        sent = await context.bot.send_media_group(
-            chat_id, [InputMediaPhoto(m, caption=c) for m, c in zip(media, captions, strict=True)]
-        )
+    async def media_for(hit: ImageHit, key: str) -> str | bytes | None:
+        return await s.file_ids.get(key) or await upload(hit)
+
+    media = list(await asyncio.gather(*(media_for(h, k) for h, k in zip(hits, keys, strict=True))))
+    try:
+        sent = await _send_pictures(context, chat_id, hits, media)
+    except BadRequest as exc:
+        if not any(isinstance(m, str) for m in media):
+            raise
+        # A remembered file_id can go stale (another bot token, a purge): upload them all again.
+        log.warning("cached file_id refused (%s); uploading again", exc.message)
+        media = list(await asyncio.gather(*(upload(h) for h in hits)))
+        sent = await _send_pictures(context, chat_id, hits, media)
+    keys = [k for k, m in zip(keys, media, strict=True) if m is not None]
     for key, message in zip(keys, sent, strict=False):
         if message.photo:
             await s.file_ids.set(key, message.photo[-1].file_id)
+
+
+async def _send_pictures(
+    context: ContextTypes.DEFAULT_TYPE,
+    chat_id: int,
+    hits: Sequence[ImageHit],
+    media: Sequence[str | bytes | None],
+) -> Sequence[Message]:
+    """One photo, or an album of 2–10, of the hits whose picture is available."""
+    pairs = [
+        (m, f"{h.score:.2f} · {shorten(h.caption)}")
+        for h, m in zip(hits, media, strict=True)
+        if m is not None
+    ]
+    if not pairs:
+        await context.bot.send_message(chat_id, "Those pictures are not available right now.")
+        return []
+    if len(pairs) == 1:
+        return [await context.bot.send_photo(chat_id, pairs[0][0], caption=pairs[0][1])]
+    return await context.bot.send_media_group(chat_id, [InputMediaPhoto(m, caption=c) for m, c in pairs[:10]])
 
 
 async def answer_images(
@@ -489,8 +541,11 @@ async def stats_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     ]
     report = stats.get("filter_report") or {}
     dropped = report.get("dropped") if isinstance(report, dict) else None
-    if isinstance(dropped, dict) and dropped:
-        lines.append("Dropped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dropped.items() if v))
+    if isinstance(dropped, dict):
+        reasons = [f"{k.replace('_', ' ')} {v}" for k, v in dropped.items() if v]
+        lines.append("Dropped: " + (", ".join(reasons) if reasons else "none"))
+    if stats.get("n_images") is not None:
+        lines.append(f"Images: {stats['n_images']}, words in the space: {stats.get('n_words', '?')}")
     lines.append(f"Languages: {language_shares(stats)}")
     metrics = stats.get("metrics") or {}
     search = metrics.get("image_search") if isinstance(metrics, dict) else None
@@ -528,11 +583,16 @@ async def send_report(
 
 
 async def map_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/map: the t-SNE mosaic (2048 px as a photo, 4096 px as a document)."""
+    """/map: the t-SNE mosaic of the images (as a photo, and the biggest one as a document)."""
     assert update.effective_chat is not None
     cid = update.effective_chat.id
-    await send_report(context, cid, "tsne_mosaic_2048.png", "The images laid out by t-SNE")
-    await send_report(context, cid, "tsne_mosaic_4096.png", "Full resolution", as_document=True, quiet=True)
+    photo, document = mosaic_names(await services(context).engine.stats())
+    if photo is None:
+        await context.bot.send_message(cid, "The report has no t-SNE map picture yet.")
+        return
+    await send_report(context, cid, photo, "The images laid out by t-SNE")
+    if document:
+        await send_report(context, cid, document, "Full resolution", as_document=True, quiet=True)
 
 
 async def words_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -553,8 +613,9 @@ async def top_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         body = "\n".join(f"{i}. {w}" + (f"  {c:g}" if c else "") for i, (w, c) in enumerate(words[:20], 1))
         await context.bot.send_message(cid, f"{title}:\n{body}")
     else:
+        known = ", ".join(sorted(stats_languages(stats))) or "none yet"
         await context.bot.send_message(
-            cid, f"No top words{f' for {lang}' if lang else ''} in the report yet."
+            cid, f"No top words{f' for {lang}' if lang else ''} in the report yet (languages: {known})."
         )
     name = f"top_words_{lang}.png" if lang else "top_words.png"
     await send_report(context, cid, name, title, quiet=bool(words))
@@ -649,7 +710,18 @@ async def post_init(application: Application) -> None:
     """Open the engine client and register the command list."""
     s = cast(Services, application.bot_data[SERVICES])
     await s.engine.start()
-    await application.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+    try:
+        await application.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+    except TelegramError as exc:  # the menu is a convenience: serve anyway
+        log.warning("could not register the command list: %s", exc)
+    try:
+        log.info(
+            "engine at %s serves version %s", s.settings.engine_url, (await s.engine.stats()).get("version")
+        )
+    except (EngineUnavailable, EngineRequestError) as exc:
+        log.warning(
+            "engine at %s not reachable yet (%s); answering 'busy' until it is", s.settings.engine_url, exc
+        )
 
 
 async def post_shutdown(application: Application) -> None:

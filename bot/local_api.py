@@ -350,6 +350,8 @@ class LocalBotApi:
         """Resolve an upload (``attach://name`` or a multipart field) or an existing file_id."""
         if ref.startswith("attach://"):
             return self.add_file(files[ref[len("attach://") :]])
+        if ref not in self.files:
+            raise KeyError("wrong file identifier/HTTP URL specified")
         return ref
 
     def _answer(self, call: ApiCall) -> Any:

@@ -34,10 +34,13 @@ class Transcript:
         self.out_dir = out_dir
         self.buttons: list[tuple[str, str, dict[str, Any]]] = []
 
-    def _save(self, file_id: str, suffix: str = ".jpg") -> str:
+    def _save(self, file_id: str, suffix: str | None = None) -> str:
+        data = self.api.files.get(file_id, b"")
+        if suffix is None:  # photos come as JPEG (album thumbnails) or PNG (report plots)
+            suffix = ".png" if data.startswith(b"\x89PNG") else ".jpg"
         path = self.out_dir / f"{file_id}{suffix}"
         if not path.exists():
-            path.write_bytes(self.api.files.get(file_id, b""))
+            path.write_bytes(data)
         return str(path)
 
     def _say(self, text: str) -> None:

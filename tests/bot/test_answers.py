@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import shutil
-from pathlib import Path
+from collections.abc import Callable
 
-from PIL import Image
+import aiohttp
 
 from bot.app import build_application, running
-from bot.local_api import LocalBotApi
-from tests.bot.conftest import InProcessEngine, bot_settings, engine_json
+from bot.local_api import ApiCall, LocalBotApi
+from tests.bot.conftest import bot_settings, engine_json
 from tests.conftest import RedisServer
 
 
@@ -52,41 +50,46 @@ async def test_unreadable_photo_is_answered_not_crashed(bot: LocalBotApi) -> Non
     assert reply.text.startswith("I can't read that image")
 
 
-def _png(color: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), color).save(buf, "PNG")
-    return buf.getvalue()
+async def _report_file(engine_url: str, name: str) -> bytes | None:
+    async with aiohttp.ClientSession() as session, session.get(f"{engine_url}/v1/report/{name}") as resp:
+        return await resp.read() if resp.status == 200 else None
 
 
-async def test_report_pictures_are_sent(api: LocalBotApi, small_bundle_models: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    shutil.copytree(small_bundle_models, models)
-    report = models / (models / "ACTIVE").read_text().strip() / "report"
-    for name, color in [
-        ("tsne_mosaic_2048.png", "red"),
-        ("tsne_mosaic_4096.png", "blue"),
-        ("languages.png", "green"),
-        ("word_map.png", "white"),
+def says(text: str) -> Callable[[ApiCall], bool]:
+    """A predicate: the call's text is exactly ``text``."""
+    return lambda call: call.text == text
+
+
+def carries(field: str, data: bytes) -> Callable[[ApiCall], bool]:
+    """A predicate: the call uploaded ``data`` as ``field``."""
+    return lambda call: call.files.get(field) == data
+
+
+async def test_report_pictures_are_sent_or_explained(bot: LocalBotApi, engine_url: str) -> None:
+    """Each picture command sends the bundle's own file, or says the report has none yet."""
+    files = (await engine_json(engine_url, "/v1/stats"))["report_files"]
+    mosaics = [f for f in files if f.startswith("tsne_mosaic_") and f.endswith(".png")]
+    n = len(bot.calls)
+    await bot.push(bot.text_update("/map"))
+    if not mosaics:
+        await bot.wait_for("sendMessage", says("The report has no t-SNE map picture yet."), after=n)
+    else:
+        sent = await bot.wait_for("sendPhoto", after=n)
+        originals = [await _report_file(engine_url, m) for m in mosaics]
+        assert sent.files["photo"] in originals
+    for command, name in [
+        ("/words", "word_map.png"),
+        ("/languages", "languages.png"),
+        ("/top", "top_words.png"),
     ]:
-        (report / name).write_bytes(_png(color))
-    engine = InProcessEngine(models)
-    await engine.start()
-    try:
-        async with running(build_application(bot_settings(api, engine.url))):
-            await api.push(api.text_update("/map"))
-            photo = await api.wait_for("sendPhoto")
-            doc = await api.wait_for("sendDocument")
-            assert photo.files["photo"] == _png("red")
-            assert doc.files["document"] == _png("blue") and doc.params.get("caption")
-            await api.push(api.text_update("/languages"))
-            await api.wait_for(
-                "sendMessage", lambda c: c.text.startswith("Languages of the kept posts: en 100%")
-            )
-            await api.wait_for("sendPhoto", lambda c: c.files.get("photo") == _png("green"))
-            await api.push(api.text_update("/words"))
-            await api.wait_for("sendPhoto", lambda c: c.files.get("photo") == _png("white"))
-    finally:
-        await engine.stop()
+        n = len(bot.calls)
+        expected = await _report_file(engine_url, name)
+        await bot.push(bot.text_update(command))
+        if expected is None:
+            if command == "/words":
+                await bot.wait_for("sendMessage", says(f"The report has no {name} picture yet."), after=n)
+            continue
+        await bot.wait_for("sendPhoto", carries("photo", expected), after=n)
 
 
 async def test_file_ids_in_redis_survive_a_restart(
