@@ -28,6 +28,8 @@ class Metrics:
         self.cache_hits = Counter("engine_cache_hits", "Answers served from the cache", ["endpoint"],
                                   registry=r)
         self.cache_misses = Counter("engine_cache_misses", "Answers computed", ["endpoint"], registry=r)
+        self.coalesced = Counter("engine_cache_coalesced", "Misses that joined an identical computation",
+                                 ["endpoint"], registry=r)
         self.busy = Counter("engine_busy_rejections", "Requests refused because a pool's queue was full",
                             ["pool"], registry=r)
         self.abandoned = Counter("engine_abandoned", "Requests cancelled (client gone) before or during work",

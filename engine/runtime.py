@@ -18,6 +18,7 @@ from engine.errors import Busy, NotFound
 from engine.metrics import Metrics
 from engine.model import Model, ModelHolder, load_model
 from engine.settings import Settings
+from engine.singleflight import SingleFlight
 from space import bundle
 from space.errors import SpaceError
 from space.query import parse_query
@@ -85,6 +86,7 @@ class Runtime:
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
         self.reload_lock = asyncio.Lock()
         self.seen_active: str | None = None
+        self.flight: SingleFlight[bytes] = SingleFlight()
         # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
         self.parse = functools.lru_cache(maxsize=8192)(parse_query)
 

@@ -15,7 +15,7 @@ class Settings:
     models_dir: Path
     host: str = "127.0.0.1"
     port: int = 8080
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     admin_token: str | None = field(default=None, repr=False)  # never logged
     cache_ttl_s: int = 3600
     lru_entries: int = 4096

@@ -58,9 +58,16 @@ async def _cached(
     if body is not None:
         metrics.cache_result(endpoint, hit=True)
         return web.Response(body=body, content_type=JSON)
+
+    async def compute_and_store() -> bytes:
+        value = await compute()
+        await cache.set(key, value)
+        return value
+
+    body, shared = await request.app[RUNTIME].flight.run(key, compute_and_store)
     metrics.cache_result(endpoint, hit=False)
-    body = await compute()
-    await cache.set(key, body)
+    if shared:
+        metrics.coalesced.labels(endpoint=endpoint).inc()
     return web.Response(body=body, content_type=JSON)
 
 

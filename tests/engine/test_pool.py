@@ -10,6 +10,7 @@ import pytest
 from engine.errors import Busy
 from engine.metrics import Metrics
 from engine.runtime import Pool
+from engine.singleflight import SingleFlight
 
 
 async def test_abandoned_job_never_runs_and_queue_is_bounded() -> None:
@@ -41,3 +42,44 @@ async def test_abandoned_job_never_runs_and_queue_is_bounded() -> None:
         assert 'engine_busy_rejections_total{pool="image"} 1.0' in text
     finally:
         pool.close()
+
+
+async def test_single_flight_shares_and_cancels_only_when_all_waiters_leave() -> None:
+    flight: SingleFlight[str] = SingleFlight()
+    runs: list[str] = []
+
+    async def slow(name: str) -> str:
+        runs.append(name)
+        await asyncio.sleep(0.1)
+        return name
+
+    results = await asyncio.gather(*(flight.run("k", lambda: slow("a")) for _ in range(5)))
+    assert runs == ["a"] and [r for r, _ in results] == ["a"] * 5
+    assert sorted(shared for _, shared in results) == [False, True, True, True, True]
+    assert flight.calls == {}
+
+    one = asyncio.ensure_future(flight.run("x", lambda: slow("x")))
+    two = asyncio.ensure_future(flight.run("x", lambda: slow("x")))
+    await asyncio.sleep(0.01)
+    one.cancel()  # one waiter left: the computation goes on for the other
+    assert await two == ("x", True)
+    three = asyncio.ensure_future(flight.run("y", lambda: slow("y")))
+    await asyncio.sleep(0.01)
+    task = flight.calls["y"].task
+    three.cancel()  # the last waiter left: the computation is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await three
+    await asyncio.sleep(0)
+    assert task.cancelled()
+    assert await flight.run("y", lambda: slow("y2")) == ("y2", False)
+
+
+async def test_failures_are_shared_too() -> None:
+    flight: SingleFlight[str] = SingleFlight()
+
+    async def bad() -> str:
+        await asyncio.sleep(0.05)
+        raise Busy("nope")
+
+    results = await asyncio.gather(*(flight.run("k", bad) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, Busy) for r in results)

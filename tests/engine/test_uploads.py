@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import zlib
@@ -68,6 +69,21 @@ async def test_multipart_without_image_field(client: TestClient) -> None:
     form.add_field("file", png_bytes(), filename="x.png", content_type="image/png")
     r = await client.post("/v1/hashtags", data=form)
     assert r.status == 400 and (await r.json())["error"] == "bad_image"
+
+
+async def test_identical_concurrent_photos_run_once(client: TestClient, photo: bytes) -> None:
+    rs = await asyncio.gather(*(client.post("/v1/hashtags", params={"k": "4"}, data=photo) for _ in range(8)))
+    bodies = [await r.json() for r in rs]
+    assert all(r.status == 200 for r in rs) and all(b == bodies[0] for b in bodies)
+    text = await (await client.get("/metrics")).text()
+    misses = 'engine_cache_misses_total{endpoint="hashtags"} '
+    coalesced = 'engine_cache_coalesced_total{endpoint="hashtags"} '
+    values = {line.rsplit(" ", 1)[0] + " ": float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(("engine_cache_misses_total", "engine_cache_coalesced_total",
+                                  "engine_cache_hits_total"))}
+    hits = values.get('engine_cache_hits_total{endpoint="hashtags"} ', 0.0)
+    # one computation: every other request joined it or (if it came later) hit the cache
+    assert values[misses] - values.get(coalesced, 0.0) == 1 and values[misses] + hits == 8
 
 
 async def test_small_png_is_fine_and_cached(client: TestClient) -> None:
