@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import quote
 
 from telegram import (
     BotCommand,
@@ -519,8 +520,9 @@ async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     results = [
         InlineQueryResultPhoto(
             id=f"{h.id}-{offset + i}"[:64],
-            photo_url=f"{base}/v1/images/{h.id}",
-            thumbnail_url=f"{base}/v1/images/{h.id}?size=160",
+            # Bounded in size: Telegram fetches inline photos itself and refuses JPEGs over 5 MB.
+            photo_url=f"{base}/v1/images/{quote(h.id)}?size=1024",
+            thumbnail_url=f"{base}/v1/images/{quote(h.id)}?size=160",
             caption=f"{h.score:.2f} · {shorten(h.caption, 200)}",
         )
         for i, h in enumerate(answer.images)

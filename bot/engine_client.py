@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -195,7 +196,8 @@ class EngineClient:
 
     async def image_bytes(self, image_id: str, size: int | None = None) -> bytes:
         """The image file (a thumbnail of at most ``size`` pixels when given)."""
-        result: bytes = await self._request("GET", f"/v1/images/{image_id}", params={"size": size}, raw=True)
+        path = f"/v1/images/{quote(image_id)}"
+        result: bytes = await self._request("GET", path, params={"size": size}, raw=True)
         return result
 
     async def stats(self, fresh: bool = False) -> dict[str, Any]:
@@ -209,7 +211,7 @@ class EngineClient:
     async def report_file(self, name: str) -> bytes:
         """A file of the bundle's report; ``ReportMissing`` when it has none."""
         try:
-            result: bytes = await self._request("GET", f"/v1/report/{name}", raw=True)
+            result: bytes = await self._request("GET", f"/v1/report/{quote(name)}", raw=True)
         except EngineRequestError as exc:
             if exc.status == 404:
                 raise ReportMissing(name) from exc

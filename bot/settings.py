@@ -86,6 +86,8 @@ class BotSettings:
             webhook_secret=get("WEBHOOK_SECRET"),
             webhook_listen=get("WEBHOOK_LISTEN") or "0.0.0.0",
             webhook_port=int(get("WEBHOOK_PORT") or 8443),
+            # An album holds 2 to 10 pictures (Telegram's limits for sendMediaGroup).
+            album_size=min(10, max(2, int(get("ALBUM_SIZE") or 6))),
             user_rate_per_minute=int(get("USER_RATE_PER_MINUTE") or 20),
             user_burst=int(get("USER_BURST") or 5),
             telegram_max_retries=int(get("TELEGRAM_MAX_RETRIES") or 3),

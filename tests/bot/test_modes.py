@@ -98,3 +98,9 @@ def test_settings_from_env() -> None:
         BotSettings.from_env({"ENGINE_PUBLIC_URL": "https://e.example"}).engine_public_url
         == "https://e.example"
     )
+
+
+def test_album_size_is_bounded_to_telegrams_limits() -> None:
+    assert BotSettings.from_env({"ALBUM_SIZE": "50"}).album_size == 10
+    assert BotSettings.from_env({"ALBUM_SIZE": "1"}).album_size == 2
+    assert BotSettings.from_env({}).album_size == 6

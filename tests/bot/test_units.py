@@ -1,0 +1,145 @@
+"""The bot's small parts alone: callback data, report names, limits, redaction, engine error mapping."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from bot.app import callback, mosaic_names, parse_callback, stats_languages, stats_words
+from bot.engine_client import EngineClient, EngineRequestError, EngineUnavailable, ReportMissing
+from bot.logs import REDACTED, RedactingFilter
+from bot.retrain import status_from_record
+from bot.services import ShortKeys, UserRateLimiter
+from tests.conftest import free_port
+
+
+@pytest.mark.parametrize("value", ["dog", "plaça", "sagrada família " * 6, "x" * 200, "a|b|c"])
+def test_callback_data_fits_64_bytes_and_round_trips(value: str) -> None:
+    keys = ShortKeys()
+    data = callback("m", value, keys, extra="120")
+    assert len(data.encode()) <= 64
+    assert parse_callback(data, keys) == ("m", "120", value)
+    assert parse_callback(data, ShortKeys())[2] in (value, None)  # a restarted bot may have forgotten it
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (["tsne_mosaic_1024.png", "stats.json"], ("tsne_mosaic_1024.png", None)),
+        (["tsne_mosaic_4096.png", "tsne_mosaic_2048.png"], ("tsne_mosaic_2048.png", "tsne_mosaic_4096.png")),
+        (["tsne_mosaic_8192.png"], ("tsne_mosaic_8192.png", None)),
+        (["word_map.png"], (None, None)),
+    ],
+)
+def test_mosaic_names(files: list[str], expected: tuple[str | None, str | None]) -> None:
+    assert mosaic_names({"report_files": files}) == expected
+
+
+def test_stats_shapes() -> None:
+    stats = {
+        "top_words": [{"word": "dog", "count": 3}],
+        "report": {"top_words_by_language": {"es": [{"word": "perro", "count": 2}]}},
+        "languages": {"en": {"posts": 30, "share": 0.75}, "es": 10},
+    }
+    assert stats_words(stats) == [("dog", 3.0)]
+    assert stats_words(stats, "es") == [("perro", 2.0)]
+    assert stats_words(stats, "ca") == []
+    assert stats_languages(stats) == {"en": 30, "es": 10}
+
+
+def test_user_rate_limiter_refills() -> None:
+    limiter = UserRateLimiter(per_minute=60, burst=2)
+    assert [limiter.allow(1, now=0.0) for _ in range(3)] == [True, True, False]
+    assert limiter.allow(2, now=0.0)  # per user
+    assert limiter.allow(1, now=1.1)  # one token a second
+    assert not limiter.allow(1, now=1.2)
+
+
+def test_redacting_filter_covers_args_and_tracebacks() -> None:
+    token = "999:SECRET"
+    record = logging.LogRecord(
+        "httpx", logging.INFO, __file__, 1, "POST %s", (f"https://x/bot{token}/getMe",), None
+    )
+    try:
+        raise RuntimeError(f"failed at /bot{token}/sendMessage")
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    assert RedactingFilter([token]).filter(record)
+    text = logging.Formatter().format(record)
+    assert token not in text and text.count(REDACTED) == 2
+
+
+def test_progress_records() -> None:
+    running = status_from_record(
+        {"stage": "encode", "done": 5, "total": 20, "unit": "img", "rate": 2.5, "elapsed": 70, "eta": 6},
+        running=True,
+    )
+    assert (
+        running.describe()
+        == "Retraining — stage: encode · 5/20 img (25%) · 2.5 img/s · elapsed 1m10s · ETA 6s"
+    )
+    assert (
+        status_from_record({"stage": "done", "bundle": "/m/v1", "version": "v1"}, running=False).version
+        == "v1"
+    )
+    assert status_from_record({"stage": "encode"}, running=False).state == "failed"  # died mid-way
+
+
+@pytest.fixture
+async def stub_engine() -> AsyncIterator[str]:
+    """An engine that answers each route with one of the contract's error shapes."""
+
+    def reply(status: int, body: dict[str, object] | str) -> web.Response:
+        if isinstance(body, str):
+            return web.Response(status=status, text=body)
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get(
+        "/v1/related",
+        lambda r: _async(reply(400, {"error": "unknown_words", "message": "?", "unknown": ["qq"]})),
+    )
+    app.router.add_get("/v1/images", lambda r: _async(reply(503, {"error": "busy", "message": "full"})))
+    app.router.add_get("/v1/stats", lambda r: _async(reply(502, "<html>bad gateway</html>")))
+    app.router.add_get(
+        "/v1/report/{name}", lambda r: _async(reply(404, {"error": "not_found", "message": "no"}))
+    )
+    app.router.add_post(
+        "/v1/hashtags", lambda r: _async(reply(413, {"error": "image_too_large", "message": "big"}))
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def _async(response: web.Response) -> web.Response:
+    return response
+
+
+async def test_engine_errors_are_mapped(stub_engine: str) -> None:
+    client = EngineClient(stub_engine, timeout_s=2)
+    try:
+        with pytest.raises(EngineRequestError) as refused:
+            await client.related("qq")
+        assert refused.value.code == "unknown_words" and refused.value.unknown == ["qq"]
+        with pytest.raises(EngineUnavailable):
+            await client.images("dog")
+        with pytest.raises(EngineUnavailable):
+            await client.stats()
+        with pytest.raises(ReportMissing):
+            await client.report_file("word_map.png")
+        with pytest.raises(EngineRequestError) as too_big:
+            await client.hashtags(b"x")
+        assert too_big.value.code == "image_too_large"
+    finally:
+        await client.close()
+    nobody = EngineClient(f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    with pytest.raises(EngineUnavailable):
+        await nobody.related("dog")
+    await nobody.close()
