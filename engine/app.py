@@ -60,6 +60,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = HTTP_CODES.get(exc.status, "http_error")
         response = error_response(exc.status, code, exc.reason if exc.text is None else exc.text)
+    except Exception:  # a real bug: logged with its traceback, answered in the same JSON shape
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(500, "internal", "Internal error; it has been logged.")
     metrics.observe(endpoint, response.status, time.perf_counter() - started)
     return response
 

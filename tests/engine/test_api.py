@@ -254,3 +254,18 @@ def test_engine_runs_without_torch() -> None:
     code = "import engine.app, engine.__main__, sys; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+async def test_a_bug_is_a_logged_json_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine import service
+
+    def boom(model: object) -> dict[str, object]:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(service, "stats", boom)
+    r = await client.get("/v1/stats")
+    assert r.status == 500 and (await r.json())["error"] == "internal"
+    assert "simulated bug" in caplog.text
+    assert (await client.get("/healthz")).status == 200
