@@ -241,7 +241,6 @@ async def send_album(
 ) -> None:
     """Send hits as one album (or one photo), uploading bytes only for images Telegram has not seen."""
     s = services(context)
-    await _action(context, chat_id, ChatAction.UPLOAD_PHOTO)
     # Keys carry the bundle version: an id may name another picture in the next bundle.
     version = version or str((await s.engine.stats()).get("version", ""))
     keys = [f"{version}:{h.id}:{s.settings.thumb_size}" for h in hits]

@@ -70,6 +70,7 @@ class LocalBotApi:
         self._ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._changed = asyncio.Condition()
+        self._closing = False
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
         self.url = ""
@@ -90,7 +91,10 @@ class LocalBotApi:
         return self.url
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (held long polls answer at once)."""
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -322,7 +326,9 @@ class LocalBotApi:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
             if not self._updates and timeout > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait_for(lambda: bool(self._updates)), timeout)
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: bool(self._updates) or self._closing), timeout
+                    )
             return list(self._updates[: int(params.get("limit") or 100)])
 
     def _bot_user(self) -> dict[str, Any]:

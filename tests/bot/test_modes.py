@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,7 +15,7 @@ import aiohttp
 from bot.app import build_application, running
 from bot.local_api import LocalBotApi
 from bot.settings import BotSettings
-from tests.bot.conftest import ROOT, bot_settings, engine_json
+from tests.bot.conftest import ROOT, TOKEN, bot_settings, engine_json
 from tests.conftest import free_port
 
 
@@ -104,3 +106,26 @@ def test_album_size_is_bounded_to_telegrams_limits() -> None:
     assert BotSettings.from_env({"ALBUM_SIZE": "50"}).album_size == 10
     assert BotSettings.from_env({"ALBUM_SIZE": "1"}).album_size == 2
     assert BotSettings.from_env({}).album_size == 6
+
+
+async def test_python_m_bot_polls_telegram_and_keeps_the_token_out_of_its_logs(
+    api: LocalBotApi, engine_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "WEBHOOK_URL"}}
+    env |= {"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_API_URL": api.url, "ENGINE_URL": engine_url}
+    log_path = tmp_path / "bot.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=ROOT, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            await api.wait_for("setMyCommands", timeout=60)
+            await api.push(api.text_update("/related dog"))
+            await api.wait_for("sendMessage", lambda c: "Words near «dog»" in c.text)
+        finally:
+            proc.send_signal(signal.SIGINT)  # run_polling stops cleanly on SIGINT
+            code = await asyncio.wait_for(proc.wait(), 30)
+    text = log_path.read_text()
+    assert code == 0, text
+    assert "long polling" in text and "serves version" in text
+    assert TOKEN not in text and TOKEN.split(":")[1] not in text

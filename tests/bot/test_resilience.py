@@ -38,7 +38,7 @@ async def slow_engine() -> AsyncIterator[str]:
     """An HTTP server that answers slower than the bot waits, then 503s."""
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(3)
+        await asyncio.sleep(1.5)
         return web.json_response({})
 
     async def overloaded(request: web.Request) -> web.Response:
