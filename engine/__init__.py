@@ -1,1 +1,17 @@
-"""The engine: an aiohttp service answering word and image queries over the active model bundle."""
+"""The engine: an aiohttp service answering word and image queries over the active model bundle.
+
+Layout: ``settings`` (frozen config, built in ``__main__``), ``app`` (factory, ``cleanup_ctx`` resources,
+error/metrics middleware), ``views`` (thin routes), ``service`` (answers as plain functions of a model),
+``model`` (a loaded bundle + the holder that swaps it), ``runtime`` (bounded pools, reloads, ACTIVE poll),
+``cache`` (Redis with a breaker, in-process LRU, both tiers), ``singleflight``, ``metrics``, ``openapi``.
+
+Decisions clients can rely on:
+- A query whose words are all unknown answers 200 with empty results and ``unknown`` listed (the same
+  shape as a partly known query); only an empty or stop-word-only query is a 400 ``empty_query``.
+- ``/healthz`` is always 200; its ``status`` is ``degraded`` while no valid bundle is loaded, and queries
+  then answer 503 ``no_bundle``.
+- A full worker queue answers 503 ``busy`` at once; text and image work have separate pools.
+- ``POST /v1/admin/reload?version=V`` pins V until ``ACTIVE`` next changes (the poll reacts to changes
+  of ``ACTIVE``, not to a difference from the served version).
+- Answers are cached under (bundle version, endpoint, normalised query or image sha256, k, offset, lang).
+"""
