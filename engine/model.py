@@ -52,12 +52,14 @@ class Model:
     closed: bool = field(default=False)
 
     def close(self) -> None:
-        """Drop the heavy resources (called once no request uses this model any more)."""
+        """Mark retired and unused (called once no request uses it any more).
+
+        Nothing is torn down by hand: the ONNX session, indexes and arrays are freed with the last
+        reference, so a computation still holding this model (a coalesced miss) can never see it half
+        closed.
+        """
         if not self.closed:
             self.closed = True
-            self.session = None
-            self.images_index = None
-            self.words_index = None
             log.info("closed bundle %s", self.version)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:

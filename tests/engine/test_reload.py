@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,10 @@ async def test_reload_under_load_drops_nothing(aiohttp_client: Any, models: Path
     assert new in versions_seen and versions_seen[-1] == old
     assert old_model is not None and old_model.closed  # the first model object was retired and closed
     assert client.app[RUNTIME].holder.current.version == old
+    gone = weakref.ref(old_model)
+    del old_model
+    gc.collect()
+    assert gone() is None, "a retired model is still referenced (memory would grow with every reload)"
 
 
 async def test_corrupt_bundles_refused(aiohttp_client: Any, models: Path) -> None:
