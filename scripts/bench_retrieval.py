@@ -36,6 +36,11 @@ CONFIGS: dict[str, ImageConfig] = {
     "seed": ImageConfig(),
     # Same recipe, word-space cosine loss with a 10× learning rate decayed on a cosine schedule.
     "cosine": ImageConfig(loss="cosine", lr=0.01, schedule="cosine"),
+    # Ridge-initialised new layer, then the same cosine fine-tuning.
+    "ridge-cosine": ImageConfig(loss="cosine", lr=0.01, schedule="cosine", init="ridge"),
+    # Small-data presets (use with --quick).
+    "quick": ImageConfig.quick_preset(),
+    "quick-seed": ImageConfig.quick_preset(init="gaussian", loss="bce"),
 }
 
 
@@ -108,7 +113,7 @@ def main() -> int:
     print(format_table(results), flush=True)
 
     for name in args.configs.split(","):
-        cfg = ImageConfig.quick_preset() if args.quick else CONFIGS[name]
+        cfg = CONFIGS[name]
         if args.epochs is not None:
             cfg = replace(cfg, epochs=args.epochs)
         t0 = time.monotonic()

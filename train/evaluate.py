@@ -100,6 +100,41 @@ def evaluate_bundle(bundle_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+MULTILINGUAL_COLUMNS = {"en": "en_multi30k", "es": "es_nllb_from_en", "ca": "ca_apertium_from_es_en"}
+
+
+def evaluate_multilingual(bundle_dir: Path, tsv: Path,
+                          columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """Image search on the bundle's test images with one caption per image in each language as queries.
+
+    Rows of ``tsv`` (the Flickr8k multilingual file) join the bundle's test items by image file name; each
+    language's R@10 is also given relative to English (``r10_vs_en``, target ≥ 0.8).
+    """
+    import csv
+
+    columns = columns or MULTILINGUAL_COLUMNS
+    bundle_dir = Path(bundle_dir)
+    space = TextSpace.load(bundle_dir)
+    vectors = np.load(bundle_dir / bundle.IMAGE_VECTORS)
+    items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
+    test = [it for it in items if it.get("split") == "test"]
+    image_vecs = vectors[[int(it["key"]) for it in test]]
+    row_of = {Path(it.get("path") or it["post_id"]).name: i for i, it in enumerate(test)}
+    csv.field_size_limit(1 << 24)
+    with tsv.open(encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["image"] in row_of]
+    out: dict[str, Any] = {"n_images": len(test), "n_queries": len(rows)}
+    for lang, col in columns.items():
+        caption_vecs, empty = embed_captions(space, [r[col] for r in rows])
+        m = retrieval_metrics(image_vecs, caption_vecs, [row_of[r["image"]] for r in rows])
+        out[lang] = {**m["image_search"], "n_empty_queries": empty}
+    en_r10 = out.get("en", {}).get("r10")
+    for lang in columns:
+        if en_r10:
+            out[lang]["r10_vs_en"] = round(out[lang]["r10"] / en_r10, 3)
+    return out
+
+
 def ridge_baseline(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
                    caption_vecs: np.ndarray, caption_owner: Sequence[int],
                    alpha: float = 1.0) -> dict[str, Any]:

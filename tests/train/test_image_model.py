@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def subset(flickr8k_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
 
 def test_quick_training_lowers_validation_loss(subset, weights_dir: Path, tmp_path: Path) -> None:
     images, targets, splits = subset
-    cfg = ImageConfig.quick_preset(epochs=3, train_views=1)
+    # The seed-faithful recipe (random new layer, sigmoid cross-entropy) on quick-mode data.
+    cfg = ImageConfig.quick_preset(epochs=3, train_views=1, init="gaussian", loss="bce")
     calls: list[tuple[str, int, int | None, str]] = []
     ckpt_path = train_regressor(cfg, images, targets, splits, weights_dir, tmp_path,
                                 progress=lambda *a: calls.append(a))
@@ -68,8 +70,19 @@ def test_quick_training_lowers_validation_loss(subset, weights_dir: Path, tmp_pa
         out = model(torch.from_numpy(load_for_network(images[-1])[None])).numpy()
     assert out.shape == (1, targets.shape[1])
     assert np.all(out >= tmin - 1e-5) and np.all(out <= tmax + 1e-5)
-    # A second run reuses the trunk cache (only two cache files exist, no recomputation).
     assert len(list(tmp_path.glob("trunk-*.f16"))) == 2
+
+    # The quick preset (ridge-initialised layer, centred cosine loss) ends better than the same run from a
+    # random layer, and both runs reuse the trunk cache (still two cache files).
+    ridge = ImageConfig.quick_preset(epochs=1, train_views=1)
+    assert ridge.init == "ridge" and ridge.loss == "cosine"
+    rand = replace(ridge, init="gaussian")
+    h_ridge = torch.load(train_regressor(ridge, images, targets, splits, weights_dir, tmp_path / "r",
+                                         cache_dir=tmp_path), weights_only=False)["history"]
+    h_rand = torch.load(train_regressor(rand, images, targets, splits, weights_dir, tmp_path / "g",
+                                        cache_dir=tmp_path), weights_only=False)["history"]
+    assert len(list(tmp_path.glob("trunk-*.f16"))) == 2
+    assert min(h["val_loss"] for h in h_ridge) < min(h["val_loss"] for h in h_rand), (h_ridge, h_rand)
 
 
 def test_scale_targets_is_per_dimension() -> None:
