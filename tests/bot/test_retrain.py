@@ -122,3 +122,24 @@ async def test_admin_retrain_edits_one_message_then_reloads_engine(
     assert all(int(e.params["message_id"]) == message_id for e in edits)
     assert any("%" in e.text for e in edits)  # progress was shown in place
     assert f"version {version}" in final.text
+
+
+async def test_admin_can_cancel_and_only_one_job_runs(
+    api: LocalBotApi, engine_url: str, tmp_path: Path
+) -> None:
+    settings = replace(
+        bot_settings(api, engine_url), retrain=job(tmp_path, "--steps", "100", "--step-s", "0.5")
+    )
+    async with running(build_application(settings)):
+        await api.push(api.text_update("/retrain", user_id=ADMIN_ID))
+        started = await api.wait_for("sendMessage", lambda c: c.text.startswith("Retraining"))
+        await api.push(api.text_update("/retrain", user_id=ADMIN_ID))
+        await api.wait_for(
+            "sendMessage", lambda c: c.text == "Can't retrain: a retraining is already running."
+        )
+        await api.push(api.text_update("/retrain cancel", user_id=ADMIN_ID))
+        await api.wait_for("sendMessage", lambda c: c.text == "Retraining cancelled.")
+        final = await api.wait_for("editMessageText", lambda c: c.text == "Retraining was cancelled.")
+        assert int(final.params["message_id"]) == started.result["message_id"]
+        await api.push(api.text_update("/retrain status", user_id=ADMIN_ID))
+        await api.wait_for("sendMessage", lambda c: c.text == "Retraining was cancelled.")
