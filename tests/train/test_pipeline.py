@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from space import bundle
-from tests.bundle_factory import PROGRESS_FILE, small_bundle_args
+from tests.bundle_factory import progress_file, small_bundle_args, work_dir
 from tests.train.fixtures.corpus import fixture_posts, write_corpus
 from train.__main__ import build_parser, main, pipeline_config
 from train.config import FilterConfig, IngestConfig, PipelineConfig, TextConfig
@@ -154,7 +154,7 @@ def test_small_bundle_contract(small_bundle: Path) -> None:
     assert manifest["corpus"]["format"] == "flickr8k" and manifest["corpus"]["n_posts"] == 300
     assert manifest["encoder"]["max_abs_diff"] <= 1e-4
     assert {"ingest", "filters", "split", "text", "image", "report"} <= set(manifest["config"])
-    assert manifest["config"]["image"]["epochs"] == 1 and manifest["config"]["text"]["vector_size"] == 64
+    assert manifest["config"]["image"]["epochs"] == 8 and manifest["config"]["text"]["vector_size"] == 64
     assert {"r1", "r5", "r10", "medr"} <= set(manifest["metrics"]["image_search"])
     for name in ("images.usearch", "words.usearch", "report/stats.json", "words.npy", "vocab.json"):
         assert name in manifest["files"]
@@ -168,7 +168,7 @@ def test_small_bundle_contract(small_bundle: Path) -> None:
 
 
 def test_small_bundle_progress_file(small_bundle_models: Path, small_bundle: Path) -> None:
-    lines = [json.loads(x) for x in (small_bundle_models / PROGRESS_FILE).read_text().splitlines()]
+    lines = [json.loads(x) for x in progress_file(small_bundle_models).read_text().splitlines()]
     stages = {x["stage"] for x in lines}
     assert {
         "ingest",
@@ -202,9 +202,13 @@ def test_cli_all_reuses_cached_stages_and_prints_path_last(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="train.pipeline")
-    factory_work = pipeline_config(
-        build_parser().parse_args(small_bundle_args(small_bundle_models, flickr8k_dir, weights_dir))
-    ).work_dir
+    factory_work = work_dir(small_bundle_models)
+    assert (
+        pipeline_config(
+            build_parser().parse_args(small_bundle_args(small_bundle_models, flickr8k_dir, weights_dir))
+        ).work_dir
+        == factory_work
+    )
     models = tmp_path / "models"
     args = [*small_bundle_args(models, flickr8k_dir, weights_dir), "--work", str(factory_work)]
     assert main(args) == 0
