@@ -44,7 +44,7 @@ from bot.engine_client import (
     ImageHit,
     ReportMissing,
 )
-from bot.retrain import RetrainError, RetrainManager
+from bot.retrain import ArqRetrainManager, RetrainError, RetrainManager, make_retrain_manager
 from bot.services import FileIdCache, ShortKeys, UserRateLimiter
 from bot.settings import BotSettings
 
@@ -77,7 +77,7 @@ class Services:
     file_ids: FileIdCache
     limiter: UserRateLimiter
     keys: ShortKeys
-    retrain: RetrainManager
+    retrain: RetrainManager | ArqRetrainManager
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -756,7 +756,7 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
         file_ids=FileIdCache(settings.redis_url),
         limiter=UserRateLimiter(settings.user_rate_per_minute, settings.user_burst),
         keys=ShortKeys(),
-        retrain=RetrainManager(settings.retrain),
+        retrain=make_retrain_manager(settings.retrain),
     )
     application.add_handler(TypeHandler(Update, limit_users), group=-1)
     application.add_handler(CommandHandler(["start", "help"], start))

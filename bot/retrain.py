@@ -14,113 +14,36 @@ import os
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.settings import RetrainSettings
+from space.jobs import (
+    LOCK_KEY,
+    LOCK_TTL_S,
+    PROGRESS_KEY,
+    RetrainSettings,
+    RetrainStatus,
+    read_progress,
+    status_from_record,
+)
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "topicspace:retrain:lock"
-LOCK_TTL_S = 7 * 24 * 3600
+
+
+__all__ = [
+    "ArqRetrainManager",
+    "RetrainError",
+    "RetrainManager",
+    "RetrainStatus",
+    "make_retrain_manager",
+    "read_progress",
+    "status_from_record",
+]
 
 
 class RetrainError(Exception):
     """A retraining cannot be started (not configured, or one is already running)."""
-
-
-@dataclass(frozen=True)
-class RetrainStatus:
-    """Where the current (or last) job stands, from its progress file."""
-
-    state: str  # idle | running | done | failed | cancelled
-    stage: str = ""
-    done: float | None = None
-    total: float | None = None
-    unit: str = ""
-    rate: float | None = None
-    elapsed: float | None = None
-    eta: float | None = None
-    bundle: str | None = None
-    version: str | None = None
-    error: str | None = None
-    pid: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Whether the job has ended (in any way)."""
-        return self.state in {"done", "failed", "cancelled"}
-
-    def describe(self) -> str:
-        """A short human-readable progress line."""
-        if self.state == "idle":
-            return "No retraining is running."
-        if self.state == "done":
-            return f"Retraining done: version {self.version or '?'}."
-        if self.state == "failed":
-            return f"Retraining failed: {self.error or 'unknown error'}."
-        if self.state == "cancelled":
-            return "Retraining was cancelled."
-        parts = [f"Retraining — stage: {self.stage or 'starting'}"]
-        if self.done is not None and self.total:
-            parts.append(
-                f"{self.done:g}/{self.total:g} {self.unit} ({100 * self.done / self.total:.0f}%)".rstrip()
-            )
-        if self.rate:
-            parts.append(f"{self.rate:.1f} {self.unit or 'items'}/s")
-        if self.elapsed is not None:
-            parts.append(f"elapsed {_duration(self.elapsed)}")
-        if self.eta is not None:
-            parts.append(f"ETA {_duration(self.eta)}")
-        return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def read_progress(path: Path) -> dict[str, Any] | None:
-    """The last complete JSON line of a progress file (None when there is none yet)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line still being written
-        if isinstance(record, dict):
-            return record
-    return None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-def status_from_record(record: dict[str, Any] | None, running: bool) -> RetrainStatus:
-    """Turn a progress record into a status."""
-    if record is None:
-        return RetrainStatus("running" if running else "idle")
-    stage = str(record.get("stage", ""))
-    if stage == "done":
-        return RetrainStatus("done", stage, bundle=record.get("bundle"), version=record.get("version"))
-    if stage == "failed":
-        return RetrainStatus("failed", stage, error=str(record.get("error", "")))
-    return RetrainStatus(
-        "running" if running else "failed",
-        stage,
-        _num(record.get("done")),
-        _num(record.get("total")),
-        str(record.get("unit") or ""),
-        _num(record.get("rate")),
-        _num(record.get("elapsed")),
-        _num(record.get("eta")),
-        error=None if running else "the training process ended without a result",
-    )
 
 
 class JobLock(Protocol):
@@ -325,3 +248,96 @@ class RetrainManager:
         """Release resources (a running job keeps running; its lock stays)."""
         if isinstance(self.lock, RedisLock):
             await self.lock.close()
+
+
+class ArqRetrainManager:
+    """The same interface, but the job runs in the trainer service: queued with arq through Redis.
+
+    The lock is the Redis key the worker deletes when the job ends; progress is the record the worker
+    mirrors into ``PROGRESS_KEY``.
+    """
+
+    def __init__(self, settings: RetrainSettings, poll_s: float = 1.0) -> None:
+        if not settings.redis_url:
+            raise RetrainError("RETRAIN_MODE=arq needs REDIS_URL")
+        self.settings = settings
+        self.poll_s = poll_s
+        self.lock = RedisLock(settings.redis_url)
+        self._pool: Any = None
+        self._last = RetrainStatus("idle")
+
+    async def _arq(self) -> Any:
+        if self._pool is None:
+            from arq import create_pool
+            from arq.connections import RedisSettings
+
+            self._pool = await create_pool(RedisSettings.from_dsn(str(self.settings.redis_url)))
+        return self._pool
+
+    async def _job(self) -> Any:
+        info = await self.lock.read()
+        if not info or not info.get("job_id"):
+            return None
+        from arq.jobs import Job
+
+        return Job(str(info["job_id"]), await self._arq())
+
+    async def start(self) -> RetrainStatus:
+        """Queue a job; raises ``RetrainError`` when one is already queued or running."""
+        job_id = f"retrain-{int(time.time() * 1000)}"
+        if not await self.lock.acquire({"job_id": job_id, "started": time.time()}):
+            raise RetrainError("a retraining is already running")
+        await self.lock.redis.delete(PROGRESS_KEY)
+        try:
+            job = await (await self._arq()).enqueue_job("retrain", _job_id=job_id)
+        except Exception as exc:
+            await self.lock.release()
+            raise RetrainError(f"could not queue the job: {exc}") from exc
+        if job is None:
+            await self.lock.release()
+            raise RetrainError("a job with this id exists already")
+        log.info("retraining queued as %s", job_id)
+        self._last = RetrainStatus("running")
+        return self._last
+
+    async def status(self) -> RetrainStatus:
+        """The queued or running job's progress, or the last job's result, or idle."""
+        raw = await self.lock.redis.get(PROGRESS_KEY)
+        record = json.loads(raw) if raw else None
+        running = await self.lock.read() is not None
+        if record is not None and record.get("stage") == "cancelled":
+            return RetrainStatus("cancelled")
+        if record is None:
+            return RetrainStatus("running") if running else self._last
+        return status_from_record(record, running=running and record.get("stage") not in {"done", "failed"})
+
+    async def wait(self) -> RetrainStatus:
+        """Poll until the job has ended; return its final status."""
+        while True:
+            status = await self.status()
+            if status.finished or (status.state == "idle" and await self.lock.read() is None):
+                self._last = status
+                return status
+            await asyncio.sleep(self.poll_s)
+
+    async def cancel(self) -> bool:
+        """Abort the job (the worker stops the trainer's process group); False when none was running."""
+        job = await self._job()
+        if job is None:
+            return False
+        aborted = bool(await job.abort(timeout=30))
+        await self.lock.release()
+        await self.lock.redis.set(PROGRESS_KEY, json.dumps({"stage": "cancelled"}))
+        log.info("retraining %s cancelled (abort acknowledged: %s)", job.job_id, aborted)
+        return True
+
+    async def close(self) -> None:
+        """Close the Redis connections."""
+        if self._pool is not None:
+            await self._pool.aclose()
+        await self.lock.close()
+
+
+def make_retrain_manager(settings: RetrainSettings) -> RetrainManager | ArqRetrainManager:
+    """The manager for ``RETRAIN_MODE``: a local subprocess (default) or the arq trainer service."""
+    return ArqRetrainManager(settings) if settings.mode == "arq" else RetrainManager(settings)

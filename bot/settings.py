@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from space.jobs import RetrainSettings
 
 DEFAULT_ENGINE_URL = "http://127.0.0.1:8080"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 
-
-@dataclass(frozen=True)
-class RetrainSettings:
-    """What `/retrain` runs: `python -m train all` with the job's corpus, format, weights and models dir."""
-
-    corpus: str | None = None
-    format: str = "flickr8k"
-    weights: str | None = None
-    models_dir: str | None = None
-    extra_args: tuple[str, ...] = ()
-    # The command before `--corpus ...`; tests swap in a small script that speaks the progress protocol.
-    command: tuple[str, ...] = (sys.executable, "-m", "train", "all")
-    redis_url: str | None = None
-
-    def argv(self, progress_file: Path) -> list[str]:
-        """The full command line of one training job."""
-        if not self.corpus or not self.models_dir:
-            raise ValueError("TRAIN_CORPUS and MODELS_DIR must be set to retrain")
-        argv = [*self.command, "--corpus", self.corpus, "--format", self.format, "--models", self.models_dir]
-        if self.weights:
-            argv += ["--weights", self.weights]
-        return [*argv, *self.extra_args, "--progress-file", str(progress_file)]
+__all__ = ["BotSettings", "RetrainSettings", "parse_ids"]
 
 
 @dataclass(frozen=True)
@@ -91,14 +69,7 @@ class BotSettings:
             user_rate_per_minute=int(get("USER_RATE_PER_MINUTE") or 20),
             user_burst=int(get("USER_BURST") or 5),
             telegram_max_retries=int(get("TELEGRAM_MAX_RETRIES") or 3),
-            retrain=RetrainSettings(
-                corpus=get("TRAIN_CORPUS"),
-                format=get("TRAIN_FORMAT") or "flickr8k",
-                weights=get("TRAIN_WEIGHTS"),
-                models_dir=get("MODELS_DIR"),
-                extra_args=tuple(shlex.split(get("TRAIN_ARGS") or "")),
-                redis_url=redis_url,
-            ),
+            retrain=RetrainSettings.from_env(env),
         )
 
 

@@ -1,0 +1,159 @@
+"""The retraining job's contract, shared by whoever launches it (the bot) and whoever runs it.
+
+The job is `python -m train all` with its settings from ``TRAIN_CORPUS``, ``TRAIN_FORMAT``,
+``TRAIN_WEIGHTS``, ``MODELS_DIR`` and ``TRAIN_ARGS`` (DESIGN.md); it reports through the trainer's
+JSON-lines progress file (``train/progress.py``). Run locally (a subprocess of the bot) or in the
+trainer service (an arq job, ``train/worker.py``), the job looks the same to the admin.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOCK_KEY = "topicspace:retrain:lock"
+PROGRESS_KEY = "topicspace:retrain:progress"
+LOCK_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """What `/retrain` runs: `python -m train all` with the job's corpus, format, weights and models dir."""
+
+    corpus: str | None = None
+    format: str = "flickr8k"
+    weights: str | None = None
+    models_dir: str | None = None
+    extra_args: tuple[str, ...] = ()
+    # The command before `--corpus ...`; tests swap in a small script that speaks the progress protocol.
+    command: tuple[str, ...] = (sys.executable, "-m", "train", "all")
+    redis_url: str | None = None
+    # "local": a subprocess of the launcher; "arq": a job for the trainer service (train/worker.py).
+    mode: str = "local"
+
+    def argv(self, progress_file: Path) -> list[str]:
+        """The full command line of one training job."""
+        if not self.corpus or not self.models_dir:
+            raise ValueError("TRAIN_CORPUS and MODELS_DIR must be set to retrain")
+        argv = [*self.command, "--corpus", self.corpus, "--format", self.format, "--models", self.models_dir]
+        if self.weights:
+            argv += ["--weights", self.weights]
+        return [*argv, *self.extra_args, "--progress-file", str(progress_file)]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RetrainSettings:
+        """The job as the environment describes it (``TRAIN_COMMAND`` replaces `python -m train all`)."""
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        command = get("TRAIN_COMMAND")
+        return cls(
+            corpus=get("TRAIN_CORPUS"),
+            format=get("TRAIN_FORMAT") or "flickr8k",
+            weights=get("TRAIN_WEIGHTS"),
+            models_dir=get("MODELS_DIR"),
+            extra_args=tuple(shlex.split(get("TRAIN_ARGS") or "")),
+            command=tuple(shlex.split(command)) if command else cls.command,
+            redis_url=get("REDIS_URL"),
+            mode=(get("RETRAIN_MODE") or "local").lower(),
+        )
+
+
+@dataclass(frozen=True)
+class RetrainStatus:
+    """Where the current (or last) job stands, from its progress file."""
+
+    state: str  # idle | running | done | failed | cancelled
+    stage: str = ""
+    done: float | None = None
+    total: float | None = None
+    unit: str = ""
+    rate: float | None = None
+    elapsed: float | None = None
+    eta: float | None = None
+    bundle: str | None = None
+    version: str | None = None
+    error: str | None = None
+    pid: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has ended (in any way)."""
+        return self.state in {"done", "failed", "cancelled"}
+
+    def describe(self) -> str:
+        """A short human-readable progress line."""
+        if self.state == "idle":
+            return "No retraining is running."
+        if self.state == "done":
+            return f"Retraining done: version {self.version or '?'}."
+        if self.state == "failed":
+            return f"Retraining failed: {self.error or 'unknown error'}."
+        if self.state == "cancelled":
+            return "Retraining was cancelled."
+        parts = [f"Retraining — stage: {self.stage or 'starting'}"]
+        if self.done is not None and self.total:
+            parts.append(
+                f"{self.done:g}/{self.total:g} {self.unit} ({100 * self.done / self.total:.0f}%)".rstrip()
+            )
+        if self.rate:
+            parts.append(f"{self.rate:.1f} {self.unit or 'items'}/s")
+        if self.elapsed is not None:
+            parts.append(f"elapsed {_duration(self.elapsed)}")
+        if self.eta is not None:
+            parts.append(f"ETA {_duration(self.eta)}")
+        return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """The last complete JSON line of a progress file (None when there is none yet)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def status_from_record(record: dict[str, Any] | None, running: bool) -> RetrainStatus:
+    """Turn a progress record into a status."""
+    if record is None:
+        return RetrainStatus("running" if running else "idle")
+    stage = str(record.get("stage", ""))
+    if stage == "done":
+        return RetrainStatus("done", stage, bundle=record.get("bundle"), version=record.get("version"))
+    if stage == "failed":
+        return RetrainStatus("failed", stage, error=str(record.get("error", "")))
+    return RetrainStatus(
+        "running" if running else "failed",
+        stage,
+        _num(record.get("done")),
+        _num(record.get("total")),
+        str(record.get("unit") or ""),
+        _num(record.get("rate")),
+        _num(record.get("elapsed")),
+        _num(record.get("eta")),
+        error=None if running else "the training process ended without a result",
+    )
