@@ -41,7 +41,10 @@ def test_main_sighup_and_sigterm(models: Path) -> None:
     env.pop("REDIS_URL", None)
     # A poll interval of an hour: only SIGHUP can make it reload during the test.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port), "--poll", "3600"],
+        [
+            str(Path(sys.executable).with_name("topicspace-engine")),  # the command compose runs
+            "--models", str(models), "--port", str(port), "--poll", "3600",
+        ],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
