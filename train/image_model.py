@@ -8,7 +8,13 @@ mirroring; validation loss each epoch, best checkpoint kept.
 
 To train on a 2-core CPU the frozen trunk runs once: its inception_4d activations (528×14×14, fp16) for a
 fixed number of random crop/mirror views per image are cached in a ``np.memmap`` under ``work_dir``, keyed
-by the weights, the image list and the view recipe, and reused across epochs and runs.
+by the weights, the image list and the view recipe, and reused across epochs and runs (on CPU the trunk
+runs through ONNX Runtime, about 2.9× faster than torch eager).
+
+Other options (never the default): ``loss="cosine"`` (1 − cosine in the word space after subtracting the
+mean training target), ``schedule="cosine"``, ``init="ridge"`` (the new layer starts from a closed-form
+ridge fit). The quick preset uses the ridge start and the cosine loss: with a few hundred images and a few
+epochs, the seed recipe barely leaves its random start.
 """
 
 from __future__ import annotations
