@@ -105,6 +105,21 @@ def spec() -> dict[str, Any]:
                               "401": _json(_ref("Error"), "Bad token"),
                               "403": _json(_ref("Error"), "Admin disabled"), **ERRORS},
             }},
+            "/v1/admin/versions": {"get": {
+                "summary": "Published bundles, newest first, with the active and served version",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}),
+                              "401": _json(_ref("Error"), "Bad token"),
+                              "403": _json(_ref("Error"), "Admin disabled")},
+            }},
+            "/v1/admin/activate": {"post": {
+                "summary": "Make ?version= the ACTIVE bundle and serve it (rollback)",
+                "parameters": [_param("version", {"type": "string"}, "A published version")],
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}),
+                              "401": _json(_ref("Error"), "Bad token"),
+                              "403": _json(_ref("Error"), "Admin disabled"), **ERRORS},
+            }},
             "/healthz": {"get": {"summary": "Liveness; status ok or degraded",
                                  "responses": {"200": _json({"type": "object"})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {

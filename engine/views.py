@@ -17,7 +17,7 @@ from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized
 from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
 from engine.openapi import spec
 from space import bundle
-from space.errors import BadImage, ImageTooLarge
+from space.errors import BadImage, ImageTooLarge, NoBundle
 from space.images import thumbnail_jpeg
 
 JSON = "application/json"
@@ -208,8 +208,8 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(spec())
 
 
-async def admin_reload(request: web.Request) -> web.Response:
-    """Switch to the ACTIVE bundle (or ``?version=``); needs ``Authorization: Bearer <token>``."""
+def _require_admin(request: web.Request) -> None:
+    """Refuse unless ``Authorization: Bearer <ENGINE_ADMIN_TOKEN>`` (constant-time compare)."""
     token = request.app[SETTINGS].admin_token
     if not token:
         raise AdminDisabled("Admin endpoints are disabled: no ENGINE_ADMIN_TOKEN is configured.")
@@ -217,10 +217,40 @@ async def admin_reload(request: web.Request) -> web.Response:
     expected = f"Bearer {token}"
     if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         raise Unauthorized("A valid 'Authorization: Bearer <token>' header is required.")
+
+
+async def admin_reload(request: web.Request) -> web.Response:
+    """Switch to the ACTIVE bundle (or ``?version=``); needs ``Authorization: Bearer <token>``."""
+    _require_admin(request)
     runtime = request.app[RUNTIME]
     previous = runtime.holder.current.version if runtime.holder.current else None
     version = request.query.get("version") or None
     model = await runtime.reload(version, force=request.query.get("force") in ("1", "true"))
+    return web.json_response({"version": model.version, "previous": previous})
+
+
+async def admin_versions(request: web.Request) -> web.Response:
+    """The published bundles, newest first, with the active and the served one marked (admin)."""
+    _require_admin(request)
+    models = request.app[SETTINGS].models_dir
+    runtime = request.app[RUNTIME]
+    served = runtime.holder.current.version if runtime.holder.current else None
+    return web.json_response(
+        {"active": bundle.active_version(models), "served": served, "versions": bundle.summaries(models)}
+    )
+
+
+async def admin_activate(request: web.Request) -> web.Response:
+    """Make ``?version=`` the ACTIVE bundle (a rollback survives restarts) and serve it (admin)."""
+    _require_admin(request)
+    version = request.query.get("version", "")
+    models = request.app[SETTINGS].models_dir
+    if version not in bundle.list_versions(models):
+        raise NoBundle(f"No bundle named {version!r}.")
+    runtime = request.app[RUNTIME]
+    previous = runtime.holder.current.version if runtime.holder.current else None
+    model = await runtime.reload(version, force=True)  # verified before ACTIVE moves
+    bundle.activate(models, version)
     return web.json_response({"version": model.version, "previous": previous})
 
 
@@ -234,6 +264,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/report/{name:.+}", report_file)
     app.router.add_post("/v1/admin/reload", admin_reload)
+    app.router.add_get("/v1/admin/versions", admin_versions)
+    app.router.add_post("/v1/admin/activate", admin_activate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)

@@ -52,8 +52,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def new_version() -> str:
-    """A sortable, unique version name: UTC time plus a short random suffix."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    """A sortable, unique version name: UTC time to the millisecond plus a short random suffix.
+
+    Names sort in publishing order (list_versions and rollback rely on it), even within one second.
+    """
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}"
+    return f"{stamp}-{uuid.uuid4().hex[:4]}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -230,3 +235,25 @@ def prune(models_dir: Path, keep: int) -> list[str]:
     for v in doomed:
         shutil.rmtree(models_dir / v, ignore_errors=True)
     return doomed
+
+
+def summaries(models_dir: Path) -> list[dict[str, Any]]:
+    """A short description of each published bundle, newest first (for listing and rollback)."""
+    out: list[dict[str, Any]] = []
+    for version in reversed(list_versions(models_dir)):
+        try:
+            manifest = read_manifest(models_dir / version)
+        except BundleInvalid as exc:
+            out.append({"version": version, "error": str(exc)})
+            continue
+        report = manifest.get("filter_report") or {}
+        out.append(
+            {
+                "version": version,
+                "created": manifest.get("created"),
+                "kept": report.get("kept"),
+                "total": report.get("total"),
+                "metrics": manifest.get("metrics") or {},
+            }
+        )
+    return out
