@@ -632,7 +632,7 @@ async def languages_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 
 async def retrain_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/retrain [status|cancel]: admins only."""
+    """/retrain [status|cancel|versions|rollback [VERSION]]: admins only."""
     user, message = update.effective_user, update.effective_message
     assert user is not None and message is not None
     s = services(context)
@@ -641,6 +641,14 @@ async def retrain_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await message.reply_text("Sorry, only the bot's admins can retrain the model.")
         return
     action = (context.args or ["start"])[0].lower()
+    if action in ("versions", "rollback"):
+        try:
+            text = await (_rollback(s, context.args[1:] if context.args else []) if action == "rollback"
+                          else _versions_text(s))
+        except EngineRequestError as exc:
+            text = f"The engine refused: {exc}"
+        await message.reply_text(text)
+        return
     if action == "status":
         await message.reply_text((await s.retrain.status()).describe())
         return
@@ -657,12 +665,55 @@ async def retrain_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     context.application.create_task(_follow_retrain(context, progress), update=update)
 
 
+def _summary_line(entry: dict[str, Any] | None) -> str:
+    """One bundle's filter and retrieval figures, for comparing versions."""
+    if not entry:
+        return "—"
+    parts = [f"kept {entry.get('kept')} of {entry.get('total')} posts"]
+    search = (entry.get("metrics") or {}).get("image_search") or {}
+    if search:
+        recalls = "/".join(f"{search.get(k, 0):.1f}" for k in ("r1", "r5", "r10"))
+        parts.append(f"image search R@1/5/10 {recalls}")
+    return ", ".join(parts)
+
+
+async def _versions_text(s: Services, limit: int = 10) -> str:
+    """The published bundles, newest first, marking the served one."""
+    listing = await s.engine.versions()
+    lines = ["Published bundles (newest first):"]
+    for entry in listing.get("versions", [])[:limit]:
+        mark = " ← serving" if entry.get("version") == listing.get("served") else ""
+        lines.append(f"• {entry.get('version')}: {_summary_line(entry)}{mark}")
+    lines.append("Roll back with /retrain rollback [VERSION] (default: the one before).")
+    return "\n".join(lines)
+
+
+async def _rollback(s: Services, args: list[str]) -> str:
+    """Activate ``args[0]`` or the bundle published before the served one."""
+    listing = await s.engine.versions()
+    names = [str(v.get("version")) for v in listing.get("versions", [])]
+    served = listing.get("served")
+    if args:
+        target = args[0]
+        if target not in names:
+            return f"No bundle named {target}. See /retrain versions."
+    elif served in names and names.index(served) + 1 < len(names):
+        target = names[names.index(served) + 1]
+    else:
+        return "There is no older bundle to roll back to."
+    done = await s.engine.activate(target)
+    return f"Rolled back: the engine now serves {done.get('version')} (was {done.get('previous')})."
+
+
 async def _follow_retrain(
     context: ContextTypes.DEFAULT_TYPE, progress: Message, every_s: float = 2.0
 ) -> None:
     """Edit one message with the job's progress until it ends; then reload the engine."""
     s = services(context)
     shown = progress.text or ""
+    old_version: str | None = None
+    with contextlib.suppress(EngineUnavailable, EngineRequestError):
+        old_version = (await s.engine.stats(fresh=True)).get("version")
     waiter = asyncio.ensure_future(s.retrain.wait())
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -674,6 +725,7 @@ async def _follow_retrain(
                 await s.engine.reload()
                 version = (await s.engine.stats(fresh=True)).get("version", status.version)
                 text = f"Retraining done. The engine now serves version {version}."
+                text += await _comparison(s, version, old_version)
             except (EngineUnavailable, EngineRequestError) as exc:
                 text = f"Retraining done (version {status.version}), but the engine did not reload: {exc}"
         if text != shown:
@@ -682,6 +734,18 @@ async def _follow_retrain(
             shown = text
         if waiter.done():
             return
+
+
+async def _comparison(s: Services, new: str | None, old: str | None) -> str:
+    """The new bundle's figures beside the old one's ('' when the engine can't list bundles)."""
+    try:
+        listing = {v.get("version"): v for v in (await s.engine.versions()).get("versions", [])}
+    except (EngineUnavailable, EngineRequestError):
+        return ""
+    text = f"\nnew: {_summary_line(listing.get(new))}"
+    if old and old != new:
+        text += f"\nold ({old}): {_summary_line(listing.get(old))}"
+    return text
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -218,9 +218,23 @@ class EngineClient:
             raise
         return result
 
+    async def _admin(self, method: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        result: dict[str, Any] = await self._request(method, path, params=params, headers=headers)
+        return result
+
     async def reload(self) -> dict[str, Any]:
         """Ask the engine to load the newly active bundle."""
-        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
-        result: dict[str, Any] = await self._request("POST", "/v1/admin/reload", headers=headers)
+        result = await self._admin("POST", "/v1/admin/reload")
+        self._stats = None
+        return result
+
+    async def versions(self) -> dict[str, Any]:
+        """The published bundles (newest first) with the active and served version."""
+        return await self._admin("GET", "/v1/admin/versions")
+
+    async def activate(self, version: str) -> dict[str, Any]:
+        """Make ``version`` the active bundle and serve it (a rollback)."""
+        result = await self._admin("POST", "/v1/admin/activate", {"version": version})
         self._stats = None
         return result
