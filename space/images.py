@@ -33,6 +33,9 @@ def _check_pixels(img: Image.Image, max_pixels: int) -> None:
         raise BadImage("The image has no pixels.")
     if w * h > max_pixels:
         raise ImageTooLarge(f"The image is {w}×{h} pixels; at most {max_pixels:,} pixels are accepted.")
+    # Scaling the short side up to RESIZE multiplies the pixels: a 664-byte 200000×1 PNG would need ~39 GB.
+    if max(w, h) * RESIZE * RESIZE > max_pixels * min(w, h):
+        raise ImageTooLarge(f"The image is {w}×{h} pixels: too elongated to scale to {RESIZE} pixels safely.")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
