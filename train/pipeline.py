@@ -141,8 +141,11 @@ class Pipeline:
         info = self.run_stage(st, run)
         posts = load_posts(st.dir / "posts.jsonl")
         if not posts:
+            # Say what was skipped: "holds no post" alone hides 5,000 broken lines or missing images.
+            bad = info["stats"].get("bad") or {}
+            skipped = f" (skipped records: {bad})" if bad else ""
             raise EmptyCorpus(
-                f"The corpus at {icfg.corpus} ({icfg.format}) holds no post: nothing to train on."
+                f"The corpus at {icfg.corpus} ({icfg.format}) holds no post{skipped}: nothing to train on."
             )
         return st, posts, info["stats"]
 
