@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from engine import service
 from engine.cache import cache_key
@@ -97,7 +99,18 @@ async def images(request: web.Request) -> web.Response:
 
 
 async def _upload(request: web.Request) -> bytes:
-    """The image bytes: the raw body, or the multipart field ``image``."""
+    """The image bytes: the raw body, or the multipart field ``image``; a malformed body is a BadImage."""
+    try:
+        return await _read_upload(request)
+    except (ValueError, HttpProcessingError, RequestPayloadError) as exc:
+        # aiohttp raises these for a multipart body without (or missing) its boundary, or a body that
+        # does not match its Content-Encoding: the client's fault, not a 500.
+        reason = str(exc).strip().splitlines()[-1].strip()[:200] if str(exc).strip() else type(exc).__name__
+        raise BadImage(f"The request body could not be read: {reason}") from exc
+
+
+async def _read_upload(request: web.Request) -> bytes:
+    """The raw body or the multipart field ``image``, within the upload limit."""
     limit = request.app[SETTINGS].max_upload_bytes
     if request.content_type.startswith("multipart/"):
         reader = await request.multipart()
