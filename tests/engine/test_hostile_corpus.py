@@ -190,3 +190,37 @@ async def test_hostile_corpus_never_5xx(
     assert status == 200 and _well_formed(endpoint, body)
     health = await (await client.get("/healthz")).json()
     assert health["status"] == "ok"
+
+
+MALFORMED: dict[str, tuple[dict[str, str], bytes]] = {
+    "multipart without boundary": ({"Content-Type": "multipart/form-data"}, b"abc"),
+    "multipart body missing its boundary": (
+        {"Content-Type": "multipart/form-data; boundary=XYZ"}, b"no boundary anywhere in here"),
+    "multipart part cut short": (
+        {"Content-Type": "multipart/form-data; boundary=XYZ"},
+        b'--XYZ\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc'),
+    "multipart without parts": ({"Content-Type": "multipart/form-data; boundary=XYZ"}, b"--XYZ--\r\n"),
+    "multipart declared gzip, not gzip": (
+        {"Content-Type": "multipart/form-data; boundary=XYZ", "Content-Encoding": "gzip"}, b"notgzip"),
+    "raw body declared gzip, not gzip": (
+        {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}, b"notgzip"),
+}
+
+
+async def test_malformed_upload_bodies_are_4xx(
+    aiohttp_client: Callable[..., Any], small_bundle_models: Path, photo: bytes
+) -> None:
+    """Broken multipart framing or Content-Encoding is the client's fault: 400 JSON, not 500."""
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    wrong = []
+    for name, (headers, data) in MALFORMED.items():
+        try:  # a fresh connection each: aiohttp drops one whose body failed to decode
+            r = await client.post("/v1/hashtags", data=data, headers={**headers, "Connection": "close"})
+            body = await r.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            wrong.append((name, 0, repr(exc)))
+            continue
+        if r.status != 400 or body.get("error") != "bad_image" or not body.get("message"):
+            wrong.append((name, r.status, body))
+    assert wrong == []
+    assert (await client.post("/v1/hashtags", data=photo)).status == 200
