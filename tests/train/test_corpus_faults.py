@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from space import bundle
 from train.__main__ import main
@@ -128,6 +129,9 @@ def test_mixed_faults_make_a_bundle_that_counts_them(
     for i, (photo, cap) in enumerate(good[N_GOOD:]):
         (root / f"bad{i}.jpg").write_bytes(photo.read_bytes()[:300])  # truncated: unreadable
         lines.append(_post(100 + i, root / f"bad{i}.jpg", cap))
+    # A 100000×2 PNG: tiny on disk, ~3 GB once its short side is scaled to 256 (refused as unreadable).
+    Image.new("RGB", (100_000, 2), (90, 90, 90)).save(root / "line.png")
+    lines.append(_post(200, root / "line.png", good[2][1]))
     _write_jsonl(root / "c", lines)
     rc = main(["all", "--corpus", str(root / "c"), "--format", "jsonl", "--models", str(models), "--quick",
                "--weights", str(weights_dir), "--image-set", "epochs=1", "--image-set", "train_views=1",
@@ -137,5 +141,5 @@ def test_mixed_faults_make_a_bundle_that_counts_them(
     assert len(new) == 1 and bundle.active_version(models) == "20200101-000000-old"
     report: dict[str, Any] = bundle.read_manifest(models / new[0])["filter_report"]
     assert report["ingest"]["bad"] == {"bad_json": 2, "missing_image": 2, "bad_record": 1}
-    assert report["dropped"]["unreadable"] == 2
-    assert report["kept"] + sum(report["dropped"].values()) == N_GOOD + 2
+    assert report["dropped"]["unreadable"] == 3
+    assert report["kept"] + sum(report["dropped"].values()) == N_GOOD + 3
