@@ -80,7 +80,7 @@ def words(text: str) -> list[str]:
     out = []
     for tok in _WORD.findall(text):
         tok = tok.strip(".")
-        if len(tok) < 2 or tok.replace(".", "").isdigit():
+        if len(tok) < 2 or tok.replace(".", "").replace("·", "").isdigit():  # "3.14", "0·5": numbers
             continue
         out.append(tok)
     return out
