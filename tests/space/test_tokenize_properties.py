@@ -31,6 +31,7 @@ def _numbers_only(tok: str) -> bool:
 @settings(max_examples=400, deadline=None)
 @given(TEXT)
 @example("#barcelona#food 2019 3.14 www.x.com @me ÀÉÎ İstanbul ǅemal ½ col·lecció")
+@example("0·0 3·14 1.000·5 ·2· a·1")
 def test_tokenize_properties(text: str) -> None:
     toks = tokenize(text)
     stop = stop_words()
