@@ -23,7 +23,7 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
     p.add_argument("--workers", type=int, default=int(env.get("ENGINE_WORKERS", "2")))
     p.add_argument("--queue-limit", type=int, default=int(env.get("ENGINE_QUEUE_LIMIT", "64")))
     p.add_argument("--image-workers", type=int, default=int(env.get("ENGINE_IMAGE_WORKERS", "2")))
-    p.add_argument("--image-queue-limit", type=int, default=int(env.get("ENGINE_IMAGE_QUEUE_LIMIT", "32")))
+    p.add_argument("--image-queue-limit", type=int, default=int(env.get("ENGINE_IMAGE_QUEUE_LIMIT", "64")))
     p.add_argument("--cache-ttl", type=int, default=int(env.get("ENGINE_CACHE_TTL", "3600")))
     p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
     p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))

@@ -27,7 +27,7 @@ class Settings:
     queue_limit: int = 64
     # Image work (decode + CNN): its own pool, so photos never queue text queries behind them.
     image_workers: int = 2
-    image_queue_limit: int = 32
+    image_queue_limit: int = 64
     ort_threads: int = 1
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
