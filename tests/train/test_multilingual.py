@@ -14,23 +14,15 @@ from train.ingest import FLICKR_SPLITS, ingest
 from train.multilingual import read_tsv
 
 
+def _build(tsv: Path, flickr8k: Path, out: Path, *extra: str) -> int:
+    """Run `python -m train multilingual` into ``out``; return its exit code."""
+    return main(["multilingual", "--src", str(tsv), "--flickr8k", str(flickr8k), "--out", str(out), *extra])
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, multilingual_tsv: Path, flickr8k_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("ml")
-    args = [
-        "multilingual",
-        "--src",
-        str(multilingual_tsv),
-        "--flickr8k",
-        str(flickr8k_dir),
-        "--out",
-        str(out),
-        "--shares",
-        "50,30,20",
-        "--seed",
-        "0",
-    ]
-    assert main(args) == 0
+    assert _build(multilingual_tsv, flickr8k_dir, out, "--shares", "50,30,20", "--seed", "0") == 0
     return out
 
 
@@ -67,42 +59,11 @@ def test_standard_split_kept(built: Path, flickr8k_dir: Path) -> None:
 def test_seeded_and_readable_as_jsonl(
     built: Path, multilingual_tsv: Path, flickr8k_dir: Path, tmp_path: Path
 ) -> None:
-    assert (
-        main(
-            [
-                "multilingual",
-                "--src",
-                str(multilingual_tsv),
-                "--flickr8k",
-                str(flickr8k_dir),
-                "--out",
-                str(tmp_path),
-                "--seed",
-                "0",
-                "--relative",
-            ]
-        )
-        == 0
-    )
+    assert _build(multilingual_tsv, flickr8k_dir, tmp_path, "--seed", "0", "--relative") == 0
     ours = [(r["id"], r["caption"]) for r in _rows(tmp_path)]
     assert ours == [(r["id"], r["caption"]) for r in _rows(built)]
     assert not Path(str(_rows(tmp_path)[0]["image"])).is_absolute()
     posts, stats = ingest(IngestConfig(tmp_path / "posts.jsonl", "jsonl", limit=50))
     assert len(posts) == 50 and not stats.bad and all(p.image.is_file() for p in posts)
-    assert (
-        main(
-            [
-                "multilingual",
-                "--src",
-                str(multilingual_tsv),
-                "--flickr8k",
-                str(flickr8k_dir),
-                "--out",
-                str(tmp_path / "s1"),
-                "--seed",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _build(multilingual_tsv, flickr8k_dir, tmp_path / "s1", "--seed", "1") == 0
     assert [r["caption"] for r in _rows(tmp_path / "s1")] != [c for _, c in ours]
