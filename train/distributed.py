@@ -1,0 +1,90 @@
+"""torchrun integration: the rank/world of this process, one process group per run, and sharding helpers.
+
+Launched by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``), the
+trainer joins a process group (gloo on CPU, NCCL on GPUs); launched plainly it is rank 0 of 1 and nothing
+here touches ``torch.distributed``. torchrun is the scheduler; this module only reads what it set up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes shared outputs (rank 0)."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        """The context torchrun put in the environment (rank 0 of 1 when not launched by torchrun)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        if not 0 <= rank < world:
+            raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        return cls(rank=rank, world_size=world, local_rank=local)
+
+
+def default_backend() -> str:
+    """NCCL when this process has a GPU, gloo otherwise."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def device_for(ctx: DistContext) -> torch.device:
+    """This rank's device: its local GPU when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+@contextmanager
+def process_group(backend: str | None = None) -> Iterator[DistContext]:
+    """Join torchrun's process group for the duration of the block (a no-op for a single process)."""
+    ctx = DistContext.from_env()
+    if not ctx.enabled or dist.is_initialized():
+        yield ctx
+        return
+    chosen = backend or default_backend()
+    if chosen == "nccl":
+        torch.cuda.set_device(device_for(ctx))
+    dist.init_process_group(backend=chosen)
+    log.info("rank %d/%d joined the %s process group", ctx.rank, ctx.world_size, chosen)
+    try:
+        yield ctx
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op for a single process)."""
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def shard_indices(n: int, ctx: DistContext) -> np.ndarray:
+    """The rows of ``range(n)`` this rank owns: a strided slice, so shards differ in size by at most one."""
+    return np.arange(ctx.rank, n, ctx.world_size, dtype=np.int64)
