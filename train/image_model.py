@@ -60,7 +60,10 @@ class ImageConfig:
     """How the image regressor is trained; defaults are the seed-faithful recipe."""
 
     backbone: str = "bvlc"  # "bvlc" (local Caffe weights) or "torchvision" (downloads ImageNet weights)
-    loss: str = "bce"  # "bce": sigmoid cross-entropy on [0,1]-scaled targets; "cosine": 1 − cos in word space
+    # "bce": sigmoid cross-entropy on [0,1]-scaled targets; "cosine": 1 − cos in word space;
+    # "contrastive": symmetric in-batch InfoNCE between centred outputs and centred caption vectors.
+    loss: str = "bce"
+    temperature: float = 0.05  # the contrastive loss's softmax temperature
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 2e-4
@@ -320,6 +323,11 @@ def _loss_fn(cfg: ImageConfig, model: Regressor, center: torch.Tensor) -> LossFn
 
     The cosine loss compares vectors after subtracting the mean training target: caption vectors share a
     large common component (raw cosines are all about 0.99), which would otherwise swamp the signal.
+
+    The contrastive loss (symmetric InfoNCE over the batch, temperature ``cfg.temperature``) scores each
+    image against every caption vector in the batch, on the same centred vectors: retrieval ranks, so the
+    loss asks for ranking rather than for the exact caption vector. Rows with identical targets (two views
+    of one image in a batch) are not counted as each other's negatives.
     """
     bce = nn.BCEWithLogitsLoss()
     if cfg.loss == "bce":
@@ -328,7 +336,21 @@ def _loss_fn(cfg: ImageConfig, model: Regressor, center: torch.Tensor) -> LossFn
         return lambda logits, scaled, raw: (
             1 - nn.functional.cosine_similarity(model.to_word_space(logits) - center, raw - center, dim=1)
         ).mean()
-    raise ValueError(f"unknown loss {cfg.loss!r} (expected 'bce' or 'cosine')")
+    if cfg.loss == "contrastive":
+
+        def info_nce(logits: torch.Tensor, scaled: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+            out = nn.functional.normalize(model.to_word_space(logits) - center, dim=1)
+            tgt = nn.functional.normalize(raw - center, dim=1)
+            sims = out @ tgt.T / cfg.temperature
+            same = (raw[:, None, :] == raw[None, :, :]).all(dim=2)
+            same.fill_diagonal_(False)
+            sims = sims.masked_fill(same, float("-inf"))
+            labels = torch.arange(len(sims), device=sims.device)
+            ce = nn.functional.cross_entropy
+            return (ce(sims, labels) + ce(sims.T, labels)) / 2
+
+        return info_nce
+    raise ValueError(f"unknown loss {cfg.loss!r} (expected 'bce', 'cosine' or 'contrastive')")
 
 
 def ridge_init(model: Regressor, feats: np.memmap, rows: np.ndarray, scaled: np.ndarray, alpha: float,
