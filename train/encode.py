@@ -1,22 +1,302 @@
-"""Encode images into the word space with the exported ONNX encoder (the same path serving uses)."""
+"""Encode images into the word space with the exported ONNX encoder (the same path serving uses).
+
+Any corpus size: images are encoded in chunks (4,096 by default) while a thread pool decodes the next
+images ahead of the network, so every core stays busy. Each finished chunk is written atomically to a
+work folder (``chunk-00012.npy`` and ``chunk-00012.failed.json``), so memory stays bounded by one chunk
+plus the output (which may be a memory-mapped ``.npy``), and an interrupted run resumes at the first
+unfinished chunk. ONNX Runtime's CUDA provider is used when ``onnxruntime-gpu`` sees a GPU, else the CPU
+with every core.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from space.errors import SpaceError
 from space.images import load_for_network
-from train.export import INPUT_NAME, OUTPUT_NAME, ort_session
+from train.export import INPUT_NAME, OUTPUT_NAME
 from train.image_model import throttled
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, "int | None", str], None]
+CHUNK_SIZE = 4096
+STATE_NAME = "encode-state.json"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class EncoderUnavailable(SpaceError):
+    """The requested ONNX Runtime device is not available in this installation."""
+
+    code = "encoder_unavailable"
+    status = 500
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How a corpus is encoded: batch and chunk sizes, threads, device."""
+
+    batch_size: int = 32
+    chunk_size: int = CHUNK_SIZE
+    threads: int | None = None  # ONNX Runtime intra-op threads; None: every core
+    decode_workers: int | None = None  # image-decoding threads; None: every core
+    prefetch_batches: int = 4  # decoded batches kept ready ahead of the network (bounds memory)
+    device: str = "auto"  # "auto": CUDA when onnxruntime-gpu sees a GPU, else CPU; "cpu"; "cuda"
+    device_id: int = 0
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """The vectors (zero rows for unreadable images), the failed indices and what the run did."""
+
+    vectors: np.ndarray
+    failed: list[int]
+    chunks_encoded: int
+    chunks_resumed: int
+    provider: str
+    seconds: float
+
+
+def encoder_session(onnx_path: Path, threads: int | None = None, device: str = "auto",
+                    device_id: int = 0) -> tuple[Any, str]:
+    """An ONNX Runtime session on CUDA (when asked for or available) or the CPU, and the provider used."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    available = ort.get_available_providers()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and CUDA not in available:
+        raise EncoderUnavailable("CUDA encoding needs the onnxruntime-gpu package (pip install '.[gpu]').")
+    providers: list[Any] = [CPU]
+    if device != "cpu" and CUDA in available:
+        providers = [(CUDA, {"device_id": device_id}), CPU]
+    session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+    # onnxruntime-gpu without a usable GPU (no driver, no device) silently falls back to the CPU.
+    used = session.get_providers()[0]
+    if device == "cuda" and used != CUDA:
+        raise EncoderUnavailable("onnxruntime-gpu is installed but found no usable CUDA device.")
+    return session, used
+
+
+def output_dim(session: Any) -> int:
+    """The width of the encoder's output vectors."""
+    dim = session.get_outputs()[0].shape[1]
+    if isinstance(dim, int):
+        return dim
+    probe = np.zeros((1, 3, 224, 224), np.float32)
+    return int(session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0].shape[1])
+
+
+def chunk_files(work_dir: Path, chunk: int) -> tuple[Path, Path]:
+    """The vectors file and the failed-list file of one chunk."""
+    return work_dir / f"chunk-{chunk:05d}.npy", work_dir / f"chunk-{chunk:05d}.failed.json"
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through ``write(file)`` to a temporary sibling, fsync, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fingerprint_images(images: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in images:
+        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
+
+
+def _fingerprint_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _prepare_work_dir(work_dir: Path, state: dict[str, Any]) -> None:
+    """Make ``work_dir`` hold chunks of this exact job: chunks of another job are removed."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / STATE_NAME
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if old == state:
+        return
+    stale = sorted(work_dir.glob("chunk-*"))
+    if stale:
+        log.warning("%s holds %d chunk files of another encoding job: starting over", work_dir, len(stale))
+        for f in stale:
+            f.unlink()
+    _atomic_write_bytes(path, lambda fh: fh.write(json.dumps(state, sort_keys=True).encode()))
+
+
+def _finished_chunk(work_dir: Path, chunk: int, rows: range, dim: int) -> bool:
+    """True when the chunk's files are complete: vectors of the right shape, failed rows inside it."""
+    npy, failed = chunk_files(work_dir, chunk)
+    try:
+        arr = np.load(npy, mmap_mode="r")
+        bad = json.loads(failed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (arr.shape == (len(rows), dim) and arr.dtype == np.float32 and isinstance(bad, list)
+            and all(isinstance(i, int) and i in rows for i in bad))
+
+
+def _write_chunk(work_dir: Path, chunk: int, vectors: np.ndarray, failed: list[int]) -> None:
+    """Write one chunk's failed list, then its vectors, each atomically."""
+    npy, failed_path = chunk_files(work_dir, chunk)
+    # The failed list first: a chunk counts as finished only once its vectors are in place.
+    _atomic_write_bytes(failed_path, lambda fh: fh.write(json.dumps(failed).encode()))
+    _atomic_write_bytes(npy, lambda fh: np.save(fh, vectors))
+
+
+def _decode(path: Path) -> np.ndarray | None:
+    """The network input of one image, or None (logged) when it cannot be read."""
+    try:
+        return load_for_network(path)
+    except SpaceError as exc:
+        log.warning("cannot encode %s: %s", path, exc)
+        return None
+
+
+def _decoded(images: Sequence[Path], rows: Iterator[int], pool: ThreadPoolExecutor,
+             window: int) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(row, network input) in row order, with at most ``window`` decodes in flight (bounded memory)."""
+    pending: deque[tuple[int, Future[np.ndarray | None]]] = deque()
+    for row in rows:
+        pending.append((row, pool.submit(_decode, images[row])))
+        if len(pending) >= window:
+            head, fut = pending.popleft()
+            yield head, fut.result()
+    while pending:
+        head, fut = pending.popleft()
+        yield head, fut.result()
+
+
+def _chunk_ranges(n: int, chunk_size: int) -> list[range]:
+    return [range(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+
+def encode_corpus(
+    onnx_path: Path,
+    images: Sequence[Path],
+    work_dir: Path,
+    cfg: EncodeConfig = EncodeConfig(),
+    *,
+    out_path: Path | None = None,
+    progress: Progress | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> EncodeResult:
+    """Encode ``images`` chunk by chunk into ``work_dir`` (resuming finished chunks) and assemble them.
+
+    The result's vectors are a read-only memory map of ``out_path`` when given, else an in-memory array.
+    ``on_chunk(chunk)`` runs after each chunk is safely on disk (progress hooks, tests).
+    """
+    started = time.monotonic()
+    if cfg.chunk_size < 1 or cfg.batch_size < 1:
+        raise ValueError("chunk_size and batch_size must be positive")
+    session, provider = encoder_session(onnx_path, cfg.threads, cfg.device, cfg.device_id)
+    dim = output_dim(session)
+    n = len(images)
+    state = {"n": n, "dim": dim, "chunk_size": cfg.chunk_size, "images": _fingerprint_images(images),
+             "encoder": _fingerprint_file(onnx_path)}
+    _prepare_work_dir(work_dir, state)
+    chunks = _chunk_ranges(n, cfg.chunk_size)
+    todo = [c for c, rows in enumerate(chunks) if not _finished_chunk(work_dir, c, rows, dim)]
+    resumed = len(chunks) - len(todo)
+    todo_set = set(todo)
+    done = sum(len(rows) for c, rows in enumerate(chunks) if c not in todo_set)
+    if resumed:
+        log.info("resuming: %d of %d chunks already encoded in %s", resumed, len(chunks), work_dir)
+    report = throttled(progress)
+    workers = cfg.decode_workers or os.cpu_count() or 1
+    bar = tqdm(total=n, initial=done, desc="encode", unit="img", mininterval=1.0)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            rows_todo = (row for c in todo for row in chunks[c])
+            stream = _decoded(images, rows_todo, pool, max(workers, cfg.batch_size * cfg.prefetch_batches))
+            for c in todo:
+                rows = chunks[c]
+                vectors = np.zeros((len(rows), dim), dtype=np.float32)
+                failed: list[int] = []
+                batch: list[np.ndarray] = []
+                at: list[int] = []
+                for row, x in islice(stream, len(rows)):
+                    if x is None:
+                        failed.append(row)
+                    else:
+                        batch.append(x)
+                        at.append(row - rows.start)
+                    if len(batch) >= cfg.batch_size or (row == rows[-1] and batch):
+                        vectors[at] = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(batch)})[0]
+                        batch.clear()
+                        at.clear()
+                    done += 1
+                    bar.update(1)
+                    if report:
+                        report("encode", done, n, "images")
+                _write_chunk(work_dir, c, vectors, failed)
+                if on_chunk is not None:
+                    on_chunk(c)
+    finally:
+        bar.close()
+    if report and n == 0:
+        report("encode", 0, 0, "images")
+    out, all_failed = _assemble(work_dir, chunks, dim, out_path)
+    seconds = time.monotonic() - started
+    log.info("encoded %d images (%d failed, %d chunks resumed) on %s in %.1f s",
+             n - len(all_failed), len(all_failed), resumed, provider, seconds)
+    return EncodeResult(out, all_failed, len(todo), resumed, provider, seconds)
+
+
+def _assemble(work_dir: Path, chunks: list[range], dim: int,
+              out_path: Path | None) -> tuple[np.ndarray, list[int]]:
+    """Copy the chunk files, in order, into one array (a memory-mapped .npy when ``out_path``)."""
+    n = chunks[-1].stop if chunks else 0
+    tmp: Path | None = None
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(out_path.name + ".partial")
+        out: np.ndarray = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    else:
+        out = np.empty((n, dim), dtype=np.float32)
+    failed: list[int] = []
+    for c, rows in enumerate(chunks):
+        npy, failed_path = chunk_files(work_dir, c)
+        out[rows.start:rows.stop] = np.load(npy, mmap_mode="r")
+        failed.extend(json.loads(failed_path.read_text(encoding="utf-8")))
+    if out_path is None or tmp is None:
+        return out, failed
+    assert isinstance(out, np.memmap)
+    out.flush()
+    del out
+    os.replace(tmp, out_path)
+    return np.load(out_path, mmap_mode="r"), failed
 
 
 def encode_images(
@@ -26,36 +306,24 @@ def encode_images(
     *,
     progress: Progress | None = None,
     threads: int | None = None,
+    work_dir: Path | None = None,
+    out_path: Path | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    decode_workers: int | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, list[int]]:
-    """(N, D) float32 vectors of ``images`` (zero rows for unreadable ones) and the failed indices."""
-    session = ort_session(onnx_path, threads)
-    dim = session.get_outputs()[0].shape[1]
-    if not isinstance(dim, int):
-        probe = np.zeros((1, 3, 224, 224), np.float32)
-        dim = int(session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0].shape[1])
-    out = np.zeros((len(images), dim), dtype=np.float32)
-    failed: list[int] = []
-    report = throttled(progress)
-    batch: list[np.ndarray] = []
-    rows: list[int] = []
+    """(N, D) float32 vectors of ``images`` (zero rows for unreadable ones) and the failed indices.
 
-    def flush() -> None:
-        if batch:
-            out[rows] = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(batch)})[0]
-            batch.clear()
-            rows.clear()
-
-    for i, path in enumerate(tqdm(images, desc="encode", unit="img", mininterval=1.0)):
-        try:
-            batch.append(load_for_network(path))
-            rows.append(i)
-        except SpaceError as exc:
-            log.warning("cannot encode %s: %s", path, exc)
-            failed.append(i)
-        if len(batch) >= batch_size:
-            flush()
-        if report:
-            report("encode", i + 1, len(images), "images")
-    flush()
-    log.info("encoded %d images (%d failed)", len(images) - len(failed), len(failed))
-    return out, failed
+    With ``work_dir`` the run is resumable there; without it, chunks go to a temporary folder.
+    """
+    cfg = EncodeConfig(batch_size=batch_size, chunk_size=chunk_size, threads=threads,
+                       decode_workers=decode_workers, device=device)
+    if work_dir is not None:
+        result = encode_corpus(onnx_path, images, work_dir, cfg, out_path=out_path, progress=progress)
+        return result.vectors, result.failed
+    tmp = Path(tempfile.mkdtemp(prefix="encode-"))
+    try:
+        result = encode_corpus(onnx_path, images, tmp, cfg, out_path=out_path, progress=progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result.vectors, result.failed
