@@ -1,0 +1,220 @@
+"""Encoding beyond one machine: torchrun-launched ranks each encode a shard; rank 0 merges and indexes.
+
+One machine, two workers::
+
+    torchrun --standalone --nproc_per_node 2 -m train.encode_dist --onnx ENC.onnx --images LIST.txt --out DIR
+
+Several machines (DIR on a filesystem every node sees), the same command on each node::
+
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
+        -m train.encode_dist --onnx ENC.onnx --images LIST.txt --out DIR
+
+torchrun is the scheduler: rank r takes rows r, r+W, r+2W, … (:func:`train.distributed.shard_indices`),
+encodes them with the resumable chunked encoder into ``DIR/shards/`` (a rerun resumes each shard), waits
+for every rank, and rank 0 writes ``DIR/images.npy`` (corpus order, built through a memory map),
+``DIR/failed.json`` and ``DIR/images.usearch`` (key = corpus row; unreadable images left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from train.distributed import DistContext, barrier, process_group, shard_indices
+from train.encode import EncodeConfig, encode_corpus
+
+log = logging.getLogger(__name__)
+
+IMAGES_NAME = "images.npy"
+INDEX_NAME = "images.usearch"
+FAILED_NAME = "failed.json"
+SUMMARY_NAME = "encode.json"
+MERGE_BLOCK = 65536  # rows copied per step while merging: bounds the merge's memory
+
+
+@dataclass(frozen=True)
+class DistEncodeConfig:
+    """One distributed encoding job: encoder, image list, output folder, per-rank encoder settings."""
+
+    onnx: Path
+    images: Path
+    out: Path
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    index_dtype: str = "f32"
+    barrier_hours: float = 24.0  # a slow node may finish its shard hours after the fastest one
+
+
+def read_image_list(path: Path) -> list[Path]:
+    """The image paths listed one per line in ``path`` (relative ones are relative to its folder)."""
+    base = path.resolve().parent
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [p if p.is_absolute() else base / p for p in (Path(s.strip()) for s in lines if s.strip())]
+
+
+def shard_name(ctx: DistContext) -> str:
+    """The file stem of this rank's shard (world size in the name: a resized run never mixes shards)."""
+    return f"shard-{ctx.rank:05d}-of-{ctx.world_size:05d}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def encode_shard(cfg: DistEncodeConfig, images: list[Path], ctx: DistContext) -> dict[str, Any]:
+    """Encode this rank's rows into ``out/shards/`` (resumable) and write its stats; return them."""
+    rows = shard_indices(len(images), ctx)
+    name = shard_name(ctx)
+    shards = cfg.out / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    result = encode_corpus(cfg.onnx, [images[i] for i in rows], cfg.out / "work" / name, cfg.encode,
+                           out_path=shards / f"{name}.npy")
+    stats = {
+        "rank": ctx.rank, "rows": len(rows), "failed": [int(rows[i]) for i in result.failed],
+        "seconds": result.seconds, "provider": result.provider,
+        "chunks_encoded": result.chunks_encoded, "chunks_resumed": result.chunks_resumed,
+    }
+    _write_json(shards / f"{name}.json", stats)
+    log.info("rank %d encoded %d rows in %.1f s (%.1f img/s)", ctx.rank, len(rows), result.seconds,
+             len(rows) / max(result.seconds, 1e-9))
+    return stats
+
+
+def wait_for_all(ctx: DistContext, hours: float) -> None:
+    """Block until every rank finished its shard (gloo's monitored barrier takes a long timeout)."""
+    if ctx.enabled and dist.is_initialized() and dist.get_backend() == "gloo":
+        dist.monitored_barrier(timeout=timedelta(hours=hours))
+    else:
+        barrier(ctx)
+
+
+def merge_shards(cfg: DistEncodeConfig, n: int, world_size: int) -> tuple[np.ndarray, list[int]]:
+    """Write ``out/images.npy`` in corpus order from every rank's shard; return it (memory-mapped), failed."""
+    shards = cfg.out / "shards"
+    parts = [DistContext(rank=r, world_size=world_size) for r in range(world_size)]
+    first = np.load(shards / f"{shard_name(parts[0])}.npy", mmap_mode="r")
+    dim = int(first.shape[1])
+    target = cfg.out / IMAGES_NAME
+    tmp = target.with_name(target.name + ".partial")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    failed: list[int] = []
+    for part in parts:
+        rows = shard_indices(n, part)
+        shard = np.load(shards / f"{shard_name(part)}.npy", mmap_mode="r")
+        if shard.shape != (len(rows), dim):
+            raise ValueError(f"shard {shard_name(part)} has shape {shard.shape}, expected {(len(rows), dim)}")
+        for start in range(0, len(rows), MERGE_BLOCK):
+            out[rows[start:start + MERGE_BLOCK]] = shard[start:start + MERGE_BLOCK]
+        stats = json.loads((shards / f"{shard_name(part)}.json").read_text(encoding="utf-8"))
+        failed.extend(int(i) for i in stats["failed"])
+    out.flush()
+    del out
+    os.replace(tmp, target)
+    return np.load(target, mmap_mode="r"), sorted(failed)
+
+
+def build_merged_index(cfg: DistEncodeConfig, vectors: np.ndarray, failed: list[int]) -> int:
+    """Write ``out/images.usearch`` (key = corpus row, unreadable rows removed); return its size."""
+    from space.vectorindex import build_index
+
+    index = build_index(vectors, None, dtype=cfg.index_dtype)
+    if failed:
+        index.remove(np.asarray(failed, dtype=np.uint64))
+    target = cfg.out / INDEX_NAME
+    tmp = target.with_name(target.name + ".partial")
+    index.save(str(tmp))
+    os.replace(tmp, target)
+    return len(index)
+
+
+def run(cfg: DistEncodeConfig) -> dict[str, Any] | None:
+    """This rank's part of the job; rank 0 returns the summary (also written to ``out/encode.json``)."""
+    started = time.monotonic()
+    images = read_image_list(cfg.images)
+    if not images:
+        raise ValueError(f"{cfg.images} lists no images")
+    with process_group(backend="gloo") as ctx:
+        encode_shard(cfg, images, ctx)
+        wait_for_all(ctx, cfg.barrier_hours)
+        if not ctx.is_main:
+            return None
+        merge_started = time.monotonic()
+        vectors, failed = merge_shards(cfg, len(images), ctx.world_size)
+        indexed = build_merged_index(cfg, vectors, failed)
+        _write_json(cfg.out / FAILED_NAME, failed)
+        per_rank = [json.loads((cfg.out / "shards" / f"{shard_name(DistContext(r, ctx.world_size))}.json")
+                               .read_text(encoding="utf-8")) for r in range(ctx.world_size)]
+        total = time.monotonic() - started
+        summary = {
+            "images": len(images), "dim": int(vectors.shape[1]), "failed": len(failed), "indexed": indexed,
+            "world_size": ctx.world_size, "seconds": round(total, 3),
+            "merge_seconds": round(time.monotonic() - merge_started, 3),
+            "images_per_s": round(len(images) / total, 2),
+            "ranks": [{k: s[k] for k in ("rank", "rows", "seconds", "provider", "chunks_encoded",
+                                         "chunks_resumed")} for s in per_rank],
+            "encode": asdict(cfg.encode),
+        }
+        _write_json(cfg.out / SUMMARY_NAME, summary)
+        log.info("merged %d vectors from %d ranks into %s (%d indexed, %d failed) in %.1f s",
+                 len(images), ctx.world_size, cfg.out, indexed, len(failed), total)
+        return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (run it under torchrun, or plainly for one process)."""
+    p = argparse.ArgumentParser(prog="python -m train.encode_dist", description=__doc__.splitlines()[0])
+    p.add_argument("--onnx", type=Path, required=True, help="the exported image encoder")
+    p.add_argument("--images", type=Path, required=True, help="text file, one image path per line")
+    p.add_argument("--out", type=Path, required=True, help="output folder (shared by every node)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--chunk-size", type=int, default=EncodeConfig.chunk_size)
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads per rank (default: the node's cores / ranks on the node)")
+    p.add_argument("--decode-workers", type=int, default=None, help="decode threads per rank (same default)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f32")
+    p.add_argument("--barrier-hours", type=float, default=24.0)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DistEncodeConfig:
+    """The job's frozen config; per-rank defaults share the node's cores between its ranks."""
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    share = max(1, (os.cpu_count() or 1) // ranks_here)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    encode = EncodeConfig(
+        batch_size=args.batch_size, chunk_size=args.chunk_size, threads=args.threads or share,
+        decode_workers=args.decode_workers or share, device=args.device,
+        device_id=local_rank % gpus if gpus else 0,
+    )
+    return DistEncodeConfig(onnx=args.onnx, images=args.images, out=args.out, encode=encode,
+                            index_dtype=args.index_dtype, barrier_hours=args.barrier_hours)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m train.encode_dist`` (usually under torchrun)."""
+    args = build_parser().parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s rank{rank} %(name)s %(levelname)s %(message)s")
+    summary = run(config_from_args(args))
+    if summary is not None:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
