@@ -24,6 +24,10 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
     p.add_argument("--queue-limit", type=int, default=int(env.get("ENGINE_QUEUE_LIMIT", "64")))
     p.add_argument("--image-workers", type=int, default=int(env.get("ENGINE_IMAGE_WORKERS", "2")))
     p.add_argument("--image-queue-limit", type=int, default=int(env.get("ENGINE_IMAGE_QUEUE_LIMIT", "64")))
+    p.add_argument("--encode-batch", type=int, default=int(env.get("ENGINE_ENCODE_BATCH", "16")),
+                   help="most photos per encoder call")
+    p.add_argument("--encode-wait-ms", type=float, default=float(env.get("ENGINE_ENCODE_WAIT_MS", "3")),
+                   help="how long a photo waits for others to share its encoder call")
     p.add_argument("--cache-ttl", type=int, default=int(env.get("ENGINE_CACHE_TTL", "3600")))
     p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
     p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))
@@ -39,6 +43,8 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         queue_limit=a.queue_limit,
         image_workers=a.image_workers,
         image_queue_limit=a.image_queue_limit,
+        encode_batch=a.encode_batch,
+        encode_wait_s=a.encode_wait_ms / 1000.0,
         cache_ttl_s=a.cache_ttl,
         confident_cutoff=a.confident_cutoff,
         max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),

@@ -94,6 +94,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         await poller
     for task in list(reloads):
         task.cancel()
+    await runtime.batcher.close()
     await loop.run_in_executor(None, runtime.close)
 
 

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Metrics:
@@ -41,7 +42,17 @@ class Metrics:
                               registry=r)
         self.inflight = Gauge("engine_inflight", "Requests waiting for or holding a worker", ["pool"],
                               registry=r)
+        self.encode_batch = Histogram("engine_encode_batch_size", "Images per encoder (ONNX Runtime) call",
+                                      buckets=BATCH_BUCKETS, registry=r)
+        self.encode_seconds = Histogram("engine_encode_batch_seconds", "Duration of one encoder call",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.bus_up = Gauge("engine_bundle_bus_up",
+                            "1 while subscribed to bundle announcements, 0 when not, -1 when not configured",
+                            registry=r)
+        self.announcements = Counter("engine_bundle_announcements", "Bundle announcements by direction",
+                                     ["direction"], registry=r)
         self.redis_up.set(-1)
+        self.bus_up.set(-1)
         self._requests: dict[tuple[str, int], Any] = {}
         self._latency: dict[str, Any] = {}
         self._cache: dict[tuple[str, bool], Any] = {}

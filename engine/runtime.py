@@ -14,6 +14,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
+
+from engine.batcher import EncodeBatcher
 from engine.errors import Busy, NotFound
 from engine.metrics import Metrics
 from engine.model import Model, ModelHolder, load_model
@@ -21,6 +24,7 @@ from engine.settings import Settings
 from engine.singleflight import SingleFlight
 from space import bundle
 from space.errors import SpaceError
+from space.images import load_for_network
 from space.query import parse_query
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,10 @@ class Runtime:
         self.holder = ModelHolder()
         self.text = Pool("text", settings.workers, settings.queue_limit, metrics)
         self.images = Pool("image", settings.image_workers, settings.image_queue_limit, metrics)
+        # Decoding stays in the image pool; the encoder calls of concurrent photos are batched here.
+        self.batcher = EncodeBatcher(settings.encode_batch, settings.encode_wait_s, settings.image_workers,
+                                     metrics)
+        self.photos = 0  # photo requests admitted (decoding, waiting for or in an encoder batch)
         # Loads get their own thread so a big bundle never blocks queries (and vice versa).
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
         self.reload_lock = asyncio.Lock()
@@ -89,6 +97,24 @@ class Runtime:
         self.flight: SingleFlight[bytes] = SingleFlight()
         # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
         self.parse = functools.lru_cache(maxsize=8192)(parse_query)
+
+    async def encode_photo(self, model: Model, data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
+        """Decode untrusted bytes (image pool) and encode them (batched): the photo's unit vector.
+
+        :class:`Busy` at once when ``image_queue_limit`` photos are already admitted; a bad image raises
+        its own ``BadImage``/``ImageTooLarge`` before it can join a batch.
+        """
+        if self.photos >= self.settings.image_queue_limit:
+            self.metrics.busy.labels(pool="image").inc()
+            raise Busy("The engine is busy; retry in a moment.")
+        self.photos += 1
+        try:
+            x = await self.images.run(
+                functools.partial(load_for_network, data, max_bytes=max_bytes, max_pixels=max_pixels)
+            )
+            return await self.batcher.encode(model, x)
+        finally:
+            self.photos -= 1
 
     async def reload(self, version: str | None = None, force: bool = False) -> Model:
         """Load ``version`` (default: the ACTIVE one) off the loop and swap it in.
@@ -157,6 +183,7 @@ class Runtime:
         """Stop the pools (waits for running work) and drop the model."""
         self.text.close()
         self.images.close()
+        self.batcher.executor.shutdown(wait=True)
         self.loader.shutdown(wait=True)
         if self.holder.current is not None:
             self.holder.current.close()

@@ -29,6 +29,10 @@ class Settings:
     image_workers: int = 2
     image_queue_limit: int = 64
     ort_threads: int = 1
+    # Photo micro-batching: concurrent encodings share one encoder call of at most this many images,
+    # formed within this wait (0 = take what is queued at once).
+    encode_batch: int = 16
+    encode_wait_s: float = 0.003
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     default_k: int = 10
@@ -40,3 +44,5 @@ class Settings:
     redis_timeout_s: float = 0.25
     redis_retry_s: float = 3.0
     handle_sighup: bool = False
+    # Redis pub/sub channel on which replicas announce the bundle they switched to.
+    bundle_channel: str = "topicspace:bundle"

@@ -136,15 +136,16 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
     settings = request.app[SETTINGS]
     k = _k(request)
     data = await _upload(request)
-    limits = service.ImageLimits(settings.max_upload_bytes, settings.max_pixels)
     answer = service.hashtags if endpoint == "hashtags" else service.similar
     with runtime.holder.use() as model:
         key = cache_key(model.version, endpoint, hashlib.sha256(data).hexdigest(), k)
 
-        def compute() -> bytes:
-            return _encoded(answer, model, service.encode_image(model, data, limits), k)
+        async def compute() -> bytes:
+            # Decode in the image pool, encode in a batch with concurrent photos, answer in the pool.
+            vec = await runtime.encode_photo(model, data, settings.max_upload_bytes, settings.max_pixels)
+            return await runtime.images.run(_encoded, answer, model, vec, k)
 
-        return await _cached(request, endpoint, key, lambda: runtime.images.run(compute))
+        return await _cached(request, endpoint, key, compute)
 
 
 async def hashtags(request: web.Request) -> web.Response:
