@@ -49,6 +49,8 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         confident_cutoff=a.confident_cutoff,
         max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
         poll_s=a.poll,
+        redis_retry_s=float(env.get("ENGINE_REDIS_RETRY_S", "3")),
+        bundle_channel=env.get("ENGINE_BUNDLE_CHANNEL") or "topicspace:bundle",
         handle_sighup=True,
     )
 

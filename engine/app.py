@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from engine import views
+from engine.bus import BundleBus
 from engine.cache import Cache, LRUCache, RedisCache, TieredCache
-from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
+from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
 from engine.metrics import Metrics
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -22,7 +23,7 @@ from space.errors import SpaceError, UnknownWords
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CACHE", "METRICS", "RUNTIME", "SETTINGS", "create_app"]
+__all__ = ["BUS", "CACHE", "METRICS", "RUNTIME", "SETTINGS", "create_app"]
 
 # aiohttp's own 4xx, as error codes.
 HTTP_CODES = {
@@ -127,6 +128,20 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.close()
 
 
+async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Replica announcements: subscribed in the background when ``redis_url`` is set (never fatal)."""
+    settings = app[SETTINGS]
+    bus = BundleBus(settings.redis_url, settings.bundle_channel, app[RUNTIME], app[METRICS],
+                    retry_s=settings.redis_retry_s, origin=f"{settings.host}:{settings.port}")
+    app[BUS] = bus
+    listener = asyncio.create_task(bus.listen(), name="engine-bundle-bus")
+    yield
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
+    await bus.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The engine's aiohttp application."""
     # Multipart framing adds a little to the image itself.
@@ -135,5 +150,6 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(cache_ctx)
     app.cleanup_ctx.append(runtime_ctx)
+    app.cleanup_ctx.append(bus_ctx)
     views.setup_routes(app)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from engine.bus import BundleBus
 from engine.cache import Cache
 from engine.metrics import Metrics
 from engine.runtime import Runtime
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 RUNTIME = web.AppKey("runtime", Runtime)
 CACHE = web.AppKey("cache", Cache)
+BUS = web.AppKey("bus", BundleBus)

@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from engine import service
 from engine.cache import cache_key
 from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized
-from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
+from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
 from engine.openapi import spec
 from space import bundle
 from space.errors import BadImage, ImageTooLarge, NoBundle
@@ -207,6 +207,7 @@ async def healthz(request: web.Request) -> web.Response:
         "version": model.version if model else None,
         "cache": cache.kind,
         "cache_up": cache.up,
+        "bus_up": request.app[BUS].up,
         "last_error": runtime.holder.last_error,
     })
 
@@ -240,6 +241,7 @@ async def admin_reload(request: web.Request) -> web.Response:
     previous = runtime.holder.current.version if runtime.holder.current else None
     version = request.query.get("version") or None
     model = await runtime.reload(version, force=request.query.get("force") in ("1", "true"))
+    await request.app[BUS].publish(model.version)  # the other replicas switch too
     return web.json_response({"version": model.version, "previous": previous})
 
 
@@ -265,6 +267,7 @@ async def admin_activate(request: web.Request) -> web.Response:
     previous = runtime.holder.current.version if runtime.holder.current else None
     model = await runtime.reload(version, force=True)  # verified before ACTIVE moves
     bundle.activate(models, version)
+    await request.app[BUS].publish(model.version)  # the other replicas switch too
     return web.json_response({"version": model.version, "previous": previous})
 
 

@@ -1,0 +1,100 @@
+"""Bundle announcements over Redis pub/sub: publish a version once, every engine replica switches to it.
+
+The ACTIVE file stays the source of truth (engines also poll it); an announcement only makes replicas
+that share one Redis switch at once instead of at their next poll. Publishing never fails the caller:
+with Redis down the poll still gets there.
+
+``python -m space.announce --models DIR`` announces the ACTIVE version (``REDIS_URL`` from the
+environment); ``--version V`` announces another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "topicspace:bundle"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One message on the channel: switch to ``version`` (``origin`` names the sender, for logs)."""
+
+    version: str
+    origin: str = ""
+
+    def encode(self) -> bytes:
+        """The wire form (JSON)."""
+        return json.dumps({"version": self.version, "origin": self.origin}).encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> Announcement | None:
+        """Parse a message; None for anything malformed (a stray publisher must not crash a replica)."""
+        try:
+            payload = json.loads(data)
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(payload, dict):
+            return None
+        version = payload.get("version")
+        if not isinstance(version, str) or not version or "/" in version or version.startswith("."):
+            return None
+        return cls(version=version, origin=str(payload.get("origin") or ""))
+
+
+def default_origin() -> str:
+    """Host and process id of the sender."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def announce(redis_url: str, version: str, *, channel: str = CHANNEL, timeout_s: float = 2.0) -> int:
+    """Publish ``version``; the number of subscribers that got it, or -1 when Redis failed (logged)."""
+    message = Announcement(version, default_origin()).encode()
+    try:
+        with redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s) as r:
+            receivers = int(r.publish(channel, message))
+    except (RedisError, OSError) as exc:
+        log.warning("could not announce bundle %s (%s): replicas will find it by polling ACTIVE",
+                    version, exc)
+        return -1
+    log.info("announced bundle %s to %d subscriber(s)", version, receivers)
+    return receivers
+
+
+def announce_from_env(version: str, env: Mapping[str, str] | None = None) -> int | None:
+    """Announce when ``REDIS_URL`` is set (None when it is not): what the trainer calls after publishing."""
+    url = (os.environ if env is None else env).get("REDIS_URL")
+    return announce(url, version) if url else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Announce the ACTIVE (or the given) version; 1 when there is nothing to announce or Redis failed."""
+    from space import bundle
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m space.announce", description=__doc__)
+    p.add_argument("--models", type=Path, required=True)
+    p.add_argument("--version", default=None, help="default: the ACTIVE version")
+    a = p.parse_args(argv)
+    url = os.environ.get("REDIS_URL")
+    version = a.version or bundle.active_version(a.models)
+    if not url or not version:
+        reason = "REDIS_URL is not set" if not url else f"no ACTIVE bundle in {a.models}"
+        log.error("nothing to announce: %s", reason)
+        return 1
+    return 0 if announce(url, version) >= 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
