@@ -1,11 +1,13 @@
 """Load-test the engine with wrk (64 connections, loopback) against a bundle; print QPS, p50/p99 and ratios.
 
-Usage: ``python scripts/bench_engine.py BUNDLE_DIR [--duration 5] [--connections 64]``.
+Usage: ``python scripts/bench_engine.py BUNDLE_DIR [--duration 5] [--connections 64] [--weights DIR]``.
 
-Starts a redis-server, the engine (``python -m engine``, REDIS_URL set), a bare aiohttp handler returning
-fixed JSON (the ceiling) and "the original way" (brute-force numpy over every image/word vector on the
-event loop, no cache); then runs wrk on cached and uncached ``/v1/related``, ``/v1/images`` and
-``/v1/hashtags``. The original torch-eager CNN forward per photo is not reproduced (no torch here).
+Starts a redis-server, the engine (``python -m engine``, REDIS_URL set, photo micro-batching on), the same
+engine with batching off (``--encode-batch 1``: every photo its own ONNX Runtime call, the way before
+batching), a bare aiohttp handler returning fixed JSON (the ceiling) and "the original way" (brute-force
+numpy over every image/word vector on the event loop, no cache; for photos a torch-eager BVLC GoogLeNet
+forward per photo, when torch and the weights are available); then runs wrk on cached and uncached
+``/v1/related``, ``/v1/images`` and ``/v1/hashtags``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,34 @@ app.router.add_get("/v1/images", images_)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
+# The original photo path: decode, one torch-eager CNN forward per photo in the handler, numpy kNN, no cache.
+# The projection layer is untrained (same shape, same cost): this measures speed, not answers.
+ORIGINAL_PHOTO = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import torch
+from aiohttp import web
+from space.images import load_for_network
+from space.textspace import TextSpace, unit
+from train.image_model import ImageConfig, build_regressor
+bundle, weights = Path(sys.argv[2]), Path(sys.argv[3])
+space = TextSpace.load(bundle)
+dim = space.vectors.shape[1]
+net = build_regressor(ImageConfig(), weights, dim, np.zeros(dim), np.ones(dim)).eval()
+async def hashtags(request):
+    k = int(request.query.get("k", 10))
+    x = torch.from_numpy(load_for_network(await request.read())[None])
+    with torch.no_grad():
+        vec = unit(net(x)[0].numpy())
+    sims = space.unit_vectors @ vec
+    top = np.argsort(-sims)[:k]
+    return web.json_response({"hashtags": [{"word": space.words[i], "score": float(sims[i])} for i in top]})
+app = web.Application(client_max_size=16 * 1024 * 1024)
+app.router.add_post("/v1/hashtags", hashtags)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
 # Uncached text queries: random two-word queries and k, so nearly every request is a new cache key.
 TEXT_LUA = """
 local words = {%(words)s}
@@ -75,17 +105,24 @@ request = function()
 end
 """
 
-# Photo uploads: bytes after the JPEG end marker are ignored by decoders but change the sha256 key.
+# Photo uploads: bytes after the JPEG end marker are ignored by decoders but change the sha256 key. The
+# suffix holds the run's salt and the wrk thread's number, so no two requests of any run share a key
+# (wrk's threads would otherwise draw the same random numbers: half the "uncached" requests were hits).
 PHOTO_LUA = """
 local f = io.open("%(photo)s", "rb")
 local body = f:read("*all")
 f:close()
 local n = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 wrk.headers["Content-Type"] = "application/octet-stream"
 request = function()
   n = n + 1
   local b = body
-  if %(vary)s then b = body .. tostring(n) .. tostring(math.random(1, 1000000000)) end
+  if %(vary)s then b = body .. "%(salt)s:" .. tostring(tid) .. ":" .. tostring(n) end
   return wrk.format("POST", "/v1/hashtags?k=10", nil, b)
 end
 """
@@ -122,6 +159,18 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def wait_port_open(port: int, timeout: float = 120.0) -> None:
+    """Block until something accepts connections on ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"port {port} did not open")
+
+
 def _ms(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
@@ -129,7 +178,8 @@ def _ms(text: str) -> float:
 
 def wrk(name: str, url: str, duration: int, connections: int, script: Path | None = None) -> Result:
     """Run wrk and parse QPS, p50, p99 and non-2xx count."""
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    # A long timeout: at 64 connections a CNN-bound server answers in seconds (a figure, not an error).
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "30s"]
     if script is not None:
         cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -150,8 +200,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("bundle", type=Path)
     p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--photo-duration", type=int, default=15,
+                   help="seconds per uncached photo run (at 64 connections a request takes seconds)")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--encode-batch", type=int, default=16)
+    p.add_argument("--encode-wait-ms", type=float, default=3.0)
+    shared = Path(os.environ.get("TOPICSPACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--weights", type=Path, default=shared / "weights" / "bvlc_googlenet",
+                   help="BVLC GoogLeNet weights for the original torch-eager photo path")
     a = p.parse_args()
     bundle_dir = a.bundle.resolve()
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
@@ -167,16 +224,27 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
     try:
-        redis_port, engine_port, bare_port, orig_port = (free_port() for _ in range(4))
+        redis_port, engine_port, bare_port, orig_port, unbatched_port, orig_photo_port = (
+            free_port() for _ in range(6))
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         procs.append(subprocess.Popen([exe, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                                       stdout=subprocess.DEVNULL))
         env_engine = {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING"}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "engine", "--models", str(models), "--port", str(engine_port),
-             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2)),
-             # every photo waits its turn here (no 503 busy), so latency shows the real queueing
-             "--image-queue-limit", str(max(64, a.connections * 2))], env=env_engine))
+        def engine_cmd(port: int, batch: int, wait_ms: float) -> list[str]:
+            return [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port),
+                    "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2)),
+                    # every photo waits its turn here (no 503 busy), so latency shows the real queueing
+                    "--image-queue-limit", str(max(64, a.connections * 2)),
+                    "--encode-batch", str(batch), "--encode-wait-ms", str(wait_ms)]
+
+        procs.append(subprocess.Popen(engine_cmd(engine_port, a.encode_batch, a.encode_wait_ms),
+                                      env=env_engine))
+        procs.append(subprocess.Popen(engine_cmd(unbatched_port, 1, 0.0), env=env_engine))
+        torch_ok = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+        with_torch = torch_ok and a.weights.is_dir()
+        if with_torch:
+            procs.append(subprocess.Popen([sys.executable, "-c", ORIGINAL_PHOTO, str(orig_photo_port),
+                                           str(bundle_dir), str(a.weights)]))
         procs.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)]))
         procs.append(subprocess.Popen([sys.executable, "-c", ORIGINAL, str(orig_port), str(bundle_dir)]))
         engine = f"http://127.0.0.1:{engine_port}"
@@ -184,6 +252,11 @@ def main() -> None:
         wait_http(f"{engine}/healthz")
         wait_http(f"http://127.0.0.1:{bare_port}/")
         wait_http(f"{original}/v1/related?q={vocab[0]}")
+        unbatched = f"http://127.0.0.1:{unbatched_port}"
+        original_photo = f"http://127.0.0.1:{orig_photo_port}"
+        wait_http(f"{unbatched}/healthz")
+        if with_torch:
+            wait_port_open(orig_photo_port)
 
         scripts = {}
         for path in ("/v1/related", "/v1/images"):
@@ -191,10 +264,11 @@ def main() -> None:
             words = ", ".join(json.dumps(w) for w in vocab)
             s.write_text(TEXT_LUA % {"words": words, "seed": 7, "path": path})
             scripts[path] = s
-        for vary in (True, False):
-            s = work / f"photo-{vary}.lua"
-            s.write_text(PHOTO_LUA % {"photo": photo, "vary": "true" if vary else "false"})
-            scripts[f"photo-{vary}"] = s
+        for name, vary in (("cached", False), ("uncached", True), ("uncached-c2", True),
+                           ("unbatched", True), ("original", True)):
+            s = work / f"photo-{name}.lua"
+            s.write_text(PHOTO_LUA % {"photo": photo, "vary": "true" if vary else "false", "salt": name})
+            scripts[f"photo-{name}"] = s
         q = f"{vocab[3]}+{vocab[5]}"
         d, c = a.duration, a.connections
         print(f"wrk: {c} connections, {d} s per run, engine workers={a.workers}, bundle {version} "
@@ -205,9 +279,14 @@ def main() -> None:
         r["images_cached"] = wrk("images cached", f"{engine}/v1/images?q={q}&k=10", d, c)
         r["related_uncached"] = wrk("related uncached", engine, d, c, scripts["/v1/related"])
         r["images_uncached"] = wrk("images uncached", engine, d, c, scripts["/v1/images"])
-        r["hashtags_cached"] = wrk("hashtags cached", engine, d, c, scripts["photo-False"])
-        r["hashtags_uncached"] = wrk("hashtags uncached", engine, d, c, scripts["photo-True"])
-        r["hashtags_uncached_c2"] = wrk("hashtags uncached (2 conns)", engine, d, 2, scripts["photo-True"])
+        pd = a.photo_duration
+        ps = {k.removeprefix("photo-"): v for k, v in scripts.items() if k.startswith("photo-")}
+        r["hashtags_cached"] = wrk("hashtags cached", engine, d, c, ps["cached"])
+        r["hashtags_uncached"] = wrk("hashtags uncached", engine, pd, c, ps["uncached"])
+        r["hashtags_uncached_c2"] = wrk("hashtags uncached (2 conns)", engine, pd, 2, ps["uncached-c2"])
+        r["hashtags_unbatched"] = wrk("hashtags uncached, no batching", unbatched, pd, c, ps["unbatched"])
+        if with_torch:
+            r["orig_hashtags"] = wrk("original: hashtags (torch)", original_photo, pd, c, ps["original"])
         r["orig_related"] = wrk("original: related (numpy)", original, d, c, scripts["/v1/related"])
         r["orig_images"] = wrk("original: images (numpy)", original, d, c, scripts["/v1/images"])
 
@@ -239,7 +318,18 @@ def main() -> None:
               f"{r['related_uncached'].qps / r['orig_related'].qps:.2f}")
         print(f"ratio cached images / uncached images QPS: "
               f"{r['images_cached'].qps / r['images_uncached'].qps:.2f}")
-        print("(torch-eager CNN 'original' hashtags not measured: no torch in the engine environment)")
+        hu, hb = r["hashtags_uncached"], r["hashtags_unbatched"]
+        gain = hu.qps / max(hb.qps, 1e-9)
+        print(f"batching: uncached hashtags {hb.qps:.1f} -> {hu.qps:.1f} QPS ({gain:.2f}x), "
+              f"p50 {hb.p50_ms:.0f} -> {hu.p50_ms:.0f} ms at {c} connections")
+        if with_torch:
+            orig = max(r["orig_hashtags"].qps, 1e-9)
+            print(f"{'PASS' if hu.qps / orig >= 3 else 'FAIL'}  uncached hashtags >= 3x original (torch)   "
+                  f"{hu.qps / orig:.2f}x ({hu.qps:.1f} vs {orig:.1f} QPS; unbatched {hb.qps / orig:.2f}x)")
+            print(f"{'PASS' if r['hashtags_cached'].qps / orig >= 100 else 'FAIL'}  cached hashtags >= 100x "
+                  f"original (torch)    {r['hashtags_cached'].qps / orig:.0f}x")
+        else:
+            print(f"(original torch-eager hashtags not measured: torch or {a.weights} missing)")
     finally:
         for proc in reversed(procs):
             proc.terminate()
