@@ -3,13 +3,22 @@
 Scores returned here are cosine similarities (usearch's ``cos`` metric gives ``1 - cos`` as a distance).
 Small indexes are searched exactly: brute force over a few thousand rows costs less than a graph walk and
 can never miss a neighbour.
+
+Vectors are stored as ``f32``, ``f16`` or ``i8`` (the scalar kind is in the file's header, so a reader
+needs no side channel). Large inputs are added in chunks behind a progress bar. Saved indexes are opened
+memory-mapped by default (``view``): opening costs no copy, pages are read on first touch and shared by
+every process that maps the same bundle, and the file is only ever read. Bundles are immutable once
+published, so a mapped file never changes under a reader.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,43 +27,126 @@ import numpy as np
 with contextlib.suppress(ImportError):
     import onnxruntime  # noqa: F401
 
+from tqdm import tqdm
 from usearch.index import BatchMatches, Index, Matches
 
 from space import bundle
+from space.errors import BundleInvalid
 
 log = logging.getLogger(__name__)
 
 # Below this many vectors, search exactly (brute force).
 EXACT_BELOW = 5000
+# Scalar kinds an index may store its vectors as.
+DTYPES = ("f32", "f16", "i8")
+# Vectors added per call when building: bounds the float32 copy and paces the progress bar.
+CHUNK = 50_000
 
 
-def build_index(vectors: np.ndarray, path: Path | None, dtype: str = "f32", threads: int = 0) -> Index:
-    """A cosine index over ``vectors``, key = row, built on ``threads`` cores (0 = all); saved to ``path``."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+def build_index(
+    vectors: np.ndarray,
+    path: Path | None,
+    dtype: str = "f32",
+    threads: int = 0,
+    *,
+    connectivity: int | None = None,
+    expansion_add: int | None = None,
+    expansion_search: int | None = None,
+    chunk: int = CHUNK,
+    progress: bool | None = None,
+) -> Index:
+    """A cosine index over ``vectors`` (key = row) stored as ``dtype``, built on ``threads`` cores (0 = all).
+
+    Rows are added ``chunk`` at a time behind a tqdm bar (shown when ``progress``; None: only for inputs
+    larger than one chunk). ``path``, when given, is written atomically (temporary name, then rename).
+    ``connectivity``/``expansion_*`` None keep usearch's defaults (16, 128, 64).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"index dtype must be one of {DTYPES}, got {dtype!r}")
     if vectors.ndim != 2:
         raise ValueError(f"expected a 2-d array of vectors, got shape {vectors.shape}")
-    index = Index(ndim=int(vectors.shape[1]), metric="cos", dtype=dtype)
-    if len(vectors):
-        index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=threads)
+    n, dim = (int(s) for s in vectors.shape)
+    index = Index(
+        ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity,
+        expansion_add=expansion_add, expansion_search=expansion_search,
+    )
+    if n:
+        show = n > chunk if progress is None else progress
+        with tqdm(total=n, desc=f"index {dtype}", unit="vec", disable=not show, mininterval=2.0) as bar:
+            for start in range(0, n, chunk):
+                part = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+                keys = np.arange(start, start + len(part), dtype=np.uint64)
+                index.add(keys, part, threads=threads)
+                bar.update(len(part))
     if path is not None:
-        index.save(str(path))
+        save_index(index, path)
     return index
 
 
-def build_bundle_indexes(bundle_dir: Path) -> None:
-    """Write ``images.usearch`` from ``images.npy`` and ``words.usearch`` from ``words.npy``."""
+def save_index(index: Index, path: Path) -> None:
+    """Write ``index`` to ``path`` atomically, so a reader never maps a half-written file."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        index.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
+    """Write ``images.usearch`` from ``images.npy`` and ``words.usearch`` from ``words.npy``; their info."""
+    info = {}
     for npy, out in ((bundle.IMAGE_VECTORS, bundle.IMAGE_INDEX), ("words.npy", bundle.WORD_INDEX)):
-        vectors = np.load(bundle_dir / npy)
-        build_index(vectors, bundle_dir / out)
-        log.info("indexed %d vectors of %s into %s", len(vectors), npy, out)
+        vectors = np.load(bundle_dir / npy, mmap_mode="r")
+        build_index(vectors, bundle_dir / out, dtype=dtype)
+        info[out] = index_info(bundle_dir / out)
+        log.info("indexed %d vectors of %s into %s (%s)", len(vectors), npy, out, dtype)
+    return info
 
 
-def load_index(path: Path, view: bool = False) -> Index:
-    """Open a saved index (memory-mapped when ``view``)."""
-    index = Index.restore(str(path), view=view)
-    if index is None:
-        raise ValueError(f"{path} is not a usearch index")
+def index_info(path: Path) -> dict[str, Any]:
+    """What a saved index holds, read from its header: ``{"dtype", "ndim", "count", "bytes"}``."""
+    meta = _metadata(path)
+    return {
+        "dtype": _dtype_name(meta["kind_scalar"]),
+        "ndim": int(meta["dimensions"]),
+        "count": int(meta["count_present"]),
+        "bytes": path.stat().st_size,
+    }
+
+
+def load_index(path: Path, view: bool = True, expansion_search: int | None = None) -> Index:
+    """Open a saved index, memory-mapped unless ``view`` is False; raises ``BundleInvalid`` on a bad file.
+
+    ``expansion_search`` (None: usearch's default, 64) is a search-time knob, not stored in the file.
+    """
+    meta = _metadata(path)
+    kwargs = {} if expansion_search is None else {"expansion_search": expansion_search}
+    try:
+        index = Index.restore(str(path), view=view, **kwargs)
+    except (ValueError, RuntimeError) as exc:
+        raise BundleInvalid(f"{path.name} is not a readable usearch index: {exc}") from exc
+    if index is None or len(index) != int(meta["count_present"]):
+        raise BundleInvalid(f"{path.name} is not a readable usearch index")
     return index
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    """The index header; ``BundleInvalid`` when the file is missing, empty or not an index."""
+    if not path.is_file():
+        raise BundleInvalid(f"{path.name}: no such index file")
+    try:
+        meta = Index.metadata(str(path))
+    except (ValueError, RuntimeError) as exc:
+        raise BundleInvalid(f"{path.name} is not a readable usearch index: {exc}") from exc
+    if not meta:
+        raise BundleInvalid(f"{path.name} is not a readable usearch index")
+    return dict(meta)
+
+
+def _dtype_name(kind: Any) -> str:
+    """usearch's ScalarKind (e.g. ``ScalarKind.F16``) as the short name used here (``f16``)."""
+    return str(getattr(kind, "name", kind)).lower()
 
 
 def search(
@@ -70,4 +162,31 @@ def search(
     assert isinstance(matches, Matches | BatchMatches)
     keys = np.asarray(matches.keys, dtype=np.int64).reshape(-1)
     sims = (1.0 - np.asarray(matches.distances, dtype=np.float32)).reshape(-1)
+    return keys, sims
+
+
+def search_batch(
+    index: Index, queries: np.ndarray, k: int, exact: bool | None = None, threads: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest keys to each of (B, D) ``queries`` and their cosine similarities: two (B, k) arrays.
+
+    Rows with fewer than ``k`` hits (tiny indexes) are padded with key -1 and similarity -inf.
+    """
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    n, b = len(index), len(queries)
+    k = min(k, n)
+    if k <= 0 or b == 0:
+        return np.empty((b, 0), dtype=np.int64), np.empty((b, 0), dtype=np.float32)
+    use_exact = n <= EXACT_BELOW if exact is None else exact
+    matches = index.search(queries, k, threads=threads, exact=use_exact)
+    assert isinstance(matches, Matches | BatchMatches)
+    keys = np.array(matches.keys, dtype=np.int64).reshape(b, -1)[:, :k]
+    sims = (1.0 - np.array(matches.distances, dtype=np.float32)).reshape(b, -1)[:, :k]
+    if isinstance(matches, BatchMatches):
+        counts = np.asarray(matches.counts).reshape(-1)
+    else:
+        counts = np.array([len(matches)])
+    missing = np.arange(k)[None, :] >= counts[:, None]
+    keys[missing] = -1
+    sims[missing] = -np.inf
     return keys, sims

@@ -1,0 +1,419 @@
+"""Index cost against size: usearch f32/f16/i8 (memory-mapped) against exact numpy search, side by side.
+
+For each size (synthetic clustered unit vectors of dim 300; optionally a bundle's real image vectors) and
+each dtype: build time, file size, open time (``view``), recall@10 against exact search, QPS at batch 1
+and batch 64, and RSS; and the same for exact numpy search over the float32 matrix. Opening and querying
+run in a fresh subprocess per index, so RSS and timings are not polluted by the build. Prints one table,
+writes all numbers to ``--json`` (updated after every row, so a long run that is cut short keeps what it
+measured) and the cost-against-size curves to ``--plot``.
+
+    python scripts/bench_index_scale.py --sizes 10000,100000,1000000 --json out.json --plot out.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from space.vectorindex import build_index, load_index, save_index, search_batch
+
+log = logging.getLogger("bench_index_scale")
+
+DIM = 300
+CENTRES = 1000
+K = 10
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run."""
+
+    sizes: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    queries: int
+    expansions: tuple[int, ...]
+    target_recall: float
+    connectivity: int | None
+    expansion_add: int | None
+    threads: int
+    bundle: Path | None
+    work: Path
+    json_path: Path | None
+    plot_path: Path | None
+    seed: int
+    time_budget_s: float
+    keep: bool
+
+
+# ---------------------------------------------------------------- data
+
+
+def clustered(n: int, dim: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """``n`` unit vectors from a Gaussian mixture shaped like real embeddings (float32, (n, dim)).
+
+    ``CENTRES`` centres; variance decays over directions as 1/j (a few directions carry most of it, as in
+    trained embedding spaces), and a fixed random rotation spreads that over all coordinates. The same
+    seed always gives the same mixture; rows are drawn ``chunk`` at a time to bound float64 temporaries.
+    """
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.arange(1, dim + 1)).astype(np.float32) ** 0.5
+    rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0].astype(np.float32)
+    centres = rng.normal(size=(CENTRES, dim)).astype(np.float32) * scale
+    out = np.empty((n, dim), dtype=np.float32)
+    draw = np.random.default_rng(seed + 1)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        noise = draw.normal(size=(m, dim)).astype(np.float32) * scale
+        z = centres[draw.integers(0, CENTRES, m)] + 0.5 * noise
+        z = z @ rotation
+        out[start:start + m] = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return out
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, block: int = 256) -> np.ndarray:
+    """Exact top-``k`` row indices by dot product (unit rows: cosine), best first, in query blocks."""
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for s in range(0, len(queries), block):
+        sims = queries[s:s + block] @ data.T
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1)
+        out[s:s + block] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each query's true top-k found in its returned top-k."""
+    k = truth.shape[1]
+    hits = [len(set(f[:k].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) / k
+
+
+# ---------------------------------------------------------------- child processes (fresh RSS)
+
+
+def rss_mb() -> dict[str, float]:
+    """This process's resident memory (total, anonymous, file-backed) in MiB, from /proc."""
+    fields = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                fields[key] = int(value.split()[0]) / 1024
+    return {"rss": fields.get("VmRSS", 0.0), "anon": fields.get("RssAnon", 0.0),
+            "file": fields.get("RssFile", 0.0)}
+
+
+def timed_qps(run: Callable[[np.ndarray], Any], queries: np.ndarray, batch: int, budget_s: float) -> float:
+    """Queries per second running ``run`` on ``batch`` queries at a time, for up to ``budget_s`` seconds."""
+    done = 0
+    started = time.perf_counter()
+    for s in range(0, len(queries), batch):
+        run(queries[s:s + batch])
+        done += len(queries[s:s + batch])
+        if time.perf_counter() - started > budget_s and done >= 2 * batch:
+            break
+    return done / (time.perf_counter() - started)
+
+
+def _search(index: Any, threads: int, queries: np.ndarray) -> Any:
+    return search_batch(index, queries, K, exact=False, threads=threads)
+
+
+def child_index(args: argparse.Namespace) -> dict[str, Any]:
+    """Open one saved index memory-mapped, then measure recall and QPS at each expansion_search."""
+    queries = np.load(args.qfile)
+    truth = np.load(args.truth)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    index = load_index(Path(args.index), view=True)
+    open_s = time.perf_counter() - t0
+    after_open = rss_mb()
+    runs = []
+    for es in (int(e) for e in args.expansions.split(",")):
+        index.expansion_search = es  # type: ignore[misc]  # usearch's setter is untyped
+        found, _ = _search(index, args.threads, queries)
+        # On a shared machine one thread can beat all of them: keep the better, as for exact search.
+        qps64 = max(timed_qps(partial(_search, index, t), queries, BATCH, args.budget)
+                    for t in {1, args.threads})
+        qps1 = timed_qps(partial(_search, index, 1), queries, 1, args.budget)
+        runs.append({"expansion_search": es, "recall": recall_at(found, truth), "qps1": qps1, "qps64": qps64})
+    after = rss_mb()
+    return {
+        "open_s": open_s,
+        "rss_open_mb": after_open["rss"] - before["rss"],
+        "rss_mb": after["rss"] - before["rss"],
+        "rss_anon_mb": after["anon"] - before["anon"],
+        "rss_file_mb": after["file"] - before["file"],
+        "runs": runs,
+    }
+
+
+def child_exact(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the float32 matrix into memory, then measure exact numpy search QPS at batch 1 and 64."""
+    queries = np.load(args.qfile)
+    truth = np.load(args.truth)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    data = np.load(args.data)
+    open_s = time.perf_counter() - t0
+    after_open = rss_mb()
+    found = exact_topk(data, queries[:BATCH], K)
+    qps64 = timed_qps(lambda q: exact_topk(data, q, K), queries, BATCH, args.budget)
+    qps1 = timed_qps(lambda q: exact_topk(data, q, K), queries, 1, args.budget)
+    after = rss_mb()
+    return {
+        "open_s": open_s,
+        "rss_open_mb": after_open["rss"] - before["rss"],
+        "rss_mb": after["rss"] - before["rss"],
+        "matrix_mb": data.nbytes / 2**20,
+        "recall": recall_at(found, truth[:BATCH]),
+        "qps1": qps1,
+        "qps64": qps64,
+    }
+
+
+def run_child(kind: str, cfg: BenchConfig, env: dict[str, str] | None = None,
+              **paths: Path | str) -> dict[str, Any]:
+    """Run this script as a fresh ``--child`` process (``env`` added) and parse the JSON it prints last."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--threads", str(cfg.threads),
+           "--budget", str(cfg.time_budget_s), "--expansions", ",".join(map(str, cfg.expansions))]
+    for key, value in paths.items():
+        cmd += [f"--{key}", str(value)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# ---------------------------------------------------------------- parent
+
+
+def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig,
+              results: dict[str, Any]) -> None:
+    """Benchmark exact search and every dtype on one vector set; rows are appended to ``results``."""
+    work = cfg.work / name
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    truth = exact_topk(data, queries, K)
+    log.info("%s: %d vectors, ground truth for %d queries in %.1fs", name, len(data), len(queries),
+             time.perf_counter() - t0)
+    np.save(work / "queries.npy", queries)
+    np.save(work / "truth.npy", truth)
+    np.save(work / "data.npy", data)
+    row: dict[str, Any] = {"name": name, "n": len(data), "dim": int(data.shape[1]), "n_queries": len(queries)}
+    # Exact search gets the better of one BLAS thread and all of them (on a contended machine one thread
+    # is often faster), so the ratios against it are not flattered.
+    runs = [run_child("exact", cfg, env={"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t},
+                      data=work / "data.npy", qfile=work / "queries.npy", truth=work / "truth.npy")
+            for t in ("1", str(cfg.threads or os.cpu_count() or 1))]
+    row["exact"] = {**runs[0], "qps1": max(r["qps1"] for r in runs), "qps64": max(r["qps64"] for r in runs),
+                    "by_blas_threads": runs}
+    (work / "data.npy").unlink()
+    log.info("%s exact: %s", name, json.dumps(row["exact"]))
+    row["indexes"] = {}
+    results["rows"].append(row)
+    for dtype in cfg.dtypes:
+        path = work / f"{dtype}.usearch"
+        t0 = time.perf_counter()
+        index = build_index(data, None, dtype=dtype, threads=cfg.threads, connectivity=cfg.connectivity,
+                            expansion_add=cfg.expansion_add, progress=len(data) > 50_000)
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        save_index(index, path)
+        save_s = time.perf_counter() - t0
+        memory = int(index.memory_usage)
+        del index
+        gc.collect()
+        measured = run_child("index", cfg, index=path, qfile=work / "queries.npy", truth=work / "truth.npy")
+        chosen = choose(measured["runs"], cfg.target_recall)
+        row["indexes"][dtype] = {"build_s": build_s, "save_s": save_s, "file_mb": path.stat().st_size / 2**20,
+                                 "build_memory_mb": memory / 2**20, **measured, "chosen": chosen}
+        log.info("%s %s: build %.1fs, %s", name, dtype, build_s, json.dumps(chosen))
+        if not cfg.keep:
+            path.unlink()
+        write_json(cfg, results)
+    if not cfg.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def choose(runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The fastest run (batch-1 QPS) reaching ``target`` recall; else the one with the best recall."""
+    good = [r for r in runs if r["recall"] >= target]
+    if good:
+        return dict(max(good, key=lambda r: r["qps1"]))
+    return dict(max(runs, key=lambda r: r["recall"]))
+
+
+def write_json(cfg: BenchConfig, results: dict[str, Any]) -> None:
+    """Write all numbers so far (atomically) when ``--json`` was given."""
+    if cfg.json_path is None:
+        return
+    tmp = cfg.json_path.with_name(cfg.json_path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    os.replace(tmp, cfg.json_path)
+
+
+def table(results: dict[str, Any]) -> str:
+    """One text table: every set × (exact, each dtype), with ratios against exact search."""
+    head = (f"{'set':>14} {'kind':>5} {'build s':>8} {'file MB':>8} {'open ms':>8} {'es':>4} {'R@10':>6} "
+            f"{'QPS b1':>8} {'QPS b64':>8} {'x b1':>6} {'x b64':>6} {'RSS MB':>7} {'x RSS':>6}")
+    lines = [head, "-" * len(head)]
+    for row in results["rows"]:
+        ex = row["exact"]
+        lines.append(f"{row['name']:>14} {'exact':>5} {'-':>8} {ex['matrix_mb']:8.1f} "
+                     f"{1000 * ex['open_s']:8.1f} {'-':>4} {ex['recall']:6.3f} {ex['qps1']:8.1f} "
+                     f"{ex['qps64']:8.1f} {1:6.1f} {1:6.1f} {ex['rss_mb']:7.1f} {1:6.2f}")
+        for dtype, ix in row["indexes"].items():
+            c = ix["chosen"]
+            lines.append(
+                f"{row['name']:>14} {dtype:>5} {ix['build_s']:8.1f} {ix['file_mb']:8.1f} "
+                f"{1000 * ix['open_s']:8.1f} "
+                f"{c['expansion_search']:4d} {c['recall']:6.3f} {c['qps1']:8.1f} {c['qps64']:8.1f} "
+                f"{c['qps1'] / ex['qps1']:6.1f} {c['qps64'] / ex['qps64']:6.1f} {ix['rss_mb']:7.1f} "
+                f"{ix['rss_mb'] / max(ex['rss_mb'], 1e-9):6.2f}")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Cost against size on log-log axes: build time, QPS (batch 1 and 64), RSS; exact search dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in results["rows"] if r["name"].startswith("synthetic")), key=lambda r: r["n"])
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    sizes = [r["n"] for r in rows]
+    dtypes = sorted({d for r in rows for d in r["indexes"]})
+    for dtype in dtypes:
+        pts = [(r["n"], r["indexes"][dtype]) for r in rows if dtype in r["indexes"]]
+        xs = [n for n, _ in pts]
+        axes[0].plot(xs, [ix["build_s"] for _, ix in pts], "o-", label=dtype)
+        axes[1].plot(xs, [ix["chosen"]["qps1"] for _, ix in pts], "o-", label=f"{dtype} b1")
+        axes[1].plot(xs, [ix["chosen"]["qps64"] for _, ix in pts], "s:", label=f"{dtype} b64")
+        axes[2].plot(xs, [max(ix["rss_mb"], 0.1) for _, ix in pts], "o-", label=dtype)
+    axes[1].plot(sizes, [r["exact"]["qps1"] for r in rows], "k--", label="exact b1")
+    axes[1].plot(sizes, [r["exact"]["qps64"] for r in rows], "k-.", label="exact b64")
+    axes[2].plot(sizes, [r["exact"]["rss_mb"] for r in rows], "k--", label="exact (f32 matrix)")
+    for ax, title, unit in zip(axes, ("build time", "queries / s (recall@10 ≥ target)", "RSS after queries"),
+                               ("s", "QPS", "MiB"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("vectors (dim 300)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"usearch (view) vs exact numpy, {results['meta']['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: BenchConfig) -> dict[str, Any]:
+    """The whole benchmark; returns (and writes) all numbers."""
+    results: dict[str, Any] = {
+        "meta": {"cpus": os.cpu_count(), "dim": DIM, "k": K, "batch": BATCH, "queries": cfg.queries,
+                 "target_recall": cfg.target_recall, "expansions": list(cfg.expansions),
+                 "connectivity": cfg.connectivity, "expansion_add": cfg.expansion_add,
+                 "threads": cfg.threads, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "rows": [],
+    }
+    if cfg.bundle is not None:
+        vectors = unit_rows(np.load(cfg.bundle / "images.npy"))
+        held = min(cfg.queries, len(vectors) // 10)
+        perm = np.random.default_rng(cfg.seed).permutation(len(vectors))
+        bench_set("flickr8k", vectors[perm[held:]], vectors[perm[:held]], cfg, results)
+        print(table(results), flush=True)
+    for n in cfg.sizes:
+        both = clustered(n + cfg.queries, DIM, cfg.seed)
+        data, queries = both[:n], np.ascontiguousarray(both[n:])
+        del both
+        bench_set(f"synthetic-{n // 1000}k" if n < 1_000_000 else f"synthetic-{n // 1_000_000}M",
+                  data, queries, cfg, results)
+        del data
+        gc.collect()
+        print(table(results), flush=True)
+        if cfg.plot_path is not None:
+            plot(results, cfg.plot_path)
+    results["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json(cfg, results)
+    return results
+
+
+def main() -> None:
+    """Parse arguments; run the benchmark (or, with ``--child``, one measurement) and print the table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated synthetic sizes")
+    p.add_argument("--dtypes", default="f32,f16,i8")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--expansions", default="64,128,256", help="expansion_search values to try")
+    p.add_argument("--target-recall", type=float, default=0.95)
+    p.add_argument("--connectivity", type=int, default=None, help="usearch M (default 16)")
+    p.add_argument("--expansion-add", type=int, default=None, help="usearch ef_construction (default 128)")
+    p.add_argument("--threads", type=int, default=0, help="build and batch-search threads (0: all)")
+    p.add_argument("--bundle", type=Path, default=None, help="also bench this bundle's images.npy")
+    p.add_argument("--work", type=Path, default=Path("/tmp/bench-index-scale"))
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=float, default=5.0, help="seconds per QPS measurement")
+    p.add_argument("--keep", action="store_true", help="keep index files in --work")
+    p.add_argument("--child", choices=("index", "exact"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--index", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--truth", help=argparse.SUPPRESS)
+    p.add_argument("--qfile", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child is not None:
+        measured = child_index(args) if args.child == "index" else child_exact(args)
+        print(json.dumps(measured), flush=True)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = BenchConfig(
+        sizes=tuple(int(s) for s in args.sizes.split(",") if s),
+        dtypes=tuple(d for d in args.dtypes.split(",") if d),
+        queries=args.queries,
+        expansions=tuple(int(e) for e in args.expansions.split(",")),
+        target_recall=args.target_recall,
+        connectivity=args.connectivity,
+        expansion_add=args.expansion_add,
+        threads=args.threads,
+        bundle=args.bundle,
+        work=args.work,
+        json_path=args.json,
+        plot_path=args.plot,
+        seed=args.seed,
+        time_budget_s=args.budget,
+        keep=args.keep,
+    )
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    results = run(cfg)
+    print(table(results), flush=True)
+    if cfg.plot_path is not None:
+        plot(results, cfg.plot_path)
+
+
+if __name__ == "__main__":
+    main()
