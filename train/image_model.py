@@ -64,6 +64,9 @@ class ImageConfig:
     # "contrastive": symmetric in-batch InfoNCE between centred outputs and centred caption vectors.
     loss: str = "bce"
     temperature: float = 0.05  # the contrastive loss's softmax temperature
+    # Serve centred: the bundle carries the mean training image and caption vectors (space.centering),
+    # subtracted before cosine ranking (Flickr8k, ridge-cosine: annotation R@10 28.0 → 31.3).
+    centre: bool = True
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 2e-4
