@@ -4,6 +4,10 @@
 user query would be); *annotation* ranks all test captions for every test image, counting the first of its
 own captions. Cosine similarity; R@K in percent; median rank 1-based. Ties count against the model (an
 item ranks below every item scoring at least as high), so a caption with no known word scores no hit.
+
+A bundle with ``centering.npz`` (``space.centering``) is scored centred, as it is meant to be served:
+image vectors minus the mean training image vector, caption vectors minus the mean training caption
+vector. Its metrics also carry ``uncentred``, the same protocol on the raw vectors.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from space import bundle
+from space.centering import Centering
 from space.errors import BundleInvalid, SpaceError
 from space.textspace import TextSpace, unit
 from space.tokenize import tokenize
@@ -95,9 +100,30 @@ def evaluate_bundle(bundle_dir: Path) -> dict[str, Any]:
         captions.extend(caps)
         owner.extend([i] * len(caps))
     caption_vecs, empty = embed_captions(space, captions)
-    metrics = retrieval_metrics(image_vecs, caption_vecs, owner)
+    centering = Centering.load(bundle_dir)
+    if centering is None:
+        metrics = retrieval_metrics(image_vecs, caption_vecs, owner)
+    else:
+        metrics = retrieval_metrics(centering.images(image_vecs), centering.texts(caption_vecs), owner)
+        metrics["centred"] = True
+        metrics["uncentred"] = retrieval_metrics(image_vecs, caption_vecs, owner)
     metrics["n_empty_queries"] = empty
     return metrics
+
+
+def mean_vectors(train_image_vecs: np.ndarray, train_caption_vecs: np.ndarray) -> Centering:
+    """The centring of a space: mean training image vector and mean training caption vector.
+
+    Rows that are all zero (unreadable images, captions with no known word) are left out of the means.
+    """
+    def mean(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, np.float64)
+        keep = v.any(axis=1)
+        if not keep.any():
+            return np.zeros(v.shape[1], np.float32)
+        return v[keep].mean(axis=0).astype(np.float32)
+
+    return Centering(mean(train_image_vecs), mean(train_caption_vecs))
 
 
 MULTILINGUAL_COLUMNS = {"en": "en_multi30k", "es": "es_nllb_from_en", "ca": "ca_apertium_from_es_en"}
@@ -119,13 +145,18 @@ def evaluate_multilingual(bundle_dir: Path, tsv: Path,
     items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
     test = [it for it in items if it.get("split") == "test"]
     image_vecs = vectors[[int(it["key"]) for it in test]]
+    centering = Centering.load(bundle_dir)
+    if centering is not None:
+        image_vecs = centering.images(image_vecs)
     row_of = {Path(it.get("path") or it["post_id"]).name: i for i, it in enumerate(test)}
     csv.field_size_limit(1 << 24)
     with tsv.open(encoding="utf-8", newline="") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["image"] in row_of]
-    out: dict[str, Any] = {"n_images": len(test), "n_queries": len(rows)}
+    out: dict[str, Any] = {"n_images": len(test), "n_queries": len(rows), "centred": centering is not None}
     for lang, col in columns.items():
         caption_vecs, empty = embed_captions(space, [r[col] for r in rows])
+        if centering is not None:
+            caption_vecs = centering.texts(caption_vecs)
         m = retrieval_metrics(image_vecs, caption_vecs, [row_of[r["image"]] for r in rows])
         out[lang] = {**m["image_search"], "n_empty_queries": empty}
     en_r10 = out.get("en", {}).get("r10")
@@ -137,13 +168,20 @@ def evaluate_multilingual(bundle_dir: Path, tsv: Path,
 
 def ridge_baseline(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
                    caption_vecs: np.ndarray, caption_owner: Sequence[int],
-                   alpha: float = 1.0) -> dict[str, Any]:
-    """Closed-form ridge map from frozen CNN features to caption vectors, scored like a bundle."""
+                   alpha: float = 1.0, centre: bool = False) -> dict[str, Any]:
+    """Closed-form ridge map from frozen CNN features to caption vectors, scored like a bundle.
+
+    With ``centre``, both sides are centred by their training means, which for a ridge map with an
+    intercept are one vector: the mean training target.
+    """
     mu, sd = train_features.mean(0), train_features.std(0) + 1e-6
     x = (train_features - mu) / sd
     ym = train_targets.mean(0)
     w = np.linalg.solve(x.T @ x + alpha * len(x) * np.eye(x.shape[1]), x.T @ (train_targets - ym))
     pred = ((test_features - mu) / sd) @ w + ym
+    if centre:
+        c = Centering(ym.astype(np.float32), ym.astype(np.float32))
+        return retrieval_metrics(c.images(pred), c.texts(caption_vecs), caption_owner)
     return retrieval_metrics(pred.astype(np.float32), caption_vecs, caption_owner)
 
 
