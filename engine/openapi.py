@@ -98,7 +98,7 @@ def spec() -> dict[str, Any]:
                               "404": _json(_ref("Error"), "No such file")},
             }},
             "/v1/admin/reload": {"post": {
-                "summary": "Switch to the ACTIVE bundle (or ?version=)",
+                "summary": "Switch to the ACTIVE bundle (or ?version=); announced to the other replicas",
                 "parameters": [_param("version", {"type": "string"}, "A published version")],
                 "security": [{"bearer": []}],
                 "responses": {"200": _json({"type": "object"}),
@@ -113,14 +113,14 @@ def spec() -> dict[str, Any]:
                               "403": _json(_ref("Error"), "Admin disabled")},
             }},
             "/v1/admin/activate": {"post": {
-                "summary": "Make ?version= the ACTIVE bundle and serve it (rollback)",
+                "summary": "Make ?version= the ACTIVE bundle and serve it (rollback); announced to replicas",
                 "parameters": [_param("version", {"type": "string"}, "A published version")],
                 "security": [{"bearer": []}],
                 "responses": {"200": _json({"type": "object"}),
                               "401": _json(_ref("Error"), "Bad token"),
                               "403": _json(_ref("Error"), "Admin disabled"), **ERRORS},
             }},
-            "/healthz": {"get": {"summary": "Liveness; status ok or degraded",
+            "/healthz": {"get": {"summary": "Liveness; status ok or degraded, version, cache and bus state",
                                  "responses": {"200": _json({"type": "object"})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "Prometheus text", "content": TEXT}}}},
