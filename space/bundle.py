@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from space.errors import BundleInvalid, NoBundle
+from space.errors import BundleInvalid, BundleWriteFailed, NoBundle
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ WORD_INDEX = "words.usearch"
 REPORT_DIR = "report"
 ACTIVE = "ACTIVE"
 TMP_PREFIX = ".tmp-"
+ACTIVE_TMP_STALE_S = 60.0
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("version", "created", "config", "files", "metrics", "filter_report")
 # What the engine cannot serve without.
@@ -74,11 +75,16 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(payload, f, ensure_ascii=False, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(payload, f, ensure_ascii=False, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk must not leave a half-written sibling (update_manifest writes into published bundles).
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def hash_files(directory: Path) -> dict[str, str]:
@@ -95,16 +101,31 @@ def staging(models_dir: Path) -> Iterator[Path]:
     """A private temporary directory under ``models_dir`` for a bundle being written.
 
     Removed on any exception (a failed or killed training leaves no half bundle visible: readers only
-    look at published names, never at ``.tmp-*``).
+    look at published names, never at ``.tmp-*``). An OS error (a full disk, a quota, a file size limit)
+    becomes :class:`BundleWriteFailed`, so the trainer's CLI reports it in one line, not a traceback.
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = models_dir / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            # Not only ENOSPC/EFBIG: numpy reports a short write as a bare "N requested and M written".
+            raise BundleWriteFailed(
+                f"Could not write the new bundle in {models_dir}: {exc}; {_free_space(models_dir)}. "
+                "Its files were removed and the active bundle is unchanged."
+            ) from exc
         raise
+
+
+def _free_space(path: Path) -> str:
+    """How much room is left on the filesystem of ``path``, for the message of a failed write."""
+    try:
+        return f"{shutil.disk_usage(path).free / 1e6:.1f} MB free there"
+    except OSError:
+        return "free space unknown"
 
 
 def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activate_it: bool = True) -> Path:
@@ -129,9 +150,16 @@ def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activat
     final = models_dir / version
     os.replace(staged, final)
     _fsync_dir(models_dir)
-    log.info("published bundle %s", final)
     if activate_it:
-        activate(models_dir, version)
+        try:
+            activate(models_dir, version)
+        except BaseException:
+            # Published but not activated is a half-step a reader could see (and /rollback offer):
+            # undo the rename so the caller's staging cleanup removes the bundle.
+            os.replace(final, staged)
+            _fsync_dir(models_dir)
+            raise
+    log.info("published bundle %s", final)
     return final
 
 
@@ -140,8 +168,12 @@ def activate(models_dir: Path, version: str) -> None:
     if not (models_dir / version / MANIFEST).is_file():
         raise NoBundle(f"No bundle named {version!r} in {models_dir}.")
     tmp = models_dir / f"{ACTIVE}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(version + "\n", encoding="utf-8")
-    os.replace(tmp, models_dir / ACTIVE)
+    try:
+        tmp.write_text(version + "\n", encoding="utf-8")
+        os.replace(tmp, models_dir / ACTIVE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(models_dir)
     log.info("active bundle is now %s", version)
 
@@ -215,7 +247,7 @@ def update_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:
 
 
 def clean_staging(models_dir: Path, older_than_s: float = 0.0) -> int:
-    """Remove leftover ``.tmp-*`` directories (a killed trainer's); return how many."""
+    """Remove a killed writer's leftover ``.tmp-*`` folders and ``ACTIVE.*.tmp`` files; return how many."""
     if not models_dir.is_dir():
         return 0
     now = time.time()
@@ -223,6 +255,11 @@ def clean_staging(models_dir: Path, older_than_s: float = 0.0) -> int:
     for p in models_dir.glob(f"{TMP_PREFIX}*"):
         if p.is_dir() and now - p.stat().st_mtime >= older_than_s:
             shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    for p in models_dir.glob(f"{ACTIVE}.*.tmp"):
+        # A pointer file lives for microseconds: one a minute old is a dead writer's, not a live rollback's.
+        if p.is_file() and now - p.stat().st_mtime >= max(older_than_s, ACTIVE_TMP_STALE_S):
+            p.unlink(missing_ok=True)
             n += 1
     return n
 

@@ -54,3 +54,10 @@ class BundleInvalid(SpaceError):
 
     code = "bundle_invalid"
     status = 503
+
+
+class BundleWriteFailed(SpaceError):
+    """Writing a new bundle failed (disk full, file size limit); the active bundle is unchanged."""
+
+    code = "bundle_write_failed"
+    status = 507
