@@ -170,6 +170,20 @@ class Runtime:
         with contextlib.suppress(SpaceError):
             await self.reload()
 
+    async def follow_active(self) -> None:
+        """Serve the ACTIVE version unless it is already served (catching up after missed announcements).
+
+        Unlike :meth:`check_active` this compares with the served version, not the last ACTIVE seen: a
+        replica switched by an announcement may serve something else than the ACTIVE it last saw.
+        """
+        active = bundle.active_version(self.settings.models_dir)
+        self.seen_active = active
+        current = self.holder.current
+        if active is None or (current is not None and current.version == active):
+            return
+        with contextlib.suppress(SpaceError):
+            await self.reload()
+
     async def poll(self) -> None:
         """Watch ACTIVE forever (cancelled at shutdown)."""
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,8 +19,11 @@ from space.announce import Announcement, announce, announce_from_env
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.engine.helpers import TOKEN, publish_copy
 
-# The switch must come from pub/sub, not from the ACTIVE poll (set to an hour below).
+# The ACTIVE poll is set to an hour below, so any switch within the test came over pub/sub. An announcement
+# must arrive within SWITCH_S; the switch itself also verifies and loads the bundle (~0.5 s idle, several
+# seconds on a contended CI machine), hence the longer LOAD_S.
 SWITCH_S = 2.0
+LOAD_S = 20.0
 
 
 def _get(url: str) -> dict[str, Any]:
@@ -31,6 +35,23 @@ def _post(url: str) -> dict[str, Any]:
     req = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def _received(url: str) -> float:
+    """How many announcements the replica at ``url`` has received."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    m = re.search(r'^engine_bundle_announcements_total\{direction="received"\} ([\d.]+)$', text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def _switch(url: str, version: str, before: float) -> tuple[float, float]:
+    """Wait for one more announcement (≤ SWITCH_S) and then ``version`` served (≤ LOAD_S); both times."""
+    started = time.monotonic()
+    while _received(url) <= before:
+        assert time.monotonic() - started < SWITCH_S, f"{url} got no announcement within {SWITCH_S} s"
+        time.sleep(0.02)
+    heard = time.monotonic() - started
+    return heard, heard + _until(f"{url}/healthz", LOAD_S, version=version)
 
 
 def _until(url: str, timeout: float, **want: object) -> float:
@@ -82,32 +103,38 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
         for url in (a, b):
             _until(f"{url}/healthz", 60, version=v1, bus_up=True)
 
+        before = _received(b)
         assert _post(f"{a}/v1/admin/activate?version={v2}") == {"version": v2, "previous": v1}
-        took = _until(f"{b}/healthz", SWITCH_S, version=v2)
-        print(f"replica B served {v2} {took:.2f} s after A's activate")
+        heard, served = _switch(b, v2, before)
+        print(f"replica B heard of {v2} {heard:.2f} s and served it {served:.2f} s after A's activate")
         assert bundle.active_version(models) == v2
         assert _get(f"{b}/v1/related?q=dog&k=3")["version"] == v2
 
-        # Redis goes away and comes back: both subscriptions come back by themselves.
+        # Redis goes away: both keep serving; a switch made meanwhile reaches ACTIVE but no subscriber.
         redis_server.stop()
         _until(f"{b}/healthz", 10, bus_up=False)
-        assert _get(f"{b}/v1/related?q=dog&k=3")["version"] == v2  # still serving meanwhile
+        assert _post(f"{a}/v1/admin/activate?version={v1}") == {"version": v1, "previous": v2}
+        time.sleep(0.5)
+        assert _get(f"{b}/v1/related?q=dog&k=3")["version"] == v2
+        # Redis comes back: B subscribes again by itself and catches up from ACTIVE.
         redis_server.start()
         for url in (a, b):
-            _until(f"{url}/healthz", 10, bus_up=True)
-        assert _post(f"{a}/v1/admin/reload?version={v1}") == {"version": v1, "previous": v2}
-        took = _until(f"{b}/healthz", SWITCH_S, version=v1)
-        print(f"after the Redis restart, replica B served {v1} {took:.2f} s after A's reload")
-
-        # The trainer's helper (what it calls after publishing) reaches both replicas.
+            _until(f"{url}/healthz", 10, bus_up=True, version=v1)
+        # The trainer's helper (what it calls after publishing) reaches both replicas over the new link.
+        befores = [_received(url) for url in (a, b)]
         assert announce(redis_server.url, v2) == 2
-        for url in (a, b):
-            _until(f"{url}/healthz", SWITCH_S, version=v2)
+        for url, before in zip((a, b), befores, strict=True):
+            _switch(url, v2, before)
+        before = _received(b)
+        assert _post(f"{a}/v1/admin/reload?version={v1}") == {"version": v1, "previous": v2}
+        heard, served = _switch(b, v1, before)
+        print(f"after the Redis restart, replica B heard of {v1} {heard:.2f} s and served it {served:.2f} s "
+              "after A's reload")
         # An unknown version is refused; both keep serving what they serve.
         assert announce(redis_server.url, "no-such-version") == 2
         time.sleep(0.3)
         for url in (a, b):
-            assert _get(f"{url}/healthz")["version"] == v2
+            assert _get(f"{url}/healthz")["version"] == v1
         metrics = urllib.request.urlopen(f"{b}/metrics", timeout=5).read().decode()
         assert "engine_bundle_bus_up 1.0" in metrics
         assert 'engine_bundle_announcements_total{direction="received"} 4.0' in metrics
