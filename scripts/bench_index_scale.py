@@ -45,6 +45,7 @@ class BenchConfig:
 
     sizes: tuple[int, ...]
     dtypes: tuple[str, ...]
+    big_dtypes: tuple[str, ...]  # the dtypes for sets of a million vectors or more
     queries: int
     expansions: tuple[int, ...]
     target_recall: float
@@ -231,7 +232,7 @@ def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig
     log.info("%s exact: %s", name, json.dumps(row["exact"]))
     row["indexes"] = {}
     results["rows"].append(row)
-    for dtype in cfg.dtypes:
+    for dtype in cfg.big_dtypes if len(data) >= 1_000_000 else cfg.dtypes:
         path = work / f"{dtype}.usearch"
         t0 = time.perf_counter()
         index = build_index(data, None, dtype=dtype, threads=cfg.threads, connectivity=cfg.connectivity,
@@ -335,6 +336,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     """The whole benchmark; returns (and writes) all numbers."""
     results: dict[str, Any] = {
         "meta": {"cpus": os.cpu_count(), "dim": DIM, "k": K, "batch": BATCH, "queries": cfg.queries,
+                 "dtypes": list(cfg.dtypes), "big_dtypes": list(cfg.big_dtypes),
                  "target_recall": cfg.target_recall, "expansions": list(cfg.expansions),
                  "connectivity": cfg.connectivity, "expansion_add": cfg.expansion_add,
                  "threads": cfg.threads, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -367,6 +369,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated synthetic sizes")
     p.add_argument("--dtypes", default="f32,f16,i8")
+    p.add_argument("--big-dtypes", default=None, help="dtypes for sizes >= 1M (default: --dtypes)")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--expansions", default="64,128,256", help="expansion_search values to try")
     p.add_argument("--target-recall", type=float, default=0.95)
@@ -394,6 +397,7 @@ def main() -> None:
     cfg = BenchConfig(
         sizes=tuple(int(s) for s in args.sizes.split(",") if s),
         dtypes=tuple(d for d in args.dtypes.split(",") if d),
+        big_dtypes=tuple(d for d in (args.big_dtypes or args.dtypes).split(",") if d),
         queries=args.queries,
         expansions=tuple(int(e) for e in args.expansions.split(",")),
         target_recall=args.target_recall,

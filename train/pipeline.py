@@ -301,7 +301,7 @@ class Pipeline:
             self.progress.end()
 
             self.progress.start("index")
-            build_indexes(tmp)
+            build_indexes(tmp, dtype=cfg.index_dtype)
             self.progress.end()
 
             self.progress.start("eval")
@@ -335,6 +335,7 @@ class Pipeline:
                     "image": to_jsonable(image_cfg),
                     "report": to_jsonable(rcfg),
                     "quick": cfg.quick,
+                    "index_dtype": cfg.index_dtype,
                 },
                 "filter_report": report,
                 "metrics": metrics,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from space import bundle
+from space.errors import BundleInvalid
 from space.textspace import unit
 from space.vectorindex import build_bundle_indexes, build_index, load_index, search
 
@@ -58,7 +59,7 @@ def test_edge_cases(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         build_index(np.zeros(3, dtype=np.float32), None)
     (tmp_path / "junk.usearch").write_bytes(b"not an index")
-    with pytest.raises((ValueError, RuntimeError)):
+    with pytest.raises(BundleInvalid, match="junk.usearch"):
         load_index(tmp_path / "junk.usearch")
 
 

@@ -1,0 +1,135 @@
+"""Quantised (f16/i8), chunk-built, memory-mapped indexes: same answers as in memory, recall, bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from space import bundle
+from space.errors import BundleInvalid
+from space.vectorindex import (
+    DTYPES,
+    build_bundle_indexes,
+    build_index,
+    index_info,
+    load_index,
+    search_batch,
+)
+
+
+def clustered(n: int, dim: int, seed: int, centres: int = 50) -> np.ndarray:
+    """Unit vectors from a Gaussian mixture whose variance decays over directions, like trained embeddings."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.arange(1, dim + 1)) ** 0.5
+    rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    mids = rng.normal(size=(centres, dim)) * scale
+    z = (mids[rng.integers(0, centres, n)] + 0.5 * rng.normal(size=(n, dim)) * scale) @ rotation
+    return (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k rows by cosine (rows are unit), best first."""
+    return np.argsort(-(queries @ data.T), axis=1)[:, :k]
+
+
+def mapped(path: Path) -> bool:
+    """Whether this process has ``path`` memory-mapped."""
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        return any(line.rstrip().endswith(str(path)) for line in f)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_saved_view_answers_like_memory(tmp_path: Path, dtype: str) -> None:
+    both = clustered(2050, 64, seed=0)
+    data, queries = both[:2000], both[2000:]
+    path = tmp_path / f"{dtype}.usearch"
+    # chunk=700: three add calls, the last one partial, behind the progress bar.
+    built = build_index(data, path, dtype=dtype, chunk=700, progress=True)
+    assert index_info(path) == {"dtype": dtype, "ndim": 64, "count": 2000, "bytes": path.stat().st_size}
+    viewed = load_index(path)
+    assert mapped(path), "load_index must memory-map by default"
+    for exact in (False, True):
+        want_keys, want_sims = search_batch(built, queries, 10, exact=exact)
+        keys, sims = search_batch(viewed, queries, 10, exact=exact)
+        np.testing.assert_array_equal(keys, want_keys)
+        np.testing.assert_allclose(sims, want_sims, atol=1e-6)
+    assert sorted(np.asarray(viewed.keys).tolist()) == list(range(2000))
+    # Stored as asked: the vectors take 4, 2 or 1 bytes a number, plus the graph (under 200 bytes a node).
+    vector_bytes = 2000 * 64 * {"f32": 4, "f16": 2, "i8": 1}[dtype]
+    assert vector_bytes < path.stat().st_size < vector_bytes + 200 * 2000
+
+
+@pytest.mark.parametrize("dtype", ["f16", "i8"])
+def test_quantised_graph_recall(dtype: str) -> None:
+    both = clustered(5200, 128, seed=2)  # queries: unseen draws from the same mixture
+    data, queries = both[:5000], both[5000:]
+    index = build_index(data, None, dtype=dtype)
+    keys, sims = search_batch(index, queries, 10, exact=False)
+    truth = exact_top(data, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), truth.tolist(), strict=True)])
+    assert recall >= 0.95, f"{dtype} recall@10 {recall:.3f}"
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+
+
+def test_view_leaves_the_file_alone(tmp_path: Path) -> None:
+    data = clustered(2000, 32, seed=4)
+    path = tmp_path / "x.usearch"
+    build_index(data, path, dtype="f16")
+    before = (digest(path), path.stat().st_mtime_ns)
+    first = load_index(path)
+    second = load_index(path)  # not locked: a second reader (another engine process) opens it too
+    in_memory = load_index(path, view=False)
+    for index in (first, second, in_memory):
+        keys, _ = search_batch(index, data[:5], 1, exact=True)
+        assert keys[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert (digest(path), path.stat().st_mtime_ns) == before
+    assert not os.access(path, os.W_OK) or mapped(path)
+    # A reader of a read-only file (a published bundle on a read-only mount) still opens it.
+    path.chmod(0o444)
+    assert len(load_index(path)) == 2000
+
+
+@pytest.mark.parametrize("damage", ["junk", "empty", "truncated", "missing"])
+def test_bad_file_is_a_clear_error(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "images.usearch"
+    build_index(clustered(300, 16, seed=5), path)
+    whole = path.read_bytes()
+    if damage == "junk":
+        path.write_bytes(b"definitely not a usearch index")
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(whole[: len(whole) // 2])
+    else:
+        path.unlink()
+    for view in (True, False):
+        with pytest.raises(BundleInvalid, match="images.usearch"):
+            load_index(path, view=view)
+
+
+def test_bad_dtype_and_atomic_save(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="dtype"):
+        build_index(np.eye(3, dtype=np.float32), None, dtype="f64")
+    build_index(np.eye(3, dtype=np.float32), tmp_path / "a.usearch", dtype="i8")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.usearch"]  # no temporary left behind
+
+
+def test_bundle_indexes_in_a_dtype(tmp_path: Path, small_bundle: Path) -> None:
+    work = tmp_path / "b"
+    shutil.copytree(small_bundle, work)
+    info = build_bundle_indexes(work, dtype="f16")
+    images = np.load(work / bundle.IMAGE_VECTORS)
+    assert info[bundle.IMAGE_INDEX]["dtype"] == "f16" == info[bundle.WORD_INDEX]["dtype"]
+    assert info[bundle.IMAGE_INDEX]["count"] == len(images)
+    keys, sims = search_batch(load_index(work / bundle.IMAGE_INDEX), images[:20], 1, exact=True)
+    assert keys[:, 0].tolist() == list(range(20))
+    assert np.all(sims[:, 0] > 0.999)
