@@ -84,15 +84,21 @@ class EncodeBatcher:
             raise
 
     def _take(self) -> list[_Item]:
-        """Up to ``max_batch`` live items of the oldest item's model, removed from the queue."""
+        """Live items of the oldest item's model, removed from the queue: a fair share for this runner.
+
+        The queue is split over the free runners (at most ``max_batch`` each): on a CPU a batch costs
+        about as much per image as single calls, so three photos and two idle runners should become
+        batches of two and one, not one batch of three and an idle runner.
+        """
         self.pending = [item for item in self.pending if not item.future.done()]
         if not self.pending:
             return []
+        share = min(self.max_batch, -(-len(self.pending) // max(1, self.free)))
         model = self.pending[0].model
         batch: list[_Item] = []
         rest: list[_Item] = []
         for item in self.pending:
-            (batch if item.model is model and len(batch) < self.max_batch else rest).append(item)
+            (batch if item.model is model and len(batch) < share else rest).append(item)
         self.pending = rest
         if len(rest) < self.max_batch:
             self.full.clear()
