@@ -150,9 +150,16 @@ def _dtype_name(kind: Any) -> str:
 
 
 def search(
-    index: Index, query: np.ndarray, k: int, exact: bool | None = None
+    index: Index, query: np.ndarray, k: int, exact: bool | None = None, rerank: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest keys to one query vector and their cosine similarities, best first."""
+    """The ``k`` nearest keys to one query vector and their cosine similarities, best first.
+
+    ``rerank``: the float rows (key = row), see :func:`search_batch`.
+    """
+    if rerank is not None:
+        keys2, sims2 = search_batch(index, query, k, exact=exact, threads=1, rerank=rerank)
+        found = keys2[0] >= 0
+        return keys2[0][found], sims2[0][found]
     n = len(index)
     k = min(k, n)
     if k <= 0:
@@ -166,17 +173,29 @@ def search(
 
 
 def search_batch(
-    index: Index, queries: np.ndarray, k: int, exact: bool | None = None, threads: int = 0
+    index: Index,
+    queries: np.ndarray,
+    k: int,
+    exact: bool | None = None,
+    threads: int = 0,
+    rerank: np.ndarray | None = None,
+    oversample: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest keys to each of (B, D) ``queries`` and their cosine similarities: two (B, k) arrays.
 
-    Rows with fewer than ``k`` hits (tiny indexes) are padded with key -1 and similarity -inf.
+    Rows with fewer than ``k`` hits (tiny indexes) are padded with key -1 and similarity -inf. With
+    ``rerank`` (the float rows the index was built from, key = row; a memory-mapped ``.npy`` is fine, only
+    the candidates' rows are read), ``oversample * k`` candidates are fetched and rescored exactly: an
+    ``i8`` index then ranks like a float one.
     """
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     n, b = len(index), len(queries)
     k = min(k, n)
     if k <= 0 or b == 0:
         return np.empty((b, 0), dtype=np.int64), np.empty((b, 0), dtype=np.float32)
+    if rerank is not None:
+        keys, _ = search_batch(index, queries, min(n, k * max(1, oversample)), exact, threads)
+        return _rescore(keys, queries, rerank, k)
     use_exact = n <= EXACT_BELOW if exact is None else exact
     matches = index.search(queries, k, threads=threads, exact=use_exact)
     assert isinstance(matches, Matches | BatchMatches)
@@ -190,3 +209,16 @@ def search_batch(
     keys[missing] = -1
     sims[missing] = -np.inf
     return keys, sims
+
+
+def _rescore(
+    candidates: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of each query's (B, C) candidate keys by exact cosine against ``rows``."""
+    gathered = np.asarray(rows[np.clip(candidates, 0, None)], dtype=np.float32)  # (B, C, D)
+    norms = np.linalg.norm(gathered, axis=2) * np.linalg.norm(queries, axis=1)[:, None]
+    sims = np.einsum("bcd,bd->bc", gathered, queries) / np.where(norms > 0, norms, 1.0)
+    sims[candidates < 0] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    keys = np.take_along_axis(candidates, order, axis=1)
+    return keys, np.take_along_axis(sims, order, axis=1).astype(np.float32)

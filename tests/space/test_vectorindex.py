@@ -59,7 +59,7 @@ def test_edge_cases(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         build_index(np.zeros(3, dtype=np.float32), None)
     (tmp_path / "junk.usearch").write_bytes(b"not an index")
-    with pytest.raises(BundleInvalid, match="junk.usearch"):
+    with pytest.raises(BundleInvalid, match=r"junk\.usearch"):
         load_index(tmp_path / "junk.usearch")
 
 

@@ -18,6 +18,7 @@ from space.vectorindex import (
     build_index,
     index_info,
     load_index,
+    search,
     search_batch,
 )
 
@@ -68,16 +69,32 @@ def test_saved_view_answers_like_memory(tmp_path: Path, dtype: str) -> None:
     assert vector_bytes < path.stat().st_size < vector_bytes + 200 * 2000
 
 
-@pytest.mark.parametrize("dtype", ["f16", "i8"])
-def test_quantised_graph_recall(dtype: str) -> None:
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each query's true top-k among the found top-k."""
+    return float(np.mean([len(set(a) & set(b)) / truth.shape[1]
+                          for a, b in zip(found.tolist(), truth.tolist(), strict=True)]))
+
+
+def test_quantised_graph_recall(tmp_path: Path) -> None:
     both = clustered(5200, 128, seed=2)  # queries: unseen draws from the same mixture
     data, queries = both[:5000], both[5000:]
-    index = build_index(data, None, dtype=dtype)
-    keys, sims = search_batch(index, queries, 10, exact=False)
     truth = exact_top(data, queries, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), truth.tolist(), strict=True)])
-    assert recall >= 0.95, f"{dtype} recall@10 {recall:.3f}"
+    f16 = build_index(data, None, dtype="f16")
+    keys, sims = search_batch(f16, queries, 10, exact=False)
+    assert recall(keys, truth) >= 0.95
     assert np.all(np.diff(sims, axis=1) <= 1e-6)
+    # i8 keeps ~1 byte a number: on dense clusters near-ties swap (measured 0.94 here), so it is served
+    # with a rerank of 4x the candidates against the float rows, read from a memory-mapped .npy.
+    i8 = build_index(data, None, dtype="i8")
+    raw, _ = search_batch(i8, queries, 10, exact=False)
+    assert 0.85 <= recall(raw, truth) < 1.0
+    np.save(tmp_path / "rows.npy", data)
+    rows = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    keys, sims = search_batch(i8, queries, 10, exact=False, rerank=rows)
+    assert recall(keys, truth) >= 0.95
+    np.testing.assert_allclose(sims, np.take_along_axis(queries @ data.T, keys, axis=1), atol=1e-5)
+    one_keys, _ = search(i8, queries[0], 10, exact=False, rerank=rows)
+    assert one_keys.tolist() == keys[0].tolist()
 
 
 def test_view_leaves_the_file_alone(tmp_path: Path) -> None:
@@ -112,7 +129,7 @@ def test_bad_file_is_a_clear_error(tmp_path: Path, damage: str) -> None:
     else:
         path.unlink()
     for view in (True, False):
-        with pytest.raises(BundleInvalid, match="images.usearch"):
+        with pytest.raises(BundleInvalid, match=r"images\.usearch"):
             load_index(path, view=view)
 
 
