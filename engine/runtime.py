@@ -95,6 +95,7 @@ class Runtime:
         self.reload_lock = asyncio.Lock()
         self.seen_active: str | None = None
         self.flight: SingleFlight[bytes] = SingleFlight()
+        self.vectors: SingleFlight[np.ndarray] = SingleFlight()  # photo encodings by version + sha256
         # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
         self.parse = functools.lru_cache(maxsize=8192)(parse_query)
 

@@ -137,12 +137,17 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
     k = _k(request)
     data = await _upload(request)
     answer = service.hashtags if endpoint == "hashtags" else service.similar
+    digest = hashlib.sha256(data).hexdigest()
     with runtime.holder.use() as model:
-        key = cache_key(model.version, endpoint, hashlib.sha256(data).hexdigest(), k)
+        key = cache_key(model.version, endpoint, digest, k)
 
         async def compute() -> bytes:
-            # Decode in the image pool, encode in a batch with concurrent photos, answer in the pool.
-            vec = await runtime.encode_photo(model, data, settings.max_upload_bytes, settings.max_pixels)
+            # Decode in the image pool, encode in a batch with concurrent photos, answer in the pool. The
+            # same photo asked concurrently with another k (or endpoint) shares one encoding.
+            vec, shared = await runtime.vectors.run(f"{model.version}:{digest}", lambda: runtime.encode_photo(
+                model, data, settings.max_upload_bytes, settings.max_pixels))
+            if shared:
+                request.app[METRICS].coalesced.labels(endpoint="encode").inc()
             return await runtime.images.run(_encoded, answer, model, vec, k)
 
         return await _cached(request, endpoint, key, compute)

@@ -76,6 +76,15 @@ async def test_concurrent_photos_batch_and_match_single(
     assert calls < images and singles < calls, (calls, images, singles)  # batches of more than one
     assert _metric(text, 'engine_encode_batch_size_bucket{le="8.0"}') == calls  # never over the cap
 
+    # One new photo asked with six different k at once: six answers, one encoding.
+    fresh = photos[HTTP]
+    rs = await asyncio.gather(*(client.post("/v1/hashtags", params={"k": str(k)}, data=fresh)
+                                for k in range(1, 7)))
+    assert [len((await r.json())["hashtags"]) for r in rs] == list(range(1, 7))
+    text = await (await client.get("/metrics")).text()
+    assert _metric(text, "engine_encode_batch_size_sum") == images + 1
+    assert _metric(text, 'engine_cache_coalesced_total{endpoint="encode"}') == 5
+
 
 async def test_cancelled_wait_is_dropped_and_bad_input_fails_alone(
     small_bundle: Path, photos: list[bytes]
