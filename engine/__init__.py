@@ -3,7 +3,9 @@
 Layout: ``settings`` (frozen config, built in ``__main__``), ``app`` (factory, ``cleanup_ctx`` resources,
 error/metrics middleware), ``views`` (thin routes), ``service`` (answers as plain functions of a model),
 ``model`` (a loaded bundle + the holder that swaps it), ``runtime`` (bounded pools, reloads, ACTIVE poll),
-``cache`` (Redis with a breaker, in-process LRU, both tiers), ``singleflight``, ``metrics``, ``openapi``.
+``cache`` (Redis with a breaker, in-process LRU, both tiers), ``batcher`` (concurrent photo encodings
+share one ONNX Runtime call), ``bus`` (replicas: bundle switches announced over Redis pub/sub),
+``singleflight``, ``metrics``, ``openapi``.
 
 Decisions clients can rely on:
 - A query whose words are all unknown answers 200 with empty results and ``unknown`` listed (the same
@@ -14,4 +16,8 @@ Decisions clients can rely on:
 - ``POST /v1/admin/reload?version=V`` pins V until ``ACTIVE`` next changes (the poll reacts to changes
   of ``ACTIVE``, not to a difference from the served version).
 - Answers are cached under (bundle version, endpoint, normalised query or image sha256, k, offset, lang).
+- Replicas sharing one Redis: an admin reload/activate on one is announced on ``topicspace:bundle`` and
+  every subscribed replica loads that version (verified like any reload). A replica that re-subscribes
+  after losing Redis serves ACTIVE if it serves something else; a ``reload?version=V`` announced while it
+  was away is not replayed (ACTIVE is the durable truth).
 """
