@@ -59,6 +59,7 @@ class BenchConfig:
     seed: int
     time_budget_s: float
     keep: bool
+    rerank: bool  # also measure i8 with an exact rerank of 4x candidates against the float rows
 
 
 # ---------------------------------------------------------------- data
@@ -137,8 +138,8 @@ def timed_qps(run: Callable[[np.ndarray], Any], queries: np.ndarray, batch: int,
     return done / (time.perf_counter() - started)
 
 
-def _search(index: Any, threads: int, queries: np.ndarray) -> Any:
-    return search_batch(index, queries, K, exact=False, threads=threads)
+def _search(index: Any, threads: int, rows: np.ndarray | None, queries: np.ndarray) -> Any:
+    return search_batch(index, queries, K, exact=False, threads=threads, rerank=rows)
 
 
 def child_index(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,16 +149,18 @@ def child_index(args: argparse.Namespace) -> dict[str, Any]:
     before = rss_mb()
     t0 = time.perf_counter()
     index = load_index(Path(args.index), view=True)
+    # Rerank against the float rows, memory-mapped like the index: only candidates' rows are read.
+    rows = np.load(args.rerank_data, mmap_mode="r") if args.rerank_data else None
     open_s = time.perf_counter() - t0
     after_open = rss_mb()
     runs = []
     for es in (int(e) for e in args.expansions.split(",")):
         index.expansion_search = es  # type: ignore[misc]  # usearch's setter is untyped
-        found, _ = _search(index, args.threads, queries)
+        found, _ = _search(index, args.threads, rows, queries)
         # On a shared machine one thread can beat all of them: keep the better, as for exact search.
-        qps64 = max(timed_qps(partial(_search, index, t), queries, BATCH, args.budget)
+        qps64 = max(timed_qps(partial(_search, index, t, rows), queries, BATCH, args.budget)
                     for t in {1, args.threads})
-        qps1 = timed_qps(partial(_search, index, 1), queries, 1, args.budget)
+        qps1 = timed_qps(partial(_search, index, 1, rows), queries, 1, args.budget)
         runs.append({"expansion_search": es, "recall": recall_at(found, truth), "qps1": qps1, "qps64": qps64})
     after = rss_mb()
     return {
@@ -194,13 +197,13 @@ def child_exact(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(kind: str, cfg: BenchConfig, env: dict[str, str] | None = None,
-              **paths: Path | str) -> dict[str, Any]:
+def run_child(kind: str, cfg: BenchConfig, paths: dict[str, Path],
+              env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run this script as a fresh ``--child`` process (``env`` added) and parse the JSON it prints last."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--threads", str(cfg.threads),
            "--budget", str(cfg.time_budget_s), "--expansions", ",".join(map(str, cfg.expansions))]
     for key, value in paths.items():
-        cmd += [f"--{key}", str(value)]
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -223,12 +226,11 @@ def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig
     row: dict[str, Any] = {"name": name, "n": len(data), "dim": int(data.shape[1]), "n_queries": len(queries)}
     # Exact search gets the better of one BLAS thread and all of them (on a contended machine one thread
     # is often faster), so the ratios against it are not flattered.
-    runs = [run_child("exact", cfg, env={"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t},
-                      data=work / "data.npy", qfile=work / "queries.npy", truth=work / "truth.npy")
+    files = {"data": work / "data.npy", "qfile": work / "queries.npy", "truth": work / "truth.npy"}
+    runs = [run_child("exact", cfg, files, env={"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t})
             for t in ("1", str(cfg.threads or os.cpu_count() or 1))]
     row["exact"] = {**runs[0], "qps1": max(r["qps1"] for r in runs), "qps64": max(r["qps64"] for r in runs),
                     "by_blas_threads": runs}
-    (work / "data.npy").unlink()
     log.info("%s exact: %s", name, json.dumps(row["exact"]))
     row["indexes"] = {}
     results["rows"].append(row)
@@ -244,14 +246,20 @@ def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig
         memory = int(index.memory_usage)
         del index
         gc.collect()
-        measured = run_child("index", cfg, index=path, qfile=work / "queries.npy", truth=work / "truth.npy")
-        chosen = choose(measured["runs"], cfg.target_recall)
-        row["indexes"][dtype] = {"build_s": build_s, "save_s": save_s, "file_mb": path.stat().st_size / 2**20,
-                                 "build_memory_mb": memory / 2**20, **measured, "chosen": chosen}
-        log.info("%s %s: build %.1fs, %s", name, dtype, build_s, json.dumps(chosen))
+        plain = {"index": path, "qfile": work / "queries.npy", "truth": work / "truth.npy"}
+        for kind, paths in ((dtype, plain), (f"{dtype}+rr", {**plain, "rerank_data": work / "data.npy"})):
+            if kind.endswith("+rr") and not (cfg.rerank and dtype == "i8"):
+                continue
+            measured = run_child("index", cfg, paths)
+            chosen = choose(measured["runs"], cfg.target_recall)
+            row["indexes"][kind] = {"build_s": build_s, "save_s": save_s,
+                                    "file_mb": path.stat().st_size / 2**20, "build_memory_mb": memory / 2**20,
+                                    **measured, "chosen": chosen}
+            log.info("%s %s: build %.1fs, %s", name, kind, build_s, json.dumps(chosen))
         if not cfg.keep:
             path.unlink()
         write_json(cfg, results)
+    (work / "data.npy").unlink(missing_ok=True)
     if not cfg.keep:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -262,6 +270,19 @@ def choose(runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
     if good:
         return dict(max(good, key=lambda r: r["qps1"]))
     return dict(max(runs, key=lambda r: r["recall"]))
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' results as one: rows by set name (a later run's dtypes added to an earlier row)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for row in part["rows"]:
+            if row["name"] in rows:
+                rows[row["name"]]["indexes"].update(row["indexes"])
+            else:
+                rows[row["name"]] = row
+    return {"meta": {"merged": [p["meta"] for p in parts], "cpus": parts[0]["meta"]["cpus"]},
+            "rows": sorted(rows.values(), key=lambda r: (not r["name"].startswith("synthetic"), r["n"]))}
 
 
 def write_json(cfg: BenchConfig, results: dict[str, Any]) -> None:
@@ -383,11 +404,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=float, default=5.0, help="seconds per QPS measurement")
     p.add_argument("--keep", action="store_true", help="keep index files in --work")
+    p.add_argument("--no-rerank", action="store_true", help="skip the i8+rerank measurement")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="only merge these --json outputs: print one table, write --json/--plot")
     p.add_argument("--child", choices=("index", "exact"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--index", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--truth", help=argparse.SUPPRESS)
     p.add_argument("--qfile", help=argparse.SUPPRESS)
+    p.add_argument("--rerank-data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
         measured = child_index(args) if args.child == "index" else child_exact(args)
@@ -411,9 +436,14 @@ def main() -> None:
         seed=args.seed,
         time_budget_s=args.budget,
         keep=args.keep,
+        rerank=not args.no_rerank,
     )
-    cfg.work.mkdir(parents=True, exist_ok=True)
-    results = run(cfg)
+    if args.merge:
+        results = merge([json.loads(p.read_text(encoding="utf-8")) for p in args.merge])
+        write_json(cfg, results)
+    else:
+        cfg.work.mkdir(parents=True, exist_ok=True)
+        results = run(cfg)
     print(table(results), flush=True)
     if cfg.plot_path is not None:
         plot(results, cfg.plot_path)
