@@ -39,6 +39,16 @@ from tqdm import tqdm
 
 from space.errors import SpaceError
 from space.images import CROP, center_crop, open_image, resize_short_side, to_network_input
+from train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    batch_share,
+    broadcast_floats,
+    device_for,
+    gather_order,
+    process_group,
+)
 from train.googlenet import FEATURE_DIM, TRUNK_SHAPE, build_backbone, weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -402,6 +412,62 @@ def _evaluate(model: Regressor, feats: np.memmap, rows: np.ndarray, scaled: np.n
     return total / max(n, 1)
 
 
+class _HeadStep(nn.Module):
+    """The trained part as one module (what DDP wraps): trunk activations → logits, given dropout mask."""
+
+    def __init__(self, model: Regressor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Logits of ``feats``; ``keep`` (already scaled by 1/(1 − p)) stands in for the dropout layer."""
+        pooled = self.model.backbone.head(feats)  # type: ignore[operator]
+        return self.model.proj(pooled if keep is None else pooled * keep)
+
+
+# Losses that are a mean of per-row terms: each rank's share is weighted (``batch_share``). Any other loss
+# (the in-batch contrastive one) couples the rows of a batch, so its logits are gathered across ranks first.
+PER_ROW_LOSSES = ("bce", "cosine")
+
+
+def _keep_mask(p: float, seed: int, step: int, n: int, device: torch.device) -> torch.Tensor | None:
+    """Dropout's scaled keep-mask for a whole global batch, drawn from (seed, step): the same on every rank.
+
+    Drawing the mask per global batch (not per rank) makes training independent of how many ranks share it.
+    """
+    if p <= 0:
+        return None
+    rng = np.random.default_rng([seed, step])
+    keep = (rng.random((n, FEATURE_DIM), dtype=np.float32) >= p).astype(np.float32) / (1.0 - p)
+    return torch.from_numpy(keep).to(device)
+
+
+def _gather_rows(local: torch.Tensor, n: int, ctx: DistContext) -> torch.Tensor:
+    """The whole global batch's rows in batch order, from each rank's strided share (gradients flow back)."""
+    if not ctx.enabled:
+        return local
+    from torch.distributed.nn.functional import all_gather
+
+    m = -(-n // ctx.world_size)  # shares differ by at most one row: pad each to m for all_gather
+    padded = torch.cat([local, local.new_zeros(m - len(local), *local.shape[1:])])
+    idx = torch.from_numpy(gather_order(n, ctx.world_size)).to(local.device)
+    return torch.cat(all_gather(padded))[idx]
+
+
+def _shared_cache(ctx: DistContext, build: Callable[[], FeatureCache]) -> FeatureCache:
+    """Rank 0 builds (or finds) a trunk cache; the other ranks wait, then open the same files (a cache hit).
+
+    Under a multi-node launch the work folder must be on a filesystem every node sees; otherwise each node
+    recomputes the same cache for itself after the barrier.
+    """
+    if ctx.is_main:
+        cache = build()
+    barrier(ctx)
+    if not ctx.is_main:
+        cache = build()
+    return cache
+
+
 def train_regressor(
     cfg: ImageConfig,
     images: Sequence[Path],
@@ -415,16 +481,33 @@ def train_regressor(
 ) -> Path:
     """Fine-tune the regressor on the "train" images, validate on "val"; return the best checkpoint.
 
-    Trunk activations are cached under ``cache_dir`` (default ``work_dir``); share it between runs.
+    Trunk activations are cached under ``cache_dir`` (default ``work_dir``); share it between runs. Launched
+    by ``torchrun`` the training runs data-parallel (DDP: gloo on CPU, NCCL on GPUs) and gives the same
+    weights as one process, up to float rounding; only rank 0 validates and writes the checkpoint.
     """
+    with process_group() as ctx:
+        return _train(ctx, cfg, images, targets, splits, weights_dir, Path(work_dir),
+                      progress if ctx.is_main else None, cache_dir)
+
+
+def _train(
+    ctx: DistContext,
+    cfg: ImageConfig,
+    images: Sequence[Path],
+    targets: np.ndarray,
+    splits: Sequence[str],
+    weights_dir: Path,
+    work_dir: Path,
+    progress: Progress | None,
+    cache_dir: Path | None,
+) -> Path:
+    """:func:`train_regressor` on one rank of ``ctx`` (rank 0 of 1 when not distributed)."""
     if not (len(images) == len(targets) == len(splits)):
         raise TrainingFailed("images, targets and splits must have the same length")
     targets = np.asarray(targets, dtype=np.float32)
-    threads = cfg.num_threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.num_threads or ctx.cpu_threads())
     torch.manual_seed(cfg.seed)
-    device = _device()
-    work_dir = Path(work_dir)
+    device = device_for(ctx)
     work_dir.mkdir(parents=True, exist_ok=True)
     split_arr = np.asarray(splits)
     train_idx = np.flatnonzero(split_arr == "train")
@@ -443,14 +526,14 @@ def train_regressor(
     model = build_regressor(cfg, weights_dir, targets.shape[1], tmin, tmax)
     key_parts = cache_key_parts(cfg, weights_dir)
     cache_dir = cache_dir or work_dir
-    train_cache = cache_trunk_features(
+    train_cache = _shared_cache(ctx, lambda: cache_trunk_features(
         model.backbone, [images[int(i)] for i in train_idx], cfg.train_views, cache_dir, key_parts=key_parts,
         random_views=True, view_seed=cfg.view_seed, batch_size=cfg.feature_batch, progress=progress,
-    )
-    val_cache = cache_trunk_features(
+    ))
+    val_cache = _shared_cache(ctx, lambda: cache_trunk_features(
         model.backbone, [images[int(i)] for i in val_idx], 1, cache_dir, key_parts=key_parts,
         random_views=False, batch_size=cfg.feature_batch, progress=progress, stage="cnn-features-val",
-    )
+    ))
     # Rows of usable views, with the target of the image they came from.
     bad_train = set(train_cache.failed)
     train_rows = np.array([i * cfg.train_views + v for i in range(len(train_idx)) if i not in bad_train
@@ -477,21 +560,39 @@ def train_regressor(
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps) if cfg.schedule == "cosine"
              else None)
     loss_fn = _loss_fn(cfg, model, torch.from_numpy(targets[train_idx].mean(axis=0)).to(device))
+    per_row = cfg.loss in PER_ROW_LOSSES
     if cfg.init == "ridge":
-        ridge_init(model, train_cache.open(), train_rows, row_scaled, cfg.ridge_alpha, device)
+        # Rank 0 fits; DDP's construction broadcasts rank 0's weights to the others.
+        if ctx.is_main:
+            ridge_init(model, train_cache.open(), train_rows, row_scaled, cfg.ridge_alpha, device)
     elif cfg.init != "gaussian":
         raise ValueError(f"unknown init {cfg.init!r} (expected 'gaussian' or 'ridge')")
+    step_module: nn.Module = _HeadStep(model)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device] if device.type == "cuda" else None
+        step_module = DistributedDataParallel(step_module, device_ids=ids, broadcast_buffers=False)
+        log.info("rank %d/%d: data-parallel training, %d threads", ctx.rank, ctx.world_size,
+                 torch.get_num_threads())
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     train_feats, val_feats = train_cache.open(), val_cache.open()
     report = throttled(progress)
 
     best_path = work_dir / CHECKPOINT_NAME
-    best_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
+
+    def validate() -> float:
+        """Rank 0's validation loss, on every rank."""
+        value = (_evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
+                 if ctx.is_main else 0.0)
+        return broadcast_floats([value], ctx)[0]
+
+    best_loss = validate()
     history: list[dict[str, float]] = [{"epoch": 0, "val_loss": best_loss}]
     log.info("initial validation loss %.5f", best_loss)
     best_state: dict[str, Any] | None = None
     best_epoch = 0
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # the same permutation on every rank
     step = 0
     started = time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
@@ -499,58 +600,84 @@ def train_regressor(
         # Frozen layers stay in eval mode (matters only for dropout; there is no BatchNorm).
         order = rng.permutation(len(train_rows))
         bar = tqdm(range(steps_per_epoch), desc=f"cnn-train {epoch}/{cfg.epochs}", unit="batch",
-                   mininterval=1.0)
-        running, seen, t0 = 0.0, 0, time.monotonic()
+                   mininterval=1.0, disable=not ctx.is_main)
+        running, seen, views, t0 = 0.0, 0, 0, time.monotonic()
         for b in bar:
             sel = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            x = torch.from_numpy(np.asarray(train_feats[train_rows[sel]], dtype=np.float32)).to(device)
+            n = len(sel)
+            keep = _keep_mask(cfg.dropout, cfg.seed, step, n, device)
+            pos, weight = batch_share(n, ctx)
+            if len(pos) == 0:
+                # More ranks than rows: a zero-weight stand-in row, since every rank must run backward.
+                pos, weight = np.zeros(1, dtype=np.int64), 0.0
+            mine = sel[pos]
+            x = torch.from_numpy(np.asarray(train_feats[train_rows[mine]], dtype=np.float32)).to(device)
             x = x.contiguous(memory_format=memory_format)
-            y = torch.from_numpy(row_scaled[sel]).to(device)
-            raw = torch.from_numpy(row_raw[sel]).to(device)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                logits = model.logits_from_trunk(x).float()
-            loss = loss_fn(logits, y, raw)
+                mask = None if keep is None else keep[torch.from_numpy(pos).to(device)]
+                logits = step_module(x, mask).float()
+            if per_row:
+                loss = loss_fn(logits, torch.from_numpy(row_scaled[mine]).to(device),
+                               torch.from_numpy(row_raw[mine]).to(device))
+                scaled_loss, counted = loss * weight, (len(mine) if weight > 0 else 0)
+            else:
+                # Every rank computes the whole batch's loss; all_gather's backward sums the world's identical
+                # gradients onto each share and DDP's average divides that sum back out.
+                loss = loss_fn(_gather_rows(logits, n, ctx), torch.from_numpy(row_scaled[sel]).to(device),
+                               torch.from_numpy(row_raw[sel]).to(device))
+                scaled_loss, counted = loss, (n if ctx.is_main else 0)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(scaled_loss).backward()
             scaler.step(opt)
             scaler.update()
             if sched is not None:
                 sched.step()
             step += 1
-            running += float(loss.detach()) * len(sel)
-            seen += len(sel)
-            rate = seen / max(time.monotonic() - t0, 1e-6)
-            bar.set_postfix(loss=f"{running / seen:.5f}", img_s=f"{rate:.0f}", refresh=False)
+            running += float(loss.detach()) * counted
+            seen += counted
+            views += n
+            rate = views / max(time.monotonic() - t0, 1e-6)
+            bar.set_postfix(loss=f"{running / max(seen, 1):.5f}", img_s=f"{rate:.0f}", refresh=False)
             if report:
                 report("cnn-train", step, total_steps, "batches")
-        val_loss = _evaluate(model, val_feats, val_rows, val_scaled, val_raw, loss_fn, cfg.batch_size, device)
-        history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss,
-                        "seconds": time.monotonic() - t0})
-        log.info("epoch %d: train loss %.5f, val loss %.5f (%.0fs)", epoch, running / max(seen, 1), val_loss,
-                 time.monotonic() - t0)
+        running, seen_f = all_reduce_sum([running, float(seen)], ctx)
+        train_loss = running / max(seen_f, 1.0)
+        val_loss = validate()
+        seconds = time.monotonic() - t0
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds})
+        log.info("epoch %d: train loss %.5f, val loss %.5f (%.0fs, %.0f views/s)", epoch, train_loss,
+                 val_loss, seconds, len(train_rows) / max(seconds, 1e-6))
         if val_loss < best_loss or best_state is None:
             best_loss, best_epoch = val_loss, epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        if cfg.max_train_minutes is not None and time.monotonic() - started > cfg.max_train_minutes * 60:
+            if ctx.is_main:
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            else:
+                best_state = {}
+        # Rank 0's clock decides, so every rank leaves after the same epoch.
+        over = cfg.max_train_minutes is not None and time.monotonic() - started > cfg.max_train_minutes * 60
+        if broadcast_floats([float(over)], ctx)[0]:
             log.warning("training time budget of %.1f minutes reached after epoch %d", cfg.max_train_minutes,
                         epoch)
             break
     assert best_state is not None
-    ckpt = {
-        "config": cfg.to_dict(),
-        "model": best_state,
-        "dim": int(targets.shape[1]),
-        "target_min": tmin,
-        "target_max": tmax,
-        "scaling": "per-dimension min-max over the training targets",
-        "epoch": best_epoch,
-        "val_loss": best_loss,
-        "history": history,
-        "n_train_views": len(train_rows),
-        "n_val": len(val_rows),
-    }
-    tmp = best_path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, best_path)
-    log.info("best checkpoint: epoch %d, val loss %.5f → %s", best_epoch, best_loss, best_path)
+    if ctx.is_main:
+        ckpt = {
+            "config": cfg.to_dict(),
+            "model": best_state,
+            "dim": int(targets.shape[1]),
+            "target_min": tmin,
+            "target_max": tmax,
+            "scaling": "per-dimension min-max over the training targets",
+            "epoch": best_epoch,
+            "val_loss": best_loss,
+            "history": history,
+            "n_train_views": len(train_rows),
+            "n_val": len(val_rows),
+            "world_size": ctx.world_size,
+        }
+        tmp = best_path.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, best_path)
+        log.info("best checkpoint: epoch %d, val loss %.5f → %s", best_epoch, best_loss, best_path)
+    barrier(ctx)  # the checkpoint exists before any rank returns its path
     return best_path
