@@ -195,6 +195,58 @@ def wrk(name: str, url: str, duration: int, connections: int, script: Path | Non
     return result
 
 
+def encoder_ab(bundle_dir: Path, photos: list[Path], concurrency: int, reps: int, batch: int,
+               wait_ms: float, workers: int) -> None:
+    """In-process A/B of the photo path, batching off vs on, alternated ``reps`` times (no HTTP, no wrk).
+
+    Each round encodes every photo (decode in the image pool + encoder) with ``concurrency`` in flight;
+    throughput is photos per second over the round, so no request is cut off by a time window.
+    """
+    import asyncio
+    import statistics
+
+    from engine.metrics import Metrics
+    from engine.model import load_model
+    from engine.runtime import Runtime
+    from engine.settings import Settings
+
+    datas = [p.read_bytes() for p in photos]
+
+    async def round_(size: int) -> float:
+        settings = Settings(models_dir=bundle_dir.parent, image_workers=workers, encode_batch=size,
+                            encode_wait_s=wait_ms / 1000 if size > 1 else 0.0, image_queue_limit=10_000)
+        runtime = Runtime(settings, Metrics())
+        model = load_model(bundle_dir)
+        runtime.holder.swap(model)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(data: bytes) -> None:
+            async with gate:
+                await runtime.encode_photo(model, data, settings.max_upload_bytes, settings.max_pixels)
+
+        await one(datas[0])  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(one(d) for d in datas))
+        rate = len(datas) / (time.perf_counter() - started)
+        await runtime.batcher.close()
+        runtime.close()
+        return rate
+
+    async def run() -> None:
+        rates: dict[int, list[float]] = {1: [], batch: []}
+        for _ in range(reps):
+            for size in rates:
+                rates[size].append(await round_(size))
+        for size, values in rates.items():
+            print(f"encoder A/B: batch {size:>2}  {statistics.median(values):6.1f} photos/s median of {reps} "
+                  f"({', '.join(f'{v:.1f}' for v in values)}), {len(datas)} photos, {concurrency} in flight",
+                  flush=True)
+        gain = statistics.median(rates[batch]) / statistics.median(rates[1])
+        print(f"encoder A/B: batching gain {gain:.2f}x")
+
+    asyncio.run(run())
+
+
 def main() -> None:
     """Start everything, run every scenario, print figures and ratios against the targets."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -209,8 +261,16 @@ def main() -> None:
     shared = Path(os.environ.get("TOPICSPACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     p.add_argument("--weights", type=Path, default=shared / "weights" / "bvlc_googlenet",
                    help="BVLC GoogLeNet weights for the original torch-eager photo path")
+    p.add_argument("--encoder-ab", type=int, default=0, metavar="PHOTOS",
+                   help="only an in-process A/B of the photo path (batching off vs on) over this many photos")
+    p.add_argument("--reps", type=int, default=3, help="rounds of the encoder A/B")
     a = p.parse_args()
     bundle_dir = a.bundle.resolve()
+    if a.encoder_ab:
+        items = json.loads((bundle_dir / "images.json").read_text())["items"]
+        encoder_ab(bundle_dir, [Path(i["path"]) for i in items[: a.encoder_ab]], a.connections, a.reps,
+                   a.encode_batch, a.encode_wait_ms, a.workers)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     models = work / "models"
     models.mkdir()
