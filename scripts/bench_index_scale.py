@@ -60,6 +60,7 @@ class BenchConfig:
     time_budget_s: float
     keep: bool
     rerank: bool  # also measure i8 with an exact rerank of 4x candidates against the float rows
+    exact: bool  # measure exact numpy search too (off: another run on the same seed did)
 
 
 # ---------------------------------------------------------------- data
@@ -227,10 +228,15 @@ def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig
     # Exact search gets the better of one BLAS thread and all of them (on a contended machine one thread
     # is often faster), so the ratios against it are not flattered.
     files = {"data": work / "data.npy", "qfile": work / "queries.npy", "truth": work / "truth.npy"}
-    runs = [run_child("exact", cfg, files, env={"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t})
-            for t in ("1", str(cfg.threads or os.cpu_count() or 1))]
-    row["exact"] = {**runs[0], "qps1": max(r["qps1"] for r in runs), "qps64": max(r["qps64"] for r in runs),
-                    "by_blas_threads": runs}
+    if cfg.exact:
+        runs = [run_child("exact", cfg, files, env={"OPENBLAS_NUM_THREADS": t, "OMP_NUM_THREADS": t})
+                for t in ("1", str(cfg.threads or os.cpu_count() or 1))]
+        row["exact"] = {**runs[0], "qps1": max(r["qps1"] for r in runs),
+                        "qps64": max(r["qps64"] for r in runs), "by_blas_threads": runs}
+    else:  # measured by another run on the same seed (see --merge)
+        keys = ("open_s", "matrix_mb", "recall", "qps1", "qps64", "rss_mb")
+        row["exact"] = dict.fromkeys(keys, float("nan"))
+        row["exact"]["skipped"] = True
     log.info("%s exact: %s", name, json.dumps(row["exact"]))
     row["indexes"] = {}
     results["rows"].append(row)
@@ -279,6 +285,8 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for row in part["rows"]:
             if row["name"] in rows:
                 rows[row["name"]]["indexes"].update(row["indexes"])
+                if rows[row["name"]]["exact"].get("skipped"):
+                    rows[row["name"]]["exact"] = row["exact"]
             else:
                 rows[row["name"]] = row
     return {"meta": {"merged": [p["meta"] for p in parts], "cpus": parts[0]["meta"]["cpus"]},
@@ -405,6 +413,8 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=5.0, help="seconds per QPS measurement")
     p.add_argument("--keep", action="store_true", help="keep index files in --work")
     p.add_argument("--no-rerank", action="store_true", help="skip the i8+rerank measurement")
+    p.add_argument("--no-exact", action="store_true",
+                   help="skip exact numpy search (merge it from another run on the same seed)")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only merge these --json outputs: print one table, write --json/--plot")
     p.add_argument("--child", choices=("index", "exact"), default=None, help=argparse.SUPPRESS)
@@ -437,6 +447,7 @@ def main() -> None:
         time_budget_s=args.budget,
         keep=args.keep,
         rerank=not args.no_rerank,
+        exact=not args.no_exact,
     )
     if args.merge:
         results = merge([json.loads(p.read_text(encoding="utf-8")) for p in args.merge])
