@@ -178,16 +178,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train_all(cfg: PipelineConfig) -> int:
-    """`train all`: the progress file gets a done/failed last line; stdout gets the bundle path last."""
-    from train.pipeline import build_bundle
+    """`train all`: the progress file gets a done/failed last line; stdout gets the bundle path last.
+
+    Under ``torchrun`` every rank trains its share of the CNN stage; rank 0 alone runs the other stages,
+    reports progress and publishes, and the other ranks exit 0 after the CNN stage, printing nothing.
+    """
+    from train.distributed import process_group
+    from train.pipeline import build_bundle, train_cnn_share
     from train.progress import ProgressReporter
 
-    progress = ProgressReporter(cfg.progress_file)
-    try:
-        bundle = build_bundle(cfg, progress)
-    except BaseException as exc:
-        progress.failed(f"{exc.__class__.__name__}: {exc}")
-        raise
+    with process_group() as dist:
+        if not dist.is_main:
+            train_cnn_share(cfg, dist)
+            return 0
+        progress = ProgressReporter(cfg.progress_file)
+        try:
+            bundle = build_bundle(cfg, progress, dist)
+        except BaseException as exc:
+            progress.failed(f"{exc.__class__.__name__}: {exc}")
+            raise
     from space.bundle import read_manifest
 
     progress.finished(bundle, str(read_manifest(bundle)["version"]))

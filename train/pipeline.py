@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from train.ingest import IngestStats, ingest, load_posts, save_posts
 from train.progress import ProgressReporter
 from train.split import assign_splits
 from train.text import TextResult, build_text_space
+
+if TYPE_CHECKING:
+    from train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +101,14 @@ class Stage:
 class Pipeline:
     """The stages of one run, sharing a work dir, a progress reporter and the previous stage's key."""
 
-    def __init__(self, cfg: PipelineConfig, progress: ProgressReporter | None = None) -> None:
+    def __init__(self, cfg: PipelineConfig, progress: ProgressReporter | None = None,
+                 dist: DistContext | None = None) -> None:
         self.cfg = cfg
         self.progress = progress or ProgressReporter(cfg.progress_file)
         self.work = cfg.work_dir
         self.work.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
+        self.dist = dist  # under torchrun: this rank's place; rank 0 runs every stage, the others the CNN
 
     def stage(self, name: str, *parts: Any) -> Stage:
         """The cache directory of ``name`` for these inputs/config parts."""
@@ -121,7 +126,8 @@ class Pipeline:
             info = stage.info()
         else:
             info = fn()
-            stage.mark_done(info)
+            if self.dist is None or self.dist.is_main:
+                stage.mark_done(info)
         self.progress.end()
         self.timings[stage.name] = round(time.monotonic() - t0, 2)
         log.info("%s: %.1fs", stage.name, self.timings[stage.name])
@@ -263,6 +269,23 @@ class Pipeline:
         info = self.run_stage(st, run)
         return np.load(st.dir / bundle_format.IMAGE_VECTORS), list(info["failed"])
 
+    # -- under torchrun -----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Under torchrun, wait for every rank: rank 0 has then cached the text stages the others reuse."""
+        if self.dist is not None and self.dist.enabled:
+            from train.distributed import barrier
+
+            barrier(self.dist)
+
+    def follow(self) -> Path:
+        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN."""
+        self._sync()
+        ingest_st, posts, _ = self.ingest()
+        filter_st, kept, _ = self.filter(ingest_st, posts)
+        split_st, kept, _ = self.split(filter_st, kept)
+        text_st, text = self.text(split_st, kept)
+        return self.image(text_st, text, self.image_config())[1]
+
     # -- the whole run -----------------------------------------------------------------------------
     def run(self) -> Path:
         """Run every stage and publish the bundle; return its path."""
@@ -274,6 +297,7 @@ class Pipeline:
         filter_st, kept, filter_report = self.filter(ingest_st, posts)
         split_st, kept, split_method = self.split(filter_st, kept)
         text_st, text = self.text(split_st, kept)
+        self._sync()
         image_cfg = self.image_config()
         image_st, checkpoint = self.image(text_st, text, image_cfg)
         export_st, onnx_path, parity = self.export(image_st, checkpoint, text)
@@ -421,9 +445,16 @@ def run_text_stages(
     return summary
 
 
-def build_bundle(cfg: PipelineConfig, progress: ProgressReporter | None = None) -> Path:
-    """The whole chain; returns the published bundle's path."""
-    return Pipeline(cfg, progress).run()
+def build_bundle(cfg: PipelineConfig, progress: ProgressReporter | None = None,
+                 dist: DistContext | None = None) -> Path:
+    """The whole chain; returns the published bundle's path (under torchrun: on rank 0)."""
+    return Pipeline(cfg, progress, dist).run()
 
 
-__all__ = ["EmptyCorpus", "IngestStats", "MissingStage", "Pipeline", "build_bundle", "run_text_stages"]
+def train_cnn_share(cfg: PipelineConfig, dist: DistContext) -> Path:
+    """`train all` on a torchrun rank other than 0 (rank 0 runs :func:`build_bundle` and publishes)."""
+    return Pipeline(cfg, ProgressReporter(None, bars=False), dist).follow()
+
+
+__all__ = ["EmptyCorpus", "IngestStats", "MissingStage", "Pipeline", "build_bundle", "run_text_stages",
+           "train_cnn_share"]
