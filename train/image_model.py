@@ -572,7 +572,7 @@ def _train(
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device] if device.type == "cuda" else None
-        step_module = DistributedDataParallel(step_module, device_ids=ids, broadcast_buffers=False)
+        step_module = DistributedDataParallel(step_module, device_ids=ids)
         log.info("rank %d/%d: data-parallel training, %d threads", ctx.rank, ctx.world_size,
                  torch.get_num_threads())
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
