@@ -30,6 +30,7 @@ from tests.bundle_factory import small_bundle_args, work_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "disk-full-admin-token"
+TRAIN_TIMEOUT_S = 240.0
 # Sets the file size limit, ignores SIGXFSZ (so a write past it fails with EFBIG instead of killing the
 # process) and replaces itself with the command: the limit is the kernel's, not a Python patch.
 LIMITED = (
@@ -81,11 +82,19 @@ async def test_file_size_limit_while_writing_a_bundle(
     )  # fmt: skip
     talk = asyncio.create_task(proc.communicate())
     served = 0
-    while not talk.done():  # the engine keeps answering while the trainer fails
-        r = await client.get("/v1/images", params={"q": "dog", "k": "5"})
-        assert r.status == 200 and await r.json() == expected
-        served += 1
-        await asyncio.wait([talk], timeout=0.2)
+    deadline = asyncio.get_running_loop().time() + TRAIN_TIMEOUT_S
+    try:
+        while not talk.done():  # the engine keeps answering while the trainer fails
+            r = await client.get("/v1/images", params={"q": "dog", "k": "5"})
+            assert r.status == 200 and await r.json() == expected
+            served += 1
+            await asyncio.wait([talk], timeout=0.2)
+            # Only a recomputed stage (a cache miss: the stage code changed since the fixture) takes long.
+            assert asyncio.get_running_loop().time() < deadline, "train all recomputed a cached stage"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait([talk])
     out, err = talk.result()
     stderr = err.decode(errors="replace")
     assert proc.returncode == 1, stderr[-2000:]
