@@ -12,6 +12,7 @@ vector subtracted from queries, the mean of the model's outputs on 2,000 trainin
 each, from image vectors), the way a centred bundle is served. The text space is saved under
 ``<work>/text`` (Word2Vec on two threads is not reproducible run to run, and a trained encoder only
 makes sense in the space it was trained for); pooled frozen features for the ridge baseline are cached.
+``--rescore seed,ridge-cosine`` re-scores already-trained checkpoints raw and centred, without training.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from train.image_model import (
     train_regressor,
 )
 from train.ingest import IngestStats, read_flickr8k
-from train.text import build_text_space
+from train.text import TextResult, build_text_space
 
 log = logging.getLogger("bench_retrieval")
 
@@ -107,6 +108,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a few hundred images, for a smoke run")
     ap.add_argument("--ridge-alpha", type=float, default=1.0)
     ap.add_argument("--skip-baseline", action="store_true", help="no ridge baseline (saves the pooling pass)")
+    ap.add_argument("--rescore", default=None, metavar="NAMES",
+                    help="no training: score the checkpoints <work>/<name>/image_best.pt raw and centred, "
+                         "from the cached trunk activations, in the saved text space <work>/text")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -122,8 +126,12 @@ def main() -> int:
 
     t0 = time.monotonic()
     text_cfg = TextConfig.quick() if args.quick else TextConfig()
-    text = build_text_space(by_split["train"] + by_split["val"], text_cfg)
-    text.save(args.work / ("text-quick" if args.quick else "text"))
+    text_dir = args.work / ("text-quick" if args.quick else "text")
+    if args.rescore and (text_dir / "caption_vectors.npy").is_file():
+        text = TextResult.load(text_dir, by_split["train"] + by_split["val"])
+    else:
+        text = build_text_space(by_split["train"] + by_split["val"], text_cfg)
+        text.save(text_dir)
     log.info("text space: %d words, dim %d, %.0fs", len(text.space.words), text.space.dim,
              time.monotonic() - t0)
     images = [p.image for p in text.posts]
@@ -153,6 +161,18 @@ def main() -> int:
     n_mean = min(2000, len(train_imgs))
     mean_rows = np.sort(np.random.default_rng(0).choice(len(train_imgs), n_mean, replace=False))
     mean_rows = mean_rows * base_cfg.train_views
+    if args.rescore:
+        for name in args.rescore.split(","):
+            ckpt = args.work / name / "image_best.pt"
+            vecs = model_outputs(ckpt, test_cache.open(), np.arange(len(test)))
+            train_out = model_outputs(ckpt, cache.open(), mean_rows)
+            results[f"{name} (rescored, raw)"] = retrieval_metrics(vecs, caption_vecs, owner)
+            results[f"{name} (rescored, centred)"] = centred_metrics(vecs, caption_vecs, owner, train_out,
+                                                                    train_tgts)
+            print(format_table(results), flush=True)
+        out = args.work / f"bench_rescore-{args.rescore.replace(',', '+')}.json"
+        out.write_text(json.dumps({"results": results}, indent=1))
+        return 0
     if not args.skip_baseline:
         train_f = pooled_cached(net, cache.open(), args.work / f"pooled-{cache.path.stem}.npy")
         test_f = pooled_cached(net, test_cache.open(), args.work / f"pooled-{test_cache.path.stem}.npy")
