@@ -46,8 +46,8 @@ def main() -> int:
     """Build the cache, then time one process and ``--nproc`` ranks; print both."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--flickr8k", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--flickr8k", type=Path, default=ROOT.parent / "shared" / "data" / "flickr8k")
+    parser.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "weights" / "bvlc_googlenet")
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
