@@ -129,12 +129,13 @@ def mean_vectors(train_image_vecs: np.ndarray, train_caption_vecs: np.ndarray) -
 MULTILINGUAL_COLUMNS = {"en": "en_multi30k", "es": "es_nllb_from_en", "ca": "ca_apertium_from_es_en"}
 
 
-def evaluate_multilingual(bundle_dir: Path, tsv: Path,
-                          columns: dict[str, str] | None = None) -> dict[str, Any]:
+def evaluate_multilingual(bundle_dir: Path, tsv: Path, columns: dict[str, str] | None = None,
+                          centre: bool = True) -> dict[str, Any]:
     """Image search on the bundle's test images with one caption per image in each language as queries.
 
     Rows of ``tsv`` (the Flickr8k multilingual file) join the bundle's test items by image file name; each
-    language's R@10 is also given relative to English (``r10_vs_en``, target ≥ 0.8).
+    language's R@10 is also given relative to English (``r10_vs_en``, target ≥ 0.8). A centred bundle is
+    scored centred unless ``centre`` is false.
     """
     import csv
 
@@ -145,7 +146,7 @@ def evaluate_multilingual(bundle_dir: Path, tsv: Path,
     items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
     test = [it for it in items if it.get("split") == "test"]
     image_vecs = vectors[[int(it["key"]) for it in test]]
-    centering = Centering.load(bundle_dir)
+    centering = Centering.load(bundle_dir) if centre else None
     if centering is not None:
         image_vecs = centering.images(image_vecs)
     row_of = {Path(it.get("path") or it["post_id"]).name: i for i, it in enumerate(test)}
