@@ -11,6 +11,12 @@ fixed number of random crop/mirror views per image are cached in a ``np.memmap``
 by the weights, the image list and the view recipe, and reused across epochs and runs (on CPU the trunk
 runs through ONNX Runtime, about 2.9× faster than torch eager).
 
+Under ``torchrun`` the head trains data-parallel (DistributedDataParallel: gloo on CPU, NCCL on GPUs): rank 0
+builds the trunk cache while the others wait, every rank draws the same permutation and dropout masks, and
+each takes a strided share of every global batch, weighted so the averaged gradient is the one-process
+gradient (the contrastive loss, which couples a batch's rows, gathers the logits instead); rank 0 alone
+validates and writes the checkpoint. Two CPU ranks match one process to ~3e-7 (tests/train/test_ddp.py).
+
 Other options (never the default): ``loss="cosine"`` (1 − cosine in the word space after subtracting the
 mean training target), ``schedule="cosine"``, ``init="ridge"`` (the new layer starts from a closed-form
 ridge fit). The quick preset uses the ridge start and the cosine loss: with a few hundred images and a few
