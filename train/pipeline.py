@@ -309,6 +309,14 @@ class Pipeline:
         if not final_posts:
             raise EmptyCorpus("No kept image could be encoded: nothing to publish.")
         report = _final_filter_report(filter_report, ingest_stats, text, failed, split_method, final_posts)
+        centering = None
+        if getattr(image_cfg, "centre", False):
+            # Retrieval-time centring (space.centering): the means of the training split's vectors.
+            mean_vectors = _need("train.evaluate", "mean_vectors")
+            final_targets = text.vectors[[i for i in range(len(text.posts)) if i not in failed_set]]
+            train_rows = [i for i, p in enumerate(final_posts) if p.split == "train"] or list(
+                range(len(final_posts)))
+            centering = mean_vectors(final_vectors[train_rows], final_targets[train_rows])
 
         build_indexes = _need("space.vectorindex", "build_bundle_indexes")
         evaluate_bundle = _need("train.evaluate", "evaluate_bundle")
@@ -322,6 +330,7 @@ class Pipeline:
             np.save(tmp / bundle_format.IMAGE_VECTORS, final_vectors.astype(np.float32))
             shutil.copyfile(onnx_path, tmp / bundle_format.ENCODER)
             _write_items(tmp / bundle_format.IMAGE_META, cfg.ingest.corpus, final_posts)
+            centering_file = centering.save(tmp) if centering is not None else None
             self.progress.end()
 
             self.progress.start("index")
@@ -370,6 +379,7 @@ class Pipeline:
                     "n_kept": len(final_posts),
                 },
                 "encoder": parity,
+                "centering": centering_file,
                 "text": text.stats,
                 "timings": self.timings,
             }
