@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
             return 0
         return _train_all(cfg)
-    except (SpaceError, FileNotFoundError, ValueError) as exc:
+    except (SpaceError, OSError, ValueError) as exc:  # OSError: unreadable input, full disk, …
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
