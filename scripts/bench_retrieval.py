@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from train.config import TextConfig
 from train.encode import encode_images
@@ -79,6 +80,51 @@ def pooled_cached(net: BVLCGoogLeNet, feats: np.memmap, path: Path) -> np.ndarra
     return out
 
 
+def pooled_rows(net: BVLCGoogLeNet, feats: np.memmap, rows: np.ndarray, path: Path,
+                batch: int = 64) -> np.ndarray:
+    """Frozen-head pooled features of the cached trunk ``rows``, saved to ``path`` the first time."""
+    if path.is_file():
+        return np.load(path)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(rows), batch):
+            x = torch.from_numpy(np.asarray(feats[rows[s : s + batch]], np.float32))
+            out.append(net.head(x).numpy())
+    result = np.concatenate(out)
+    np.save(path, result)
+    return result
+
+
+def linear_contrastive(train_f: np.ndarray, train_tgts: np.ndarray, test_f: np.ndarray,
+                       temperature: float = 0.05, epochs: int = 10, batch: int = 256,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A linear map from frozen pooled features, trained with symmetric in-batch InfoNCE against the
+    centred caption vectors (AdamW lr 1e-3, weight decay 1e-4, input dropout 0.2); (train, test) outputs.
+    """
+    torch.manual_seed(seed)
+    mu, sd = train_f.mean(0), train_f.std(0) + 1e-6
+    x = torch.from_numpy(((train_f - mu) / sd).astype(np.float32))
+    x_test = torch.from_numpy(((test_f - mu) / sd).astype(np.float32))
+    y = nn.functional.normalize(torch.from_numpy(train_tgts - train_tgts.mean(0)), dim=1)
+    lin = nn.Linear(x.shape[1], y.shape[1])
+    opt = torch.optim.AdamW(lin.parameters(), lr=1e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x), batch):
+            b = perm[s : s + batch]
+            out = nn.functional.normalize(lin(nn.functional.dropout(x[b], 0.2)), dim=1)
+            sims = out @ y[b].T / temperature
+            labels = torch.arange(len(b))
+            ce = nn.functional.cross_entropy
+            loss = (ce(sims, labels) + ce(sims.T, labels)) / 2
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return lin(x).numpy(), lin(x_test).numpy()
+
+
 def model_outputs(ckpt: Path, feats: np.memmap, rows: np.ndarray, batch: int = 100) -> np.ndarray:
     """A trained regressor's word-space outputs for cached trunk rows (no image decoding)."""
     model, _ = load_checkpoint(ckpt)
@@ -111,6 +157,8 @@ def main() -> int:
     ap.add_argument("--rescore", default=None, metavar="NAMES",
                     help="no training: score the checkpoints <work>/<name>/image_best.pt raw and centred, "
                          "from the cached trunk activations, in the saved text space <work>/text")
+    ap.add_argument("--linear-contrastive", action="store_true",
+                    help="also a linear InfoNCE map on frozen pooled features (one view per train image)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -173,6 +221,21 @@ def main() -> int:
         out = args.work / f"bench_rescore-{args.rescore.replace(',', '+')}.json"
         out.write_text(json.dumps({"results": results}, indent=1))
         return 0
+    if args.linear_contrastive:
+        n_train = len(train_imgs)
+        train_v0 = pooled_rows(net, cache.open(), np.arange(n_train) * base_cfg.train_views,
+                               args.work / f"pooled-{cache.path.stem}-v0.npy")
+        test_v0 = pooled_rows(net, test_cache.open(), np.arange(len(test)),
+                              args.work / f"pooled-{test_cache.path.stem}-v0.npy")
+        train_out, test_out = linear_contrastive(train_v0, train_tgts, test_v0)
+        results["linear InfoNCE on frozen features (this run)"] = retrieval_metrics(test_out, caption_vecs,
+                                                                                     owner)
+        results["linear InfoNCE on frozen features, centred (this run)"] = centred_metrics(
+            test_out, caption_vecs, owner, train_out, train_tgts)
+        ridge_v0 = ridge_baseline(train_v0, train_tgts, test_v0, caption_vecs, owner, alpha=args.ridge_alpha,
+                                  centre=True)
+        results["ridge on frozen features, one view, centred (this run)"] = ridge_v0
+        print(format_table(results), flush=True)
     if not args.skip_baseline:
         train_f = pooled_cached(net, cache.open(), args.work / f"pooled-{cache.path.stem}.npy")
         test_f = pooled_cached(net, test_cache.open(), args.work / f"pooled-{test_cache.path.stem}.npy")
@@ -187,7 +250,7 @@ def main() -> int:
         log.info("ridge baseline, centred: %s", json.dumps(ridge_c))
         print(format_table(results), flush=True)
 
-    for name in args.configs.split(","):
+    for name in [n for n in args.configs.split(",") if n]:
         cfg = CONFIGS[name]
         if args.epochs is not None:
             cfg = replace(cfg, epochs=args.epochs)
@@ -214,7 +277,8 @@ def main() -> int:
 
     timings["total_s"] = round(time.monotonic() - t_start, 1)
     summary = {"results": results, "timings": timings}
-    out_name = "bench_retrieval.json" if args.configs == "seed" else f"bench_retrieval-{args.configs}.json"
+    tag = args.configs or "extra"
+    out_name = "bench_retrieval.json" if tag == "seed" else f"bench_retrieval-{tag}.json"
     (args.work / out_name.replace(",", "+")).write_text(json.dumps(summary, indent=1))
     print(format_table(results))
     print(json.dumps(timings))
