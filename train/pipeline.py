@@ -262,8 +262,10 @@ class Pipeline:
                 [p.image for p in text.posts],
                 self.cfg.encode_batch_size,
                 progress=self.progress.callback,
+                work_dir=st.dir / "chunks",  # a killed run resumes from its last finished chunk
             )
             np.save(st.dir / bundle_format.IMAGE_VECTORS, np.asarray(vectors, dtype=np.float32))
+            shutil.rmtree(st.dir / "chunks", ignore_errors=True)  # images.npy now holds them all
             return {"failed": [int(i) for i in failed]}
 
         info = self.run_stage(st, run)
