@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import uuid
 from pathlib import Path
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from usearch.index import BatchMatches, Index, Matches
 
 from space import bundle
+from space.centering import Centering
 from space.errors import BundleInvalid
 
 log = logging.getLogger(__name__)
@@ -94,10 +96,17 @@ def save_index(index: Index, path: Path) -> None:
 
 
 def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
-    """Write ``images.usearch`` from ``images.npy`` and ``words.usearch`` from ``words.npy``; their info."""
+    """Write ``images.usearch`` from ``images.npy`` and ``words.usearch`` from ``words.npy``; their info.
+
+    In a bundle with ``centering.npz`` the image index holds the centred image vectors, the ones text
+    queries and photos are compared with (``space.centering``).
+    """
     info = {}
+    centering = Centering.load(bundle_dir)
     for npy, out in ((bundle.IMAGE_VECTORS, bundle.IMAGE_INDEX), ("words.npy", bundle.WORD_INDEX)):
         vectors = np.load(bundle_dir / npy, mmap_mode="r")
+        if centering is not None and npy == bundle.IMAGE_VECTORS:
+            vectors = centering.images(vectors)
         build_index(vectors, bundle_dir / out, dtype=dtype)
         info[out] = index_info(bundle_dir / out)
         log.info("indexed %d vectors of %s into %s (%s)", len(vectors), npy, out, dtype)
@@ -129,6 +138,16 @@ def load_index(path: Path, view: bool = True, expansion_search: int | None = Non
     if index is None or len(index) != int(meta["count_present"]):
         raise BundleInvalid(f"{path.name} is not a readable usearch index")
     return index
+
+
+def map_rows(path: Path) -> np.ndarray:
+    """The rows of a ``.npy`` file memory-mapped read-only for random row reads (a rerank's candidates)."""
+    rows = np.load(path, mmap_mode="r")
+    mapped = getattr(rows, "_mmap", None)
+    if isinstance(mapped, mmap.mmap):
+        # Without this the kernel's read-around maps ~128 KiB for each 1 KiB row a query touches.
+        mapped.madvise(mmap.MADV_RANDOM)
+    return rows
 
 
 def _metadata(path: Path) -> dict[str, Any]:

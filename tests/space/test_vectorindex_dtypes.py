@@ -17,6 +17,7 @@ from space.vectorindex import (
     build_index,
     index_info,
     load_index,
+    map_rows,
     search,
     search_batch,
 )
@@ -88,7 +89,8 @@ def test_quantised_graph_recall(tmp_path: Path) -> None:
     raw, _ = search_batch(i8, queries, 10, exact=False)
     assert 0.85 <= recall(raw, truth) < 1.0
     np.save(tmp_path / "rows.npy", data)
-    rows = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    rows = map_rows(tmp_path / "rows.npy")
+    assert isinstance(rows, np.memmap)
     keys, sims = search_batch(i8, queries, 10, exact=False, rerank=rows)
     assert recall(keys, truth) >= 0.95
     np.testing.assert_allclose(sims, np.take_along_axis(queries @ data.T, keys, axis=1), atol=1e-5)
