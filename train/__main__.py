@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--shares", default="50,30,20", help="en,es,ca shares")
     ml.add_argument("--seed", type=int, default=0)
     ml.add_argument("--relative", action="store_true", help="image paths relative to posts.jsonl")
+    ml.add_argument("--parallel", action="store_true",
+                    help="train/val posts also carry their en+es+ca captions as one Word2Vec sentence")
     return parser
 
 
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             from train.multilingual import build_multilingual
 
             shares = [float(x) for x in args.shares.split(",")]
-            summary = build_multilingual(args.src, args.flickr8k, args.out, shares, args.seed, args.relative)
+            summary = build_multilingual(args.src, args.flickr8k, args.out, shares, args.seed, args.relative,
+                                         parallel=args.parallel)
             print(json.dumps(summary, ensure_ascii=False))
             return 0
         if args.command == "eval":

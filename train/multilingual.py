@@ -5,6 +5,12 @@ Input: ``flickr8k_multi30k_es_ca.tsv`` (read with quoting off: captions contain 
 from ``en_multi30k``, Spanish from one of the ``es_nllb_from_*`` columns, Catalan from one of the
 ``ca_apertium_from_es_*`` columns. Output: ``posts.jsonl`` with the standard Flickr8k split per row and
 the true language in ``lang``.
+
+With ``parallel``, each train/val post also carries, in ``captions``, one sentence joining the image's
+English, Spanish and Catalan captions: Word2Vec then sees translations in one context window, which ties
+the three languages into one space (without it each language learns its own unconnected corner, and
+Spanish or Catalan queries find images near chance). Test posts never carry it: their captions are the
+evaluation queries.
 """
 
 from __future__ import annotations
@@ -50,6 +56,17 @@ def language_columns(header: Sequence[str]) -> dict[str, list[str]]:
     return cols
 
 
+def parallel_sentence(row: dict[str, str], cols: dict[str, list[str]]) -> str:
+    """The row's captions in every language, joined into one sentence (translations from English first)."""
+    parts = []
+    for lang in LANGS:
+        column = next((c for c in cols[lang] if c.endswith("_en")), cols[lang][0])
+        text = (row.get(column) or "").strip().rstrip(".")
+        if text:
+            parts.append(text + ".")
+    return " ".join(parts)
+
+
 def build_multilingual(
     src: Path,
     flickr8k: Path,
@@ -57,6 +74,7 @@ def build_multilingual(
     shares: Sequence[float] = (50, 30, 20),
     seed: int = 0,
     relative_paths: bool = False,
+    parallel: bool = False,
 ) -> dict[str, Any]:
     """Write ``out/posts.jsonl``; return counts per language and split."""
     if len(shares) != len(LANGS) or any(s < 0 for s in shares) or sum(shares) <= 0:
@@ -73,7 +91,7 @@ def build_multilingual(
     rng = np.random.default_rng(seed)
     langs: Counter[str] = Counter()
     by_split: Counter[str] = Counter()
-    missing = 0
+    missing = n_parallel = 0
     tmp = out / (POSTS_FILE + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for row in rows:
@@ -87,7 +105,7 @@ def build_multilingual(
                 continue
             path = os.path.relpath(image.resolve(), out.resolve()) if relative_paths else str(image.resolve())
             split: str | None = splits.get(row["image"])
-            record = {
+            record: dict[str, Any] = {
                 "id": row["image"],
                 "image": path,
                 "caption": caption,
@@ -97,6 +115,9 @@ def build_multilingual(
                 "split": split,
                 "column": column,
             }
+            if parallel and split in ("train", "val"):
+                record["captions"] = [caption, parallel_sentence(row, cols)]
+                n_parallel += 1
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             langs[lang] += 1
             by_split[str(split)] += 1
@@ -106,6 +127,7 @@ def build_multilingual(
         "languages": dict(langs),
         "splits": dict(by_split),
         "missing_images": missing,
+        "parallel_sentences": n_parallel,
         "shares": list(shares),
         "seed": seed,
     }

@@ -67,3 +67,26 @@ def test_seeded_and_readable_as_jsonl(
     assert len(posts) == 50 and not stats.bad and all(p.image.is_file() for p in posts)
     assert _build(multilingual_tsv, flickr8k_dir, tmp_path / "s1", "--seed", "1") == 0
     assert [r["caption"] for r in _rows(tmp_path / "s1")] != [c for _, c in ours]
+
+
+def test_parallel_sentences_only_for_train_and_val(
+    built: Path, multilingual_tsv: Path, flickr8k_dir: Path, tmp_path: Path
+) -> None:
+    assert _build(multilingual_tsv, flickr8k_dir, tmp_path, "--seed", "0", "--parallel") == 0
+    rows = _rows(tmp_path)
+    assert [(r["id"], r["caption"]) for r in rows] == [(r["id"], r["caption"]) for r in _rows(built)]
+    source = {r["image"]: r for r in read_tsv(multilingual_tsv)}
+    with_parallel = [r for r in rows if "captions" in r]
+    assert {r["split"] for r in with_parallel} == {"train", "val"}
+    assert not any("captions" in r for r in rows if r["split"] == "test")
+    for r in with_parallel[:200]:
+        pair = r["captions"]
+        assert isinstance(pair, list) and len(pair) == 2
+        caption, sentence = str(pair[0]), str(pair[1])
+        tsv = source[str(r["id"])]
+        assert caption == r["caption"]
+        assert tsv["en_multi30k"].strip().rstrip(".") in sentence
+        assert tsv["es_nllb_from_en"].strip().rstrip(".") in sentence
+        assert tsv["ca_apertium_from_es_en"].strip().rstrip(".") in sentence
+    posts, _ = ingest(IngestConfig(tmp_path / "posts.jsonl", "jsonl", limit=20))
+    assert any(len(p.captions) == 2 for p in posts)
