@@ -340,13 +340,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     sizes = [r["n"] for r in rows]
     dtypes = sorted({d for r in rows for d in r["indexes"]})
-    for dtype in dtypes:
+    for i, dtype in enumerate(dtypes):
         pts = [(r["n"], r["indexes"][dtype]) for r in rows if dtype in r["indexes"]]
         xs = [n for n, _ in pts]
-        axes[0].plot(xs, [ix["build_s"] for _, ix in pts], "o-", label=dtype)
-        axes[1].plot(xs, [ix["chosen"]["qps1"] for _, ix in pts], "o-", label=f"{dtype} b1")
-        axes[1].plot(xs, [ix["chosen"]["qps64"] for _, ix in pts], "s:", label=f"{dtype} b64")
-        axes[2].plot(xs, [max(ix["rss_mb"], 0.1) for _, ix in pts], "o-", label=dtype)
+        colour = f"C{i}"
+        axes[0].plot(xs, [ix["build_s"] for _, ix in pts], "o-", color=colour, label=dtype)
+        axes[1].plot(xs, [ix["chosen"]["qps1"] for _, ix in pts], "o-", color=colour, label=f"{dtype} b1")
+        axes[1].plot(xs, [ix["chosen"]["qps64"] for _, ix in pts], "s:", color=colour, label=f"{dtype} b64")
+        axes[2].plot(xs, [max(ix["rss_mb"], 0.1) for _, ix in pts], "o-", color=colour, label=dtype)
     axes[1].plot(sizes, [r["exact"]["qps1"] for r in rows], "k--", label="exact b1")
     axes[1].plot(sizes, [r["exact"]["qps64"] for r in rows], "k-.", label="exact b64")
     axes[2].plot(sizes, [r["exact"]["rss_mb"] for r in rows], "k--", label="exact (f32 matrix)")
