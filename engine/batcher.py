@@ -20,7 +20,6 @@ import numpy as np
 
 from engine.metrics import Metrics
 from engine.model import Model
-from space.textspace import unit
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +32,10 @@ class _Item:
 
 
 def _encode_batch(model: Model, xs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
-    """One encoder call for the whole batch; on failure, each image alone (unit vectors or errors)."""
+    """One encoder call for the whole batch; on failure, each image alone (raw vectors or errors)."""
     try:
         vectors = model.encode(np.stack(xs))
-        return [unit(v) for v in vectors]
+        return list(vectors)
     except Exception as exc:
         if len(xs) == 1:
             return [exc]
@@ -44,7 +43,7 @@ def _encode_batch(model: Model, xs: list[np.ndarray]) -> list[np.ndarray | BaseE
     out: list[np.ndarray | BaseException] = []
     for x in xs:
         try:
-            out.append(unit(model.encode(x[None])[0]))
+            out.append(model.encode(x[None])[0])
         except Exception as exc:
             out.append(exc)
     return out
@@ -66,7 +65,7 @@ class EncodeBatcher:
         self.running: set[asyncio.Task[None]] = set()
 
     async def encode(self, model: Model, x: np.ndarray) -> np.ndarray:
-        """The unit vector of one decoded image (batched with whatever arrives at the same time)."""
+        """The raw encoder vector of one decoded image (batched with whatever arrives at the same time)."""
         if self.dispatcher is None or self.dispatcher.done():
             self.dispatcher = asyncio.create_task(self._dispatch(), name="engine-encode-batcher")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()

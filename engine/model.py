@@ -21,7 +21,9 @@ import numpy as np
 import onnxruntime as ort
 
 from space import bundle
+from space.centering import Centering
 from space.errors import NoBundle
+from space.query import Query
 from space.textspace import TextSpace, unit
 from space.vectorindex import build_index, load_index
 
@@ -47,6 +49,7 @@ class Model:
     input_name: str
     output_name: str
     hits: list[dict[str, Any]] = field(default_factory=list)  # answer templates, see service
+    centering: Centering | None = None  # image search compares centred vectors (space.centering)
     inflight: int = 0
     retired: bool = field(default=False)
     closed: bool = field(default=False)
@@ -63,9 +66,19 @@ class Model:
             log.info("closed bundle %s", self.version)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        """Run the ONNX image encoder on a (B, 3, 224, 224) batch → (B, D) vectors."""
+        """Run the ONNX image encoder on a (B, 3, 224, 224) batch → (B, D) raw vectors."""
         out = self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})
         return np.asarray(out[0], dtype=np.float32)
+
+    def image_query(self, raw: np.ndarray) -> np.ndarray:
+        """A photo's raw encoder output as a unit query over ``image_vectors`` (centred if the bundle is)."""
+        return unit(raw if self.centering is None else self.centering.images(raw))
+
+    def text_query(self, query: Query) -> tuple[np.ndarray, list[str]]:
+        """A text query as a unit query over ``image_vectors`` and its unknown words (or ``UnknownWords``)."""
+        if self.centering is None:
+            return self.space.embed_query(query)
+        return self.centering.embed_query(self.space, query)
 
 
 def image_url(image_id: str) -> str:
@@ -94,8 +107,10 @@ def _public_ids(items: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
-def _index(path: Path, vectors: np.ndarray, name: str) -> Any:
-    if path.is_file():
+def _index(path: Path, vectors: np.ndarray, name: str, usable: bool = True) -> Any:
+    if path.is_file() and not usable:
+        log.warning("%s holds other vectors than the ones served (uncentred): rebuilding it in memory", path)
+    elif path.is_file():
         index = load_index(path)
         if len(index) == len(vectors):
             return index
@@ -111,7 +126,11 @@ def load_model(path: Path, ort_threads: int = 1) -> Model:
     started = time.perf_counter()
     manifest = bundle.verify(path)
     space = TextSpace.load(path)
-    vectors = unit(np.load(path / bundle.IMAGE_VECTORS))
+    centering = Centering.load(path)
+    raw = np.load(path / bundle.IMAGE_VECTORS)
+    if centering is not None and centering.image_mean.shape != (raw.shape[1],):
+        raise bundle.BundleInvalid(f"{path.name}: centering.npz does not match the {raw.shape[1]}-d vectors.")
+    vectors = unit(raw if centering is None else centering.images(raw))
     meta = json.loads((path / bundle.IMAGE_META).read_text(encoding="utf-8"))
     items = list(meta["items"])
     if len(items) != len(vectors):
@@ -138,7 +157,9 @@ def load_model(path: Path, ort_threads: int = 1) -> Model:
         by_id={pid: i for i, pid in enumerate(ids)},
         hits=hit_templates(ids, items),
         langs={k: np.array(v, dtype=np.int64) for k, v in langs_list.items()},
-        images_index=_index(path / bundle.IMAGE_INDEX, vectors, bundle.IMAGE_INDEX),
+        images_index=_index(path / bundle.IMAGE_INDEX, vectors, bundle.IMAGE_INDEX,
+                            usable=centering is None or bool(manifest.get("image_index_centred"))),
+        centering=centering,
         words_index=_index(path / bundle.WORD_INDEX, space.vectors, bundle.WORD_INDEX),
         session=session,
         input_name=session.get_inputs()[0].name,

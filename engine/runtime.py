@@ -100,7 +100,7 @@ class Runtime:
         self.parse = functools.lru_cache(maxsize=8192)(parse_query)
 
     async def encode_photo(self, model: Model, data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-        """Decode untrusted bytes (image pool) and encode them (batched): the photo's unit vector.
+        """Decode untrusted bytes (image pool) and encode them (batched): the photo's raw vector.
 
         :class:`Busy` at once when ``image_queue_limit`` photos are already admitted; a bad image raises
         its own ``BadImage``/``ImageTooLarge`` before it can join a batch.

@@ -59,9 +59,9 @@ def _nearest(index: Any, unit_rows: np.ndarray, vec: np.ndarray, k: int) -> tupl
     return top, sims[top]
 
 
-def _embed(model: Model, query: Query) -> tuple[np.ndarray | None, list[str]]:
+def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.ndarray | None, list[str]]:
     try:
-        return model.space.embed_query(query)
+        return model.text_query(query) if for_images else model.space.embed_query(query)
     except UnknownWords as exc:
         return None, exc.unknown
 
@@ -89,7 +89,7 @@ def images(
     model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
 ) -> dict[str, Any]:
     """Images near the query's vector; ``confident`` says whether the best score clears ``cutoff``."""
-    vec, unknown = _embed(model, query)
+    vec, unknown = _embed(model, query, for_images=True)
     hits: list[dict[str, Any]] = []
     best = -1.0
     if vec is not None:
@@ -113,19 +113,19 @@ def images(
 
 
 def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:
-    """Decode untrusted bytes safely and place the image in the space (one unit vector)."""
+    """Decode untrusted bytes safely and place the image in the space (the encoder's raw vector)."""
     x = load_for_network(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
-    return unit(model.encode(x[None])[0])
+    return model.encode(x[None])[0]
 
 
 def hashtags(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
-    """Words nearest to an image's vector."""
+    """Words nearest to an image's raw vector (uncentred: measured better for words on Flickr8k)."""
     return {"hashtags": nearest_words(model, vec, k, set()), "version": model.version}
 
 
 def similar(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
-    """Images nearest to an image's vector."""
-    keys, sims = _nearest(model.images_index, model.image_vectors, vec, k)
+    """Images nearest to an image's raw vector."""
+    keys, sims = _nearest(model.images_index, model.image_vectors, model.image_query(vec), k)
     return {"images": _image_hits(model, keys, sims), "version": model.version}
 
 

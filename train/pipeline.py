@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from space import bundle as bundle_format
+from space.announce import announce_from_env
 from space.errors import BundleInvalid, SpaceError
 from train.config import PipelineConfig, config_hash, to_jsonable
 from train.corpus import Post
@@ -382,11 +383,16 @@ class Pipeline:
                 },
                 "encoder": parity,
                 "centering": centering_file,
+                # build_bundle_indexes put centred vectors in images.usearch (what the engine checks).
+                "image_index_centred": centering_file is not None,
                 "text": text.stats,
                 "timings": self.timings,
             }
             final = bundle_format.publish(tmp, cfg.models, manifest, activate_it=cfg.activate)
             self.progress.end()
+        if cfg.activate:
+            # Engine replicas sharing REDIS_URL switch now instead of at their next ACTIVE poll.
+            announce_from_env(final.name)
         return final
 
 

@@ -106,7 +106,7 @@ async def test_cancelled_wait_is_dropped_and_bad_input_fails_alone(
                         strict=True):
             assert isinstance(v, np.ndarray)
             single = model.encode(x[None])[0]
-            assert np.abs(v - single / np.linalg.norm(single)).max() <= 1e-5
+            assert np.abs(v - single).max() <= 1e-4  # the raw encoder vector (centring needs the norm)
         assert batcher.pending == []
         text = metrics.render().decode()
         assert _metric(text, "engine_encode_batch_size_sum") == 4  # the cancelled two were never encoded
