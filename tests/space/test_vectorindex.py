@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from space import bundle
+from space.centering import Centering
 from space.errors import BundleInvalid
 from space.textspace import unit
 from space.vectorindex import build_bundle_indexes, build_index, load_index, search
@@ -68,6 +69,9 @@ def test_build_bundle_indexes(tmp_path: Path, small_bundle: Path) -> None:
     shutil.copytree(small_bundle, work)
     build_bundle_indexes(work)
     images = np.load(work / bundle.IMAGE_VECTORS)
+    centering = Centering.load(work)
+    if centering is not None:  # a centred bundle's image index holds the centred vectors
+        images = centering.images(images)
     words = np.load(work / "words.npy")
     image_index = load_index(work / bundle.IMAGE_INDEX)
     word_index = load_index(work / bundle.WORD_INDEX)
