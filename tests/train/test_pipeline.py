@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from space import bundle
+from space.vectorindex import index_info
 from tests.bundle_factory import progress_file, small_bundle_args, work_dir
 from tests.train.fixtures.corpus import fixture_posts, write_corpus
 from train.__main__ import build_parser, main, pipeline_config
@@ -210,11 +211,14 @@ def test_cli_all_reuses_cached_stages_and_prints_path_last(
         == factory_work
     )
     models = tmp_path / "models"
-    args = [*small_bundle_args(models, flickr8k_dir, weights_dir), "--work", str(factory_work)]
+    args = [*small_bundle_args(models, flickr8k_dir, weights_dir), "--work", str(factory_work),
+            "--index-dtype", "f16"]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     published = Path(out[-1])
     assert published.parent == models and bundle.active_path(models) == published
+    # The index precision is not a stage input: every stage is reused, only the indexes change.
+    assert index_info(published / bundle.IMAGE_INDEX)["dtype"] == "f16"
     for stage in ("ingest", "filter", "split", "text", "image", "export", "encode"):
         assert f"{stage}: inputs and config unchanged" in caplog.text
     np.testing.assert_array_equal(
