@@ -19,7 +19,7 @@ from space.errors import UnknownWords
 from space.images import load_for_network
 from space.query import Query
 from space.textspace import unit
-from space.vectorindex import EXACT_BELOW, search
+from space.vectorindex import EXACT_BELOW, is_quantised, search
 
 TOP_WORDS = 30
 
@@ -49,7 +49,8 @@ def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[dict[s
 def _nearest(index: Any, unit_rows: np.ndarray, vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows by cosine: numpy for small sets (faster than any index there), else usearch."""
     if len(unit_rows) > EXACT_BELOW:
-        return search(index, vec, k)
+        # i8 indexes lose recall on crowded vectors: rescore 4× candidates against the float rows.
+        return search(index, vec, k, rerank=unit_rows if is_quantised(index) else None)
     k = min(k, len(unit_rows))
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)

@@ -168,6 +168,11 @@ def _dtype_name(kind: Any) -> str:
     return str(getattr(kind, "name", kind)).lower()
 
 
+def is_quantised(index: Index) -> bool:
+    """True for an ``i8`` index, whose raw ranking needs an exact rerank to reach float recall."""
+    return _dtype_name(index.dtype) == "i8"
+
+
 def search(
     index: Index, query: np.ndarray, k: int, exact: bool | None = None, rerank: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
