@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from space.errors import UnknownWords
 from space.query import Query
-from space.textspace import TextSpace, unit
+from space.textspace import TextSpace
 
 CENTERING_FILE = "centering.npz"
 
@@ -48,17 +47,7 @@ class Centering:
 
         Raises :class:`space.errors.UnknownWords` when no term of the query is known.
         """
-        pos, unknown_pos = space.embed_tokens(query.positive)
-        neg, unknown_neg = space.embed_tokens(query.negative)
-        unknown = unknown_pos + [w for w in unknown_neg if w not in unknown_pos]
-        if pos is None and neg is None:
-            raise UnknownWords(f"Unknown words: {', '.join(unknown)}.", unknown)
-        vec = np.zeros(space.dim, dtype=np.float32)
-        if pos is not None:
-            vec += unit(pos - self.text_mean)
-        if neg is not None:
-            vec -= unit(neg - self.text_mean)
-        return unit(vec), unknown
+        return space.embed_query(query, centre=self.text_mean)
 
     def save(self, directory: Path) -> str:
         """Write ``centering.npz`` into ``directory``; return its name."""

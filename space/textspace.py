@@ -64,10 +64,11 @@ class TextSpace:
         vec = (weights[:, None] * self.vectors[ids]).sum(axis=0) / weights.sum()
         return vec.astype(np.float32), unknown
 
-    def embed_query(self, query: Query) -> tuple[np.ndarray, list[str]]:
+    def embed_query(self, query: Query, centre: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """A unit query vector: embed(positive) − embed(negative), each normalised first.
 
-        Raises :class:`UnknownWords` when no term of the query is known.
+        With ``centre`` (a mean caption vector, ``space.centering``) each part is centred before it is
+        normalised. Raises :class:`UnknownWords` when no term of the query is known.
         """
         pos, unknown_pos = self.embed_tokens(query.positive)
         neg, unknown_neg = self.embed_tokens(query.negative)
@@ -76,9 +77,9 @@ class TextSpace:
             raise UnknownWords(f"Unknown words: {', '.join(unknown)}.", unknown)
         vec = np.zeros(self.dim, dtype=np.float32)
         if pos is not None:
-            vec += unit(pos)
+            vec += unit(pos if centre is None else pos - centre)
         if neg is not None:
-            vec -= unit(neg)
+            vec -= unit(neg if centre is None else neg - centre)
         return unit(vec), unknown
 
     def query_words(self, query: Query) -> set[str]:
