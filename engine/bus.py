@@ -103,7 +103,7 @@ class BundleBus:
                 await pubsub.subscribe(self.channel)
                 self._state(True)
                 # Anything switched while this replica was deaf went through ACTIVE (activate writes it).
-                await self.runtime.follow_active()
+                await self.runtime.check_active(catch_up=True)
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":

@@ -76,9 +76,7 @@ class Model:
 
     def text_query(self, query: Query) -> tuple[np.ndarray, list[str]]:
         """A text query as a unit query over ``image_vectors`` and its unknown words (or ``UnknownWords``)."""
-        if self.centering is None:
-            return self.space.embed_query(query)
-        return self.centering.embed_query(self.space, query)
+        return self.space.embed_query(query, None if self.centering is None else self.centering.text_mean)
 
 
 def image_url(image_id: str) -> str:

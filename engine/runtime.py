@@ -159,29 +159,19 @@ class Runtime:
             log.info("serving bundle %s (was %s)", model.version, old.version if old else "nothing")
             return model
 
-    async def check_active(self) -> None:
-        """Reload when ``<models>/ACTIVE`` names a different version than last seen."""
-        active = bundle.active_version(self.settings.models_dir)
-        if active == self.seen_active:
-            return
-        self.seen_active = active
-        if active is None:
-            return
-        # A refused bundle is logged in reload and tried again when ACTIVE changes.
-        with contextlib.suppress(SpaceError):
-            await self.reload()
+    async def check_active(self, catch_up: bool = False) -> None:
+        """Reload when ``<models>/ACTIVE`` names a different version than last seen.
 
-    async def follow_active(self) -> None:
-        """Serve the ACTIVE version unless it is already served (catching up after missed announcements).
-
-        Unlike :meth:`check_active` this compares with the served version, not the last ACTIVE seen: a
-        replica switched by an announcement may serve something else than the ACTIVE it last saw.
+        ``catch_up`` compares with the served version instead: a replica switched by an announcement may
+        serve something else than the ACTIVE it last saw (used after missed announcements).
         """
         active = bundle.active_version(self.settings.models_dir)
-        self.seen_active = active
+        last, self.seen_active = self.seen_active, active
         current = self.holder.current
-        if active is None or (current is not None and current.version == active):
+        compare = (current.version if current is not None else None) if catch_up else last
+        if active is None or active == compare:
             return
+        # A refused bundle is logged in reload and tried again when ACTIVE changes.
         with contextlib.suppress(SpaceError):
             await self.reload()
 
