@@ -280,13 +280,18 @@ class Pipeline:
 
             barrier(self.dist)
 
+    def _through_text(self) -> tuple[int, dict[str, Any], dict[str, Any], str, Stage, TextResult]:
+        """Ingest, filter, split and text: posts read, their reports (ingest, filter, split method), text."""
+        ingest_st, posts, ingest_stats = self.ingest()
+        filter_st, kept, filter_report = self.filter(ingest_st, posts)
+        split_st, kept, split_method = self.split(filter_st, kept)
+        text_st, text = self.text(split_st, kept)
+        return len(posts), ingest_stats, filter_report, split_method, text_st, text
+
     def follow(self) -> Path:
         """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN."""
         self._sync()
-        ingest_st, posts, _ = self.ingest()
-        filter_st, kept, _ = self.filter(ingest_st, posts)
-        split_st, kept, _ = self.split(filter_st, kept)
-        text_st, text = self.text(split_st, kept)
+        *_, text_st, text = self._through_text()
         return self.image(text_st, text, self.image_config())[1]
 
     # -- the whole run -----------------------------------------------------------------------------
@@ -296,10 +301,7 @@ class Pipeline:
         removed = bundle_format.clean_staging(cfg.models)
         if removed:
             log.info("removed %d stale staging folders in %s", removed, cfg.models)
-        ingest_st, posts, ingest_stats = self.ingest()
-        filter_st, kept, filter_report = self.filter(ingest_st, posts)
-        split_st, kept, split_method = self.split(filter_st, kept)
-        text_st, text = self.text(split_st, kept)
+        n_posts, ingest_stats, filter_report, split_method, text_st, text = self._through_text()
         self._sync()
         image_cfg = self.image_config()
         image_st, checkpoint = self.image(text_st, text, image_cfg)
@@ -378,7 +380,7 @@ class Pipeline:
                 "corpus": {
                     "path": str(cfg.ingest.corpus.resolve()),
                     "format": cfg.ingest.format,
-                    "n_posts": len(posts),
+                    "n_posts": n_posts,
                     "n_kept": len(final_posts),
                 },
                 "encoder": parity,
