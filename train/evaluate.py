@@ -43,7 +43,7 @@ def _summary(ranks: np.ndarray) -> dict[str, float]:
 
 
 def retrieval_metrics(image_vecs: np.ndarray, caption_vecs: np.ndarray,
-                      caption_owner: Sequence[int]) -> dict[str, Any]:
+                      caption_owner: Sequence[int] | np.ndarray) -> dict[str, Any]:
     """R@1/5/10 and median rank both ways; ``caption_owner[j]`` is the image row of caption ``j``."""
     owner = np.asarray(caption_owner, dtype=np.int64)
     sims = unit(np.asarray(caption_vecs, np.float32)) @ unit(np.asarray(image_vecs, np.float32)).T  # (C, I)
@@ -129,36 +129,36 @@ def mean_vectors(train_image_vecs: np.ndarray, train_caption_vecs: np.ndarray) -
 MULTILINGUAL_COLUMNS = {"en": "en_multi30k", "es": "es_nllb_from_en", "ca": "ca_apertium_from_es_en"}
 
 
-def evaluate_multilingual(bundle_dir: Path, tsv: Path, columns: dict[str, str] | None = None,
-                          centre: bool = True) -> dict[str, Any]:
-    """Image search on the bundle's test images with one caption per image in each language as queries.
-
-    Rows of ``tsv`` (the Flickr8k multilingual file) join the bundle's test items by image file name; each
-    language's R@10 is also given relative to English (``r10_vs_en``, target ≥ 0.8). A centred bundle is
-    scored centred unless ``centre`` is false.
-    """
+def read_multilingual_rows(tsv: Path, images: set[str] | None = None) -> list[dict[str, str]]:
+    """Rows of the multilingual TSV (quoting off), only those whose ``image`` is in ``images`` if given."""
     import csv
 
-    columns = columns or MULTILINGUAL_COLUMNS
-    bundle_dir = Path(bundle_dir)
-    space = TextSpace.load(bundle_dir)
-    vectors = np.load(bundle_dir / bundle.IMAGE_VECTORS)
-    items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
-    test = [it for it in items if it.get("split") == "test"]
-    image_vecs = vectors[[int(it["key"]) for it in test]]
-    centering = Centering.load(bundle_dir) if centre else None
-    if centering is not None:
-        image_vecs = centering.images(image_vecs)
-    row_of = {Path(it.get("path") or it["post_id"]).name: i for i, it in enumerate(test)}
     csv.field_size_limit(1 << 24)
     with tsv.open(encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["image"] in row_of]
-    out: dict[str, Any] = {"n_images": len(test), "n_queries": len(rows), "centred": centering is not None}
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return rows if images is None else [r for r in rows if r["image"] in images]
+
+
+def multilingual_search(space: TextSpace, image_vecs: np.ndarray, row_of: dict[str, int],
+                        rows: Sequence[dict[str, str]], columns: dict[str, str] | None = None,
+                        centering: Centering | None = None) -> dict[str, Any]:
+    """Image search over ``image_vecs`` with each TSV row's caption in each language's column as a query.
+
+    ``row_of`` maps an image file name to its row in ``image_vecs``; ``image_vecs`` are raw (centred here
+    when ``centering`` is given, as a centred bundle is served). Each language gets R@1/5/10, median rank,
+    its empty-query count and ``r10_vs_en`` (its R@10 over English's; target ≥ 0.8).
+    """
+    columns = columns or MULTILINGUAL_COLUMNS
+    if centering is not None:
+        image_vecs = centering.images(image_vecs)
+    owner = [row_of[r["image"]] for r in rows]
+    out: dict[str, Any] = {"n_images": len(image_vecs), "n_queries": len(rows),
+                           "centred": centering is not None}
     for lang, col in columns.items():
         caption_vecs, empty = embed_captions(space, [r[col] for r in rows])
         if centering is not None:
             caption_vecs = centering.texts(caption_vecs)
-        m = retrieval_metrics(image_vecs, caption_vecs, [row_of[r["image"]] for r in rows])
+        m = retrieval_metrics(image_vecs, caption_vecs, owner)
         out[lang] = {**m["image_search"], "n_empty_queries": empty}
     en_r10 = out.get("en", {}).get("r10")
     for lang in columns:
@@ -167,8 +167,28 @@ def evaluate_multilingual(bundle_dir: Path, tsv: Path, columns: dict[str, str] |
     return out
 
 
+def evaluate_multilingual(bundle_dir: Path, tsv: Path, columns: dict[str, str] | None = None,
+                          centre: bool = True) -> dict[str, Any]:
+    """Image search on the bundle's test images with one caption per image in each language as queries.
+
+    Rows of ``tsv`` (the Flickr8k multilingual file) join the bundle's test items by image file name; each
+    language's R@10 is also given relative to English (``r10_vs_en``, target ≥ 0.8). A centred bundle is
+    scored centred unless ``centre`` is false.
+    """
+    bundle_dir = Path(bundle_dir)
+    space = TextSpace.load(bundle_dir)
+    vectors = np.load(bundle_dir / bundle.IMAGE_VECTORS)
+    items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
+    test = [it for it in items if it.get("split") == "test"]
+    image_vecs = vectors[[int(it["key"]) for it in test]]
+    centering = Centering.load(bundle_dir) if centre else None
+    row_of = {Path(it.get("path") or it["post_id"]).name: i for i, it in enumerate(test)}
+    rows = read_multilingual_rows(tsv, set(row_of))
+    return multilingual_search(space, image_vecs, row_of, rows, columns, centering)
+
+
 def ridge_baseline(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
-                   caption_vecs: np.ndarray, caption_owner: Sequence[int],
+                   caption_vecs: np.ndarray, caption_owner: Sequence[int] | np.ndarray,
                    alpha: float = 1.0, centre: bool = False) -> dict[str, Any]:
     """Closed-form ridge map from frozen CNN features to caption vectors, scored like a bundle.
 

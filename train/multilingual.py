@@ -56,15 +56,25 @@ def language_columns(header: Sequence[str]) -> dict[str, list[str]]:
     return cols
 
 
-def parallel_sentence(row: dict[str, str], cols: dict[str, list[str]]) -> str:
-    """The row's captions in every language, joined into one sentence (translations from English first)."""
+def parallel_sentence(row: dict[str, str], cols: dict[str, list[str]],
+                      rng: np.random.Generator | None = None) -> str:
+    """The row's captions in every language, joined into one sentence (translations from English first).
+
+    With ``rng``, the words of all three captions are shuffled together: Word2Vec's window (up to
+    ``window`` words, sampled smaller) then puts each word beside words of every language, where the
+    ordered ``en. es. ca.`` sentence mostly pairs en with es and es with ca, rarely ca with en (the
+    pseudo-bilingual shuffling of Vulić & Moens 2015).
+    """
     parts = []
     for lang in LANGS:
         column = next((c for c in cols[lang] if c.endswith("_en")), cols[lang][0])
         text = (row.get(column) or "").strip().rstrip(".")
         if text:
             parts.append(text + ".")
-    return " ".join(parts)
+    if rng is None:
+        return " ".join(parts)
+    tokens = " ".join(p.rstrip(".") for p in parts).split()
+    return " ".join(tokens[i] for i in rng.permutation(len(tokens)))
 
 
 def build_multilingual(
@@ -75,8 +85,12 @@ def build_multilingual(
     seed: int = 0,
     relative_paths: bool = False,
     parallel: bool = False,
+    shuffle: bool = False,
 ) -> dict[str, Any]:
-    """Write ``out/posts.jsonl``; return counts per language and split."""
+    """Write ``out/posts.jsonl``; return counts per language and split.
+
+    ``shuffle`` (with ``parallel``): the parallel sentence's words are shuffled (:func:`parallel_sentence`).
+    """
     if len(shares) != len(LANGS) or any(s < 0 for s in shares) or sum(shares) <= 0:
         raise ValueError(f"--shares needs three non-negative numbers for {'/'.join(LANGS)}, got {shares}")
     p = np.asarray(shares, dtype=np.float64) / float(sum(shares))
@@ -89,6 +103,8 @@ def build_multilingual(
     images = flickr8k / "images"
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    # Its own stream, so shuffling never changes which language and column each post draws.
+    shuffler = np.random.default_rng([seed, 1]) if shuffle else None
     langs: Counter[str] = Counter()
     by_split: Counter[str] = Counter()
     missing = n_parallel = 0
@@ -116,7 +132,7 @@ def build_multilingual(
                 "column": column,
             }
             if parallel and split in ("train", "val"):
-                record["captions"] = [caption, parallel_sentence(row, cols)]
+                record["captions"] = [caption, parallel_sentence(row, cols, shuffler)]
                 n_parallel += 1
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             langs[lang] += 1
@@ -128,6 +144,7 @@ def build_multilingual(
         "splits": dict(by_split),
         "missing_images": missing,
         "parallel_sentences": n_parallel,
+        "shuffled": bool(parallel and shuffle),
         "shares": list(shares),
         "seed": seed,
     }

@@ -90,3 +90,31 @@ def test_parallel_sentences_only_for_train_and_val(
         assert tsv["ca_apertium_from_es_en"].strip().rstrip(".") in sentence
     posts, _ = ingest(IngestConfig(tmp_path / "posts.jsonl", "jsonl", limit=20))
     assert any(len(p.captions) == 2 for p in posts)
+
+
+def test_shuffled_parallel_sentence_mixes_the_same_words(
+    built: Path, multilingual_tsv: Path, flickr8k_dir: Path, tmp_path: Path
+) -> None:
+    from train.multilingual import build_multilingual
+
+    summary = build_multilingual(multilingual_tsv, flickr8k_dir, tmp_path, (50, 30, 20), 0, parallel=True,
+                                 shuffle=True)
+    assert summary["shuffled"] is True
+    rows = _rows(tmp_path)
+    # Shuffling has its own random stream: every post keeps its language, column and caption.
+    assert [(r["id"], r["lang"], r["column"], r["caption"]) for r in rows] == [
+        (r["id"], r["lang"], r["column"], r["caption"]) for r in _rows(built)
+    ]
+    source = {r["image"]: r for r in read_tsv(multilingual_tsv)}
+    moved = 0
+    for r in [r for r in rows if "captions" in r][:300]:
+        tsv = source[str(r["id"])]
+        ordered = " ".join(tsv[c].strip().rstrip(".") for c in
+                           ("en_multi30k", "es_nllb_from_en", "ca_apertium_from_es_en")).split()
+        shuffled = str(r["captions"][1]).split()
+        assert sorted(shuffled) == sorted(ordered)
+        moved += shuffled != ordered
+    assert moved >= 295
+    again = tmp_path / "again"
+    build_multilingual(multilingual_tsv, flickr8k_dir, again, (50, 30, 20), 0, parallel=True, shuffle=True)
+    assert _rows(again) == rows
