@@ -53,6 +53,14 @@ class Model:
     inflight: int = 0
     retired: bool = field(default=False)
     closed: bool = field(default=False)
+    # The same templates as pre-encoded JSON around the score (service.images_body): per request only
+    # the scores are formatted, which is ~10x cheaper than json.dumps of the answer dicts.
+    hit_json: list[tuple[str, str]] = field(init=False, repr=False)
+    word_json: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.hit_json = [json_around_score(hit) for hit in self.hits]
+        self.word_json = [json_around_score({"word": w, "score": 0.0})[0] for w in self.space.words]
 
     def close(self) -> None:
         """Mark retired and unused (called once no request uses it any more).
@@ -91,6 +99,21 @@ def hit_templates(ids: list[str], items: list[dict[str, Any]]) -> list[dict[str,
          "lang": item.get("lang")}
         for pid, item in zip(ids, items, strict=True)
     ]
+
+
+def json_around_score(template: dict[str, Any]) -> tuple[str, str]:
+    """``json.dumps(template)`` split around its ``score`` value: the text before it and after it."""
+    before: list[str] = []
+    after: list[str] = []
+    part = before
+    for name, value in template.items():
+        if name == "score":
+            part = after
+            continue
+        part.append(json.dumps(name) + ": " + json.dumps(value, ensure_ascii=False))
+    head = "{" + ", ".join(before) + (", " if before else "") + '"score": '
+    tail = "".join(", " + x for x in after) + "}"
+    return head, tail
 
 
 def _public_ids(items: list[dict[str, Any]]) -> list[str]:

@@ -8,6 +8,7 @@ known query).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,16 +68,22 @@ def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.nda
         return None, exc.unknown
 
 
-def nearest_words(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[dict[str, Any]]:
-    """The ``k`` words nearest to ``vec`` (cosine, via ``words.usearch``), skipping ``exclude``."""
+def _word_hits(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[tuple[int, float]]:
+    """Keys and scores of the ``k`` words nearest to ``vec`` (cosine), skipping ``exclude``."""
     keys, sims = _nearest(model.words_index, model.space.unit_vectors, unit(vec), k + len(exclude))
     words = model.space.words
     out = [
-        {"word": words[key], "score": _round(sim)}
+        (key, sim)
         for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
         if 0 <= key < len(words) and words[key] not in exclude
     ]
     return out[:k]
+
+
+def nearest_words(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[dict[str, Any]]:
+    """The ``k`` words nearest to ``vec`` (cosine, via ``words.usearch``), skipping ``exclude``."""
+    words = model.space.words
+    return [{"word": words[key], "score": _round(sim)} for key, sim in _word_hits(model, vec, k, exclude)]
 
 
 def related(model: Model, query: Query, k: int) -> dict[str, Any]:
@@ -86,31 +93,75 @@ def related(model: Model, query: Query, k: int) -> dict[str, Any]:
     return {"words": words, "unknown": unknown, "version": model.version}
 
 
+def related_body(model: Model, query: Query, k: int) -> bytes:
+    """:func:`related` as its JSON body, byte for byte, from the model's pre-encoded words."""
+    vec, unknown = _embed(model, query)
+    parts = model.word_json
+    found = [] if vec is None else _word_hits(model, vec, k, model.space.query_words(query))
+    words = [parts[key] + _score(sim) + "}" for key, sim in found]
+    return (
+        '{"words": [' + ", ".join(words) + '], "unknown": ' + json.dumps(unknown, ensure_ascii=False)
+        + ', "version": ' + json.dumps(model.version, ensure_ascii=False) + "}"
+    ).encode("utf-8")
+
+
+def _image_answer(
+    model: Model, query: Query, k: int, offset: int, lang: str | None
+) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+    """The answer's keys and scores (after ``offset``), the best score (-1 when none) and unknown words."""
+    vec, unknown = _embed(model, query, for_images=True)
+    if vec is None:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), -1.0, unknown
+    if lang:
+        # Exact over the language's rows: a filtered graph search could return too few.
+        rows = model.langs.get(lang, np.empty(0, dtype=np.int64))
+        scores = model.image_vectors[rows] @ vec
+        order = np.argsort(-scores, kind="stable")[: offset + k]
+        keys, sims = rows[order], scores[order]
+    else:
+        keys, sims = _nearest(model.images_index, model.image_vectors, vec, offset + k)
+    best = float(sims[0]) if len(sims) else -1.0
+    return keys[offset:], sims[offset:], best, unknown
+
+
 def images(
     model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
 ) -> dict[str, Any]:
     """Images near the query's vector; ``confident`` says whether the best score clears ``cutoff``."""
-    vec, unknown = _embed(model, query, for_images=True)
-    hits: list[dict[str, Any]] = []
-    best = -1.0
-    if vec is not None:
-        if lang:
-            # Exact over the language's rows: a filtered graph search could return too few.
-            rows = model.langs.get(lang, np.empty(0, dtype=np.int64))
-            scores = model.image_vectors[rows] @ vec
-            order = np.argsort(-scores, kind="stable")[: offset + k]
-            keys, sims = rows[order], scores[order]
-        else:
-            keys, sims = _nearest(model.images_index, model.image_vectors, vec, offset + k)
-        if len(sims):
-            best = float(sims[0])
-        hits = _image_hits(model, keys[offset:], sims[offset:])
+    keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
+    hits = _image_hits(model, keys, sims)
     return {
         "images": hits,
         "unknown": unknown,
         "confident": bool(hits) and best >= cutoff,
         "version": model.version,
     }
+
+
+def _score(x: float) -> str:
+    """A score as ``json.dumps`` writes ``round(x, 4)``."""
+    r = round(x, 4)
+    return repr(r) if math.isfinite(r) else json.dumps(r)
+
+
+def images_body(
+    model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
+) -> bytes:
+    """:func:`images` as its JSON body, byte for byte, from the model's pre-encoded hit templates."""
+    keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
+    parts = model.hit_json
+    n = len(parts)
+    hits = [
+        parts[key][0] + _score(sim) + parts[key][1]
+        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
+        if 0 <= key < n
+    ]
+    confident = "true" if hits and best >= cutoff else "false"
+    version = json.dumps(model.version, ensure_ascii=False)
+    return (
+        '{"images": [' + ", ".join(hits) + '], "unknown": ' + json.dumps(unknown, ensure_ascii=False)
+        + ', "confident": ' + confident + ', "version": ' + version + "}"
+    ).encode("utf-8")
 
 
 def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:
