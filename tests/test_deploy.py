@@ -17,7 +17,7 @@ EXERCISED = {
 }
 
 
-def _compose() -> dict:  # type: ignore[type-arg]
+def _compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 

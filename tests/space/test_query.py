@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -50,7 +52,7 @@ def test_tfidf_weighted_mean() -> None:
     s = _space()
     vec, unknown = s.embed_tokens(["dog", "cat", "cat", "zebra"])
     # weights: dog 1*1, cat 2*1 -> (1,0,0)/3 + 2*(0,1,0)/3
-    assert np.allclose(vec, [1 / 3, 2 / 3, 0]) and unknown == ["zebra"]
+    assert vec is not None and np.allclose(vec, [1 / 3, 2 / 3, 0]) and unknown == ["zebra"]
 
 
 def test_unknown_only_query_reports_words() -> None:
@@ -67,7 +69,7 @@ def test_subtraction_moves_query() -> None:
     assert s.nearest(minus, 1, exclude={"dog"})[0][0] != "puppy"
 
 
-def test_save_load_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_save_load_roundtrip(tmp_path: Path) -> None:
     s = _space()
     s.save(tmp_path)
     t = TextSpace.load(tmp_path)

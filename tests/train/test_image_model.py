@@ -88,7 +88,7 @@ def test_quick_training_lowers_validation_loss(subset, weights_dir: Path, tmp_pa
 def test_scale_targets_is_per_dimension() -> None:
     t = np.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]], dtype=np.float32)
     s = scale_targets(t, t.min(0), t.max(0))
-    np.testing.assert_allclose(s, [[0, 0], [1, 1], [0.5, 0.5]])
+    np.testing.assert_allclose(s, np.array([[0, 0], [1, 1], [0.5, 0.5]]))
 
 
 def test_quick_preset_differs_and_round_trips() -> None:
