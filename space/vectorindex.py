@@ -4,9 +4,9 @@ Scores returned here are cosine similarities (usearch's ``cos`` metric gives ``1
 Small indexes are searched exactly: brute force over a few thousand rows costs less than a graph walk and
 can never miss a neighbour.
 
-Vectors are stored as ``f32``, ``f16`` or ``i8`` (the scalar kind is in the file's header, so a reader
-needs no side channel). Large inputs are added in chunks behind a progress bar. Saved indexes are opened
-memory-mapped by default (``view``): opening costs no copy, pages are read on first touch and shared by
+Vectors are stored as ``f32``, ``f16``, ``bf16`` or ``i8`` (the scalar kind is in the file's header, so a
+reader needs no side channel). Large inputs are added in chunks behind a progress bar. Saved indexes are
+opened memory-mapped by default (``view``): opening costs no copy, pages are read on first touch and shared by
 every process that maps the same bundle, and the file is only ever read. Bundles are immutable once
 published, so a mapped file never changes under a reader.
 """
@@ -40,7 +40,15 @@ log = logging.getLogger(__name__)
 # Below this many vectors, search exactly (brute force).
 EXACT_BELOW = 5000
 # Scalar kinds an index may store its vectors as.
-DTYPES = ("f32", "f16", "i8")
+DTYPES = ("f32", "f16", "bf16", "i8")
+# Graph settings used by the trainer, the engine and scripts/bench_index_scale.py alike (README, Scale).
+CONNECTIVITY = 16  # neighbours a node keeps (usearch's M; the base layer keeps twice as many)
+EXPANSION_ADD = 128  # candidates considered when linking a new node (ef_construction)
+# Candidates a graph search keeps (ef): a search-time knob, not stored in the file. Recall at a fixed ef
+# falls as the index grows, so indexes above LARGE keep more (scripts/bench_index_scale.py picks both).
+EXPANSION_SEARCH = 64
+EXPANSION_SEARCH_LARGE = 256
+LARGE = 200_000
 # Vectors added per call when building: bounds the float32 copy and paces the progress bar.
 CHUNK = 50_000
 
@@ -51,8 +59,8 @@ def build_index(
     dtype: str = "f32",
     threads: int = 0,
     *,
-    connectivity: int | None = None,
-    expansion_add: int | None = None,
+    connectivity: int = CONNECTIVITY,
+    expansion_add: int = EXPANSION_ADD,
     expansion_search: int | None = None,
     chunk: int = CHUNK,
     progress: bool | None = None,
@@ -61,7 +69,7 @@ def build_index(
 
     Rows are added ``chunk`` at a time behind a tqdm bar (shown when ``progress``; None: only for inputs
     larger than one chunk). ``path``, when given, is written atomically (temporary name, then rename).
-    ``connectivity``/``expansion_*`` None keep usearch's defaults (16, 128, 64).
+    ``expansion_search`` None: :func:`expansion_search_for` ``len(vectors)``.
     """
     if dtype not in DTYPES:
         raise ValueError(f"index dtype must be one of {DTYPES}, got {dtype!r}")
@@ -70,7 +78,7 @@ def build_index(
     n, dim = (int(s) for s in vectors.shape)
     index = Index(
         ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity,
-        expansion_add=expansion_add, expansion_search=expansion_search,
+        expansion_add=expansion_add, expansion_search=expansion_search or expansion_search_for(n),
     )
     if n:
         show = n > chunk if progress is None else progress
@@ -124,15 +132,21 @@ def index_info(path: Path) -> dict[str, Any]:
     }
 
 
+def expansion_search_for(count: int) -> int:
+    """The ``expansion_search`` an index of ``count`` vectors is searched with unless told otherwise."""
+    return EXPANSION_SEARCH_LARGE if count > LARGE else EXPANSION_SEARCH
+
+
 def load_index(path: Path, view: bool = True, expansion_search: int | None = None) -> Index:
     """Open a saved index, memory-mapped unless ``view`` is False; raises ``BundleInvalid`` on a bad file.
 
-    ``expansion_search`` (None: usearch's default, 64) is a search-time knob, not stored in the file.
+    ``expansion_search`` (None: :func:`expansion_search_for` the index's size) is not stored in the file.
     """
     meta = _metadata(path)
-    kwargs = {} if expansion_search is None else {"expansion_search": expansion_search}
+    if expansion_search is None:
+        expansion_search = expansion_search_for(int(meta["count_present"]))
     try:
-        index = Index.restore(str(path), view=view, **kwargs)
+        index = Index.restore(str(path), view=view, expansion_search=expansion_search)
     except (ValueError, RuntimeError) as exc:
         raise BundleInvalid(f"{path.name} is not a readable usearch index: {exc}") from exc
     if index is None or len(index) != int(meta["count_present"]):

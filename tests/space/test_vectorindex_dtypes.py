@@ -1,4 +1,4 @@
-"""Quantised (f16/i8), chunk-built, memory-mapped indexes: same answers as in memory, recall, bad files."""
+"""Quantised (f16/bf16/i8), chunk-built, memory-mapped indexes: same answers as in memory, recall, bad files."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_saved_view_answers_like_memory(tmp_path: Path, dtype: str) -> None:
         np.testing.assert_allclose(sims, want_sims, atol=1e-6)
     assert sorted(np.asarray(viewed.keys).tolist()) == list(range(2000))
     # Stored as asked: the vectors take 4, 2 or 1 bytes a number, plus the graph (under 200 bytes a node).
-    vector_bytes = 2000 * 64 * {"f32": 4, "f16": 2, "i8": 1}[dtype]
+    vector_bytes = 2000 * 64 * {"f32": 4, "f16": 2, "bf16": 2, "i8": 1}[dtype]
     assert vector_bytes < path.stat().st_size < vector_bytes + 200 * 2000
 
 
@@ -79,10 +79,11 @@ def test_quantised_graph_recall(tmp_path: Path) -> None:
     both = clustered(5200, 128, seed=2)  # queries: unseen draws from the same mixture
     data, queries = both[:5000], both[5000:]
     truth = exact_top(data, queries, 10)
-    f16 = build_index(data, None, dtype="f16")
-    keys, sims = search_batch(f16, queries, 10, exact=False)
-    assert recall(keys, truth) >= 0.95
-    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+    for dtype in ("f16", "bf16"):  # bf16 keeps f32's exponent and 8 bits of mantissa: still float recall
+        half = build_index(data, None, dtype=dtype)
+        keys, sims = search_batch(half, queries, 10, exact=False)
+        assert recall(keys, truth) >= 0.95, dtype
+        assert np.all(np.diff(sims, axis=1) <= 1e-6)
     # i8 keeps ~1 byte a number: on dense clusters near-ties swap (measured 0.94 here), so it is served
     # with a rerank of 4x the candidates against the float rows, read from a memory-mapped .npy.
     i8 = build_index(data, None, dtype="i8")
