@@ -7,6 +7,11 @@ run in a fresh subprocess per index, so RSS and timings are not polluted by the 
 writes all numbers to ``--json`` (updated after every row, so a long run that is cut short keeps what it
 measured) and the cost-against-size curves to ``--plot``.
 
+``--graphs`` compares build settings (connectivity:expansion_add) in one run; the library's defaults
+(``space.vectorindex``) are what the trainer and engine use. With ``--keep``, the vector set, its ground
+truth and every built index stay in ``--work`` and a later run with the same seed reuses them, so a
+search-parameter sweep at 1M costs no rebuild.
+
     python scripts/bench_index_scale.py --sizes 10000,100000,1000000 --json out.json --plot out.png
 """
 
@@ -30,7 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from space.vectorindex import build_index, load_index, save_index, search_batch
+from space.vectorindex import (
+    CONNECTIVITY,
+    EXPANSION_ADD,
+    EXPANSION_SEARCH,
+    build_index,
+    expansion_search_for,
+    load_index,
+    save_index,
+    search_batch,
+)
 
 log = logging.getLogger("bench_index_scale")
 
@@ -50,8 +64,7 @@ class BenchConfig:
     queries: int
     expansions: tuple[int, ...]
     target_recall: float
-    connectivity: int | None
-    expansion_add: int | None
+    graphs: tuple[tuple[int, int], ...]  # (connectivity, expansion_add) pairs to build
     threads: int
     bundle: Path | None
     work: Path
@@ -62,6 +75,7 @@ class BenchConfig:
     keep: bool
     rerank: bool  # also measure i8 with an exact rerank of 4x candidates against the float rows
     exact: bool  # measure exact numpy search too (off: another run on the same seed did)
+    served: bool  # show the run at the engine's expansion_search (off: the fastest reaching the target)
 
 
 # ---------------------------------------------------------------- data
@@ -163,10 +177,11 @@ def child_index(args: argparse.Namespace) -> dict[str, Any]:
         index.expansion_search = es  # type: ignore[misc]  # usearch's setter is untyped
         found, _ = _search(index, args.threads, rows, queries)
         # On a shared machine one thread can beat all of them: keep the better, as for exact search.
-        qps64 = max(timed_qps(partial(_search, index, t, rows), queries, BATCH, args.budget)
-                    for t in {1, args.threads})
+        by_threads = {t: timed_qps(partial(_search, index, t, rows), queries, BATCH, args.budget)
+                      for t in sorted({1, args.threads})}
         qps1 = timed_qps(partial(_search, index, 1, rows), queries, 1, args.budget)
-        runs.append({"expansion_search": es, "recall": recall_at(found, truth), "qps1": qps1, "qps64": qps64})
+        runs.append({"expansion_search": es, "recall": recall_at(found, truth), "qps1": qps1,
+                     "qps64": max(by_threads.values()), "qps64_by_threads": by_threads})
     after = rss_mb()
     return {
         "open_s": open_s,
@@ -202,11 +217,12 @@ def child_exact(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(kind: str, cfg: BenchConfig, paths: dict[str, Path],
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(kind: str, cfg: BenchConfig, paths: dict[str, Path], env: dict[str, str] | None = None,
+              expansions: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run this script as a fresh ``--child`` process (``env`` added) and parse the JSON it prints last."""
+    sweep = ",".join(map(str, expansions or cfg.expansions))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--threads", str(cfg.threads),
-           "--budget", str(cfg.time_budget_s), "--expansions", ",".join(map(str, cfg.expansions))]
+           "--budget", str(cfg.time_budget_s), "--expansions", sweep]
     for key, value in paths.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
@@ -221,13 +237,14 @@ def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig
     """Benchmark exact search and every dtype on one vector set; rows are appended to ``results``."""
     work = cfg.work / name
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    truth = exact_topk(data, queries, K)
-    log.info("%s: %d vectors, ground truth for %d queries in %.1fs", name, len(data), len(queries),
-             time.perf_counter() - t0)
-    np.save(work / "queries.npy", queries)
-    np.save(work / "truth.npy", truth)
-    np.save(work / "data.npy", data)
+    if not (cfg.keep and (work / "set.json").is_file()):  # a kept synthetic set was saved by kept_set
+        t0 = time.perf_counter()
+        truth = exact_topk(data, queries, K)
+        log.info("%s: %d vectors, ground truth for %d queries in %.1fs", name, len(data), len(queries),
+                 time.perf_counter() - t0)
+        np.save(work / "truth.npy", truth)
+        np.save(work / "queries.npy", queries)
+        np.save(work / "data.npy", data)
     row: dict[str, Any] = {"name": name, "n": len(data), "dim": int(data.shape[1]), "n_queries": len(queries)}
     # Exact search gets the better of one BLAS thread and all of them (on a contended machine one thread
     # is often faster), so the ratios against it are not flattered.
@@ -244,38 +261,86 @@ def bench_set(name: str, data: np.ndarray, queries: np.ndarray, cfg: BenchConfig
     log.info("%s exact: %s", name, json.dumps(row["exact"]))
     row["indexes"] = {}
     results["rows"].append(row)
+    # The engine searches at expansion_search_for(n): always measured, and the row the table shows.
+    served = expansion_search_for(len(data)) if cfg.served else None
+    expansions = tuple(sorted({*cfg.expansions, *([served] if served else [])}))
     for dtype in cfg.big_dtypes if len(data) >= 1_000_000 else cfg.dtypes:
-        path = work / f"{dtype}.usearch"
-        t0 = time.perf_counter()
-        index = build_index(data, None, dtype=dtype, threads=cfg.threads, connectivity=cfg.connectivity,
-                            expansion_add=cfg.expansion_add, progress=len(data) > 50_000)
-        build_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        save_index(index, path)
-        save_s = time.perf_counter() - t0
-        memory = int(index.memory_usage)
-        del index
-        gc.collect()
-        plain = {"index": path, "qfile": work / "queries.npy", "truth": work / "truth.npy"}
-        for kind, paths in ((dtype, plain), (f"{dtype}+rr", {**plain, "rerank_data": work / "data.npy"})):
-            if kind.endswith("+rr") and not (cfg.rerank and dtype == "i8"):
-                continue
-            measured = run_child("index", cfg, paths)
-            chosen = choose(measured["runs"], cfg.target_recall)
-            row["indexes"][kind] = {"build_s": build_s, "save_s": save_s,
-                                    "file_mb": path.stat().st_size / 2**20, "build_memory_mb": memory / 2**20,
-                                    **measured, "chosen": chosen}
-            log.info("%s %s: build %.1fs, %s", name, kind, build_s, json.dumps(chosen))
-        if not cfg.keep:
-            path.unlink()
-        write_json(cfg, results)
-    (work / "data.npy").unlink(missing_ok=True)
+        for connectivity, expansion_add in cfg.graphs:
+            label = dtype if (connectivity, expansion_add) == (CONNECTIVITY, EXPANSION_ADD) else (
+                f"{dtype}/M{connectivity}e{expansion_add}")
+            path = work / f"{dtype}-M{connectivity}-ea{expansion_add}.usearch"
+            built = built_index(data, path, dtype, connectivity, expansion_add, cfg)
+            plain = {"index": path, "qfile": work / "queries.npy", "truth": work / "truth.npy"}
+            for kind, paths in ((label, plain), (f"{label}+rr", {**plain, "rerank_data": work / "data.npy"})):
+                if kind.endswith("+rr") and not (cfg.rerank and dtype == "i8"):
+                    continue
+                measured = run_child("index", cfg, paths, expansions=expansions)
+                chosen = choose(measured["runs"], cfg.target_recall, served)
+                row["indexes"][kind] = {**built, "connectivity": connectivity, "expansion_add": expansion_add,
+                                        "file_mb": path.stat().st_size / 2**20, **measured, "chosen": chosen}
+                log.info("%s %s: build %.1fs, %s", name, kind, built["build_s"], json.dumps(chosen))
+            if not cfg.keep:
+                path.unlink()
+            write_json(cfg, results)
     if not cfg.keep:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def choose(runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The fastest run (batch-1 QPS) reaching ``target`` recall; else the one with the best recall."""
+def built_index(data: np.ndarray, path: Path, dtype: str, connectivity: int, expansion_add: int,
+                cfg: BenchConfig) -> dict[str, Any]:
+    """Build and save one index to ``path`` (reused as is under ``--keep`` when saved before); its costs."""
+    sidecar = path.with_suffix(".json")
+    if cfg.keep and path.is_file() and sidecar.is_file():
+        log.info("reusing %s", path)
+        return {**json.loads(sidecar.read_text(encoding="utf-8")), "reused": True}
+    t0 = time.perf_counter()
+    index = build_index(data, None, dtype=dtype, threads=cfg.threads, connectivity=connectivity,
+                        expansion_add=expansion_add, progress=len(data) > 50_000)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    save_index(index, path)
+    costs = {"build_s": build_s, "save_s": time.perf_counter() - t0,
+             "build_memory_mb": int(index.memory_usage) / 2**20}
+    del index
+    gc.collect()
+    if cfg.keep:
+        sidecar.write_text(json.dumps(costs), encoding="utf-8")
+    return costs
+
+
+def kept_set(cfg: BenchConfig, name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic set of ``n`` vectors and its queries; under ``--keep`` loaded (mapped) when kept before.
+
+    A kept set is recognised by its recipe (``set.json``: size, queries, seed, dim); anything else is
+    drawn again, so a reused set is always the one this run's arguments would draw.
+    """
+    work = cfg.work / name
+    recipe = {"n": n, "queries": cfg.queries, "seed": cfg.seed, "dim": DIM, "centres": CENTRES}
+    files = [work / f for f in ("set.json", "data.npy", "queries.npy", "truth.npy")]
+    if cfg.keep and all(f.is_file() for f in files) and json.loads(files[0].read_text("utf-8")) == recipe:
+        log.info("%s: reusing the kept vectors and ground truth in %s", name, work)
+        return np.load(work / "data.npy", mmap_mode="r"), np.load(work / "queries.npy")
+    for f in files:
+        f.unlink(missing_ok=True)
+    both = clustered(n + cfg.queries, DIM, cfg.seed)
+    data, queries = both[:n], np.ascontiguousarray(both[n:])
+    if cfg.keep:
+        work.mkdir(parents=True, exist_ok=True)
+        truth = exact_topk(data, queries, K)
+        np.save(work / "data.npy", data)
+        np.save(work / "queries.npy", queries)
+        np.save(work / "truth.npy", truth)
+        files[0].write_text(json.dumps(recipe), encoding="utf-8")
+    return data, queries
+
+
+def choose(runs: list[dict[str, Any]], target: float, served: int | None = None) -> dict[str, Any]:
+    """The run at ``served`` (the engine's expansion_search) if given, else the fastest reaching ``target``.
+
+    Fastest is by batch-1 QPS; when no run reaches ``target``, the one with the best recall.
+    """
+    if served is not None:
+        return dict(next(r for r in runs if r["expansion_search"] == served))
     good = [r for r in runs if r["recall"] >= target]
     if good:
         return dict(max(good, key=lambda r: r["qps1"]))
@@ -308,18 +373,18 @@ def write_json(cfg: BenchConfig, results: dict[str, Any]) -> None:
 
 def table(results: dict[str, Any]) -> str:
     """One text table: every set × (exact, each dtype), with ratios against exact search."""
-    head = (f"{'set':>14} {'kind':>5} {'build s':>8} {'file MB':>8} {'open ms':>8} {'es':>4} {'R@10':>6} "
+    head = (f"{'set':>14} {'kind':>13} {'build s':>8} {'file MB':>8} {'open ms':>8} {'es':>4} {'R@10':>6} "
             f"{'QPS b1':>8} {'QPS b64':>8} {'x b1':>6} {'x b64':>6} {'RSS MB':>7} {'x RSS':>6}")
     lines = [head, "-" * len(head)]
     for row in results["rows"]:
         ex = row["exact"]
-        lines.append(f"{row['name']:>14} {'exact':>5} {'-':>8} {ex['matrix_mb']:8.1f} "
+        lines.append(f"{row['name']:>14} {'exact':>13} {'-':>8} {ex['matrix_mb']:8.1f} "
                      f"{1000 * ex['open_s']:8.1f} {'-':>4} {ex['recall']:6.3f} {ex['qps1']:8.1f} "
                      f"{ex['qps64']:8.1f} {1:6.1f} {1:6.1f} {ex['rss_mb']:7.1f} {1:6.2f}")
         for dtype, ix in row["indexes"].items():
             c = ix["chosen"]
             lines.append(
-                f"{row['name']:>14} {dtype:>5} {ix['build_s']:8.1f} {ix['file_mb']:8.1f} "
+                f"{row['name']:>14} {dtype:>13} {ix['build_s']:8.1f} {ix['file_mb']:8.1f} "
                 f"{1000 * ix['open_s']:8.1f} "
                 f"{c['expansion_search']:4d} {c['recall']:6.3f} {c['qps1']:8.1f} {c['qps64']:8.1f} "
                 f"{c['qps1'] / ex['qps1']:6.1f} {c['qps64'] / ex['qps64']:6.1f} {ix['rss_mb']:7.1f} "
@@ -372,7 +437,9 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         "meta": {"cpus": os.cpu_count(), "dim": DIM, "k": K, "batch": BATCH, "queries": cfg.queries,
                  "dtypes": list(cfg.dtypes), "big_dtypes": list(cfg.big_dtypes),
                  "target_recall": cfg.target_recall, "expansions": list(cfg.expansions),
-                 "connectivity": cfg.connectivity, "expansion_add": cfg.expansion_add,
+                 "graphs": [list(g) for g in cfg.graphs], "defaults": {
+                     "connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD,
+                     "expansion_search": EXPANSION_SEARCH},
                  "threads": cfg.threads, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "rows": [],
     }
@@ -383,11 +450,9 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         bench_set("flickr8k", vectors[perm[held:]], vectors[perm[:held]], cfg, results)
         print(table(results), flush=True)
     for n in cfg.sizes:
-        both = clustered(n + cfg.queries, DIM, cfg.seed)
-        data, queries = both[:n], np.ascontiguousarray(both[n:])
-        del both
-        bench_set(f"synthetic-{n // 1000}k" if n < 1_000_000 else f"synthetic-{n // 1_000_000}M",
-                  data, queries, cfg, results)
+        name = f"synthetic-{n // 1000}k" if n < 1_000_000 else f"synthetic-{n // 1_000_000}M"
+        data, queries = kept_set(cfg, name, n)
+        bench_set(name, data, queries, cfg, results)
         del data
         gc.collect()
         print(table(results), flush=True)
@@ -407,8 +472,9 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--expansions", default="64,128,256", help="expansion_search values to try")
     p.add_argument("--target-recall", type=float, default=0.95)
-    p.add_argument("--connectivity", type=int, default=None, help="usearch M (default 16)")
-    p.add_argument("--expansion-add", type=int, default=None, help="usearch ef_construction (default 128)")
+    p.add_argument("--graphs", default=f"{CONNECTIVITY}:{EXPANSION_ADD}",
+                   help="comma-separated connectivity:expansion_add build settings to compare "
+                        "(default: the library's, used by trainer and engine)")
     p.add_argument("--threads", type=int, default=0, help="build and batch-search threads (0: all)")
     p.add_argument("--bundle", type=Path, default=None, help="also bench this bundle's images.npy")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench-index-scale"))
@@ -420,6 +486,8 @@ def main() -> None:
     p.add_argument("--no-rerank", action="store_true", help="skip the i8+rerank measurement")
     p.add_argument("--no-exact", action="store_true",
                    help="skip exact numpy search (merge it from another run on the same seed)")
+    p.add_argument("--fastest", action="store_true",
+                   help="show the fastest expansion_search reaching --target-recall, not the engine's")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only merge these --json outputs: print one table, write --json/--plot")
     p.add_argument("--child", choices=("index", "exact"), default=None, help=argparse.SUPPRESS)
@@ -441,8 +509,7 @@ def main() -> None:
         queries=args.queries,
         expansions=tuple(int(e) for e in args.expansions.split(",")),
         target_recall=args.target_recall,
-        connectivity=args.connectivity,
-        expansion_add=args.expansion_add,
+        graphs=tuple((int(m), int(e)) for m, e in (g.split(":") for g in args.graphs.split(",") if g)),
         threads=args.threads,
         bundle=args.bundle,
         work=args.work,
@@ -453,6 +520,7 @@ def main() -> None:
         keep=args.keep,
         rerank=not args.no_rerank,
         exact=not args.no_exact,
+        served=not args.fastest,
     )
     if args.merge:
         results = merge([json.loads(p.read_text(encoding="utf-8")) for p in args.merge])
