@@ -47,7 +47,7 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         help="append JSON progress lines here (env TRAIN_PROGRESS_FILE)",
     )
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
-    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f32",
+    p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f32",
                    help="usearch index precision (f16 halves memory at the same recall; see README, Scale)")
     p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one ImageConfig field (repeatable), e.g. --image-set epochs=2")

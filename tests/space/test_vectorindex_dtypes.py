@@ -1,4 +1,4 @@
-"""Quantised (f16/bf16/i8), chunk-built, memory-mapped indexes: same answers as in memory, recall, bad files."""
+"""Quantised (f16/bf16/i8), chunk-built, memory-mapped indexes: same answers as in memory, recall, errors."""
 
 from __future__ import annotations
 
@@ -152,3 +152,17 @@ def test_bundle_indexes_in_a_dtype(tmp_path: Path) -> None:
     keys, sims = search_batch(load_index(tmp_path / bundle.IMAGE_INDEX), images[:20], 1, exact=True)
     assert keys[:, 0].tolist() == list(range(20))
     assert np.all(sims[:, 0] > 0.999)
+
+
+def test_search_breadth_follows_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from space import vectorindex
+
+    path = tmp_path / "x.usearch"
+    built = build_index(clustered(300, 16, seed=8), path, dtype="f16")
+    assert built.expansion_search == vectorindex.EXPANSION_SEARCH == load_index(path).expansion_search
+    assert load_index(path, expansion_search=32).expansion_search == 32
+    # Above LARGE vectors a saved index is opened with the wider search the 1M benchmark picked.
+    monkeypatch.setattr(vectorindex, "LARGE", 299)
+    wide = vectorindex.EXPANSION_SEARCH_LARGE
+    assert load_index(path).expansion_search == wide > vectorindex.EXPANSION_SEARCH
+    assert build_index(clustered(300, 16, seed=8), None).expansion_search == wide
