@@ -136,6 +136,22 @@ def query_diagnostics(space: TextSpace, captions: Sequence[str]) -> dict[str, fl
             "no_known_word_queries": n_empty}
 
 
+def translation_cosine(space: TextSpace, rows: Sequence[dict[str, str]],
+                       centre: np.ndarray) -> dict[str, float]:
+    """Mean cosine of each centred es/ca query with the centred en query of the same image.
+
+    One space means translations land close: far above ``random`` (en queries of different images).
+    """
+    vecs = {}
+    for lang, col in MULTILINGUAL_COLUMNS.items():
+        q, _ = embed_captions(space, [r[col] for r in rows])
+        vecs[lang] = unit(Centering(centre, centre).texts(q))
+    out = {lang: round(float((vecs[lang] * vecs["en"]).sum(1).mean()), 3) for lang in ("es", "ca")}
+    out["es_ca"] = round(float((vecs["es"] * vecs["ca"]).sum(1).mean()), 3)
+    out["random"] = round(float((vecs["en"] * np.roll(vecs["en"], 1, axis=0)).sum(1).mean()), 3)
+    return out
+
+
 def bootstrap_ratio(hits: dict[str, np.ndarray], n: int = 2000, seed: int = 0) -> dict[str, list[float]]:
     """90 % paired-bootstrap intervals (over test images) of each language's R@10 over English's."""
     rng = np.random.default_rng(seed)
@@ -222,6 +238,7 @@ def run_variant(v: Variant, args: argparse.Namespace, pooled_train: np.ndarray, 
         "train_posts_per_lang": dict(lang_train), "filter_dropped": report["dropped"],
         "filter_relabelled": dict(detected.most_common(6)),
         "vocab": {"size": len(text.space.words), **vocab}, "queries": diag,
+        "translation_cosine": translation_cosine(text.space, tsv_rows, ym),
         "ridge_train_images": len(train_posts), "corpus": built,
         "seconds": {"text": round(t_text, 1), "total": round(time.monotonic() - t0, 1)},
     }
