@@ -3,7 +3,8 @@
     nice -n 5 python scripts/bench_multilingual.py --flickr8k ../shared/data/flickr8k \
         --tsv ../shared/data/flickr8k-multilingual/flickr8k_multi30k_es_ca.tsv \
         --pooled /work/bench-work --work /work/bench-work/ml \
-        --variants 50,30,20 50,30,20:parallel 34,33,33:parallel
+        --variants 50,30,20 50,30,20:parallel 34,33,33:shuffled
+    python scripts/bench_multilingual.py --tsv ...tsv --bundle MODELS/VERSION   # a trained bundle
 
 Per variant (``SHARES[:parallel]``): build the multilingual corpus at full size (``train.multilingual``),
 run the trainer's own ingest, filter, split and text stages on it (Word2Vec + TF-IDF on the train + dev
@@ -42,7 +43,13 @@ from space.textspace import TextSpace, unit
 from space.tokenize import CUSTOM_STOP_WORDS, tokenize, words
 from train.config import IngestConfig, PipelineConfig
 from train.corpus import Post
-from train.evaluate import MULTILINGUAL_COLUMNS, embed_captions, multilingual_search, read_multilingual_rows
+from train.evaluate import (
+    MULTILINGUAL_COLUMNS,
+    embed_captions,
+    evaluate_multilingual,
+    multilingual_search,
+    read_multilingual_rows,
+)
 from train.ingest import FLICKR_SPLITS
 from train.multilingual import CA_PREFIX, ES_PREFIX, LANGS, build_multilingual
 from train.pipeline import Pipeline
@@ -182,6 +189,7 @@ def run_variant(v: Variant, args: argparse.Namespace, pooled_train: np.ndarray, 
     """Corpus → trainer text stages → ridge → multilingual image search and diagnostics for ``v``."""
     t0 = time.monotonic()
     name = v.name + ("-glasgow" if args.stop == "glasgow-en" else "")
+    name += f"-seed{args.seed}" if args.seed else ""
     corpus = args.work / name / "corpus"
     built = build_multilingual(args.tsv, args.flickr8k, corpus, v.shares, args.seed, parallel=v.parallel,
                                shuffle=v.shuffle)
@@ -244,14 +252,28 @@ def run_variant(v: Variant, args: argparse.Namespace, pooled_train: np.ndarray, 
     }
 
 
+def bundle_report(bundle_dir: Path, tsv: Path) -> dict[str, Any]:
+    """A trained bundle's multilingual image search: the standard columns, then every es/ca column."""
+    out: dict[str, Any] = {"standard": evaluate_multilingual(bundle_dir, tsv)}
+    header = list(read_multilingual_rows(tsv)[0].keys())
+    every = {lang: [evaluate_multilingual(bundle_dir, tsv, {lang: c})[lang]["r10"] for c in names]
+             for lang, names in columns_of(header).items()}
+    out["all_columns_r10"] = every
+    en = float(np.mean(every["en"]))
+    out["all_columns_r10_vs_en"] = {lang: round(float(np.mean(v)) / en, 3) for lang, v in every.items()}
+    return out
+
+
 def main() -> int:
     """Run every variant; print a table and write ``<work>/bench_multilingual.json``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--flickr8k", type=Path, required=True)
+    ap.add_argument("--flickr8k", type=Path, default=None)
     ap.add_argument("--tsv", type=Path, required=True)
-    ap.add_argument("--pooled", type=Path, required=True,
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="no variants: score this trained bundle (en/es/ca R@10, every column) and exit")
+    ap.add_argument("--pooled", type=Path, default=None,
                     help="bench_retrieval's work folder: pooled-train-v0.npy, pooled-test-v0.npy, text/")
-    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--variants", nargs="+", default=["50,30,20:parallel"])
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -262,6 +284,11 @@ def main() -> int:
                     help="JSON results (default <work>/bench_multilingual.json)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.bundle is not None:
+        print(json.dumps(bundle_report(args.bundle, args.tsv)))
+        return 0
+    if args.flickr8k is None or args.pooled is None or args.work is None:
+        ap.error("--flickr8k, --pooled and --work are needed unless --bundle is given")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stop == "glasgow-en":
         # tokenize() looks stop_words up at call time, so the trainer's stages and the queries all see it.
