@@ -6,6 +6,7 @@ serves an old answer. A cache failure never fails a request: it only makes it un
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -131,7 +132,13 @@ class TieredCache:
 
 
 class RedisCache:
-    """Redis with short timeouts and a circuit breaker: while open, calls are skipped (uncached)."""
+    """Redis with short timeouts and a circuit breaker: while open, calls are skipped (uncached).
+
+    Concurrent calls are batched: the GETs and SETs of all requests that reach the cache while a round
+    trip is in flight (or in the same loop iteration) go out together as one pipeline, ``MGET`` plus the
+    ``SET``s. One command per request cost ~0.1 ms of the loop's CPU in redis-py; a batch of 16 ~4x less.
+    Each call still returns only once its own command has been answered (or has failed).
+    """
 
     kind = "redis"
 
@@ -155,6 +162,10 @@ class RedisCache:
         )
         self._up = True
         self._open_until = 0.0
+        # Calls waiting for the next batch: key → waiters (GET), key → (value, waiters) (SET).
+        self._gets: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._sets: dict[str, tuple[bytes, list[asyncio.Future[bytes | None]]]] = {}
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def up(self) -> bool:
@@ -190,29 +201,64 @@ class RedisCache:
         self._succeeded()
         return True
 
+    def _enqueue(self) -> asyncio.Future[bytes | None]:
+        """A future for one call; starts the sender unless one is running (it takes this call next)."""
+        loop = asyncio.get_running_loop()
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send_batches(), name="engine-redis-batches")
+        return loop.create_future()
+
+    async def _send_batches(self) -> None:
+        """Send what is queued as one pipeline, again and again until nothing is queued."""
+        while self._gets or self._sets:
+            gets, self._gets = self._gets, {}
+            sets, self._sets = self._sets, {}
+            values: list[bytes | None] = [None] * len(gets)
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    if gets:
+                        pipe.mget(list(gets))
+                    for key, (value, _) in sets.items():
+                        pipe.set(key, value, ex=self.ttl_s)
+                    results = await pipe.execute()
+                if gets:
+                    values = [v if isinstance(v, bytes) else None for v in results[0]]
+                self._succeeded()
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+            finally:  # also when cancelled at close: nobody waits forever
+                for waiters, found in zip(gets.values(), values, strict=True):
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(found)
+                for _, waiters in sets.values():
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(None)
+
     async def get(self, key: str) -> bytes | None:
         """The cached value, or None on a miss or while Redis is down."""
         if not self._available():
             return None
-        try:
-            value = await self.client.get(key)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return None
-        self._succeeded()
-        return value if isinstance(value, bytes) else None
+        future = self._enqueue()
+        self._gets.setdefault(key, []).append(future)
+        return await future
 
     async def set(self, key: str, value: bytes) -> None:
         """Store with the TTL; skipped while Redis is down."""
         if not self._available():
             return
-        try:
-            await self.client.set(key, value, ex=self.ttl_s)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return
-        self._succeeded()
+        future = self._enqueue()
+        waiters = self._sets[key][1] if key in self._sets else []
+        waiters.append(future)
+        self._sets[key] = (value, waiters)
+        await future
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Finish the batch in flight, then close the connection pool."""
+        if self._sender is not None and not self._sender.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._sender), timeout=1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._sender.cancel()
         await self.client.aclose()

@@ -151,11 +151,11 @@ def images_body(
     keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
     parts = model.hit_json
     n = len(parts)
-    hits = [
-        parts[key][0] + _score(sim) + parts[key][1]
-        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
-        if 0 <= key < n
-    ]
+    pairs = zip(keys.tolist(), sims.tolist(), strict=True)
+    if np.isfinite(sims).all():  # always, in practice: repr is what json.dumps writes for a finite float
+        hits = [f"{parts[key][0]}{round(sim, 4)!r}{parts[key][1]}" for key, sim in pairs if 0 <= key < n]
+    else:
+        hits = [parts[key][0] + _score(sim) + parts[key][1] for key, sim in pairs if 0 <= key < n]
     confident = "true" if hits and best >= cutoff else "false"
     version = json.dumps(model.version, ensure_ascii=False)
     return (

@@ -2,6 +2,12 @@
 
 Usage: ``python scripts/bench_engine.py BUNDLE_DIR [--duration 5] [--connections 64] [--weights DIR]``.
 
+``--text-only [--baseline SRC] [--reps 3]``: only the text scenarios (ceiling, cached and uncached
+``/v1/related`` and ``/v1/images``), each printed with the engine's cache hit rate over the run; with
+``--baseline`` a second engine runs the ``engine`` package of another source tree (e.g. ``git archive
+COMMIT engine | tar -x -C SRC``) on its own Redis database, and every scenario alternates baseline and
+this tree ``--reps`` times, so both see the same load on a shared machine (medians and ratios printed).
+
 Starts a redis-server, the engine (``python -m engine``, REDIS_URL set, photo micro-batching on), the same
 engine with batching off (``--encode-batch 1``: every photo its own ONNX Runtime call, the way before
 batching), a bare aiohttp handler returning fixed JSON (the ceiling) and "the original way" (brute-force
@@ -95,10 +101,19 @@ app.router.add_post("/v1/hashtags", hashtags)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-# Uncached text queries: random two-word queries and k, so nearly every request is a new cache key.
+# Uncached text queries: random two-word queries and k, so nearly every request is a new cache key. Each wrk
+# thread seeds its own generator (with one seed both threads sent the same queries: every query came
+# twice and about half the "uncached" requests were answered from the cache or joined a computation).
 TEXT_LUA = """
 local words = {%(words)s}
-math.randomseed(%(seed)d)
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  math.randomseed(%(seed)d + 1000 * tid)
+end
 request = function()
   local q = words[math.random(#words)] .. "+" .. words[math.random(#words)]
   return wrk.format("GET", "%(path)s?q=" .. q .. "&k=" .. math.random(1, 50))
@@ -195,6 +210,113 @@ def wrk(name: str, url: str, duration: int, connections: int, script: Path | Non
     return result
 
 
+def cache_counts(base: str, endpoint: str) -> tuple[float, float]:
+    """The engine's cache hits and misses so far for ``endpoint`` (from ``/metrics``)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = []
+    for family in ("engine_cache_hits_total", "engine_cache_misses_total"):
+        m = re.search(rf'^{family}{{endpoint="{endpoint}"}} (\S+)$', text, re.M)
+        out.append(float(m.group(1)) if m else 0.0)
+    return out[0], out[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_counted(name: str, base: str, pid: int, endpoint: str, duration: int, connections: int,
+                script: Path | None, query: str = "") -> tuple[Result, float]:
+    """:func:`wrk` on ``base``/v1/``endpoint``; also prints the share of requests served from the cache and
+    the engine's CPU time per request (robust on a shared machine, unlike QPS). Returns the result and
+    that CPU time in ms."""
+    before, cpu = cache_counts(base, endpoint), cpu_seconds(pid)
+    result = wrk(name, f"{base}/v1/{endpoint}{query}", duration, connections, script)
+    cpu, after = cpu_seconds(pid) - cpu, cache_counts(base, endpoint)
+    hits, misses = after[0] - before[0], after[1] - before[1]
+    share = 100 * hits / max(hits + misses, 1)
+    per_request = 1000 * cpu / max(hits + misses, 1)
+    print(f"{'':<28} cache hits {hits:.0f}, misses {misses:.0f} ({share:.1f} % hits); "
+          f"engine CPU {per_request:.3f} ms per request", flush=True)
+    return result, per_request
+
+
+def text_ab(a: argparse.Namespace, bundle_dir: Path, models: Path, vocab: list[str], work: Path,
+            procs: list[subprocess.Popen[bytes]]) -> None:
+    """Text scenarios only, this tree against ``--baseline`` (if given) alternated ``--reps`` times."""
+    import statistics
+
+    redis_port, bare_port = free_port(), free_port()
+    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    procs.append(subprocess.Popen([exe, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL))
+    procs.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)]))
+    trees = {"this": Path(__file__).resolve().parents[1]}
+    if a.baseline is not None:
+        trees = {"baseline": a.baseline.resolve(), **trees}
+    engines: dict[str, tuple[str, int]] = {}
+    for db, (label, src) in enumerate(trees.items()):
+        port = free_port()
+        env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}", "LOG_LEVEL": "WARNING",
+               "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port),
+             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2))],
+            env=env, cwd=src))  # cwd: `python -m` puts it first on sys.path, so src's engine is the one run
+        engines[label] = (f"http://127.0.0.1:{port}", procs[-1].pid)
+    for base, _ in engines.values():
+        wait_http(f"{base}/healthz")
+    wait_http(f"http://127.0.0.1:{bare_port}/")
+    d, c = a.duration, a.connections
+    q = f"?q={vocab[3]}+{vocab[5]}&k=10"
+    print(f"wrk: {c} connections, {d} s per run, {a.reps} rounds, engines {', '.join(engines)} "
+          f"(workers={a.workers}), bundle {bundle_dir.name}; CPU shared with the load generator", flush=True)
+    results: dict[tuple[str, str], list[Result]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
+    ceiling = [wrk("bare aiohttp (ceiling)", f"http://127.0.0.1:{bare_port}/", d, c)]
+    for rep in range(a.reps):
+        for endpoint in ("related", "images"):
+            for mode in ("cached", "uncached"):
+                for label, (base, pid) in engines.items():
+                    script = None
+                    if mode == "uncached":
+                        script = work / f"{endpoint}-{label}-{rep}.lua"
+                        words = ", ".join(json.dumps(w) for w in vocab)
+                        # a new seed per round: earlier rounds' answers are in the cache
+                        script.write_text(TEXT_LUA % {"words": words, "seed": 7 + 100 * rep,
+                                                      "path": f"/v1/{endpoint}"})
+                    name = f"{label}: {endpoint} {mode}"
+                    result, cpu = wrk_counted(name, base, pid, endpoint, d, c, script,
+                                              q if mode == "cached" else "")
+                    results.setdefault((label, f"{endpoint} {mode}"), []).append(result)
+                    cpus.setdefault((label, f"{endpoint} {mode}"), []).append(cpu)
+        if rep + 1 < a.reps:
+            ceiling.append(wrk("bare aiohttp (ceiling)", f"http://127.0.0.1:{bare_port}/", d, c))
+    top = statistics.median(x.qps for x in ceiling)
+    print(f"\nmedians of {a.reps} rounds (ceiling {top:.0f} QPS)")
+    for (label, scenario), runs in results.items():
+        qps = statistics.median(x.qps for x in runs)
+        p50 = statistics.median(x.p50_ms for x in runs)
+        p99 = statistics.median(x.p99_ms for x in runs)
+        cpu = statistics.median(cpus[(label, scenario)])
+        print(f"{label:<9} {scenario:<18} {qps:9.0f} QPS ({100 * qps / top:3.0f} % of ceiling)   "
+              f"p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   CPU {cpu:.3f} ms/request   "
+              f"errors {sum(x.errors for x in runs)}")
+    if "baseline" in engines:
+        for scenario in ("related cached", "images cached", "related uncached", "images uncached"):
+            old, new = results[("baseline", scenario)], results[("this", scenario)]
+            gain = statistics.median(x.qps for x in new) / statistics.median(x.qps for x in old)
+            p99_old = statistics.median(x.p99_ms for x in old)
+            p99_new = statistics.median(x.p99_ms for x in new)
+            cpu_old = statistics.median(cpus[("baseline", scenario)])
+            cpu_new = statistics.median(cpus[("this", scenario)])
+            less = cpu_old / max(cpu_new, 1e-9)
+            print(f"{scenario:<18} this / baseline: QPS {gain:.2f}x, p99 {p99_old:.2f} -> {p99_new:.2f} ms, "
+                  f"CPU per request {cpu_old:.3f} -> {cpu_new:.3f} ms ({less:.2f}x less)")
+
+
 def encoder_ab(bundle_dir: Path, photos: list[Path], concurrency: int, reps: int, batch: int,
                wait_ms: float, workers: int) -> None:
     """In-process A/B of the photo path, batching off vs on, alternated ``reps`` times (no HTTP, no wrk).
@@ -263,7 +385,10 @@ def main() -> None:
                    help="BVLC GoogLeNet weights for the original torch-eager photo path")
     p.add_argument("--encoder-ab", type=int, default=0, metavar="PHOTOS",
                    help="only an in-process A/B of the photo path (batching off vs on) over this many photos")
-    p.add_argument("--reps", type=int, default=3, help="rounds of the encoder A/B")
+    p.add_argument("--reps", type=int, default=3, help="rounds of the encoder A/B or the text A/B")
+    p.add_argument("--text-only", action="store_true", help="only the text scenarios (see --baseline)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="with --text-only: a source tree whose engine package is measured alternately")
     a = p.parse_args()
     bundle_dir = a.bundle.resolve()
     if a.encoder_ab:
@@ -284,6 +409,9 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
     try:
+        if a.text_only:
+            text_ab(a, bundle_dir, models, vocab, work, procs)
+            return
         redis_port, engine_port, bare_port, orig_port, unbatched_port, orig_photo_port = (
             free_port() for _ in range(6))
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
