@@ -12,7 +12,9 @@ posts), map images with a closed-form ridge (as ``train.evaluate.ridge_baseline`
 GoogLeNet pooled 1,024-d features (one centre view; ``scripts/bench_retrieval.py --linear-contrastive``
 writes them) to the train posts' caption vectors, then run image search over the 929 test images the
 TSV covers with the en, es and ca caption of each image as queries, centred as a bundle is served
-(``train.evaluate.multilingual_search``). No CNN training: minutes per variant.
+(``train.evaluate.multilingual_search``). No CNN training: minutes per variant. (``train all`` fits its
+text space on every kept post, test captions included: for a bundle, each test post's own caption, one of
+the queries in its language, is training text.)
 
 Beside the standard one-column-per-language queries (``MULTILINGUAL_COLUMNS``), every es/ca column
 (4 each) is scored, and a paired bootstrap over test images gives a 90 % interval of each ratio. The
@@ -53,6 +55,7 @@ from train.evaluate import (
 from train.ingest import FLICKR_SPLITS
 from train.multilingual import CA_PREFIX, ES_PREFIX, LANGS, build_multilingual
 from train.pipeline import Pipeline
+from train.text import TextResult, build_text_space
 
 log = logging.getLogger("bench_multilingual")
 
@@ -199,7 +202,15 @@ def run_variant(v: Variant, args: argparse.Namespace, pooled_train: np.ndarray, 
     st, posts, _ = pipe.ingest()
     st, kept, report = pipe.filter(st, posts)
     st, kept, _ = pipe.split(st, kept)
-    _, text = pipe.text(st, kept)
+    # The trainer's text function on the train + dev posts only (test captions are the queries), cached
+    # beside the pipeline's stages under its own folder.
+    fit = [p for p in kept if p.split in ("train", "val")]
+    text_dir = args.work / name / "text-train-dev"
+    if (text_dir / "caption_ids.json").is_file():
+        text = TextResult.load(text_dir, fit)
+    else:
+        text = build_text_space(fit, cfg.text)
+        text.save(text_dir)
     t_text = time.monotonic() - t0
 
     def true_lang(p: Post) -> str:
