@@ -216,13 +216,13 @@ class RedisCache:
             values: list[bytes | None] = [None] * len(gets)
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
+                    for key, (value, _) in sets.items():  # first: a GET batched with a SET sees it
+                        pipe.set(key, value, ex=self.ttl_s)
                     if gets:
                         pipe.mget(list(gets))
-                    for key, (value, _) in sets.items():
-                        pipe.set(key, value, ex=self.ttl_s)
                     results = await pipe.execute()
                 if gets:
-                    values = [v if isinstance(v, bytes) else None for v in results[0]]
+                    values = [v if isinstance(v, bytes) else None for v in results[-1]]
                 self._succeeded()
             except (RedisError, OSError) as exc:
                 self._failed(exc)

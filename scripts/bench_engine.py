@@ -5,8 +5,9 @@ Usage: ``python scripts/bench_engine.py BUNDLE_DIR [--duration 5] [--connections
 ``--text-only [--baseline SRC] [--reps 3]``: only the text scenarios (ceiling, cached and uncached
 ``/v1/related`` and ``/v1/images``), each printed with the engine's cache hit rate over the run; with
 ``--baseline`` a second engine runs the ``engine`` package of another source tree (e.g. ``git archive
-COMMIT engine | tar -x -C SRC``) on its own Redis database, and every scenario alternates baseline and
-this tree ``--reps`` times, so both see the same load on a shared machine (medians and ratios printed).
+COMMIT engine | tar -x -C SRC``; or ``.`` with ``--baseline-args``) on its own Redis database, and every
+scenario alternates baseline and this tree ``--reps`` times, so both see the same load on a shared machine
+(medians, ratios and the engine's CPU time per request printed).
 
 Starts a redis-server, the engine (``python -m engine``, REDIS_URL set, photo micro-batching on), the same
 engine with batching off (``--encode-batch 1``: every photo its own ONNX Runtime call, the way before
@@ -261,9 +262,10 @@ def text_ab(a: argparse.Namespace, bundle_dir: Path, models: Path, vocab: list[s
         port = free_port()
         env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}", "LOG_LEVEL": "WARNING",
                "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+        extra = a.baseline_args.split() if label == "baseline" else []
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port),
-             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2))],
+             "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2)), *extra],
             env=env, cwd=src))  # cwd: `python -m` puts it first on sys.path, so src's engine is the one run
         engines[label] = (f"http://127.0.0.1:{port}", procs[-1].pid)
     for base, _ in engines.values():
@@ -389,6 +391,8 @@ def main() -> None:
     p.add_argument("--text-only", action="store_true", help="only the text scenarios (see --baseline)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="with --text-only: a source tree whose engine package is measured alternately")
+    p.add_argument("--baseline-args", default="",
+                   help="extra engine arguments of the baseline, e.g. '--inline-rows 0' with --baseline .")
     a = p.parse_args()
     bundle_dir = a.bundle.resolve()
     if a.encoder_ab:
