@@ -103,9 +103,9 @@ def with_onnx_lrn(model: nn.Module) -> nn.Module:
     return model
 
 
-def export_model(model: torch.nn.Module, out_path: Path, opset: int = OPSET) -> None:
-    """Write ``model`` (eval mode) as ONNX with a dynamic batch axis and native LRN nodes."""
-    model = with_onnx_lrn(model).eval()
+def export_model(model: torch.nn.Module, out_path: Path, opset: int = OPSET, lrn_chain: bool = True) -> None:
+    """Write ``model`` (eval mode) as ONNX with a dynamic batch axis (``lrn_chain=False``: torch's LRN)."""
+    model = (with_onnx_lrn(model) if lrn_chain else model).eval()
     dummy = torch.zeros(2, 3, 224, 224)
     with torch.no_grad():
         torch.onnx.export(
