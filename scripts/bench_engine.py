@@ -254,6 +254,7 @@ def text_ab(a: argparse.Namespace, bundle_dir: Path, models: Path, vocab: list[s
     procs.append(subprocess.Popen([exe, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                                   stdout=subprocess.DEVNULL))
     procs.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)]))
+    wait_port_open(redis_port)  # an engine that finds no Redis at start answers uncached for a while
     trees = {"this": Path(__file__).resolve().parents[1]}
     if a.baseline is not None:
         trees = {"baseline": a.baseline.resolve(), **trees}
