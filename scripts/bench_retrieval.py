@@ -56,10 +56,28 @@ CONFIGS: dict[str, ImageConfig] = {
     # than the cosine loss's, hence the 10× smaller learning rate).
     "contrastive": ImageConfig(loss="contrastive", temperature=0.05, lr=0.001, schedule="cosine",
                                init="ridge"),
+    # The same, but each cached view's target is one of the image's reference captions (queries are
+    # single captions; validation keeps the post's all-caption vector).
+    "contrastive-captions": ImageConfig(loss="contrastive", temperature=0.05, lr=0.001, schedule="cosine",
+                                        init="ridge"),
     # Small-data presets (use with --quick).
     "quick": ImageConfig.quick_preset(),
     "quick-seed": ImageConfig.quick_preset(init="gaussian", loss="bce"),
 }
+
+
+def caption_view_targets(text: TextResult, views: int) -> np.ndarray:
+    """Posts × views × D: view ``v`` of post ``i`` targets reference caption ``(i + v) mod n`` (0 → post)."""
+    out = np.repeat(text.vectors[:, None, :], views, axis=1).astype(np.float32)
+    for i, post in enumerate(text.posts):
+        refs = list(post.reference_captions)
+        if not refs:
+            continue
+        vecs, _ = embed_captions(text.space, [refs[(i + v) % len(refs)] for v in range(views)])
+        for v in range(views):
+            if vecs[v].any():
+                out[i, v] = vecs[v]
+    return out
 
 
 def pooled(net: BVLCGoogLeNet, feats: np.memmap, batch: int = 256) -> np.ndarray:
@@ -255,8 +273,9 @@ def main() -> int:
         if args.epochs is not None:
             cfg = replace(cfg, epochs=args.epochs)
         t0 = time.monotonic()
+        view_targets = caption_view_targets(text, cfg.train_views) if name.endswith("-captions") else None
         ckpt = train_regressor(cfg, images, text.vectors, splits, args.weights, args.work / name,
-                               cache_dir=args.work)
+                               cache_dir=args.work, view_targets=view_targets)
         t_train = time.monotonic() - t0
         parity = export_onnx(ckpt, args.work / name / "image_encoder.onnx", [p.image for p in test[:8]])
         t0 = time.monotonic()

@@ -484,8 +484,13 @@ def train_regressor(
     *,
     progress: Progress | None = None,
     cache_dir: Path | None = None,
+    view_targets: np.ndarray | None = None,
 ) -> Path:
     """Fine-tune the regressor on the "train" images, validate on "val"; return the best checkpoint.
+
+    ``view_targets`` (posts × ``cfg.train_views`` × D), when given, is each cached view's own training
+    target (e.g. one of the image's reference captions per view, so training sees single captions as the
+    queries will be); validation still uses ``targets``.
 
     Trunk activations are cached under ``cache_dir`` (default ``work_dir``); share it between runs. Launched
     by ``torchrun`` the training runs data-parallel (DDP: gloo on CPU, NCCL on GPUs) and gives the same
@@ -493,7 +498,7 @@ def train_regressor(
     """
     with process_group() as ctx:
         return _train(ctx, cfg, images, targets, splits, weights_dir, Path(work_dir),
-                      progress if ctx.is_main else None, cache_dir)
+                      progress if ctx.is_main else None, cache_dir, view_targets)
 
 
 def _train(
@@ -506,11 +511,15 @@ def _train(
     work_dir: Path,
     progress: Progress | None,
     cache_dir: Path | None,
+    view_targets: np.ndarray | None = None,
 ) -> Path:
     """:func:`train_regressor` on one rank of ``ctx`` (rank 0 of 1 when not distributed)."""
     if not (len(images) == len(targets) == len(splits)):
         raise TrainingFailed("images, targets and splits must have the same length")
     targets = np.asarray(targets, dtype=np.float32)
+    want = (len(targets), cfg.train_views, targets.shape[1])
+    if view_targets is not None and np.shape(view_targets) != want:
+        raise TrainingFailed(f"view_targets must be posts × {cfg.train_views} views × {targets.shape[1]}")
     torch.set_num_threads(cfg.num_threads or ctx.cpu_threads())
     torch.manual_seed(cfg.seed)
     device = device_for(ctx)
@@ -546,7 +555,11 @@ def _train(
                            for v in range(cfg.train_views)], dtype=np.int64)
     if len(train_rows) == 0:
         raise TrainingFailed("no training image could be decoded")
-    row_raw = targets[train_idx][train_rows // cfg.train_views]
+    if view_targets is None:
+        row_raw = targets[train_idx][train_rows // cfg.train_views]
+    else:
+        per_view = np.asarray(view_targets, dtype=np.float32)
+        row_raw = per_view[train_idx][train_rows // cfg.train_views, train_rows % cfg.train_views]
     row_scaled = scale_targets(row_raw, tmin, tmax)
     val_rows = np.array([i for i in range(len(val_idx)) if i not in set(val_cache.failed)], dtype=np.int64)
     val_raw = targets[val_idx][val_rows]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from space.tokenize import tokenize
-from train.image_model import ImageConfig, load_checkpoint, scale_targets, train_regressor
+from train.image_model import ImageConfig, TrainingFailed, load_checkpoint, scale_targets, train_regressor
 
 N_TRAIN, N_VAL = 96, 32
 
@@ -96,3 +96,24 @@ def test_quick_preset_differs_and_round_trips() -> None:
     assert q.quick and not ImageConfig().quick
     assert ImageConfig(**q.to_dict()) == q
     assert ImageConfig().lr == 0.001 and ImageConfig().batch_size == 120 and ImageConfig().loss == "bce"
+
+
+def test_view_targets_are_what_the_views_train_on(subset, weights_dir: Path, tmp_path: Path) -> None:
+    images, targets, splits = subset
+    cfg = ImageConfig.quick_preset(epochs=1, train_views=2, loss="contrastive", lr=0.001)
+    same = np.repeat(targets[:, None, :], 2, axis=1)
+    with pytest.raises(TrainingFailed, match="view_targets"):
+        train_regressor(cfg, images, targets, splits, weights_dir, tmp_path / "bad", view_targets=same[:, :1])
+
+    def weights(name: str, view_targets: np.ndarray | None) -> torch.Tensor:
+        ckpt = train_regressor(cfg, images, targets, splits, weights_dir, tmp_path / name, cache_dir=tmp_path,
+                               view_targets=view_targets)
+        return torch.load(ckpt, weights_only=False)["model"]["proj.weight"]
+
+    plain = weights("plain", None)
+    # Per-view targets equal to the post's target: the same training, to the bit.
+    assert torch.equal(plain, weights("same", same))
+    # Another post's target on the second view: a different model.
+    other = same.copy()
+    other[:, 1] = np.roll(targets, 1, axis=0)
+    assert not torch.allclose(plain, weights("other", other))
