@@ -175,6 +175,9 @@ def main() -> int:
     ap.add_argument("--rescore", default=None, metavar="NAMES",
                     help="no training: score the checkpoints <work>/<name>/image_best.pt raw and centred, "
                          "from the cached trunk activations, in the saved text space <work>/text")
+    ap.add_argument("--crops", type=int, choices=(2, 10), default=None,
+                    help="also score each trained config with test images encoded as the mean of this many "
+                         "views (train all --encode-crops)")
     ap.add_argument("--linear-contrastive", action="store_true",
                     help="also a linear InfoNCE map on frozen pooled features (one view per train image)")
     args = ap.parse_args()
@@ -235,6 +238,11 @@ def main() -> int:
             results[f"{name} (rescored, raw)"] = retrieval_metrics(vecs, caption_vecs, owner)
             results[f"{name} (rescored, centred)"] = centred_metrics(vecs, caption_vecs, owner, train_out,
                                                                     train_tgts)
+            if args.crops:
+                multi, _ = encode_images(args.work / name / "image_encoder.onnx", [p.image for p in test],
+                                         crops=args.crops)
+                results[f"{name} (rescored, centred, {args.crops}-crop images)"] = centred_metrics(
+                    multi, caption_vecs, owner, train_out, train_tgts)
             print(format_table(results), flush=True)
         out = args.work / f"bench_rescore-{args.rescore.replace(',', '+')}.json"
         out.write_text(json.dumps({"results": results}, indent=1))
@@ -287,6 +295,11 @@ def main() -> int:
         train_out = model_outputs(ckpt, cache.open(), mean_rows)
         mc = centred_metrics(vecs, caption_vecs, owner, train_out, train_tgts)
         results[f"GoogLeNet regressor, {name} config, centred (this run)"] = mc
+        if args.crops:
+            multi, _ = encode_images(args.work / name / "image_encoder.onnx", [p.image for p in test],
+                                     crops=args.crops)
+            results[f"GoogLeNet regressor, {name} config, centred, {args.crops}-crop images (this run)"] = (
+                centred_metrics(multi, caption_vecs, owner, train_out, train_tgts))
         np.save(args.work / name / "test_vectors.npy", vecs)
         np.save(args.work / name / "train_mean_image.npy", train_out.mean(axis=0))
         timings[name] = {"train_s": round(t_train, 1), "encode_s": round(t_enc, 1), "parity": parity,

@@ -127,6 +127,31 @@ def preprocess(img: Image.Image) -> np.ndarray:
     return to_network_input(center_crop(resize_short_side(img)))
 
 
+CROPS = (1, 2, 10)
+
+
+def network_views(img: Image.Image, crops: int = 1) -> np.ndarray:
+    """(crops, 3, 224, 224) network inputs of the short-side-256 image, whose outputs are averaged.
+
+    1: the centre crop (serving); 2: it and its mirror; 10: the centre and four corner crops, each also
+    mirrored (the Caffe-era test protocol; Flickr8k image search R@10 ~+1.7 points for 10× the work).
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}")
+    r = resize_short_side(img)
+    w, h = r.size
+    boxes = [((w - CROP) // 2, (h - CROP) // 2)]
+    if crops == 10:
+        boxes += [(0, 0), (w - CROP, 0), (0, h - CROP), (w - CROP, h - CROP)]
+    out = []
+    for left, top in boxes:
+        view = r.crop((left, top, left + CROP, top + CROP))
+        out.append(to_network_input(view))
+        if crops > 1:
+            out.append(to_network_input(view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    return np.stack(out)
+
+
 def load_for_network(source: bytes | str | Path, **limits: int) -> np.ndarray:
     """Decode ``source`` safely and return its centre-crop network input (3, 224, 224)."""
     return preprocess(open_image(source, **limits))

@@ -49,6 +49,8 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
     p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f32",
                    help="usearch index precision (f16 halves memory at the same recall; see README, Scale)")
+    p.add_argument("--encode-crops", type=int, choices=(1, 2, 10), default=1,
+                   help="views averaged per bundle image: centre; + mirror; + corners (10× the encoding)")
     p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one ImageConfig field (repeatable), e.g. --image-set epochs=2")
 
@@ -106,6 +108,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         progress_file=progress_file,
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f32"),
+        encode_crops=getattr(args, "encode_crops", 1),
     )
 
 

@@ -201,6 +201,9 @@ class PipelineConfig:
     image: Any = None
     activate: bool = True
     encode_batch_size: int = 32
+    # Views averaged per bundle image (1, 2 or 10: centre; + mirror; + four corners, each mirrored). 10 lifts
+    # Flickr8k image search R@10 by ~1.7 points for 10× the encoding time; photos sent to the engine use one.
+    encode_crops: int = 1
     # Scalar kind of the bundle's usearch indexes (space.vectorindex.DTYPES): f16 halves the file and the
     # memory it maps at no measurable recall cost; i8 quarters it but loses recall on dense clusters.
     index_dtype: str = "f32"

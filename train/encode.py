@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from space.errors import SpaceError
-from space.images import load_for_network
+from space.images import network_views, open_image
 from train.export import INPUT_NAME, OUTPUT_NAME
 from train.image_model import throttled
 
@@ -63,6 +63,9 @@ class EncodeConfig:
     # ONNX Runtime's idle threads busy-wait by default; here they share the cores with the decode threads,
     # in two A/B pairs on the (contended) 2-core dev machine, not spinning gave 9 % and 54 % more images/s.
     spin: bool = False
+    # Views averaged per image (space.images.network_views): 1 centre crop; 2 + mirror; 10 centre, corners
+    # and mirrors. Bundle images may use more than one; photos sent to the engine always use one.
+    crops: int = 1
 
 
 @dataclass(frozen=True)
@@ -180,21 +183,21 @@ def _write_chunk(work_dir: Path, chunk: int, vectors: np.ndarray, failed: list[i
     _atomic_write_bytes(npy, lambda fh: np.save(fh, vectors))
 
 
-def _decode(path: Path) -> np.ndarray | None:
-    """The network input of one image, or None (logged) when it cannot be read."""
+def _decode(path: Path, crops: int = 1) -> np.ndarray | None:
+    """The ``crops`` network inputs (crops, 3, 224, 224) of one image, or None (logged) when unreadable."""
     try:
-        return load_for_network(path)
+        return network_views(open_image(path), crops)
     except SpaceError as exc:
         log.warning("cannot encode %s: %s", path, exc)
         return None
 
 
 def _decoded(images: Sequence[Path], rows: Iterator[int], pool: ThreadPoolExecutor,
-             window: int) -> Iterator[tuple[int, np.ndarray | None]]:
-    """(row, network input) in row order, with at most ``window`` decodes in flight (bounded memory)."""
+             window: int, crops: int = 1) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(row, network inputs) in row order, with at most ``window`` decodes in flight (bounded memory)."""
     pending: deque[tuple[int, Future[np.ndarray | None]]] = deque()
     for row in rows:
-        pending.append((row, pool.submit(_decode, images[row])))
+        pending.append((row, pool.submit(_decode, images[row], crops)))
         if len(pending) >= window:
             head, fut = pending.popleft()
             yield head, fut.result()
@@ -229,7 +232,7 @@ def encode_corpus(
     dim = output_dim(session)
     n = len(images)
     state = {"n": n, "dim": dim, "chunk_size": cfg.chunk_size, "images": _fingerprint_images(images),
-             "encoder": _fingerprint_file(onnx_path)}
+             "encoder": _fingerprint_file(onnx_path), "crops": cfg.crops}
     _prepare_work_dir(work_dir, state)
     chunks = _chunk_ranges(n, cfg.chunk_size)
     todo = [c for c, rows in enumerate(chunks) if not _finished_chunk(work_dir, c, rows, dim)]
@@ -244,7 +247,9 @@ def encode_corpus(
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             rows_todo = (row for c in todo for row in chunks[c])
-            stream = _decoded(images, rows_todo, pool, max(workers, cfg.batch_size * cfg.prefetch_batches))
+            per_batch = max(1, cfg.batch_size // cfg.crops)  # images per encoder call (views ≈ batch_size)
+            stream = _decoded(images, rows_todo, pool, max(workers, per_batch * cfg.prefetch_batches),
+                              cfg.crops)
             for c in todo:
                 rows = chunks[c]
                 vectors = np.zeros((len(rows), dim), dtype=np.float32)
@@ -257,8 +262,9 @@ def encode_corpus(
                     else:
                         batch.append(x)
                         at.append(row - rows.start)
-                    if len(batch) >= cfg.batch_size or (row == rows[-1] and batch):
-                        vectors[at] = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(batch)})[0]
+                    if len(batch) >= per_batch or (row == rows[-1] and batch):
+                        out = session.run([OUTPUT_NAME], {INPUT_NAME: np.concatenate(batch)})[0]
+                        vectors[at] = out.reshape(len(batch), cfg.crops, dim).mean(axis=1)
                         batch.clear()
                         at.clear()
                     done += 1
@@ -316,13 +322,14 @@ def encode_images(
     chunk_size: int = CHUNK_SIZE,
     decode_workers: int | None = None,
     device: str = "auto",
+    crops: int = 1,
 ) -> tuple[np.ndarray, list[int]]:
     """(N, D) float32 vectors of ``images`` (zero rows for unreadable ones) and the failed indices.
 
     With ``work_dir`` the run is resumable there; without it, chunks go to a temporary folder.
     """
     cfg = EncodeConfig(batch_size=batch_size, chunk_size=chunk_size, threads=threads,
-                       decode_workers=decode_workers, device=device)
+                       decode_workers=decode_workers, device=device, crops=crops)
     if work_dir is not None:
         result = encode_corpus(onnx_path, images, work_dir, cfg, out_path=out_path, progress=progress)
         return result.vectors, result.failed

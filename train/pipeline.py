@@ -255,7 +255,9 @@ class Pipeline:
     def encode(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[np.ndarray, list[int]]:
         """Every kept image through the exported encoder (cached)."""
         encode_images = _need("train.encode", "encode_images")
-        st = self.stage("encode", prev.key, self.cfg.encode_batch_size)
+        crops = self.cfg.encode_crops
+        # One crop keeps the key it had before crops existed (cached encodings stay valid).
+        st = self.stage("encode", prev.key, self.cfg.encode_batch_size, *([crops] if crops != 1 else []))
 
         def run() -> dict[str, Any]:
             vectors, failed = encode_images(
@@ -264,6 +266,7 @@ class Pipeline:
                 self.cfg.encode_batch_size,
                 progress=self.progress.callback,
                 work_dir=st.dir / "chunks",  # a killed run resumes from its last finished chunk
+                crops=crops,
             )
             np.save(st.dir / bundle_format.IMAGE_VECTORS, np.asarray(vectors, dtype=np.float32))
             shutil.rmtree(st.dir / "chunks", ignore_errors=True)  # images.npy now holds them all
@@ -374,6 +377,7 @@ class Pipeline:
                     "report": to_jsonable(rcfg),
                     "quick": cfg.quick,
                     "index_dtype": cfg.index_dtype,
+                    "encode_crops": cfg.encode_crops,
                 },
                 "filter_report": report,
                 "metrics": metrics,

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from space.errors import BadImage, ImageTooLarge
-from space.images import MEAN_BGR, load_for_network, open_image, preprocess, thumbnail_jpeg
+from space.images import MEAN_BGR, load_for_network, network_views, open_image, preprocess, thumbnail_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,16 @@ def test_huge_jpeg_decoded_small_via_draft() -> None:
 def test_thumbnail_bounded(photo: Path) -> None:
     thumb = Image.open(io.BytesIO(thumbnail_jpeg(photo, 64)))
     assert max(thumb.size) <= 64 and thumb.format == "JPEG"
+
+
+def test_network_views_centre_mirrors_and_corners(photo: Path) -> None:
+    img = Image.open(photo).convert("RGB").resize((300, 256))  # wider than tall: corners differ from centre
+    one, two, ten = (network_views(img, n) for n in (1, 2, 10))
+    assert one.shape == (1, 3, 224, 224) and two.shape == (2, 3, 224, 224) and ten.shape == (10, 3, 224, 224)
+    np.testing.assert_array_equal(one[0], preprocess(img))  # one view is the serving view
+    np.testing.assert_array_equal(two[1], one[0][:, :, ::-1])  # its mirror
+    np.testing.assert_array_equal(ten[:2], two)
+    np.testing.assert_array_equal(ten[3], ten[2][:, :, ::-1])
+    assert not np.array_equal(ten[2], ten[0]) and not np.array_equal(ten[2], ten[4])  # left vs right corner
+    with pytest.raises(ValueError):
+        network_views(img, 5)

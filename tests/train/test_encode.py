@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from space.images import load_for_network
+from space.images import load_for_network, network_views, open_image
 from train.encode import encode_images
 from train.export import export_model
 from train.image_model import ImageConfig, build_regressor
@@ -38,3 +38,13 @@ def test_encode_reports_broken_file_and_matches_torch(tmp_path: Path, weights_di
         expected = model(torch.from_numpy(np.stack([load_for_network(images[i]) for i in ok]))).numpy()
     np.testing.assert_allclose(vecs[ok], expected, atol=1e-4)
     assert calls[-1] == ("encode", 6, 6, "images")
+    # Multi-view encoding: each row is the mean of the model's outputs on the image's views, the broken file
+    # still fails alone, and a batch smaller than the views still works.
+    for crops in (2, 10):
+        multi, failed = encode_images(onnx_path, images, batch_size=4, crops=crops)
+        assert failed == [2] and np.all(multi[2] == 0)
+        with torch.no_grad():
+            views = [model(torch.from_numpy(network_views(open_image(images[i]), crops))).numpy().mean(axis=0)
+                     for i in ok]
+        np.testing.assert_allclose(multi[ok], np.stack(views), atol=1e-4)
+        assert not np.allclose(multi[ok], vecs[ok], atol=1e-3)  # really other views than the centre crop
