@@ -237,6 +237,11 @@ def main() -> int:
     if args.rescore:
         for name in args.rescore.split(","):
             ckpt = args.work / name / "image_best.pt"
+            own = args.work / name / "text"  # the text space this checkpoint was trained for, when saved
+            space_text = (TextResult.load(own, by_split["train"] + by_split["val"])
+                          if (own / "caption_vectors.npy").is_file() else text)
+            caption_vecs, _ = embed_captions(space_text.space, captions)
+            train_tgts = space_text.vectors[[i for i, s in enumerate(splits) if s == "train"]]
             vecs = model_outputs(ckpt, test_cache.open(), np.arange(len(test)))
             train_out = model_outputs(ckpt, cache.open(), mean_rows)
             results[f"{name} (rescored, raw)"] = retrieval_metrics(vecs, caption_vecs, owner)
@@ -305,6 +310,7 @@ def main() -> int:
             results[f"GoogLeNet regressor, {name} config, centred, {args.crops}-crop images (this run)"] = (
                 centred_metrics(multi, caption_vecs, owner, train_out, train_tgts))
         np.save(args.work / name / "test_vectors.npy", vecs)
+        text.save(args.work / name / "text")  # --rescore NAME scores in this space (the next run retrains)
         np.save(args.work / name / "train_mean_image.npy", train_out.mean(axis=0))
         timings[name] = {"train_s": round(t_train, 1), "encode_s": round(t_enc, 1), "parity": parity,
                          "failed": failed, "history": history}
