@@ -32,6 +32,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 BARE = """
 import sys
@@ -407,7 +408,8 @@ def main() -> None:
     version = json.loads((bundle_dir / "manifest.json").read_text())["version"]
     (models / version).symlink_to(bundle_dir)
     (models / "ACTIVE").write_text(version + "\n")
-    vocab = json.loads((bundle_dir / "vocab.json").read_text())["words"][:500]
+    # Percent-encoded: wrk sends the URL as written, and a bundle's words need not be ASCII ("niño").
+    vocab = [quote(w, safe="") for w in json.loads((bundle_dir / "vocab.json").read_text())["words"][:500]]
     items = json.loads((bundle_dir / "images.json").read_text())["items"]
     photo = next(Path(i["path"]) for i in items if Path(i["path"]).suffix.lower() in (".jpg", ".jpeg"))
 
