@@ -35,6 +35,8 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
                    help="most photos per encoder call")
     p.add_argument("--encode-wait-ms", type=float, default=float(env.get("ENGINE_ENCODE_WAIT_MS", "3")),
                    help="how long a photo waits for others to share its encoder call")
+    p.add_argument("--encoder", choices=("fp32", "int8"), default=env.get("ENGINE_ENCODER", "fp32"),
+                   help="int8: the bundle's int8 encoder when it has one (faster photos)")
     p.add_argument("--cache-ttl", type=int, default=int(env.get("ENGINE_CACHE_TTL", "3600")))
     p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
     p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))
@@ -52,6 +54,7 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         image_workers=a.image_workers,
         image_queue_limit=a.image_queue_limit,
         encode_batch=a.encode_batch,
+        encoder=a.encoder,
         encode_wait_s=a.encode_wait_ms / 1000.0,
         cache_ttl_s=a.cache_ttl,
         confident_cutoff=a.confident_cutoff,

@@ -142,7 +142,29 @@ def _index(path: Path, vectors: np.ndarray, name: str, usable: bool = True) -> A
     return build_index(vectors, None, threads=1)  # a background load must not starve the workers
 
 
-def load_model(path: Path, ort_threads: int = 1) -> Model:
+INT8_ENCODER = "image_encoder.int8.onnx"  # written by train.quantize, listed in the manifest when faithful
+
+
+def _encoder_session(path: Path, manifest: dict[str, Any], ort_threads: int, encoder: str) -> Any:
+    """The ONNX Runtime session of the bundle's fp32 encoder, or of its int8 one when asked and present."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = ort_threads
+    options.inter_op_num_threads = 1
+    file, disabled = path / bundle.ENCODER, None
+    if encoder == "int8":
+        int8 = manifest.get("encoder_int8") or {}
+        if INT8_ENCODER in manifest.get("files", {}) and int8.get("published"):
+            # ORT would otherwise move the int8 conversions above the float max-pools (slower).
+            file, disabled = path / INT8_ENCODER, list(int8.get("disabled_optimizers", [])) or None
+            log.info("bundle %s: serving its int8 encoder", path.name)
+        else:
+            log.warning("bundle %s has no int8 encoder (%s): serving the fp32 one", path.name,
+                        int8.get("reason", "older bundle"))
+    return ort.InferenceSession(str(file), sess_options=options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=disabled)
+
+
+def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model:
     """Verify (sha256 of every file) and load the bundle at ``path``; raises ``BundleInvalid``."""
     started = time.perf_counter()
     manifest = bundle.verify(path)
@@ -161,12 +183,7 @@ def load_model(path: Path, ort_threads: int = 1) -> Model:
     for i, item in enumerate(items):
         if item.get("lang"):
             langs_list.setdefault(str(item["lang"]), []).append(i)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = ort_threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(path / bundle.ENCODER), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = _encoder_session(path, manifest, ort_threads, encoder)
     model = Model(
         version=str(manifest["version"]),
         path=path,

@@ -147,7 +147,7 @@ class Runtime:
             loop = asyncio.get_running_loop()
             try:
                 model = await loop.run_in_executor(
-                    self.loader, load_model, path, self.settings.ort_threads
+                    self.loader, load_model, path, self.settings.ort_threads, self.settings.encoder
                 )
             except SpaceError as exc:
                 self.metrics.reloads.labels(result="refused").inc()

@@ -252,6 +252,22 @@ class Pipeline:
         info = self.run_stage(st, run)
         return st, onnx_path, info["parity"]
 
+    def quantize(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[Path | None, dict[str, Any]]:
+        """A static int8 copy of the encoder, published only when faithful to fp32 (cached)."""
+        quantize_encoder = _need("train.quantize", "quantize_encoder")
+        quantize_config = _need("train.quantize", "QuantizeConfig")
+        qcfg = quantize_config.quick_preset() if self.cfg.quick else quantize_config(speed_seconds=0.0)
+        st = self.stage("quantize", prev.key, to_jsonable(qcfg))
+        out = st.dir / _need("train.quantize", "INT8_ENCODER")
+
+        def run() -> dict[str, Any]:
+            calibration = [p.image for p in text.posts if p.split == "train"]
+            check = [p.image for p in text.posts if p.split != "train"] or calibration[-qcfg.check_images:]
+            return {"report": quantize_encoder(onnx_path, out, calibration, check, qcfg)}
+
+        report = dict(self.run_stage(st, run)["report"])
+        return (out if report.get("published") and out.is_file() else None), report
+
     def encode(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[np.ndarray, list[int]]:
         """Every kept image through the exported encoder (cached)."""
         encode_images = _need("train.encode", "encode_images")
@@ -309,6 +325,8 @@ class Pipeline:
         image_cfg = self.image_config()
         image_st, checkpoint = self.image(text_st, text, image_cfg)
         export_st, onnx_path, parity = self.export(image_st, checkpoint, text)
+        int8_path, int8_report = (self.quantize(export_st, onnx_path, text) if cfg.encoder_int8
+                                  else (None, {"published": False, "reason": "disabled"}))
         vectors, failed = self.encode(export_st, onnx_path, text)
 
         failed_set = set(failed)
@@ -337,6 +355,8 @@ class Pipeline:
             text.space.save(tmp)
             np.save(tmp / bundle_format.IMAGE_VECTORS, final_vectors.astype(np.float32))
             shutil.copyfile(onnx_path, tmp / bundle_format.ENCODER)
+            if int8_path is not None:
+                shutil.copyfile(int8_path, tmp / int8_path.name)
             _write_items(tmp / bundle_format.IMAGE_META, cfg.ingest.corpus, final_posts)
             centering_file = centering.save(tmp) if centering is not None else None
             self.progress.end()
@@ -388,6 +408,7 @@ class Pipeline:
                     "n_kept": len(final_posts),
                 },
                 "encoder": parity,
+                "encoder_int8": int8_report,
                 "centering": centering_file,
                 # build_bundle_indexes put centred vectors in images.usearch (what the engine checks).
                 "image_index_centred": centering_file is not None,
