@@ -96,6 +96,7 @@ def test_quick_preset_differs_and_round_trips() -> None:
     assert q.quick and not ImageConfig().quick
     assert ImageConfig(**q.to_dict()) == q
     assert ImageConfig().lr == 0.001 and ImageConfig().batch_size == 120 and ImageConfig().loss == "bce"
+    assert ImageConfig().init == "ridge"  # the seed recipe from a ridge-started layer; "gaussian" collapses
 
 
 def test_view_targets_are_what_the_views_train_on(subset, weights_dir: Path, tmp_path: Path) -> None:
