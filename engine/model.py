@@ -142,9 +142,6 @@ def _index(path: Path, vectors: np.ndarray, name: str, usable: bool = True) -> A
     return build_index(vectors, None, threads=1)  # a background load must not starve the workers
 
 
-INT8_ENCODER = "image_encoder.int8.onnx"  # written by train.quantize, listed in the manifest when faithful
-
-
 def _encoder_session(path: Path, manifest: dict[str, Any], ort_threads: int, encoder: str) -> Any:
     """The ONNX Runtime session of the bundle's fp32 encoder, or of its int8 one when asked and present."""
     options = ort.SessionOptions()
@@ -153,9 +150,9 @@ def _encoder_session(path: Path, manifest: dict[str, Any], ort_threads: int, enc
     file, disabled = path / bundle.ENCODER, None
     if encoder == "int8":
         int8 = manifest.get("encoder_int8") or {}
-        if INT8_ENCODER in manifest.get("files", {}) and int8.get("published"):
+        if bundle.INT8_ENCODER in manifest.get("files", {}) and int8.get("published"):
             # ORT would otherwise move the int8 conversions above the float max-pools (slower).
-            file, disabled = path / INT8_ENCODER, list(int8.get("disabled_optimizers", [])) or None
+            file, disabled = path / bundle.INT8_ENCODER, list(int8.get("disabled_optimizers", [])) or None
             log.info("bundle %s: serving its int8 encoder", path.name)
         else:
             log.warning("bundle %s has no int8 encoder (%s): serving the fp32 one", path.name,

@@ -29,7 +29,7 @@ from torch import nn
 from space.images import load_for_network
 from train.export import export_model, ort_session
 from train.image_model import ImageConfig, build_regressor
-from train.quantize import DISABLED_OPTIMIZERS, fidelity, quantize_file, session
+from train.quantize import DISABLED_OPTIMIZERS, fidelity, quantize_file
 
 
 def encoder_flops(model: nn.Module) -> float:
@@ -109,7 +109,7 @@ def main() -> int:
         sessions["ort_fp32"] = ort_session(onnx_path, threads)
         int8_path = Path(tmp) / "enc.int8.onnx"
         quantize_file(onnx_path, int8_path, flickr8k_inputs(args.flickr8k, "train", args.calibration))
-        sessions["ort_int8"] = session(int8_path, threads, DISABLED_OPTIMIZERS)
+        sessions["ort_int8"] = ort_session(int8_path, threads, DISABLED_OPTIMIZERS)
         out["int8_fidelity"] = fidelity(sessions["ort_fp32"], sessions["ort_int8"],
                                         flickr8k_inputs(args.flickr8k, "test", args.check), 16)
         for batch in (1, 32):

@@ -42,14 +42,15 @@ class ExportMismatch(SpaceError):
     status = 500
 
 
-def ort_session(onnx_path: Path, threads: int | None = None) -> Any:
-    """A CPU ONNX Runtime session with all graph optimisations on."""
+def ort_session(onnx_path: Path, threads: int | None = None, disabled: Sequence[str] = ()) -> Any:
+    """A CPU ONNX Runtime session with every graph optimisation on except the ``disabled`` ones."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled) or None)
 
 
 class _LRNFunction(torch.autograd.Function):
@@ -94,7 +95,7 @@ class _OnnxLRN(nn.Module):
 
 
 def with_onnx_lrn(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose LRN layers export as ONNX ``LRN`` nodes (the original is untouched)."""
+    """A copy of ``model`` whose LRN layers export as the fixed chain above (the original is untouched)."""
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

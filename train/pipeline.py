@@ -258,7 +258,7 @@ class Pipeline:
         quantize_config = _need("train.quantize", "QuantizeConfig")
         qcfg = quantize_config.quick_preset() if self.cfg.quick else quantize_config(speed_seconds=0.0)
         st = self.stage("quantize", prev.key, to_jsonable(qcfg))
-        out = st.dir / _need("train.quantize", "INT8_ENCODER")
+        out = st.dir / bundle_format.INT8_ENCODER
 
         def run() -> dict[str, Any]:
             calibration = [p.image for p in text.posts if p.split == "train"]

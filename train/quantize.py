@@ -26,12 +26,9 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from space.errors import SpaceError
 from space.images import load_for_network
+from train.export import INPUT_NAME, OUTPUT_NAME, ort_session
 
 log = logging.getLogger(__name__)
-
-INT8_ENCODER = "image_encoder.int8.onnx"
-INPUT_NAME = "images"
-OUTPUT_NAME = "vectors"
 # Operators MLAS runs in int8 on the CPU; everything else stays float between DequantizeLinear/Quantize.
 QUANT_OPS = ("Conv", "Relu", "Gemm", "MaxPool", "Concat")
 # ONNX Runtime would move the QuantizeLinear after the stem above its float max-pools (they commute), which
@@ -45,7 +42,6 @@ _INT8_PRODUCERS = frozenset({"Conv", "Relu", "Concat"})
 class QuantizeConfig:
     """How the int8 encoder is calibrated, checked and timed."""
 
-    enabled: bool = True
     calibration_images: int = 100
     check_images: int = 200
     min_cosine: float = 0.99  # mean raw cosine int8 vs fp32 on the held-out images, or no int8 encoder
@@ -64,17 +60,6 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     num = np.sum(a * b, axis=1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return np.asarray(num / np.maximum(den, 1e-12), dtype=np.float64)
-
-
-def session(onnx_path: Path, threads: int | None = None, disabled: Sequence[str] = ()) -> Any:
-    """A CPU ONNX Runtime session with every graph optimisation on except ``disabled``."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled) or None)
 
 
 def run_batches(sess: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -224,7 +209,7 @@ def quantize_encoder(fp32_path: Path, out_path: Path, calibration_images: Sequen
     tmp = out_path.with_name(out_path.name + ".partial")
     try:
         quantize_file(fp32_path, tmp, calib, cfg.batch_size)
-        fp32, int8 = session(fp32_path, cfg.threads), session(tmp, cfg.threads, DISABLED_OPTIMIZERS)
+        fp32, int8 = ort_session(fp32_path, cfg.threads), ort_session(tmp, cfg.threads, DISABLED_OPTIMIZERS)
         report["fidelity"] = fid = fidelity(fp32, int8, check, cfg.batch_size)
         if not fid["mean_cosine"] >= cfg.min_cosine:  # also catches NaN
             report["reason"] = (f"mean cosine int8 vs fp32 {fid['mean_cosine']:.4f} < {cfg.min_cosine} on "

@@ -10,7 +10,7 @@ import numpy as np
 from aiohttp.test_utils import TestClient
 
 from engine.app import create_app
-from engine.model import INT8_ENCODER, load_model
+from engine.model import load_model
 from engine.service import ImageLimits, encode_image, hashtags
 from space import bundle
 from tests.engine.helpers import make_settings
@@ -21,14 +21,14 @@ LIMITS = ImageLimits(max_bytes=10 * 1024 * 1024, max_pixels=50_000_000)
 def test_trainer_publishes_a_faithful_int8_encoder(small_bundle: Path) -> None:
     manifest = bundle.verify(small_bundle)  # the int8 file is sha256-listed like every other
     report = manifest["encoder_int8"]
-    assert report["published"] and INT8_ENCODER in manifest["files"]
+    assert report["published"] and bundle.INT8_ENCODER in manifest["files"]
     assert report["fidelity"]["mean_cosine"] >= 0.99 and report["check_images"] > 0
 
 
 def test_int8_session_answers_like_fp32(small_bundle: Path) -> None:
     fp32, int8 = load_model(small_bundle), load_model(small_bundle, encoder="int8")
     try:
-        assert Path(int8.session._model_path).name == INT8_ENCODER  # which file ORT opened
+        assert Path(int8.session._model_path).name == bundle.INT8_ENCODER  # which file ORT opened
         assert Path(fp32.session._model_path).name == bundle.ENCODER
         items = json.loads((small_bundle / bundle.IMAGE_META).read_text())["items"]
         cos, overlap = [], []
