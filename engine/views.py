@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -93,12 +94,9 @@ async def related(request: web.Request) -> web.Response:
     k = _k(request)
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
-        now = None
-        if runtime.inline(len(model.space.words), k, filtered=False):
-            def now() -> bytes:
-                return service.related_body(model, query, k)
-        return await _cached(request, "related", key,
-                             lambda: runtime.text.run(service.related_body, model, query, k), now)
+        body = functools.partial(service.related_body, model, query, k)
+        now = body if runtime.inline(len(model.space.words), k, filtered=False) else None
+        return await _cached(request, "related", key, lambda: runtime.text.run(body), now)
 
 
 async def images(request: web.Request) -> web.Response:
@@ -109,15 +107,13 @@ async def images(request: web.Request) -> web.Response:
     k = _k(request)
     offset = _int(request, "offset", 0, 0, settings.max_offset)
     lang = request.query.get("lang", "").strip().lower() or None
-    cutoff = settings.confident_cutoff
     with runtime.holder.use() as model:
         key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
-        now = None
-        if runtime.inline(len(model.image_vectors), offset + k, filtered=lang is not None):
-            def now() -> bytes:
-                return service.images_body(model, query, k, offset, lang, cutoff)
-        return await _cached(request, "images", key, lambda: runtime.text.run(
-            service.images_body, model, query, k, offset, lang, cutoff), now)
+        cutoff = settings.confident_cutoff
+        body = functools.partial(service.images_body, model, query, k, offset, lang, cutoff)
+        inline = runtime.inline(len(model.image_vectors), offset + k, filtered=lang is not None)
+        now = body if inline else None
+        return await _cached(request, "images", key, lambda: runtime.text.run(body), now)
 
 
 async def _upload(request: web.Request) -> bytes:
