@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from space.errors import SpaceError
+from space.images import CROPS
 from train.config import FORMATS, FilterConfig, IngestConfig, PipelineConfig, TextConfig
 
 log = logging.getLogger("train")
@@ -49,7 +50,7 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
     p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f32",
                    help="usearch index precision (f16 halves memory at the same recall; see README, Scale)")
-    p.add_argument("--encode-crops", type=int, choices=(1, 2, 10), default=1,
+    p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
                    help="views averaged per bundle image: centre; + mirror; + corners (10× the encoding)")
     p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one ImageConfig field (repeatable), e.g. --image-set epochs=2")
