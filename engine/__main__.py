@@ -12,9 +12,7 @@ from pathlib import Path
 # measured on 2 shared cores) while taking CPU from the event loop. Set the variable to override.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from aiohttp import web
-
-from engine.app import create_app
+from engine.serve import serve
 from engine.settings import Settings
 
 
@@ -25,6 +23,8 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
     p.add_argument("--models", type=Path, required=True, help="models directory holding ACTIVE and bundles")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--processes", type=int, default=int(env.get("ENGINE_PROCESSES", "1")),
+                   help="engine processes sharing the port (SO_REUSEPORT): about one per core for text load")
     p.add_argument("--workers", type=int, default=int(env.get("ENGINE_WORKERS", "2")))
     p.add_argument("--queue-limit", type=int, default=int(env.get("ENGINE_QUEUE_LIMIT", "64")))
     p.add_argument("--inline-rows", type=int, default=int(env.get("ENGINE_INLINE_ROWS", "50000")),
@@ -63,6 +63,7 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         redis_retry_s=float(env.get("ENGINE_REDIS_RETRY_S", "3")),
         bundle_channel=env.get("ENGINE_BUNDLE_CHANNEL") or "topicspace:bundle",
         handle_sighup=True,
+        processes=max(1, a.processes),
     )
 
 
@@ -75,9 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger(__name__).info(
         "engine on %s:%d over %s", settings.host, settings.port, settings.models_dir
     )
-    # handler_cancellation: a request whose client disconnected stops waiting for a worker.
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                shutdown_timeout=10.0, handler_cancellation=True)
+    raise SystemExit(serve(settings, settings.processes))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ class Cache(Protocol):
         """Store ``value``; failures are swallowed."""
         ...
 
+    def put(self, key: str, value: bytes) -> None:
+        """Store ``value`` without waiting for the backend (a request need not wait for its answer to be
+        cached); failures are swallowed."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -83,6 +88,10 @@ class LRUCache:
 
     async def set(self, key: str, value: bytes) -> None:
         """Insert, evicting the least recently used entry beyond the bound."""
+        self.put(key, value)
+
+    def put(self, key: str, value: bytes) -> None:
+        """:meth:`set`, which never waits anyway."""
         self.data[key] = (self.clock() + self.ttl_s, value)
         self.data.move_to_end(key)
         while len(self.data) > self.max_entries:
@@ -124,6 +133,11 @@ class TieredCache:
         """Store in both tiers."""
         await self.local.set(key, value)
         await self.remote.set(key, value)
+
+    def put(self, key: str, value: bytes) -> None:
+        """In the local tier now; into Redis with the next batch."""
+        self.local.put(key, value)
+        self.remote.put(key, value)
 
     async def close(self) -> None:
         """Close both tiers."""
@@ -201,12 +215,16 @@ class RedisCache:
         self._succeeded()
         return True
 
-    def _enqueue(self) -> asyncio.Future[bytes | None]:
-        """A future for one call; starts the sender unless one is running (it takes this call next)."""
+    def _ensure_sender(self) -> asyncio.AbstractEventLoop:
+        """Start the sender unless one is running (it takes what is queued next); the running loop."""
         loop = asyncio.get_running_loop()
         if self._sender is None or self._sender.done():
             self._sender = loop.create_task(self._send_batches(), name="engine-redis-batches")
-        return loop.create_future()
+        return loop
+
+    def _enqueue(self) -> asyncio.Future[bytes | None]:
+        """A future for one call, answered by the sender's next batch."""
+        return self._ensure_sender().create_future()
 
     async def _send_batches(self) -> None:
         """Send what is queued as one pipeline, again and again until nothing is queued."""
@@ -253,6 +271,14 @@ class RedisCache:
         waiters.append(future)
         self._sets[key] = (value, waiters)
         await future
+
+    def put(self, key: str, value: bytes) -> None:
+        """Queue a SET for the next batch and return at once; skipped while Redis is down."""
+        if not self._available():
+            return
+        self._ensure_sender()
+        waiters = self._sets[key][1] if key in self._sets else []
+        self._sets[key] = (value, waiters)
 
     async def close(self) -> None:
         """Finish the batch in flight, then close the connection pool."""

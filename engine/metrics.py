@@ -1,11 +1,19 @@
-"""Prometheus metrics of one engine app, in its own registry (no process-global state)."""
+"""Prometheus metrics of one engine app, in its own registry (no process-global state).
+
+Under several engine processes (:mod:`engine.serve` sets ``PROMETHEUS_MULTIPROC_DIR`` before starting
+them) every value also lands in that directory and :meth:`Metrics.render` reports the sum over the
+processes: counts and histograms add up, the in-flight gauge sums, the up/down gauges show the worst
+process, and the bundle gauge keeps one series per process (``pid`` label).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -18,6 +26,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self._version: str | None = None
         r = self.registry
         self.requests = Counter(
             "engine_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
@@ -37,18 +47,21 @@ class Metrics:
                                  ["pool"], registry=r)
         self.reloads = Counter("engine_reloads", "Bundle load attempts by result", ["result"], registry=r)
         self.bundle = Gauge("engine_bundle_info", "The bundle being served (value 1)", ["version"],
-                            registry=r)
+                            registry=r, multiprocess_mode="liveall")
         self.redis_up = Gauge("engine_redis_up", "1 when Redis answers, 0 when down, -1 when not configured",
-                              registry=r)
+                              registry=r, multiprocess_mode="livemin")
         self.inflight = Gauge("engine_inflight", "Requests waiting for or holding a worker", ["pool"],
-                              registry=r)
+                              registry=r, multiprocess_mode="livesum")
         self.encode_batch = Histogram("engine_encode_batch_size", "Images per encoder (ONNX Runtime) call",
                                       buckets=BATCH_BUCKETS, registry=r)
+        self.query_batch = Histogram("engine_query_batch_size",
+                                     "Text queries answered by one matrix product (engine.querybatch)",
+                                     buckets=BATCH_BUCKETS, registry=r)
         self.encode_seconds = Histogram("engine_encode_batch_seconds", "Duration of one encoder call",
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.bus_up = Gauge("engine_bundle_bus_up",
                             "1 while subscribed to bundle announcements, 0 when not, -1 when not configured",
-                            registry=r)
+                            registry=r, multiprocess_mode="livemin")
         self.announcements = Counter("engine_bundle_announcements", "Bundle announcements by direction",
                                      ["direction"], registry=r)
         self.redis_up.set(-1)
@@ -79,11 +92,20 @@ class Metrics:
         counter.inc()
 
     def set_bundle(self, version: str | None) -> None:
-        """Record the served version (one labelled series at a time)."""
-        self.bundle.clear()
+        """Record the served version (one labelled series at a time; 0 for earlier ones across processes,
+        whose values live in files that clearing this process's series would not reach)."""
+        if self.multiprocess_dir is None:
+            self.bundle.clear()
+        elif self._version is not None and self._version != version:
+            self.bundle.labels(version=self._version).set(0)
+        self._version = version
         if version is not None:
             self.bundle.labels(version=version).set(1)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition (of every engine process, under several)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ from engine.batcher import EncodeBatcher
 from engine.errors import Busy, NotFound
 from engine.metrics import Metrics
 from engine.model import Model, ModelHolder, load_model
+from engine.querybatch import QueryBatcher
 from engine.settings import Settings
 from engine.singleflight import SingleFlight
 from space import bundle
@@ -95,6 +98,7 @@ class Runtime:
         self.reload_lock = asyncio.Lock()
         self.seen_active: str | None = None
         self.flight: SingleFlight[bytes] = SingleFlight()
+        self.queries = QueryBatcher(metrics)  # inline text queries of one loop iteration, answered together
         self.vectors: SingleFlight[np.ndarray] = SingleFlight()  # photo encodings by version + sha256
         # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
         self.parse = functools.lru_cache(maxsize=8192)(parse_query)
@@ -164,6 +168,11 @@ class Runtime:
                               current.version if current else "nothing")
                 raise bundle.BundleInvalid(f"{path.name} cannot be loaded: {exc}") from exc
             old = self.holder.swap(model)
+            if os.environ.get("ENGINE_GC_FREEZE", "1") == "1":
+                # The model's ~10^5 long-lived objects (hit templates, vocabulary) leave the collector's
+                # view: a full collection no longer walks them in the middle of requests. Refcounting
+                # still frees a retired model.
+                gc.freeze()
             self.holder.last_error = None
             self.metrics.reloads.labels(result="ok").inc()
             self.metrics.set_bundle(model.version)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,11 @@ from space.textspace import unit
 from space.vectorindex import EXACT_BELOW, is_quantised, search
 
 TOP_WORDS = 30
+# Text queries over at most this many rows are answered exactly from one matrix product per batch
+# (nearest_many); above it, by the usearch index one query at a time.
+EXACT_BATCH_ROWS = 20_000
+_NO_KEYS = np.empty(0, dtype=np.int64)
+_NO_SIMS = np.empty(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,26 @@ def _nearest(index: Any, unit_rows: np.ndarray, vec: np.ndarray, k: int) -> tupl
     return top, sims[top]
 
 
+def nearest_many(
+    index: Any, unit_rows: np.ndarray, vecs: Sequence[np.ndarray], ns: Sequence[int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Top-``ns[i]`` rows by cosine for each of ``vecs``: exact, from one matrix product, over at most
+    :data:`EXACT_BATCH_ROWS` rows (one product reads the matrix once for every query); else
+    :func:`_nearest` per query."""
+    if not len(vecs):
+        return []
+    if len(unit_rows) > EXACT_BATCH_ROWS:
+        return [_nearest(index, unit_rows, v, n) for v, n in zip(vecs, ns, strict=True)]
+    scores = np.stack(vecs) @ unit_rows.T
+    out = []
+    for sims, n in zip(scores, ns, strict=True):
+        n = min(n, len(sims))
+        top = np.argpartition(sims, len(sims) - n)[-n:] if 0 < n < len(sims) else np.arange(n)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        out.append((top, sims[top]))
+    return out
+
+
 def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.ndarray | None, list[str]]:
     try:
         return model.text_query(query) if for_images else model.space.embed_query(query)
@@ -93,16 +119,42 @@ def related(model: Model, query: Query, k: int) -> dict[str, Any]:
     return {"words": words, "unknown": unknown, "version": model.version}
 
 
+def _json_list(words: list[str]) -> str:
+    return json.dumps(words, ensure_ascii=False) if words else "[]"
+
+
+def _related_json(model: Model, found: list[tuple[int, float]], unknown: list[str]) -> bytes:
+    parts = model.word_json
+    words = [parts[key] + _score(sim) + "}" for key, sim in found]
+    return (
+        '{"words": [' + ", ".join(words) + '], "unknown": ' + _json_list(unknown)
+        + ', "version": ' + json.dumps(model.version, ensure_ascii=False) + "}"
+    ).encode("utf-8")
+
+
 def related_body(model: Model, query: Query, k: int) -> bytes:
     """:func:`related` as its JSON body, byte for byte, from the model's pre-encoded words."""
     vec, unknown = _embed(model, query)
-    parts = model.word_json
     found = [] if vec is None else _word_hits(model, vec, k, model.space.query_words(query))
-    words = [parts[key] + _score(sim) + "}" for key, sim in found]
-    return (
-        '{"words": [' + ", ".join(words) + '], "unknown": ' + json.dumps(unknown, ensure_ascii=False)
-        + ', "version": ' + json.dumps(model.version, ensure_ascii=False) + "}"
-    ).encode("utf-8")
+    return _related_json(model, found, unknown)
+
+
+def related_bodies(model: Model, jobs: Sequence[tuple[Query, int]]) -> list[bytes]:
+    """:func:`related_body` for each ``(query, k)``, the nearest words of all of them found together."""
+    embedded = [_embed(model, query) for query, _ in jobs]
+    excluded = [model.space.query_words(query) for query, _ in jobs]
+    asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
+    vecs = [unit(embedded[i][0]) for i in asked]  # type: ignore[arg-type]
+    ns = [jobs[i][1] + len(excluded[i]) for i in asked]
+    hits = dict(zip(asked, nearest_many(model.words_index, model.space.unit_vectors, vecs, ns), strict=True))
+    words = model.space.words
+    bodies = []
+    for i, (_, k) in enumerate(jobs):
+        keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
+        found = [(key, sim) for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
+                 if words[key] not in excluded[i]][:k]
+        bodies.append(_related_json(model, found, embedded[i][1]))
+    return bodies
 
 
 def _image_answer(
@@ -144,11 +196,9 @@ def _score(x: float) -> str:
     return repr(r) if math.isfinite(r) else json.dumps(r)
 
 
-def images_body(
-    model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
+def _images_json(
+    model: Model, keys: np.ndarray, sims: np.ndarray, best: float, unknown: list[str], cutoff: float
 ) -> bytes:
-    """:func:`images` as its JSON body, byte for byte, from the model's pre-encoded hit templates."""
-    keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
     parts = model.hit_json
     n = len(parts)
     pairs = zip(keys.tolist(), sims.tolist(), strict=True)
@@ -159,9 +209,44 @@ def images_body(
     confident = "true" if hits and best >= cutoff else "false"
     version = json.dumps(model.version, ensure_ascii=False)
     return (
-        '{"images": [' + ", ".join(hits) + '], "unknown": ' + json.dumps(unknown, ensure_ascii=False)
+        '{"images": [' + ", ".join(hits) + '], "unknown": ' + _json_list(unknown)
         + ', "confident": ' + confident + ', "version": ' + version + "}"
     ).encode("utf-8")
+
+
+def images_body(
+    model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
+) -> bytes:
+    """:func:`images` as its JSON body, byte for byte, from the model's pre-encoded hit templates."""
+    keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
+    return _images_json(model, keys, sims, best, unknown, cutoff)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One unfiltered text → images query of a batch (:func:`images_bodies`)."""
+
+    query: Query
+    k: int
+    offset: int
+    cutoff: float
+
+
+def images_bodies(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
+    """:func:`images_body` (no language filter) for each job, the nearest images of all found together."""
+    embedded = [_embed(model, job.query, for_images=True) for job in jobs]
+    asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
+    vecs = [embedded[i][0] for i in asked]
+    ns = [jobs[i].offset + jobs[i].k for i in asked]
+    hits = dict(zip(asked, nearest_many(model.images_index, model.image_vectors, vecs, ns),  # type: ignore[arg-type]
+                    strict=True))
+    bodies = []
+    for i, job in enumerate(jobs):
+        keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
+        best = float(sims[0]) if len(sims) else -1.0
+        bodies.append(_images_json(model, keys[job.offset:], sims[job.offset:], best, embedded[i][1],
+                                   job.cutoff))
+    return bodies
 
 
 def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:

@@ -51,5 +51,7 @@ class Settings:
     redis_timeout_s: float = 0.25
     redis_retry_s: float = 3.0
     handle_sighup: bool = False
+    # Engine processes on one port (engine.serve); each has its own pools, model and in-process cache tier.
+    processes: int = 1
     # Redis pub/sub channel on which replicas announce the bundle they switched to.
     bundle_channel: str = "topicspace:bundle"

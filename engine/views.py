@@ -6,6 +6,7 @@ import functools
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,13 @@ async def _cached(
     endpoint: str,
     key: str,
     compute: Callable[[], Awaitable[bytes]],
-    now: Callable[[], bytes] | None = None,
+    now: Callable[[], Awaitable[bytes]] | None = None,
 ) -> web.Response:
     """Serve the cached JSON body for ``key`` or compute (an encoded body), store and serve it.
 
-    ``now``, when given, computes the body right here on the loop instead (a sub-millisecond text
-    query): no worker hop, no coalescing task, and no pool thread contending for the GIL with the loop.
+    ``now``, when given, computes the body on the loop instead (a sub-millisecond text query, batched
+    with the others of its loop iteration by :mod:`engine.querybatch`): no worker hop, no coalescing
+    task, and no pool thread contending for the GIL with the loop.
     """
     cache = request.app[CACHE]
     metrics = request.app[METRICS]
@@ -70,8 +72,8 @@ async def _cached(
         metrics.cache_result(endpoint, hit=True)
         return web.Response(body=body, content_type=JSON)
     if now is not None:
-        body = now()
-        await cache.set(key, body)
+        body = await now()
+        cache.put(key, body)
         metrics.cache_result(endpoint, hit=False)
         return web.Response(body=body, content_type=JSON)
 
@@ -95,8 +97,9 @@ async def related(request: web.Request) -> web.Response:
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
         body = functools.partial(service.related_body, model, query, k)
-        now = body if runtime.inline(len(model.space.words), k, filtered=False) else None
-        return await _cached(request, "related", key, lambda: runtime.text.run(body), now)
+        now = functools.partial(runtime.queries.run, service.related_bodies, model, (query, k))
+        inline = runtime.inline(len(model.space.words), k, filtered=False)
+        return await _cached(request, "related", key, lambda: runtime.text.run(body), now if inline else None)
 
 
 async def images(request: web.Request) -> web.Response:
@@ -111,9 +114,10 @@ async def images(request: web.Request) -> web.Response:
         key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
         cutoff = settings.confident_cutoff
         body = functools.partial(service.images_body, model, query, k, offset, lang, cutoff)
+        job = service.ImageJob(query, k, offset, cutoff)
+        now = functools.partial(runtime.queries.run, service.images_bodies, model, job)
         inline = runtime.inline(len(model.image_vectors), offset + k, filtered=lang is not None)
-        now = body if inline else None
-        return await _cached(request, "images", key, lambda: runtime.text.run(body), now)
+        return await _cached(request, "images", key, lambda: runtime.text.run(body), now if inline else None)
 
 
 async def _upload(request: web.Request) -> bytes:
@@ -232,6 +236,7 @@ async def healthz(request: web.Request) -> web.Response:
         "cache_up": cache.up,
         "bus_up": request.app[BUS].up,
         "last_error": runtime.holder.last_error,
+        "pid": os.getpid(),  # which engine process answered (several may share the port)
     })
 
 

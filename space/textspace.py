@@ -8,7 +8,6 @@ so trainer and server agree). The trainer builds this from gensim; the engine lo
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,10 @@ VOCAB_FILE = "vocab.json"
 
 def unit(v: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    if v.ndim == 1:  # one query vector (per request in the engine): 4x cheaper than the general path
+        v = np.asarray(v, dtype=np.float32)
+        norm = float(np.sqrt(v @ v))
+        return v / norm if norm > 0 else v.copy()
     norms = np.linalg.norm(v, axis=-1, keepdims=True)
     return (v / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
@@ -53,16 +56,26 @@ class TextSpace:
 
     def embed_tokens(self, tokens: Sequence[str]) -> tuple[np.ndarray | None, list[str]]:
         """TF-IDF-weighted mean of the known tokens' vectors, and the unknown tokens (in order, unique)."""
-        counts = Counter(t for t in tokens if t in self.index)
-        unknown = list(dict.fromkeys(t for t in tokens if t not in self.index))
+        index = self.index
+        counts: dict[int, int] = {}  # word id → count, in first-seen order
+        unknown: list[str] = []
+        for t in tokens:
+            i = index.get(t)
+            if i is None:
+                if t not in unknown:
+                    unknown.append(t)
+            else:
+                counts[i] = counts.get(i, 0) + 1
         if not counts:
             return None, unknown
-        ids = np.fromiter((self.index[t] for t in counts), dtype=np.int64)
-        weights = np.fromiter(counts.values(), dtype=np.float32) * self.idf[ids]
-        if float(weights.sum()) <= 0:
-            weights = np.ones_like(weights)
-        vec = (weights[:, None] * self.vectors[ids]).sum(axis=0) / weights.sum()
-        return vec.astype(np.float32), unknown
+        if len(counts) == 1:  # the weighted mean of one vector is that vector
+            return self.vectors[next(iter(counts))].copy(), unknown
+        ids = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        weights = np.fromiter(counts.values(), dtype=np.float32, count=len(counts)) * self.idf[ids]
+        total = float(weights.sum())
+        if total <= 0:
+            weights, total = np.ones_like(weights), float(len(weights))
+        return (weights @ self.vectors[ids]) / np.float32(total), unknown
 
     def embed_query(self, query: Query, centre: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """A unit query vector: embed(positive) − embed(negative), each normalised first.

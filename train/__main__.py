@@ -48,8 +48,9 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
         help="append JSON progress lines here (env TRAIN_PROGRESS_FILE)",
     )
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
-    p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f32",
-                   help="usearch index precision (f16 halves memory at the same recall; see README, Scale)")
+    p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f16",
+                   help="usearch index precision (f16, the default, halves memory and searches ~1.5x faster "
+                   "than f32 at the same recall; see README, Scale)")
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
                    help="views averaged per bundle image: centre; + mirror; + corners (10× the encoding)")
     p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
@@ -108,7 +109,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         text=TextConfig.quick() if args.quick else TextConfig(),
         progress_file=progress_file,
         activate=not args.no_activate,
-        index_dtype=getattr(args, "index_dtype", "f32"),
+        index_dtype=getattr(args, "index_dtype", "f16"),
         encode_crops=getattr(args, "encode_crops", 1),
     )
 

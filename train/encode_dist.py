@@ -51,7 +51,7 @@ class DistEncodeConfig:
     images: Path
     out: Path
     encode: EncodeConfig = field(default_factory=EncodeConfig)
-    index_dtype: str = "f32"
+    index_dtype: str = "f16"
     barrier_hours: float = 24.0  # a slow node may finish its shard hours after the fastest one
 
 
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime threads per rank (default: the node's cores / ranks on the node)")
     p.add_argument("--decode-workers", type=int, default=None, help="decode threads per rank (same default)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f32")
+    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f16")
     p.add_argument("--barrier-hours", type=float, default=24.0)
     return p
 

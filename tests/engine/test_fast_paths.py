@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine import service
-from engine.app import RUNTIME, create_app
+from engine.app import METRICS, RUNTIME, create_app
 from engine.cache import RedisCache
 from engine.model import json_around_score, load_model
 from space.query import parse_query
@@ -94,6 +94,13 @@ async def test_redis_calls_of_concurrent_requests_share_round_trips(redis_server
         # A get batched with a set of the same key sees the value (the pipeline sends the SETs first).
         x = "topicspace:engine:test:x"
         assert await asyncio.gather(cache.set(x, b"1"), cache.get(x)) == [None, b"1"]
+        # put() returns at once; its SET goes out with the next batch, ahead of a later GET.
+        before = calls
+        for i in range(32):
+            cache.put(f"topicspace:engine:test:p{i}", str(i).encode())
+        assert calls == before  # nothing sent yet: put never waits
+        got = await asyncio.gather(*(cache.get(f"topicspace:engine:test:p{i}") for i in range(32)))
+        assert got == [str(i).encode() for i in range(32)] and calls <= before + 2
         assert cache.up
     finally:
         await cache.close()
@@ -104,9 +111,11 @@ async def test_redis_batches_fail_soft(redis_server: RedisServer) -> None:
     try:
         await cache.set("topicspace:engine:test:y", b"2")
         redis_server.stop()
+        cache.put("k2", b"v")  # a put into a dead Redis is dropped, never raised
         values = await asyncio.wait_for(asyncio.gather(*(cache.get(f"k{i}") for i in range(20)),
                                                        cache.set("k", b"v")), timeout=5)
         assert values == [None] * 21 and not cache.up
+        cache.put("k3", b"v")  # breaker open: skipped at once
         redis_server.start()
         await asyncio.sleep(0.35)
         for _ in range(20):
@@ -128,3 +137,85 @@ def test_engine_process_uses_one_blas_thread() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env=env, timeout=120)
     assert out.stdout.strip() == "1"
+
+
+def _hits(body: bytes, field: str) -> tuple[list[str], list[float], Any]:
+    answer = json.loads(body)
+    name = "id" if field == "images" else "word"
+    rest = {k: v for k, v in answer.items() if k != field}
+    return [h[name] for h in answer[field]], [h["score"] for h in answer[field]], rest
+
+
+def _same(batched: bytes, alone: bytes, field: str) -> None:
+    ids_a, scores_a, rest_a = _hits(batched, field)
+    ids_b, scores_b, rest_b = _hits(alone, field)
+    assert rest_a == rest_b
+    assert scores_a == pytest.approx(scores_b, abs=2e-4)
+    # Hits with (nearly) equal scores may trade places between a matrix product and a matrix-vector one,
+    # also across the k-th place (this tiny bundle's words are nearly all at 0.998).
+    where_b = {hit: i for i, hit in enumerate(ids_b)}
+    for i, hit in enumerate(ids_a):
+        if hit != ids_b[i]:
+            tied_with = scores_b[where_b[hit]] if hit in where_b else scores_b[-1]
+            assert abs(tied_with - scores_a[i]) <= 2e-4, (hit, i, scores_a, scores_b)
+
+
+@pytest.mark.parametrize("exact_rows", [service.EXACT_BATCH_ROWS, 0])
+def test_batched_answers_match_one_at_a_time(small_bundle: Path, exact_rows: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One product for many queries answers each as a query alone would; above EXACT_BATCH_ROWS the
+    index answers them one by one."""
+    monkeypatch.setattr(service, "EXACT_BATCH_ROWS", exact_rows)
+    model = load_model(small_bundle)
+    jobs = [service.ImageJob(parse_query(text), k, offset, 0.5)
+            for text in QUERIES for k, offset in ((1, 0), (7, 3), (len(model.items) + 5, 0))]
+    for batched, job in zip(service.images_bodies(model, jobs), jobs, strict=True):
+        _same(batched, service.images_body(model, job.query, job.k, job.offset, None, 0.5), "images")
+    pairs = [(parse_query(text), k) for text in QUERIES for k in (1, 10, len(model.space.words) + 3)]
+    for batched, (query, k) in zip(service.related_bodies(model, pairs), pairs, strict=True):
+        _same(batched, service.related_body(model, query, k), "words")
+    dog = json.loads(service.images_bodies(model, [service.ImageJob(parse_query("dog"), 5, 0, 0.5)])[0])
+    assert len(dog["images"]) == 5 and all("dog" in h["caption"].lower() for h in dog["images"][:3])
+    assert json.loads(service.related_bodies(model, [(parse_query("zzqx"), 5)])[0]) == {
+        "words": [], "unknown": ["zzqx"], "version": model.version}
+
+
+async def test_concurrent_queries_share_one_product(aiohttp_client: Any, small_bundle_models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    words = ["dog", "beach", "girl", "man", "water", "grass", "ball", "snow", "red", "bike", "zzqx"]
+    pairs = zip(words, words[3:] + words[:3], strict=True)
+    params = [{"q": f"{a} {b}", "k": str(1 + i % 9)} for i, (a, b) in enumerate(pairs)]
+
+    async def get(path: str, p: dict[str, str]) -> bytes:
+        r = await client.get(path, params=p)
+        assert r.status == 200
+        return await r.read()
+
+    batcher = client.app[RUNTIME].queries
+    together = await asyncio.gather(*(get(path, p) for p in params for path in ("/v1/images", "/v1/related")))
+    assert batcher.queries == 2 * len(params)
+    assert batcher.batches < batcher.queries / 2, (batcher.batches, batcher.queries)  # they were batched
+    text = client.app[METRICS].render().decode()
+    assert f"engine_query_batch_size_count {float(batcher.batches)}" in text
+    fresh = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    asked = [(p, path) for p in params for path in ("/v1/images", "/v1/related")]
+    for body, (p, path) in zip(together, asked, strict=True):
+        r = await fresh.get(path, params=p)  # one at a time, in another app (no shared cache)
+        _same(body, await r.read(), "images" if path == "/v1/images" else "words")
+
+
+async def test_query_batcher_isolates_a_failing_query(small_bundle: Path) -> None:
+    from engine.querybatch import QueryBatcher
+
+    model = load_model(small_bundle)
+
+    def answer_many(_: Any, jobs: Any) -> list[bytes]:
+        if "bad" in jobs:
+            raise ValueError("bad job")
+        return [job.encode() for job in jobs]
+
+    batcher = QueryBatcher()
+    futures = [batcher.run(answer_many, model, job) for job in ("a", "bad", "b")]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == b"a" and results[2] == b"b" and isinstance(results[1], ValueError)
+    assert batcher.batches == 1 and batcher.queries == 3
