@@ -172,9 +172,12 @@ def serve(settings: Settings, processes: int = 1) -> int:
         return 1
     port = int(reservation.getsockname()[1])
     settings = replace(settings, port=port)
-    own_dir = METRICS_DIR_ENV not in os.environ
-    metrics_dir = os.environ.setdefault(METRICS_DIR_ENV, tempfile.mkdtemp(prefix="topicspace-metrics-"))
+    given = os.environ.get(METRICS_DIR_ENV) or None
+    own_dir = given is None
+    metrics_dir = given or tempfile.mkdtemp(prefix="topicspace-metrics-")
+    os.environ[METRICS_DIR_ENV] = metrics_dir  # the spawned processes inherit it
     if not own_dir:  # a given directory: start from zero, as a single process would
+        os.makedirs(metrics_dir, exist_ok=True)
         for name in os.listdir(metrics_dir):
             if name.endswith(".db"):
                 os.unlink(os.path.join(metrics_dir, name))

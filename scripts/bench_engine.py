@@ -9,12 +9,15 @@ COMMIT engine | tar -x -C SRC``; or ``.`` with ``--baseline-args``) on its own R
 scenario alternates baseline and this tree ``--reps`` times, so both see the same load on a shared machine
 (medians, ratios and the engine's CPU time per request printed).
 
-Starts a redis-server, the engine (``python -m engine``, REDIS_URL set, photo micro-batching on), the same
+Starts a redis-server, the engine (``python -m engine --processes 2``, REDIS_URL set, photo micro-batching
+on; ``--processes 1`` for one event loop), the same
 engine with batching off (``--encode-batch 1``: every photo its own ONNX Runtime call, the way before
 batching), a bare aiohttp handler returning fixed JSON (the ceiling) and "the original way" (brute-force
 numpy over every image/word vector on the event loop, no cache; for photos a torch-eager BVLC GoogLeNet
 forward per photo, when torch and the weights are available); then runs wrk on cached and uncached
-``/v1/related``, ``/v1/images`` and ``/v1/hashtags``.
+``/v1/related``, ``/v1/images`` and ``/v1/hashtags``. Before measuring, ``--warmup`` seconds of uncached
+text load with other queries (first-touch costs are not part of the figures). Uncached text runs also print
+the engine's CPU time per request (all its processes) and how many queries shared each matrix product.
 """
 
 from __future__ import annotations
@@ -224,9 +227,37 @@ def cache_counts(base: str, endpoint: str) -> tuple[float, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and of every process under it (all threads): an
+    engine with ``--processes N`` serves from N children of one supervisor."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def under(p: int) -> bool:
+        while p > 1:
+            if p == pid:
+                return True
+            p = parents.get(p, 0)
+        return False
+
+    return sum(t for p, t in times.items() if under(p))
+
+
+def query_batches(base: str) -> tuple[float, float]:
+    """The engine's text query batches so far: (batches, queries), from ``/metrics``."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = [re.search(rf"^engine_query_batch_size_{x} (\S+)$", text, re.M) for x in ("count", "sum")]
+    return tuple(float(m.group(1)) if m else 0.0 for m in found)  # type: ignore[return-value]
 
 
 def wrk_counted(name: str, base: str, pid: int, endpoint: str, duration: int, connections: int,
@@ -234,15 +265,31 @@ def wrk_counted(name: str, base: str, pid: int, endpoint: str, duration: int, co
     """:func:`wrk` on ``base``/v1/``endpoint``; also prints the share of requests served from the cache and
     the engine's CPU time per request (robust on a shared machine, unlike QPS). Returns the result and
     that CPU time in ms."""
-    before, cpu = cache_counts(base, endpoint), cpu_seconds(pid)
+    before, cpu, batches = cache_counts(base, endpoint), cpu_seconds(pid), query_batches(base)
     result = wrk(name, f"{base}/v1/{endpoint}{query}", duration, connections, script)
     cpu, after = cpu_seconds(pid) - cpu, cache_counts(base, endpoint)
+    batches_after = query_batches(base)
     hits, misses = after[0] - before[0], after[1] - before[1]
     share = 100 * hits / max(hits + misses, 1)
     per_request = 1000 * cpu / max(hits + misses, 1)
+    n_batches, n_queries = batches_after[0] - batches[0], batches_after[1] - batches[1]
+    batching = f"; {n_queries / n_batches:.1f} queries per matrix product" if n_batches else ""
     print(f"{'':<28} cache hits {hits:.0f}, misses {misses:.0f} ({share:.1f} % hits); "
-          f"engine CPU {per_request:.3f} ms per request", flush=True)
+          f"engine CPU {per_request:.3f} ms per request{batching}", flush=True)
     return result, per_request
+
+
+def warm_up(base: str, vocab: list[str], stem: Path, seconds: float, connections: int) -> None:
+    """Uncached text load on both text endpoints for ``seconds`` (other queries than the measured runs)."""
+    if seconds <= 0:
+        return
+    words = ", ".join(json.dumps(w) for w in vocab)
+    for path in ("/v1/related", "/v1/images"):
+        script = stem.with_name(f"{stem.name}{path.replace('/', '-')}.lua")
+        script.write_text(TEXT_LUA % {"words": words, "seed": 99991, "path": path})
+        half = max(1, round(seconds / 2))
+        subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{half}s", "-s", str(script), base],
+                       capture_output=True, check=True)
 
 
 def text_ab(a: argparse.Namespace, bundle_dir: Path, models: Path, vocab: list[str], work: Path,
@@ -264,7 +311,7 @@ def text_ab(a: argparse.Namespace, bundle_dir: Path, models: Path, vocab: list[s
         port = free_port()
         env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}", "LOG_LEVEL": "WARNING",
                "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
-        extra = a.baseline_args.split() if label == "baseline" else []
+        extra = a.baseline_args.split() if label == "baseline" else ["--processes", str(a.processes)]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port),
              "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2)), *extra],
@@ -274,9 +321,12 @@ def text_ab(a: argparse.Namespace, bundle_dir: Path, models: Path, vocab: list[s
         wait_http(f"{base}/healthz")
     wait_http(f"http://127.0.0.1:{bare_port}/")
     d, c = a.duration, a.connections
+    for label, (base, _) in engines.items():
+        warm_up(base, vocab, work / f"warm-{label}", a.warmup, c)
     q = f"?q={vocab[3]}+{vocab[5]}&k=10"
     print(f"wrk: {c} connections, {d} s per run, {a.reps} rounds, engines {', '.join(engines)} "
-          f"(workers={a.workers}), bundle {bundle_dir.name}; CPU shared with the load generator", flush=True)
+          f"(this: {a.processes} processes, workers={a.workers}), bundle {bundle_dir.name}; CPU shared with "
+          "the load generator", flush=True)
     results: dict[tuple[str, str], list[Result]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     ceiling = [wrk("bare aiohttp (ceiling)", f"http://127.0.0.1:{bare_port}/", d, c)]
@@ -381,6 +431,10 @@ def main() -> None:
     p.add_argument("--photo-duration", type=int, default=15,
                    help="seconds per uncached photo run (at 64 connections a request takes seconds)")
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--processes", type=int, default=2,
+                   help="engine processes on the port (python -m engine --processes): one per core here")
+    p.add_argument("--warmup", type=float, default=3.0,
+                   help="seconds of uncached text load before measuring (first-touch costs, not counted)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--encode-batch", type=int, default=16)
     p.add_argument("--encode-wait-ms", type=float, default=3.0)
@@ -427,13 +481,15 @@ def main() -> None:
         env_engine = {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING"}
         def engine_cmd(port: int, batch: int, wait_ms: float) -> list[str]:
             return [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port),
-                    "--workers", str(a.workers), "--queue-limit", str(max(64, a.connections * 2)),
+                    "--processes", str(a.processes), "--workers", str(a.workers),
+                    "--queue-limit", str(max(64, a.connections * 2)),
                     # every photo waits its turn here (no 503 busy), so latency shows the real queueing
                     "--image-queue-limit", str(max(64, a.connections * 2)),
                     "--encode-batch", str(batch), "--encode-wait-ms", str(wait_ms)]
 
         procs.append(subprocess.Popen(engine_cmd(engine_port, a.encode_batch, a.encode_wait_ms),
                                       env=env_engine))
+        engine_pid = procs[-1].pid
         procs.append(subprocess.Popen(engine_cmd(unbatched_port, 1, 0.0), env=env_engine))
         torch_ok = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
         with_torch = torch_ok and a.weights.is_dir()
@@ -466,14 +522,18 @@ def main() -> None:
             scripts[f"photo-{name}"] = s
         q = f"{vocab[3]}+{vocab[5]}"
         d, c = a.duration, a.connections
-        print(f"wrk: {c} connections, {d} s per run, engine workers={a.workers}, bundle {version} "
+        warm_up(engine, vocab, work / "warm", a.warmup, c)
+        print(f"wrk: {c} connections, {d} s per run, engine processes={a.processes} workers={a.workers}, "
+              f"bundle {version} "
               f"({len(items)} images, {len(vocab)}+ words); CPU shared with the load generator", flush=True)
         r: dict[str, Result] = {}
         r["ceiling"] = wrk("bare aiohttp (ceiling)", f"http://127.0.0.1:{bare_port}/v1/related", d, c)
         r["related_cached"] = wrk("related cached", f"{engine}/v1/related?q={q}&k=10", d, c)
         r["images_cached"] = wrk("images cached", f"{engine}/v1/images?q={q}&k=10", d, c)
-        r["related_uncached"] = wrk("related uncached", engine, d, c, scripts["/v1/related"])
-        r["images_uncached"] = wrk("images uncached", engine, d, c, scripts["/v1/images"])
+        r["related_uncached"], _ = wrk_counted("related uncached", engine, engine_pid, "related", d, c,
+                                               scripts["/v1/related"])
+        r["images_uncached"], _ = wrk_counted("images uncached", engine, engine_pid, "images", d, c,
+                                              scripts["/v1/images"])
         pd = a.photo_duration
         ps = {k.removeprefix("photo-"): v for k, v in scripts.items() if k.startswith("photo-")}
         r["hashtags_cached"] = wrk("hashtags cached", engine, d, c, ps["cached"])

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
 import mmap
 import os
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import subprocess
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -80,3 +84,28 @@ def caption_vectors(source: Path) -> np.ndarray:
         vec, _ = space.embed_tokens(tokenize(" ".join(item.get("captions") or [item["caption"]])))
         rows.append(np.zeros(space.dim, dtype=np.float32) if vec is None else vec)
     return np.stack(rows)
+
+
+def get_json(url: str, timeout: float = 10) -> dict[str, Any]:
+    """GET ``url`` from a running engine process; its JSON."""
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return,unused-ignore]
+
+
+def post_admin(url: str, timeout: float = 30) -> dict[str, Any]:
+    """POST to an admin endpoint of a running engine process with the test token; its JSON."""
+    req = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return,unused-ignore]
+
+
+def stop_and_print(proc: subprocess.Popen[str], timeout: float = 30, tail: int = 4000) -> None:
+    """SIGTERM a running engine process (killed if it does not stop in time); print its log's tail."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    print((out or "")[-tail:])

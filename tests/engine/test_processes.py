@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -18,20 +17,9 @@ from typing import Any
 
 from space import bundle
 from tests.conftest import ROOT, RedisServer, free_port
-from tests.engine.helpers import TOKEN, publish_copy
+from tests.engine.helpers import TOKEN, get_json, post_admin, publish_copy, stop_and_print
 
 START_S = 90.0
-
-
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def _post(url: str) -> dict[str, Any]:
-    req = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def _metrics(url: str) -> str:
@@ -48,7 +36,7 @@ def _pids(url: str, tries: int = 200, want: int = 2) -> dict[int, str]:
     seen: dict[int, str] = {}
     for _ in range(tries):
         try:
-            health = _get(f"{url}/healthz")
+            health = get_json(f"{url}/healthz")
         except OSError:
             time.sleep(0.05)
             continue
@@ -83,20 +71,13 @@ def _engine(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        print(out[-4000:])
+        stop_and_print(proc)
 
 
 def _up(url: str) -> None:
     def ok() -> bool:
         try:
-            return _get(f"{url}/healthz")["status"] == "ok"
+            return get_json(f"{url}/healthz")["status"] == "ok"
         except OSError:
             return False
     _until(ok, START_S, f"{url} healthy")
@@ -125,7 +106,7 @@ def test_two_processes_share_the_port_metrics_and_switches(models: Path, redis_s
         # Requests spread over both processes; /metrics from either one counts them all.
         n = 60
         for i in range(n):
-            assert _get(f"{url}/v1/related?q=dog&k={1 + i % 5}")["words"]
+            assert get_json(f"{url}/v1/related?q=dog&k={1 + i % 5}")["words"]
         for _ in range(4):  # several connections: whichever process answers, the same totals
             text = _metrics(url)
             assert _count(text, r'^engine_requests_total\{endpoint="/v1/related",status="200"\} (\S+)$') == n
@@ -135,9 +116,9 @@ def test_two_processes_share_the_port_metrics_and_switches(models: Path, redis_s
             assert text.count('engine_bundle_info{pid="') == 2
 
         # An activate answered by one process reaches the other (the ACTIVE poll is an hour: over Redis).
-        assert _post(f"{url}/v1/admin/activate?version={v2}") == {"version": v2, "previous": v1}
+        assert post_admin(f"{url}/v1/admin/activate?version={v2}") == {"version": v2, "previous": v1}
         _until(lambda: set(_pids(url, tries=60).values()) == {v2}, 30, f"both processes on {v2}")
-        assert _get(f"{url}/v1/images?q=dog&k=2")["version"] == v2
+        assert get_json(f"{url}/v1/images?q=dog&k=2")["version"] == v2
 
         # A process that dies is replaced; the service keeps answering meanwhile.
         victim = next(iter(pids))
@@ -145,7 +126,7 @@ def test_two_processes_share_the_port_metrics_and_switches(models: Path, redis_s
         # (connections the kernel had queued on its socket die with it: wait until it is gone)
         _until(lambda: not _alive(victim), 10, "the killed process reaped")
         for _ in range(20):
-            assert _get(f"{url}/v1/related?q=beach&k=3")["version"] == v2
+            assert get_json(f"{url}/v1/related?q=beach&k=3")["version"] == v2
         _until(lambda: len(p := _pids(url, tries=60)) == 2 and victim not in p, 60, "a replacement process")
         assert set(_pids(url).values()) == {v2}
 
@@ -170,7 +151,7 @@ def test_without_redis_processes_follow_active(models: Path) -> None:
     with _engine(models, port, "--processes", "2", "--poll", "0.2") as proc:
         _up(url)
         assert len(_pids(url)) == 2
-        assert _post(f"{url}/v1/admin/activate?version={v2}")["version"] == v2
+        assert post_admin(f"{url}/v1/admin/activate?version={v2}")["version"] == v2
         _until(lambda: set(_pids(url, tries=60).values()) == {v2}, 30, f"both processes on {v2} via ACTIVE")
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop too
         assert proc.wait(timeout=30) == 0

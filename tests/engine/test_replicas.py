@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -17,24 +16,13 @@ from typing import Any
 from space import bundle
 from space.announce import Announcement, announce, announce_from_env
 from tests.conftest import ROOT, RedisServer, free_port
-from tests.engine.helpers import TOKEN, publish_copy
+from tests.engine.helpers import TOKEN, get_json, post_admin, publish_copy, stop_and_print
 
 # The ACTIVE poll is set to an hour below, so any switch within the test came over pub/sub. An announcement
 # must arrive within SWITCH_S; the switch itself also verifies and loads the bundle (~0.5 s idle, several
 # seconds on a contended CI machine), hence the longer LOAD_S.
 SWITCH_S = 2.0
 LOAD_S = 20.0
-
-
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def _post(url: str) -> dict[str, Any]:
-    req = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def _received(url: str) -> float:
@@ -60,7 +48,7 @@ def _until(url: str, timeout: float, **want: object) -> float:
     last: dict[str, Any] = {}
     while time.monotonic() - started < timeout:
         try:
-            last = _get(url)
+            last = get_json(url)
             if all(last.get(k) == v for k, v in want.items()):
                 return time.monotonic() - started
         except OSError:
@@ -87,12 +75,7 @@ def _engines(models: Path, redis_url: str, n: int) -> Iterator[list[str]]:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            try:
-                out, _ = proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            print(out[-3000:])
+            stop_and_print(proc, timeout=20, tail=3000)
 
 
 def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: RedisServer) -> None:
@@ -104,18 +87,18 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
             _until(f"{url}/healthz", 60, version=v1, bus_up=True)
 
         before = _received(b)
-        assert _post(f"{a}/v1/admin/activate?version={v2}") == {"version": v2, "previous": v1}
+        assert post_admin(f"{a}/v1/admin/activate?version={v2}") == {"version": v2, "previous": v1}
         heard, served = _switch(b, v2, before)
         print(f"replica B heard of {v2} {heard:.2f} s and served it {served:.2f} s after A's activate")
         assert bundle.active_version(models) == v2
-        assert _get(f"{b}/v1/related?q=dog&k=3")["version"] == v2
+        assert get_json(f"{b}/v1/related?q=dog&k=3")["version"] == v2
 
         # Redis goes away: both keep serving; a switch made meanwhile reaches ACTIVE but no subscriber.
         redis_server.stop()
         _until(f"{b}/healthz", 10, bus_up=False)
-        assert _post(f"{a}/v1/admin/activate?version={v1}") == {"version": v1, "previous": v2}
+        assert post_admin(f"{a}/v1/admin/activate?version={v1}") == {"version": v1, "previous": v2}
         time.sleep(0.5)
-        assert _get(f"{b}/v1/related?q=dog&k=3")["version"] == v2
+        assert get_json(f"{b}/v1/related?q=dog&k=3")["version"] == v2
         # Redis comes back: B subscribes again by itself and catches up from ACTIVE.
         redis_server.start()
         for url in (a, b):
@@ -126,7 +109,7 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
         for url, before in zip((a, b), befores, strict=True):
             _switch(url, v2, before)
         before = _received(b)
-        assert _post(f"{a}/v1/admin/reload?version={v1}") == {"version": v1, "previous": v2}
+        assert post_admin(f"{a}/v1/admin/reload?version={v1}") == {"version": v1, "previous": v2}
         heard, served = _switch(b, v1, before)
         print(f"after the Redis restart, replica B heard of {v1} {heard:.2f} s and served it {served:.2f} s "
               "after A's reload")
@@ -134,7 +117,7 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
         assert announce(redis_server.url, "no-such-version") == 2
         time.sleep(0.3)
         for url in (a, b):
-            assert _get(f"{url}/healthz")["version"] == v1
+            assert get_json(f"{url}/healthz")["version"] == v1
         metrics = urllib.request.urlopen(f"{b}/metrics", timeout=5).read().decode()
         assert "engine_bundle_bus_up 1.0" in metrics
         assert 'engine_bundle_announcements_total{direction="received"} 4.0' in metrics
