@@ -37,6 +37,17 @@ QUERIES = [("/v1/related", {"q": "dog", "k": "6"}), ("/v1/images", {"q": "beach 
            ("/v1/images", {"q": "red shirt", "k": "3", "offset": "2"}), ("/v1/related", {"q": "zzqx"})]
 
 
+async def _stored(url: str, at_least: int, timeout: float = 5.0) -> int:
+    """How many answers Redis holds, waiting (on the loop, so the engine's batch can go out) for
+    ``at_least``: an answer is stored after its response has left (``Cache.put``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        n = len(redis.Redis.from_url(url).keys("topicspace:engine:*"))
+        if n >= at_least or asyncio.get_running_loop().time() > deadline:
+            return n
+        await asyncio.sleep(0.02)
+
+
 async def test_redis_hits_and_parity_with_lru(
     aiohttp_client: Any, small_bundle_models: Path, small_bundle: Path, redis_server: RedisServer
 ) -> None:
@@ -57,6 +68,7 @@ async def test_redis_hits_and_parity_with_lru(
     assert await _hits(with_redis, "images") == 2
     assert await _hits(with_redis, "hashtags") == 1
     assert await _hits(in_process, "related") == 2
+    assert await _stored(redis_server.url, len(QUERIES) + 1) == len(QUERIES) + 1
     keys = redis.Redis.from_url(redis_server.url).keys("topicspace:engine:*")
     version = bundle.read_manifest(small_bundle)["version"]
     assert len(keys) == len(QUERIES) + 1 and all(version.encode() in k for k in keys)
@@ -106,7 +118,7 @@ async def test_local_tier_and_sharing_between_processes(
     first = await aiohttp_client(create_app(settings))
     params = {"q": "water", "k": "5"}
     answer = await (await first.get("/v1/images", params=params)).json()
-    assert len(redis.Redis.from_url(redis_server.url).keys("topicspace:engine:*")) == 1
+    assert await _stored(redis_server.url, 1) == 1
     redis_server.stop()
     r = await first.get("/v1/images", params=params)  # served by the local tier while Redis is down
     assert r.status == 200 and await r.json() == answer and await _hits(first, "images") == 1
@@ -115,7 +127,7 @@ async def test_local_tier_and_sharing_between_processes(
     second = await aiohttp_client(create_app(settings))  # another engine process, same Redis
     await asyncio.sleep(settings.redis_retry_s)  # let the first one's breaker close again
     await first.get("/v1/images", params={"q": "snow dog", "k": "5"})
-    assert len(redis.Redis.from_url(redis_server.url).keys("topicspace:engine:*")) >= 1
+    assert await _stored(redis_server.url, 1) >= 1
     r = await second.get("/v1/images", params={"q": "snow dog", "k": "5"})
     assert r.status == 200 and await _hits(second, "images") == 1
 

@@ -31,18 +31,18 @@ def _count(text: str, pattern: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def _pids(url: str, tries: int = 200, want: int = 2) -> dict[int, str]:
-    """pid → version of the processes answering ``/healthz`` (one new connection per call)."""
+def _pids(url: str, want: int = 2, timeout: float = 30.0) -> dict[int, str]:
+    """pid → version of the processes answering ``/healthz`` (one new connection per call), polled until
+    ``want`` processes answered or ``timeout`` (a process still loading its bundle is not listening yet)."""
     seen: dict[int, str] = {}
-    for _ in range(tries):
+    deadline = time.monotonic() + timeout
+    while len(seen) < want and time.monotonic() < deadline:
         try:
             health = get_json(f"{url}/healthz")
         except OSError:
             time.sleep(0.05)
             continue
         seen[int(health["pid"])] = health["version"]
-        if len(seen) >= want:
-            break
     return seen
 
 
@@ -117,7 +117,7 @@ def test_two_processes_share_the_port_metrics_and_switches(models: Path, redis_s
 
         # An activate answered by one process reaches the other (the ACTIVE poll is an hour: over Redis).
         assert post_admin(f"{url}/v1/admin/activate?version={v2}") == {"version": v2, "previous": v1}
-        _until(lambda: set(_pids(url, tries=60).values()) == {v2}, 30, f"both processes on {v2}")
+        _until(lambda: set(_pids(url, timeout=5).values()) == {v2}, 30, f"both processes on {v2}")
         assert get_json(f"{url}/v1/images?q=dog&k=2")["version"] == v2
 
         # A process that dies is replaced; the service keeps answering meanwhile.
@@ -127,7 +127,7 @@ def test_two_processes_share_the_port_metrics_and_switches(models: Path, redis_s
         _until(lambda: not _alive(victim), 10, "the killed process reaped")
         for _ in range(20):
             assert get_json(f"{url}/v1/related?q=beach&k=3")["version"] == v2
-        _until(lambda: len(p := _pids(url, tries=60)) == 2 and victim not in p, 60, "a replacement process")
+        _until(lambda: len(p := _pids(url, timeout=5)) == 2 and victim not in p, 60, "a replacement process")
         assert set(_pids(url).values()) == {v2}
 
         children = list(_pids(url))
@@ -152,7 +152,7 @@ def test_without_redis_processes_follow_active(models: Path) -> None:
         _up(url)
         assert len(_pids(url)) == 2
         assert post_admin(f"{url}/v1/admin/activate?version={v2}")["version"] == v2
-        _until(lambda: set(_pids(url, tries=60).values()) == {v2}, 30, f"both processes on {v2} via ACTIVE")
+        _until(lambda: set(_pids(url, timeout=5).values()) == {v2}, 30, f"both processes on {v2} via ACTIVE")
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop too
         assert proc.wait(timeout=30) == 0
 
