@@ -435,6 +435,8 @@ def main() -> None:
                    help="engine processes on the port (python -m engine --processes): one per core here")
     p.add_argument("--warmup", type=float, default=3.0,
                    help="seconds of uncached text load before measuring (first-touch costs, not counted)")
+    p.add_argument("--encoder", choices=("fp32", "int8"), default="fp32",
+                   help="the engine's photo encoder (int8: the bundle's int8 encoder, when it has one)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--encode-batch", type=int, default=16)
     p.add_argument("--encode-wait-ms", type=float, default=3.0)
@@ -481,7 +483,7 @@ def main() -> None:
         env_engine = {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING"}
         def engine_cmd(port: int, batch: int, wait_ms: float) -> list[str]:
             return [sys.executable, "-m", "engine", "--models", str(models), "--port", str(port),
-                    "--processes", str(a.processes), "--workers", str(a.workers),
+                    "--processes", str(a.processes), "--encoder", a.encoder, "--workers", str(a.workers),
                     "--queue-limit", str(max(64, a.connections * 2)),
                     # every photo waits its turn here (no 503 busy), so latency shows the real queueing
                     "--image-queue-limit", str(max(64, a.connections * 2)),
@@ -527,7 +529,8 @@ def main() -> None:
         q = f"{vocab[3]}+{vocab[5]}"
         d, c = a.duration, a.connections
         warm_up(engine, vocab, work / "warm", a.warmup, c)
-        print(f"wrk: {c} connections, {d} s per run, engine processes={a.processes} workers={a.workers}, "
+        print(f"wrk: {c} connections, {d} s per run, engine processes={a.processes} workers={a.workers} "
+              f"encoder={a.encoder}, "
               f"bundle {version} "
               f"({len(items)} images, {len(vocab)}+ words); CPU shared with the load generator", flush=True)
         r: dict[str, Result] = {}
