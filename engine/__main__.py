@@ -64,6 +64,7 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         bundle_channel=env.get("ENGINE_BUNDLE_CHANNEL") or "topicspace:bundle",
         handle_sighup=True,
         processes=max(1, a.processes),
+        gc_freeze=env.get("ENGINE_GC_FREEZE", "1") != "0",
     )
 
 

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import gc
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -168,7 +167,7 @@ class Runtime:
                               current.version if current else "nothing")
                 raise bundle.BundleInvalid(f"{path.name} cannot be loaded: {exc}") from exc
             old = self.holder.swap(model)
-            if os.environ.get("ENGINE_GC_FREEZE", "1") == "1":
+            if self.settings.gc_freeze:
                 # The model's ~10^5 long-lived objects (hit templates, vocabulary) leave the collector's
                 # view: a full collection no longer walks them in the middle of requests. Refcounting
                 # still frees a retired model.

@@ -53,5 +53,7 @@ class Settings:
     handle_sighup: bool = False
     # Engine processes on one port (engine.serve); each has its own pools, model and in-process cache tier.
     processes: int = 1
+    # gc.freeze() after each bundle load: its long-lived objects leave the collector's full passes.
+    gc_freeze: bool = True
     # Redis pub/sub channel on which replicas announce the bundle they switched to.
     bundle_channel: str = "topicspace:bundle"
