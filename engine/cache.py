@@ -267,9 +267,7 @@ class RedisCache:
         if not self._available():
             return
         future = self._enqueue()
-        waiters = self._sets[key][1] if key in self._sets else []
-        waiters.append(future)
-        self._sets[key] = (value, waiters)
+        self._queue_set(key, value).append(future)
         await future
 
     def put(self, key: str, value: bytes) -> None:
@@ -277,8 +275,13 @@ class RedisCache:
         if not self._available():
             return
         self._ensure_sender()
+        self._queue_set(key, value)
+
+    def _queue_set(self, key: str, value: bytes) -> list[asyncio.Future[bytes | None]]:
+        """Queue ``value`` for ``key`` (the latest value wins); the waiters of that queued SET."""
         waiters = self._sets[key][1] if key in self._sets else []
         self._sets[key] = (value, waiters)
+        return waiters
 
     async def close(self) -> None:
         """Finish the batch in flight, then close the connection pool."""

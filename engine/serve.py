@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from engine.app import create_app
 from engine.settings import Settings
@@ -36,7 +37,6 @@ from engine.settings import Settings
 log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # A process that exits within this many seconds of its start counts as a failed start.
 EARLY_EXIT_S = 10.0
 # This many failed starts in a row and the supervisor stops trying.
@@ -119,8 +119,6 @@ class Supervisor:
 
     def _reap(self, slot: int) -> None:
         """A process ended: forget it (and its live gauges); restart it unless stopping or hopeless."""
-        from prometheus_client import multiprocess
-
         proc, started = self.children.pop(slot)
         proc.join()
         if proc.pid is not None and os.environ.get(METRICS_DIR_ENV):

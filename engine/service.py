@@ -53,18 +53,24 @@ def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[dict[s
     ]
 
 
+def _top(sims: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best rows of one score vector and their scores, best first (equal scores in row order)."""
+    n = min(n, len(sims))
+    if n <= 0:
+        return _NO_KEYS, _NO_SIMS
+    top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
+    top = top[np.argsort(-sims[top], kind="stable")]
+    return top, sims[top]
+
+
 def _nearest(index: Any, unit_rows: np.ndarray, vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows by cosine: numpy for small sets (faster than any index there), else usearch."""
     if len(unit_rows) > EXACT_BELOW:
         # i8 indexes lose recall on crowded vectors: rescore 4× candidates against the float rows.
         return search(index, vec, k, rerank=unit_rows if is_quantised(index) else None)
-    k = min(k, len(unit_rows))
     if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    sims = unit_rows @ vec
-    top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-    top = top[np.argsort(-sims[top], kind="stable")]
-    return top, sims[top]
+        return _NO_KEYS, _NO_SIMS
+    return _top(unit_rows @ vec, k)
 
 
 def nearest_many(
@@ -78,13 +84,7 @@ def nearest_many(
     if len(unit_rows) > EXACT_BATCH_ROWS:
         return [_nearest(index, unit_rows, v, n) for v, n in zip(vecs, ns, strict=True)]
     scores = np.stack(vecs) @ unit_rows.T
-    out = []
-    for sims, n in zip(scores, ns, strict=True):
-        n = min(n, len(sims))
-        top = np.argpartition(sims, len(sims) - n)[-n:] if 0 < n < len(sims) else np.arange(n)
-        top = top[np.argsort(-sims[top], kind="stable")]
-        out.append((top, sims[top]))
-    return out
+    return [_top(sims, n) for sims, n in zip(scores, ns, strict=True)]
 
 
 def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.ndarray | None, list[str]]:
@@ -94,9 +94,10 @@ def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.nda
         return None, exc.unknown
 
 
-def _word_hits(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[tuple[int, float]]:
-    """Keys and scores of the ``k`` words nearest to ``vec`` (cosine), skipping ``exclude``."""
-    keys, sims = _nearest(model.words_index, model.space.unit_vectors, unit(vec), k + len(exclude))
+def _without(
+    model: Model, keys: np.ndarray, sims: np.ndarray, exclude: set[str], k: int
+) -> list[tuple[int, float]]:
+    """The first ``k`` of ``keys``/``sims`` that are words of the space and not in ``exclude``."""
     words = model.space.words
     out = [
         (key, sim)
@@ -104,6 +105,12 @@ def _word_hits(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list
         if 0 <= key < len(words) and words[key] not in exclude
     ]
     return out[:k]
+
+
+def _word_hits(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[tuple[int, float]]:
+    """Keys and scores of the ``k`` words nearest to ``vec`` (cosine), skipping ``exclude``."""
+    keys, sims = _nearest(model.words_index, model.space.unit_vectors, unit(vec), k + len(exclude))
+    return _without(model, keys, sims, exclude, k)
 
 
 def nearest_words(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[dict[str, Any]]:
@@ -147,14 +154,16 @@ def related_bodies(model: Model, jobs: Sequence[tuple[Query, int]]) -> list[byte
     vecs = [unit(embedded[i][0]) for i in asked]  # type: ignore[arg-type]
     ns = [jobs[i][1] + len(excluded[i]) for i in asked]
     hits = dict(zip(asked, nearest_many(model.words_index, model.space.unit_vectors, vecs, ns), strict=True))
-    words = model.space.words
     bodies = []
     for i, (_, k) in enumerate(jobs):
         keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
-        found = [(key, sim) for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
-                 if words[key] not in excluded[i]][:k]
-        bodies.append(_related_json(model, found, embedded[i][1]))
+        bodies.append(_related_json(model, _without(model, keys, sims, excluded[i], k), embedded[i][1]))
     return bodies
+
+
+def _page(keys: np.ndarray, sims: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The hits after ``offset`` and the best score of all of them (-1 when there are none)."""
+    return keys[offset:], sims[offset:], float(sims[0]) if len(sims) else -1.0
 
 
 def _image_answer(
@@ -163,7 +172,7 @@ def _image_answer(
     """The answer's keys and scores (after ``offset``), the best score (-1 when none) and unknown words."""
     vec, unknown = _embed(model, query, for_images=True)
     if vec is None:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), -1.0, unknown
+        return _NO_KEYS, _NO_SIMS, -1.0, unknown
     if lang:
         # Exact over the language's rows: a filtered graph search could return too few.
         rows = model.langs.get(lang, np.empty(0, dtype=np.int64))
@@ -172,8 +181,7 @@ def _image_answer(
         keys, sims = rows[order], scores[order]
     else:
         keys, sims = _nearest(model.images_index, model.image_vectors, vec, offset + k)
-    best = float(sims[0]) if len(sims) else -1.0
-    return keys[offset:], sims[offset:], best, unknown
+    return (*_page(keys, sims, offset), unknown)
 
 
 def images(
@@ -242,10 +250,8 @@ def images_bodies(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
                     strict=True))
     bodies = []
     for i, job in enumerate(jobs):
-        keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
-        best = float(sims[0]) if len(sims) else -1.0
-        bodies.append(_images_json(model, keys[job.offset:], sims[job.offset:], best, embedded[i][1],
-                                   job.cutoff))
+        keys, sims, best = _page(*hits.get(i, (_NO_KEYS, _NO_SIMS)), job.offset)
+        bodies.append(_images_json(model, keys, sims, best, embedded[i][1], job.cutoff))
     return bodies
 
 
