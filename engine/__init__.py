@@ -27,6 +27,6 @@ Decisions clients can rely on:
   (over Redis, or by the ACTIVE poll without it; a ``reload?version=V`` without Redis reaches only the
   process that answered it).
 - Text answers over up to 20,000 images or words are exact (one matrix product); larger bundles are
-  searched through their usearch index (recall@10 0.96 against exact for Flickr8k text queries at the
-  default settings).
+  searched through their usearch index (recall@10 0.985 against exact for two-word text queries on the
+  default Flickr8k bundle, ``scripts/bench_knn.py --text-queries``).
 """

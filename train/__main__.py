@@ -49,7 +49,7 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
     p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f16",
-                   help="usearch index precision (f16, the default, halves memory and searches ~1.5x faster "
+                   help="usearch index precision (f16, the default, halves memory and searches ~1.4x faster "
                    "than f32 at the same recall; see README, Scale)")
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
                    help="views averaged per bundle image: centre; + mirror; + corners (10× the encoding)")

@@ -208,7 +208,7 @@ class PipelineConfig:
     # fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8 (1.4x faster).
     encoder_int8: bool = True
     # Scalar kind of the bundle's usearch indexes (space.vectorindex.DTYPES): f16 halves the file and the
-    # memory it maps at no measurable recall cost and searches ~1.5x faster (the default since 2026-11-29);
+    # memory it maps at no measurable recall cost and searches ~1.4x faster (the default since 2026-11-29);
     # i8 quarters it but loses recall on dense clusters.
     index_dtype: str = "f16"
 
