@@ -21,8 +21,13 @@ Beside the standard one-column-per-language queries (``MULTILINGUAL_COLUMNS``), 
 diagnostics say why a language lags: train posts per language after the filters, vocabulary words per
 language, query tokens unknown to the space or known with zero idf, and queries with no known word.
 
-The pooled files follow bench_retrieval's order: train rows = the Flickr8k train images in the order
-of ``<pooled>/text/caption_ids.json`` (its first 6,000 ids), test rows = the test images sorted by name.
+``--pooled W`` is the ``--work`` folder of a full (not ``--quick``) run of
+``scripts/bench_retrieval.py ... --work W --configs "" --skip-baseline --linear-contrastive``. That run
+names the pooled features after its trunk caches, ``pooled-trunk-<hash>-v0.npy`` (the hash covers the
+image list, the views and the weights), one file for the train images and one for the test images; this
+script tells them apart by their row counts. The rows follow bench_retrieval's order: train rows = the
+Flickr8k train images in the order of ``W/text/caption_ids.json`` (its first 6,000 ids), test rows = the
+test images sorted by name.
 """
 
 from __future__ import annotations
@@ -109,6 +114,29 @@ def ridge_map(train_f: np.ndarray, train_t: np.ndarray, test_f: np.ndarray,
     ym = train_t.mean(0)
     w = np.linalg.solve(x.T @ x + alpha * len(x) * np.eye(x.shape[1]), x.T @ (train_t - ym))
     return (((test_f - mu) / sd) @ w + ym).astype(np.float32), ym.astype(np.float32)
+
+
+def pooled_features(folder: Path, rows: int, split: str) -> np.ndarray:
+    """bench_retrieval's one-view pooled features of the ``rows`` ``split`` images, found in ``folder``.
+
+    bench_retrieval writes them as ``pooled-<trunk cache name>-v0.npy``, a name built from a hash of the
+    image paths as it was given them, so the file is found by its row count rather than by recomputing
+    the hash.
+    """
+    found = [p for p in sorted(folder.glob("pooled-*-v0.npy"))
+             if np.load(p, mmap_mode="r").shape[0] == rows]
+    hint = (f"run `python scripts/bench_retrieval.py --flickr8k FLICKR8K --weights WEIGHTS --work {folder} "
+            "--configs '' --skip-baseline --linear-contrastive` first (a full run, not --quick)")
+    if not found:
+        raise SystemExit(f"no pooled features of the {rows} {split} images (pooled-*-v0.npy with "
+                         f"{rows} rows) in {folder}: {hint}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise SystemExit(f"several pooled feature files have {rows} rows ({split} images) in {folder}: "
+                         f"{names}; give --pooled the work folder of one bench_retrieval run (one weights "
+                         "folder)")
+    log.info("pooled %s features: %s", split, found[0].name)
+    return np.load(found[0])
 
 
 def split_names(flickr8k: Path) -> dict[str, str]:
@@ -283,7 +311,7 @@ def main() -> int:
     ap.add_argument("--bundle", type=Path, default=None,
                     help="no variants: score this trained bundle (en/es/ca R@10, every column) and exit")
     ap.add_argument("--pooled", type=Path, default=None,
-                    help="bench_retrieval's work folder: pooled-train-v0.npy, pooled-test-v0.npy, text/")
+                    help="bench_retrieval's --linear-contrastive work folder: pooled-trunk-*-v0.npy, text/")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--variants", nargs="+", default=["50,30,20:parallel"])
     ap.add_argument("--alpha", type=float, default=1.0)
@@ -306,16 +334,19 @@ def main() -> int:
         tokenizer.stop_words = glasgow_stop_words  # type: ignore[assignment]
 
     splits = split_names(args.flickr8k)
-    ids = json.loads((args.pooled / "text" / "caption_ids.json").read_text(encoding="utf-8"))["ids"]
-    pooled_train = np.load(args.pooled / "pooled-train-v0.npy")
-    pooled_test_all = np.load(args.pooled / "pooled-test-v0.npy")
+    ids_file = args.pooled / "text" / "caption_ids.json"
+    if not ids_file.is_file():
+        raise SystemExit(f"{ids_file} is missing: --pooled must be the --work folder of a full "
+                         "scripts/bench_retrieval.py run")
+    ids = json.loads(ids_file.read_text(encoding="utf-8"))["ids"]
+    test_names = sorted(n for n, s in splits.items() if s == "test")
+    # bench_retrieval pooled one row per train post of its text space: the train ids of caption_ids.json.
+    pooled_train = pooled_features(args.pooled, sum(splits.get(i) == "train" for i in ids), "train")
+    pooled_test_all = pooled_features(args.pooled, len(test_names), "test")
     train_ids = ids[: len(pooled_train)]
     if any(splits.get(i) != "train" for i in train_ids):
         raise SystemExit("caption_ids.json does not start with the pooled train rows")
     train_row = {name: i for i, name in enumerate(train_ids)}
-    test_names = sorted(n for n, s in splits.items() if s == "test")
-    if len(test_names) != len(pooled_test_all):
-        raise SystemExit(f"{len(test_names)} test images but {len(pooled_test_all)} pooled test rows")
     tsv_rows = read_multilingual_rows(args.tsv, set(test_names))
     covered = sorted({r["image"] for r in tsv_rows})
     pooled_test = pooled_test_all[[test_names.index(n) for n in covered]]
