@@ -1,14 +1,16 @@
 """Median latency (ms) from an update queued at the local Bot API to the bot's answer, against a real engine.
 
-Usage: python scripts/bench_bot_latency.py http://127.0.0.1:8080   (an engine already serving a bundle)
+Usage: python scripts/bench_bot_latency.py [ENGINE_URL]   (default http://127.0.0.1:8080: an engine already
+serving a bundle, e.g. the one scripts/run.sh starts)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
-import sys
 import time
+import urllib.request
 from typing import Any
 
 from bot.app import build_application, running
@@ -47,4 +49,12 @@ async def main(engine: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("engine", nargs="?", default="http://127.0.0.1:8080", help="the engine's base URL")
+    url = ap.parse_args().engine.rstrip("/")
+    try:  # without an engine every answer is "busy" and the waits below time out: say so at once
+        urllib.request.urlopen(f"{url}/healthz", timeout=5)
+    except OSError as exc:
+        raise SystemExit(f"no engine answering at {url}/healthz ({exc}): start one, e.g. "
+                         "python -m engine --models models") from exc
+    asyncio.run(main(url))
