@@ -7,7 +7,7 @@ measured in one run (interleaved rounds, medians, so a busy neighbour slows ever
 
 Without ``--onnx`` the BVLC GoogLeNet regressor (random 300-d new layer) is exported to a temp folder
 first (the network cost is the same as a trained encoder's), once as :mod:`train.export` writes it and
-once with torch's own LRN spelling (the ``ort_fp32_torch_lrn`` column, the export before the LRN chain).
+once with torch's own LRN spelling (the ``ort_fp32_torch_lrn`` column: what the LRN chain gains).
 int8 is :mod:`train.quantize` calibrated on Flickr8k train images, its fidelity checked on test images.
 """
 

@@ -10,14 +10,14 @@ scenario alternates baseline and this tree ``--reps`` times, so both see the sam
 (medians, ratios and the engine's CPU time per request printed).
 
 Starts a redis-server, the engine (``python -m engine --processes 2``, REDIS_URL set, photo micro-batching
-on; ``--processes 1`` for one event loop), the same
-engine with batching off (``--encode-batch 1``: every photo its own ONNX Runtime call, the way before
-batching), a bare aiohttp handler returning fixed JSON (the ceiling) and "the original way" (brute-force
-numpy over every image/word vector on the event loop, no cache; for photos a torch-eager BVLC GoogLeNet
-forward per photo, when torch and the weights are available); then runs wrk on cached and uncached
-``/v1/related``, ``/v1/images`` and ``/v1/hashtags``. Before measuring, ``--warmup`` seconds of uncached
-text load with other queries (first-touch costs are not part of the figures). Uncached text runs also print
-the engine's CPU time per request (all its processes) and how many queries shared each matrix product.
+on; ``--processes 1`` for one event loop), the same engine with batching off (``--encode-batch 1``: every
+photo its own ONNX Runtime call), a bare aiohttp handler returning fixed JSON (the ceiling) and "the
+original way" (brute-force numpy over every image/word vector on the event loop, no cache; for photos a
+torch-eager BVLC GoogLeNet forward per photo, when torch and the weights are available); then runs wrk on
+cached and uncached ``/v1/related``, ``/v1/images`` and ``/v1/hashtags``. Before measuring, ``--warmup``
+seconds of uncached text load with other queries (first-touch costs are not part of the figures). Uncached
+text runs also print the engine's CPU time per request (all its processes) and how many queries shared
+each matrix product.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The retraining job's contract, shared by whoever launches it (the bot) and whoever runs it.
 
 The job is `python -m train all` with its settings from ``TRAIN_CORPUS``, ``TRAIN_FORMAT``,
-``TRAIN_WEIGHTS``, ``MODELS_DIR`` and ``TRAIN_ARGS`` (DESIGN.md); it reports through the trainer's
-JSON-lines progress file (``train/progress.py``). Run locally (a subprocess of the bot) or in the
-trainer service (an arq job, ``train/worker.py``), the job looks the same to the admin.
+``TRAIN_WEIGHTS``, ``MODELS_DIR`` and ``TRAIN_ARGS`` (docs/architecture.md, "Retraining"); it reports
+through the trainer's JSON-lines progress file (``train/progress.py``). Run locally (a subprocess of the
+bot) or in the trainer service (an arq job, ``train/worker.py``), the job looks the same to the admin.
 """
 
 from __future__ import annotations
