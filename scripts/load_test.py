@@ -144,7 +144,7 @@ def services(cfg: Config, workdir: Path) -> Iterator[tuple[int, subprocess.Popen
     engine: subprocess.Popen[bytes] | None = None
     try:
         wait_port(redis_port, 10)
-        # The engine answers 503 busy at once when a pool's queue is full (32 image requests by default):
+        # The engine answers 503 busy at once when a pool's queue is full (64 waiting requests by default):
         # by default the queues are sized to the client count, so a 503 here means something broke.
         queue = ["--queue-limit", str(cfg.queue_limit), "--image-queue-limit", str(cfg.queue_limit)]
         queue = queue if cfg.queue_limit > 0 else []
