@@ -23,7 +23,12 @@ class Query:
 
 
 def parse_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> Query:
-    """Split ``text`` into positive and negative terms; raise :class:`EmptyQuery` when nothing is left."""
+    """Split ``text`` into positive and negative terms; raise :class:`EmptyQuery` when nothing is left.
+
+    Function words of the supported languages are dropped, except those that are content words in
+    another of them ("sea", "son", "van" in English), which the text space ignores only when it does
+    not know them. A query of function words only is empty.
+    """
     if text is None or not text.strip():
         raise EmptyQuery("The query is empty: send one or more words, e.g. 'beach' or 'beer -estrella'.")
     if len(text) > max_chars:
@@ -37,5 +42,5 @@ def parse_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> Query:
             if w not in stop and w not in target:
                 target.append(w)
     if not pos and not neg:
-        raise EmptyQuery("The query has no meaningful word (only stop words, numbers or symbols).")
+        raise EmptyQuery("The query has no meaningful word (only function words, numbers or symbols).")
     return Query(tuple(pos), tuple(neg))

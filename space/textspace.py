@@ -16,6 +16,8 @@ import numpy as np
 
 from space.errors import UnknownWords
 from space.query import Query
+from space.spelling import Speller
+from space.tokenize import LANGUAGES, language_stop_words
 
 WORDS_FILE = "words.npy"
 VOCAB_FILE = "vocab.json"
@@ -41,13 +43,42 @@ class TextSpace:
     counts: np.ndarray  # (V,) int64 corpus frequency
     index: dict[str, int] = field(init=False, repr=False)
     unit_vectors: np.ndarray = field(init=False, repr=False)
+    speller: Speller = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
         self.idf = np.asarray(self.idf, dtype=np.float32)
         self.counts = np.asarray(self.counts, dtype=np.int64)
-        self.index = {w: i for i, w in enumerate(self.words)}
+        self.speller = Speller(self.words, self.counts)
+        self.index = self.speller.index
         self.unit_vectors = unit(self.vectors)
+
+    def lookup(self, token: str) -> int | None:
+        """The row a query token stands for: as typed, without accents, or its nearest known spelling.
+
+        None for a word that is unknown, and for a function word of any supported language that the
+        space does not know ("on", "la": queries keep them, captions never had them).
+        """
+        row = self.index.get(token)
+        if row is not None:
+            return row
+        if any(token in language_stop_words(code) for code in LANGUAGES):
+            return None
+        return self.speller.resolve(token)[0]
+
+    def corrections(self, query: Query) -> dict[str, str]:
+        """The query's words that were matched to another spelling ("gracia" → "gràcia")."""
+        out = {}
+        for token in (*query.positive, *query.negative):
+            if token not in self.index:
+                row = self.lookup(token)
+                if row is not None:
+                    out[token] = self.words[row]
+        return out
+
+    def is_ignored(self, token: str) -> bool:
+        """Whether ``token`` is an unknown function word (left out of a query without a word)."""
+        return token not in self.index and any(token in language_stop_words(c) for c in LANGUAGES)
 
     @property
     def dim(self) -> int:
@@ -62,7 +93,9 @@ class TextSpace:
         for t in tokens:
             i = index.get(t)
             if i is None:
-                if t not in unknown:
+                i = self.lookup(t)
+            if i is None:
+                if t not in unknown and not self.is_ignored(t):
                     unknown.append(t)
             else:
                 counts[i] = counts.get(i, 0) + 1
@@ -96,8 +129,9 @@ class TextSpace:
         return unit(vec), unknown
 
     def query_words(self, query: Query) -> set[str]:
-        """The query's known words (excluded from related-word answers)."""
-        return {w for w in (*query.positive, *query.negative) if w in self.index}
+        """The query's known words, as the space spells them (excluded from related-word answers)."""
+        rows = (self.lookup(w) for w in (*query.positive, *query.negative))
+        return {self.words[r] for r in rows if r is not None}
 
     def nearest(self, vec: np.ndarray, k: int, exclude: set[str] | None = None) -> list[tuple[str, float]]:
         """Exact cosine nearest words to ``vec`` (the engine uses a usearch index instead)."""

@@ -1,0 +1,56 @@
+"""Query words the space does not know: accents folded, misspellings matched to the nearest spelling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from space.errors import EmptyQuery, UnknownWords
+from space.query import parse_query
+from space.spelling import Speller, edit_distance
+from space.textspace import TextSpace
+
+WORDS = ["gràcia", "dog", "dogs", "man", "beach", "niño", "sea", "bicycle", "sagrada", "família"]
+COUNTS = np.array([5, 900, 300, 800, 400, 30, 60, 120, 8, 8])
+
+
+@pytest.fixture
+def space() -> TextSpace:
+    rng = np.random.default_rng(0)
+    return TextSpace(WORDS, rng.normal(size=(len(WORDS), 8)).astype(np.float32), np.ones(len(WORDS)), COUNTS)
+
+
+@pytest.mark.parametrize(("a", "b", "d"), [("dog", "dog", 0), ("dgo", "dog", 1), ("beach", "baech", 1),
+                                            ("bicycle", "bicyle", 1), ("kitten", "sitting", 3),
+                                            ("", "ab", 2)])
+def test_edit_distance(a: str, b: str, d: int) -> None:
+    assert edit_distance(a, b) == d
+
+
+def test_accents_and_case_are_folded(space: TextSpace) -> None:
+    q = parse_query("Gracia nino")
+    _, unknown = space.embed_query(q)
+    assert unknown == []
+    assert space.corrections(q) == {"gracia": "gràcia", "nino": "niño"}
+    assert space.query_words(q) == {"gràcia", "niño"}
+
+
+def test_misspellings_get_the_nearest_spelling(space: TextSpace) -> None:
+    q = parse_query("baech bicyle")
+    assert space.corrections(q) == {"baech": "beach", "bicyle": "bicycle"}
+    # Ties go to the more frequent word; short words are never guessed.
+    assert Speller(["cart", "card"], np.array([1, 9])).nearest("carx") == 1
+    assert space.lookup("dgo") is None
+
+
+def test_function_words_in_a_query_are_ignored_not_unknown(space: TextSpace) -> None:
+    q = parse_query("man on a bike con sea")
+    assert q.positive == ("man", "bike", "sea")  # "con" is Spanish "with"; "sea" is English "sea"
+    _, unknown = space.embed_query(q)
+    assert unknown == ["bike"]
+    with pytest.raises(EmptyQuery):
+        parse_query("the of a")
+    # A content word of one language that is a function word of another is searchable.
+    assert space.embed_query(parse_query("sea"))[1] == []
+    with pytest.raises(UnknownWords):
+        space.embed_query(parse_query("zzzzqqq"))
