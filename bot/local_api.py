@@ -3,7 +3,7 @@
 It serves the terminal chat mode (``python -m bot`` without a token) and the tests: it queues updates for
 ``getUpdates`` (or posts them to a webhook), answers the send/edit/answer methods with well-formed objects,
 stores uploaded files so ``getFile`` and file downloads work, can inject errors (e.g. a 429), and records
-every call.
+every call. The update payloads it queues are built by :class:`bot.fake_updates.UpdateFactory`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.fake_updates import BOT_USER_ID, UpdateFactory
+
 log = logging.getLogger(__name__)
 
-BOT_USER_ID = 777000
 BOT_USERNAME = "topicspace_bot"
 
 
@@ -55,7 +56,7 @@ class _Failure:
     times: int
 
 
-class LocalBotApi:
+class LocalBotApi(UpdateFactory):
     """A fake Telegram Bot API on loopback: queue updates in, record calls out."""
 
     def __init__(self, token: str, observer: Callable[[ApiCall], None] | None = None) -> None:
@@ -103,38 +104,6 @@ class LocalBotApi:
             self._runner = None
 
     # ---- feeding updates -------------------------------------------------------------------------
-    def user(self, user_id: int = 1001, first_name: str = "Ada") -> dict[str, Any]:
-        """A Telegram user object."""
-        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
-
-    def _message(self, chat_id: int, sender: dict[str, Any], **content: Any) -> dict[str, Any]:
-        chat = {"id": chat_id, "type": "private", "first_name": sender.get("first_name", "")}
-        return {
-            "message_id": next(self._ids),
-            "date": int(time.time()),
-            "chat": chat,
-            "from": sender,
-            **content,
-        }
-
-    def add_file(self, data: bytes) -> str:
-        """Store a file as if Telegram held it, and return its file_id."""
-        file_id = f"file-{next(self._ids)}"
-        self.files[file_id] = data
-        return file_id
-
-    def _photo_sizes(self, file_id: str) -> list[dict[str, Any]]:
-        size = len(self.files.get(file_id, b""))
-        return [
-            {
-                "file_id": file_id,
-                "file_unique_id": f"u{file_id}",
-                "width": 640,
-                "height": 480,
-                "file_size": size,
-            }
-        ]
-
     async def push(self, update: dict[str, Any]) -> dict[str, Any]:
         """Queue an update (an ``update_id`` is assigned) or post it to the webhook if one is set."""
         update = {"update_id": next(self._update_ids), **update}
@@ -155,65 +124,6 @@ class LocalBotApi:
         async with self._client.post(url, json=update, headers=headers) as resp:
             if resp.status != 200:
                 log.warning("webhook answered %d", resp.status)
-
-    def text_update(self, text: str, user_id: int = 1001, chat_id: int | None = None) -> dict[str, Any]:
-        """A message update carrying text (commands get their entity, as Telegram does)."""
-        content: dict[str, Any] = {"text": text}
-        if text.startswith("/"):
-            length = len(text.split()[0])
-            content["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
-        msg = self._message(chat_id or user_id, self.user(user_id), **content)
-        return {"message": msg}
-
-    def photo_update(
-        self, data: bytes, user_id: int = 1001, as_document: bool = False, caption: str | None = None
-    ) -> dict[str, Any]:
-        """A message update carrying a photo (or an image sent as a document)."""
-        file_id = self.add_file(data)
-        if as_document:
-            content: dict[str, Any] = {
-                "document": {
-                    "file_id": file_id,
-                    "file_unique_id": f"u{file_id}",
-                    "file_name": "photo.jpg",
-                    "mime_type": "image/jpeg",
-                    "file_size": len(data),
-                }
-            }
-        else:
-            content = {"photo": self._photo_sizes(file_id)}
-        if caption:
-            content["caption"] = caption
-        return {"message": self._message(user_id, self.user(user_id), **content)}
-
-    def inline_update(self, query: str, offset: str = "", user_id: int = 1001) -> dict[str, Any]:
-        """An inline query update."""
-        return {
-            "inline_query": {
-                "id": f"iq{next(self._ids)}",
-                "from": self.user(user_id),
-                "query": query,
-                "offset": offset,
-            }
-        }
-
-    def callback_update(
-        self, data: str, message: dict[str, Any] | None = None, user_id: int = 1001
-    ) -> dict[str, Any]:
-        """A callback query update, as when a user taps an inline button under ``message``."""
-        if message is None:
-            message = self._message(
-                user_id, {"id": BOT_USER_ID, "is_bot": True, "first_name": "bot"}, text="…"
-            )
-        return {
-            "callback_query": {
-                "id": f"cq{next(self._ids)}",
-                "from": self.user(user_id),
-                "chat_instance": "ci",
-                "data": data,
-                "message": message,
-            }
-        }
 
     # ---- inspecting calls ------------------------------------------------------------------------
     def fail_next(self, method: str, code: int = 429, retry_after: int | None = 1, times: int = 1) -> None:
