@@ -1,15 +1,34 @@
-"""An aiohttp client for the engine's HTTP API, mapping its failures onto two small exceptions."""
+"""An aiohttp client for the engine's HTTP API: failures become two small exceptions, answers typed objects.
+
+The answers are parsed by :mod:`bot.engine_answers`; a body of the wrong shape raises its
+``MalformedAnswer``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from bot.engine_answers import (
+    ImageAnswer,
+    RelatedAnswer,
+    ScoredWord,
+    Stats,
+    Switch,
+    Versions,
+    parse_hashtags,
+    parse_images,
+    parse_related,
+    parse_similar,
+    parse_stats,
+    parse_switch,
+    parse_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,55 +54,6 @@ class ReportMissing(Exception):
     """The bundle's report has no such file (yet)."""
 
 
-@dataclass(frozen=True)
-class ScoredWord:
-    """A word and its similarity."""
-
-    word: str
-    score: float
-
-
-@dataclass(frozen=True)
-class ImageHit:
-    """One image the engine ranked, with its caption and engine-relative URL."""
-
-    id: str
-    score: float
-    caption: str
-    url: str
-
-
-@dataclass(frozen=True)
-class ImageAnswer:
-    """The engine's answer to an image search."""
-
-    images: list[ImageHit]
-    unknown: list[str]
-    confident: bool
-    version: str = ""
-
-
-@dataclass(frozen=True)
-class RelatedAnswer:
-    """The engine's answer to a related-words query."""
-
-    words: list[ScoredWord]
-    unknown: list[str]
-
-
-def _words(items: list[dict[str, Any]]) -> list[ScoredWord]:
-    return [ScoredWord(str(w["word"]), float(w["score"])) for w in items]
-
-
-def _images(items: list[dict[str, Any]]) -> list[ImageHit]:
-    return [
-        ImageHit(
-            str(i["id"]), float(i.get("score", 0.0)), str(i.get("caption") or ""), str(i.get("url") or "")
-        )
-        for i in items
-    ]
-
-
 class EngineClient:
     """Talks to one engine; the session is opened in ``start()`` (post_init) and closed in ``close()``."""
 
@@ -99,7 +69,7 @@ class EngineClient:
         self.admin_token = admin_token
         self.stats_ttl_s = stats_ttl_s
         self._session: aiohttp.ClientSession | None = None
-        self._stats: dict[str, Any] | None = None
+        self._stats: Stats | None = None
         self._stats_at = 0.0
 
     async def start(self) -> None:
@@ -159,40 +129,24 @@ class EngineClient:
 
     async def related(self, query: str, k: int = 10) -> RelatedAnswer:
         """Nearest words to a query."""
-        data = await self._request("GET", "/v1/related", params={"q": query, "k": k})
-        return RelatedAnswer(_words(data.get("words", [])), list(data.get("unknown", [])))
+        return parse_related(await self._request("GET", "/v1/related", params={"q": query, "k": k}))
 
     async def images(self, query: str, k: int = 6, offset: int = 0) -> ImageAnswer:
         """Nearest images to a query, from ``offset`` on."""
-        data = await self._request("GET", "/v1/images", params={"q": query, "k": k, "offset": offset})
-        return ImageAnswer(
-            _images(data.get("images", [])),
-            list(data.get("unknown", [])),
-            bool(data.get("confident", True)),
-            str(data.get("version") or ""),
-        )
+        params = {"q": query, "k": k, "offset": offset}
+        return parse_images(await self._request("GET", "/v1/images", params=params))
+
+    async def _post_image(self, path: str, image: bytes, k: int) -> Any:
+        headers = {"Content-Type": "application/octet-stream"}
+        return await self._request("POST", path, params={"k": k}, data=image, headers=headers)
 
     async def hashtags(self, image: bytes, k: int = 8) -> list[ScoredWord]:
         """Nearest words to an image."""
-        data = await self._request(
-            "POST",
-            "/v1/hashtags",
-            params={"k": k},
-            data=image,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return _words(data.get("hashtags", []))
+        return parse_hashtags(await self._post_image("/v1/hashtags", image, k))
 
     async def similar(self, image: bytes, k: int = 6) -> ImageAnswer:
         """Nearest images to an image."""
-        data = await self._request(
-            "POST",
-            "/v1/similar",
-            params={"k": k},
-            data=image,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return ImageAnswer(_images(data.get("images", [])), [], True, str(data.get("version") or ""))
+        return parse_similar(await self._post_image("/v1/similar", image, k))
 
     async def image_bytes(self, image_id: str, size: int | None = None) -> bytes:
         """The image file (a thumbnail of at most ``size`` pixels when given)."""
@@ -200,11 +154,11 @@ class EngineClient:
         result: bytes = await self._request("GET", path, params={"size": size}, raw=True)
         return result
 
-    async def stats(self, fresh: bool = False) -> dict[str, Any]:
+    async def stats(self, fresh: bool = False) -> Stats:
         """The active bundle's statistics, cached for a few seconds."""
         now = time.monotonic()
         if fresh or self._stats is None or now - self._stats_at > self.stats_ttl_s:
-            self._stats = await self._request("GET", "/v1/stats")
+            self._stats = parse_stats(await self._request("GET", "/v1/stats"))
             self._stats_at = now
         return self._stats
 
@@ -218,23 +172,22 @@ class EngineClient:
             raise
         return result
 
-    async def _admin(self, method: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def _admin(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
-        result: dict[str, Any] = await self._request(method, path, params=params, headers=headers)
-        return result
+        return await self._request(method, path, params=params, headers=headers)
 
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self) -> Switch:
         """Ask the engine to load the newly active bundle."""
-        result = await self._admin("POST", "/v1/admin/reload")
+        result = parse_switch(await self._admin("POST", "/v1/admin/reload"))
         self._stats = None
         return result
 
-    async def versions(self) -> dict[str, Any]:
-        """The published bundles (newest first) with the active and served version."""
-        return await self._admin("GET", "/v1/admin/versions")
+    async def versions(self) -> Versions:
+        """The published bundles (newest first) and the served version."""
+        return parse_versions(await self._admin("GET", "/v1/admin/versions"))
 
-    async def activate(self, version: str) -> dict[str, Any]:
+    async def activate(self, version: str) -> Switch:
         """Make ``version`` the active bundle and serve it (a rollback)."""
-        result = await self._admin("POST", "/v1/admin/activate", {"version": version})
+        result = parse_switch(await self._admin("POST", "/v1/admin/activate", {"version": version}))
         self._stats = None
         return result

@@ -1,4 +1,5 @@
-"""Small stateful helpers the handlers share: the file_id cache, the per-user limiter, short callback keys."""
+"""What the handlers share: the file_id cache, the per-user limiter, short callback keys, and the
+:class:`Services` bundle through which a handler reaches them, the engine client and the retrain jobs."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import cast
+
+from telegram.ext import Application, ContextTypes
+
+from bot.engine_client import EngineClient
+from bot.retrain import ArqRetrainManager, RetrainManager
+from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
+
+SERVICES = "services"  # the key of the Services in application.bot_data
 
 
 class FileIdCache:
@@ -100,3 +110,25 @@ class ShortKeys:
     def get(self, key: str) -> str | None:
         """The value behind a key (None once forgotten)."""
         return self._values.get(key)
+
+
+@dataclass
+class Services:
+    """What the handlers share, opened in post_init and closed in post_shutdown."""
+
+    settings: BotSettings
+    engine: EngineClient
+    file_ids: FileIdCache
+    limiter: UserRateLimiter
+    keys: ShortKeys
+    retrain: RetrainManager | ArqRetrainManager
+
+
+def application_services(application: Application) -> Services:
+    """The shared services of an application."""
+    return cast(Services, application.bot_data[SERVICES])
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    """The shared services of the application handling this update."""
+    return application_services(context.application)

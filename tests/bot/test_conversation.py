@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import shorten
 from bot.local_api import LocalBotApi
+from bot.sending import shorten
 from tests.bot.conftest import ADMIN_ID, engine_json, flickr_jpg
 
 DOG_WORDS = ("dog", "dogs", "puppy")

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from bot.app import BUSY, SLOW_DOWN, build_application, running
+from bot.app import BUSY, build_application, running
+from bot.handlers import SLOW_DOWN
 from bot.local_api import LocalBotApi
 from bot.logs import REDACTED, configure_logging
 from tests.bot.conftest import TOKEN, InProcessEngine, bot_settings

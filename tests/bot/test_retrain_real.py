@@ -18,8 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.app import SERVICES, build_application, running
+from bot.app import build_application, running
 from bot.local_api import LocalBotApi
+from bot.services import SERVICES
 from space import bundle
 from space.jobs import RetrainSettings
 from tests.bot.conftest import ADMIN_ID, InProcessEngine, bot_settings

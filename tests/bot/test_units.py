@@ -1,4 +1,4 @@
-"""The bot's small parts alone: callback data, report names, limits, redaction, engine error mapping."""
+"""The bot's small parts alone: callback data, report names, stats, limits, redaction, engine errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from bot.app import callback, mosaic_names, parse_callback, stats_languages, stats_words
+from bot.callbacks import callback_data, parse_callback_data
+from bot.corpus_answers import mosaic_names
+from bot.engine_answers import parse_stats
 from bot.engine_client import EngineClient, EngineRequestError, EngineUnavailable, ReportMissing
 from bot.logs import REDACTED, RedactingFilter
 from bot.retrain import status_from_record
@@ -20,10 +22,10 @@ from tests.conftest import free_port
 @pytest.mark.parametrize("value", ["dog", "plaça", "sagrada família " * 6, "x" * 200, "a|b|c"])
 def test_callback_data_fits_64_bytes_and_round_trips(value: str) -> None:
     keys = ShortKeys()
-    data = callback("m", value, keys, extra="120")
+    data = callback_data("m", value, keys, extra="120")
     assert len(data.encode()) <= 64
-    assert parse_callback(data, keys) == ("m", "120", value)
-    assert parse_callback(data, ShortKeys())[2] in (value, None)  # a restarted bot may have forgotten it
+    assert parse_callback_data(data, keys) == ("m", "120", value)
+    assert parse_callback_data(data, ShortKeys())[2] in (value, None)  # a restarted bot may have forgotten it
 
 
 @pytest.mark.parametrize(
@@ -36,19 +38,23 @@ def test_callback_data_fits_64_bytes_and_round_trips(value: str) -> None:
     ],
 )
 def test_mosaic_names(files: list[str], expected: tuple[str | None, str | None]) -> None:
-    assert mosaic_names({"report_files": files}) == expected
+    assert mosaic_names(files) == expected
 
 
-def test_stats_shapes() -> None:
-    stats = {
+def test_stats_words_and_languages() -> None:
+    """Top words overall (the engine's) and per language (the report's); kept posts per language."""
+    stats = parse_stats({
+        "version": "v1", "created": "2026-01-01T00:00:00Z", "n_images": 40, "n_words": 9,
+        "filter_report": {}, "corpus": None, "metrics": {},
         "top_words": [{"word": "dog", "count": 3}],
         "report": {"top_words_by_language": {"es": [{"word": "perro", "count": 2}]}},
-        "languages": {"en": {"posts": 30, "share": 0.75}, "es": 10},
-    }
-    assert stats_words(stats) == [("dog", 3.0)]
-    assert stats_words(stats, "es") == [("perro", 2.0)]
-    assert stats_words(stats, "ca") == []
-    assert stats_languages(stats) == {"en": 30, "es": 10}
+        "languages": {"en": 30, "es": 10},
+        "report_files": [],
+    })
+    assert [(w.word, w.count) for w in stats.words()] == [("dog", 3.0)]
+    assert [(w.word, w.count) for w in stats.words("es")] == [("perro", 2.0)]
+    assert stats.words("ca") == []
+    assert stats.languages == {"en": 30, "es": 10}
 
 
 def test_user_rate_limiter_refills() -> None:
