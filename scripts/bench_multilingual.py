@@ -2,8 +2,8 @@
 
     nice -n 5 python scripts/bench_multilingual.py --flickr8k ../shared/data/flickr8k \
         --tsv ../shared/data/flickr8k-multilingual/flickr8k_multi30k_es_ca.tsv \
-        --pooled /work/bench-work --work /work/bench-work/ml \
-        --variants 50,30,20 50,30,20:parallel 34,33,33:shuffled
+        --pooled var/bench --work var/bench/ml \
+        --variants 50,30,20 50,30,20:parallel 50,30,20:shuffled 70,20,10:shuffled
     python scripts/bench_multilingual.py --tsv ...tsv --bundle MODELS/VERSION   # a trained bundle
 
 Per variant (``SHARES[:parallel]``): build the multilingual corpus at full size (``train.multilingual``),
