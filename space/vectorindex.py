@@ -250,8 +250,13 @@ def search_batch(
     use_exact = n <= EXACT_BELOW if exact is None else exact
     matches = index.search(queries, k, threads=threads, exact=use_exact)
     assert isinstance(matches, Matches | BatchMatches)
-    keys = np.array(matches.keys, dtype=np.int64).reshape(b, -1)[:, :k]
-    sims = (1.0 - np.array(matches.distances, dtype=np.float32)).reshape(b, -1)[:, :k]
+    # A single query's matches hold only what the walk reached, which may be fewer than k.
+    found = np.array(matches.keys, dtype=np.int64).reshape(b, -1)[:, :k]
+    width = found.shape[1]
+    keys = np.full((b, k), -1, dtype=np.int64)
+    sims = np.full((b, k), -np.inf, dtype=np.float32)
+    keys[:, :width] = found
+    sims[:, :width] = (1.0 - np.array(matches.distances, dtype=np.float32)).reshape(b, -1)[:, :k]
     if isinstance(matches, BatchMatches):
         counts = np.asarray(matches.counts).reshape(-1)
     else:

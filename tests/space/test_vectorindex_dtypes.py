@@ -99,6 +99,18 @@ def test_quantised_graph_recall(tmp_path: Path) -> None:
     assert one_keys.tolist() == keys[0].tolist()
 
 
+def test_a_search_for_more_than_the_walk_reaches_is_padded() -> None:
+    data = clustered(3000, 32, seed=13)
+    index = build_index(data, None, dtype="f16", expansion_search=64)
+    for _ in range(3):  # a graph built on several threads differs from build to build
+        keys, sims = search_batch(index, data[0], len(data), exact=False)
+        found = keys[0] >= 0
+        assert keys.shape == sims.shape == (1, len(data))
+        assert len(set(keys[0][found].tolist())) == found.sum() >= 0.99 * len(data)
+        assert np.all(sims[0][~found] == -np.inf)
+        index = build_index(data, None, dtype="f16", expansion_search=64)
+
+
 def test_view_leaves_the_file_alone(tmp_path: Path) -> None:
     data = clustered(2000, 32, seed=4)
     path = tmp_path / "x.usearch"
