@@ -26,7 +26,11 @@ Decisions clients can rely on:
   that answered, ``/metrics`` from any of them covers all of them, and a switch reaches every process
   (over Redis, or by the ACTIVE poll without it; a ``reload?version=V`` without Redis reaches only the
   process that answered it).
-- Text answers over up to 20,000 images or words are exact (one matrix product); larger bundles are
-  searched through their usearch index (recall@10 0.985 against exact for two-word text queries on the
-  default Flickr8k bundle, ``scripts/bench_knn.py --text-queries``).
+- Answers over up to 20,000 images or words are exact (one matrix product); larger bundles are searched
+  through their usearch index (recall@10 0.985 against exact for two-word text queries on the default
+  Flickr8k bundle, ``scripts/bench_knn.py --text-queries``).
+- A query ranks the same whatever page is asked: pages of it (``offset``, ``k``), concatenated, are one
+  deeper answer, and equal scores rank in corpus order. Through an index the ranking is read in tiers of
+  ever wider searches (the first as wide as the search breadth, 64), so past a tier's end a hit may score
+  slightly above the last ones of the tier before it.
 """

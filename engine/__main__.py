@@ -27,8 +27,6 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
                    help="engine processes sharing the port (SO_REUSEPORT): about one per core for text load")
     p.add_argument("--workers", type=int, default=int(env.get("ENGINE_WORKERS", "2")))
     p.add_argument("--queue-limit", type=int, default=int(env.get("ENGINE_QUEUE_LIMIT", "64")))
-    p.add_argument("--inline-rows", type=int, default=int(env.get("ENGINE_INLINE_ROWS", "50000")),
-                   help="text queries over at most this many vectors run on the event loop (0: in the pool)")
     p.add_argument("--image-workers", type=int, default=int(env.get("ENGINE_IMAGE_WORKERS", "2")))
     p.add_argument("--image-queue-limit", type=int, default=int(env.get("ENGINE_IMAGE_QUEUE_LIMIT", "64")))
     p.add_argument("--encode-batch", type=int, default=int(env.get("ENGINE_ENCODE_BATCH", "16")),
@@ -50,7 +48,6 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         admin_token=env.get("ENGINE_ADMIN_TOKEN") or None,
         workers=a.workers,
         queue_limit=a.queue_limit,
-        inline_max_rows=a.inline_rows,
         image_workers=a.image_workers,
         image_queue_limit=a.image_queue_limit,
         encode_batch=a.encode_batch,

@@ -28,6 +28,7 @@ from space import bundle
 from space.errors import SpaceError
 from space.images import load_for_network
 from space.query import parse_query
+from space.vectorindex import exact_for
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,15 @@ class Runtime:
         # Parsing (tokenising, stop words) costs more than a cache hit; queries repeat.
         self.parse = functools.lru_cache(maxsize=8192)(parse_query)
 
-    def inline(self, rows: int, n: int, filtered: bool) -> bool:
-        """Whether a text query over ``rows`` vectors for ``n`` answers is cheap enough to run on the loop.
+    def inline(self, rows: int, filtered: bool) -> bool:
+        """Whether a text query over ``rows`` vectors is cheap enough to answer on the event loop.
 
-        Measured on the 8,052-image Flickr8k bundle at 64 connections: the answer takes ~0.1 ms, while the
-        hop to a worker thread costs more than that, and a worker holding the GIL delays every socket call
-        of the loop (the p99 doubled). Filtered queries (an exact scan and sort of a language's rows) and
-        large indexes still go to the pool.
+        Exactly ranked rows (:func:`space.vectorindex.exact_for`) are: on the 8,052-image Flickr8k bundle
+        at 64 connections an answer takes ~0.1 ms, while the hop to a worker thread costs more than that,
+        and a worker holding the GIL delays every socket call of the loop (the p99 doubled). Index searches
+        (larger sets) and filtered queries (an exact scan of a language's rows) go to the pool.
         """
-        s = self.settings
-        return not filtered and rows <= s.inline_max_rows and n <= s.inline_max_k
+        return not filtered and exact_for(rows)
 
     async def encode_photo(self, model: Model, data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         """Decode untrusted bytes (image pool) and encode them (batched): the photo's raw vector.

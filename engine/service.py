@@ -21,12 +21,9 @@ from space.errors import UnknownWords
 from space.images import load_for_network
 from space.query import Query
 from space.textspace import unit
-from space.vectorindex import EXACT_BELOW, is_quantised, search
+from space.vectorindex import nearest
 
 TOP_WORDS = 30
-# Text queries over at most this many rows are answered exactly from one matrix product per batch
-# (nearest_many); above it, by the usearch index one query at a time.
-EXACT_BATCH_ROWS = 20_000
 _NO_KEYS = np.empty(0, dtype=np.int64)
 _NO_SIMS = np.empty(0, dtype=np.float32)
 
@@ -53,40 +50,6 @@ def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[dict[s
     ]
 
 
-def _top(sims: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` best rows of one score vector and their scores, best first (equal scores in row order)."""
-    n = min(n, len(sims))
-    if n <= 0:
-        return _NO_KEYS, _NO_SIMS
-    top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
-    top = top[np.argsort(-sims[top], kind="stable")]
-    return top, sims[top]
-
-
-def _nearest(index: Any, unit_rows: np.ndarray, vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` rows by cosine: numpy for small sets (faster than any index there), else usearch."""
-    if len(unit_rows) > EXACT_BELOW:
-        # i8 indexes lose recall on crowded vectors: rescore 4× candidates against the float rows.
-        return search(index, vec, k, rerank=unit_rows if is_quantised(index) else None)
-    if k <= 0:
-        return _NO_KEYS, _NO_SIMS
-    return _top(unit_rows @ vec, k)
-
-
-def nearest_many(
-    index: Any, unit_rows: np.ndarray, vecs: Sequence[np.ndarray], ns: Sequence[int]
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Top-``ns[i]`` rows by cosine for each of ``vecs``: exact, from one matrix product, over at most
-    :data:`EXACT_BATCH_ROWS` rows (one product reads the matrix once for every query); else
-    :func:`_nearest` per query."""
-    if not len(vecs):
-        return []
-    if len(unit_rows) > EXACT_BATCH_ROWS:
-        return [_nearest(index, unit_rows, v, n) for v, n in zip(vecs, ns, strict=True)]
-    scores = np.stack(vecs) @ unit_rows.T
-    return [_top(sims, n) for sims, n in zip(scores, ns, strict=True)]
-
-
 def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.ndarray | None, list[str]]:
     try:
         return model.text_query(query) if for_images else model.space.embed_query(query)
@@ -109,7 +72,7 @@ def _without(
 
 def _word_hits(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[tuple[int, float]]:
     """Keys and scores of the ``k`` words nearest to ``vec`` (cosine), skipping ``exclude``."""
-    keys, sims = _nearest(model.words_index, model.space.unit_vectors, unit(vec), k + len(exclude))
+    [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k + len(exclude)])
     return _without(model, keys, sims, exclude, k)
 
 
@@ -153,7 +116,8 @@ def related_bodies(model: Model, jobs: Sequence[tuple[Query, int]]) -> list[byte
     asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
     vecs = [unit(embedded[i][0]) for i in asked]  # type: ignore[arg-type]
     ns = [jobs[i][1] + len(excluded[i]) for i in asked]
-    hits = dict(zip(asked, nearest_many(model.words_index, model.space.unit_vectors, vecs, ns), strict=True))
+    found = nearest(model.words_index, model.space.unit_vectors, np.stack(vecs), ns) if vecs else []
+    hits = dict(zip(asked, found, strict=True))
     bodies = []
     for i, (_, k) in enumerate(jobs):
         keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
@@ -180,7 +144,7 @@ def _image_answer(
         order = np.argsort(-scores, kind="stable")[: offset + k]
         keys, sims = rows[order], scores[order]
     else:
-        keys, sims = _nearest(model.images_index, model.image_vectors, vec, offset + k)
+        [(keys, sims)] = nearest(model.images_index, model.image_vectors, vec[None], [offset + k])
     return (*_page(keys, sims, offset), unknown)
 
 
@@ -246,8 +210,8 @@ def images_bodies(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
     asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
     vecs = [embedded[i][0] for i in asked]
     ns = [jobs[i].offset + jobs[i].k for i in asked]
-    hits = dict(zip(asked, nearest_many(model.images_index, model.image_vectors, vecs, ns),  # type: ignore[arg-type]
-                    strict=True))
+    found = nearest(model.images_index, model.image_vectors, np.stack(vecs), ns) if vecs else []  # type: ignore[arg-type]
+    hits = dict(zip(asked, found, strict=True))
     bodies = []
     for i, job in enumerate(jobs):
         keys, sims, best = _page(*hits.get(i, (_NO_KEYS, _NO_SIMS)), job.offset)
@@ -268,7 +232,7 @@ def hashtags(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
 
 def similar(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
     """Images nearest to an image's raw vector."""
-    keys, sims = _nearest(model.images_index, model.image_vectors, model.image_query(vec), k)
+    [(keys, sims)] = nearest(model.images_index, model.image_vectors, model.image_query(vec)[None], [k])
     return {"images": _image_hits(model, keys, sims), "version": model.version}
 
 

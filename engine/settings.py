@@ -25,10 +25,6 @@ class Settings:
     workers: int = 2
     # Requests allowed to wait for or hold a worker; beyond this we answer 503 busy at once.
     queue_limit: int = 64
-    # Text queries over at most this many vectors, for at most inline_max_k answers (offset + k), run on
-    # the event loop (well under a millisecond); larger ones in the text pool. 0 = always the pool.
-    inline_max_rows: int = 50_000
-    inline_max_k: int = 200
     # Image work (decode + CNN): its own pool, so photos never queue text queries behind them.
     image_workers: int = 2
     image_queue_limit: int = 64

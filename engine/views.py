@@ -98,7 +98,7 @@ async def related(request: web.Request) -> web.Response:
         key = cache_key(model.version, "related", query.normalised(), k)
         body = functools.partial(service.related_body, model, query, k)
         now = functools.partial(runtime.queries.run, service.related_bodies, model, (query, k))
-        inline = runtime.inline(len(model.space.words), k, filtered=False)
+        inline = runtime.inline(len(model.space.words), filtered=False)
         return await _cached(request, "related", key, lambda: runtime.text.run(body), now if inline else None)
 
 
@@ -116,7 +116,7 @@ async def images(request: web.Request) -> web.Response:
         body = functools.partial(service.images_body, model, query, k, offset, lang, cutoff)
         job = service.ImageJob(query, k, offset, cutoff)
         now = functools.partial(runtime.queries.run, service.images_bodies, model, job)
-        inline = runtime.inline(len(model.image_vectors), offset + k, filtered=lang is not None)
+        inline = runtime.inline(len(model.image_vectors), filtered=lang is not None)
         return await _cached(request, "images", key, lambda: runtime.text.run(body), now if inline else None)
 
 

@@ -1,8 +1,8 @@
 """Cosine usearch indexes over the bundle's image and word vectors (key = row), shared by trainer and engine.
 
 Scores returned here are cosine similarities (usearch's ``cos`` metric gives ``1 - cos`` as a distance).
-Small indexes are searched exactly: brute force over a few thousand rows costs less than a graph walk and
-can never miss a neighbour.
+:func:`nearest` is the one way the engine ranks rows: exactly (a numpy matrix product) up to
+:data:`EXACT_ROWS` rows, through the index above; either way a query ranks the same for every k.
 
 Vectors are stored as ``f32``, ``f16``, ``bf16`` or ``i8`` (the scalar kind is in the file's header, so a
 reader needs no side channel). Large inputs are added in chunks behind a progress bar. Saved indexes are
@@ -19,6 +19,7 @@ import mmap
 import os
 import uuid
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ from space.errors import BundleInvalid
 
 log = logging.getLogger(__name__)
 
-# Below this many vectors, search exactly (brute force).
-EXACT_BELOW = 5000
+# Up to this many rows, queries are ranked exactly (brute force): one matrix product answers a batch of
+# queries for less than a graph walk each (0.13 ms a query at 8,052 x 256 in batches of 16,
+# scripts/bench_knn.py) and never misses a neighbour.
+EXACT_ROWS = 20_000
+# An index ranking is read in tiers; each searches this many times the candidates of the one before.
+TIER_GROWTH = 4
 # Scalar kinds an index may store its vectors as.
 DTYPES = ("f32", "f16", "bf16", "i8")
 # Graph settings used by the trainer, the engine and scripts/bench_index_scale.py alike (README, Scale).
@@ -215,7 +220,7 @@ def search(
     k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    use_exact = n <= EXACT_BELOW if exact is None else exact
+    use_exact = exact_for(n) if exact is None else exact
     matches = index.search(np.ascontiguousarray(query, dtype=np.float32), k, threads=1, exact=use_exact)
     assert isinstance(matches, Matches | BatchMatches)
     keys = np.asarray(matches.keys, dtype=np.int64).reshape(-1)
@@ -247,7 +252,7 @@ def search_batch(
     if rerank is not None:
         keys, _ = search_batch(index, queries, min(n, k * max(1, oversample)), exact, threads)
         return _rescore(keys, queries, rerank, k)
-    use_exact = n <= EXACT_BELOW if exact is None else exact
+    use_exact = exact_for(n) if exact is None else exact
     matches = index.search(queries, k, threads=threads, exact=use_exact)
     assert isinstance(matches, Matches | BatchMatches)
     # A single query's matches hold only what the walk reached, which may be fewer than k.
@@ -278,3 +283,78 @@ def _rescore(
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     keys = np.take_along_axis(candidates, order, axis=1)
     return keys, np.take_along_axis(sims, order, axis=1).astype(np.float32)
+
+
+_NO_KEYS = np.empty(0, dtype=np.int64)
+_NO_SIMS = np.empty(0, dtype=np.float32)
+Ranked = tuple[np.ndarray, np.ndarray]
+
+
+def exact_for(rows: int) -> bool:
+    """Whether queries over ``rows`` vectors are ranked exactly (else through their index)."""
+    return rows <= EXACT_ROWS
+
+
+def nearest(
+    index: Index | None, unit_rows: np.ndarray, queries: np.ndarray, ks: Sequence[int]
+) -> list[Ranked]:
+    """The ``ks[i]`` rows nearest (cosine) to each of (B, D) unit ``queries``: keys (= rows) and scores.
+
+    Exact, one matrix product for all queries, over at most :data:`EXACT_ROWS` rows or without an
+    ``index``; else through ``index`` (built from ``unit_rows``, key = row; an ``i8`` one is rescored
+    against them). Either way the first n of a query's answer for any k >= n are its answer for n, so
+    pages of one query never disagree.
+    """
+    if not len(queries):
+        return []
+    if index is None or exact_for(len(unit_rows)):
+        scores = queries @ unit_rows.T
+        return [_top(sims, k) for sims, k in zip(scores, ks, strict=True)]
+    return [_index_ranking(index, unit_rows, q, k) for q, k in zip(queries, ks, strict=True)]
+
+
+def _top(sims: np.ndarray, n: int) -> Ranked:
+    """The ``n`` best rows of one score vector and their scores, best first, equal scores in row order
+    (so the answer for n is the first n of every deeper one)."""
+    n = min(n, len(sims))
+    if n <= 0:
+        return _NO_KEYS, _NO_SIMS
+    if n < len(sims):
+        top = np.argpartition(-sims, n - 1)[:n]
+        cut = sims[top[n - 1]]
+        if np.count_nonzero(sims >= cut) > n:  # rows tied at the cut: the first of them make it
+            top = np.concatenate((np.flatnonzero(sims > cut), np.flatnonzero(sims == cut)))[:n]
+        top.sort()
+    else:
+        top = np.arange(len(sims))
+    top = top[np.argsort(-sims[top], kind="stable")]
+    return top, sims[top]
+
+
+def _index_ranking(index: Index, rows: np.ndarray, query: np.ndarray, n: int) -> Ranked:
+    """The first ``n`` of ``query``'s ranking through ``index``, which does not depend on ``n``.
+
+    A graph search walks a beam of ``max(expansion_search, k)`` candidates, so its best k change with k
+    beyond the beam. The ranking is therefore read in tiers: the first is a search for exactly the beam,
+    each next one a search :data:`TIER_GROWTH` times as wide, contributing the hits no earlier tier
+    holds, best first (equal scores in key order). A hit only a wider search found may score above the
+    last ones of the tier before it.
+    """
+    n = min(n, len(index))
+    if n <= 0:
+        return _NO_KEYS, _NO_SIMS
+    rerank = rows if is_quantised(index) else None
+    width = int(index.expansion_search)
+    tiers: list[Ranked] = []
+    taken = _NO_KEYS
+    while len(taken) < n:
+        keys, sims = search_batch(index, query, width, exact=False, threads=1, rerank=rerank, oversample=1)
+        fresh = (keys[0] >= 0) & ~np.isin(keys[0], taken)
+        keys, sims = keys[0][fresh], sims[0][fresh]
+        order = np.lexsort((keys, -sims))
+        tiers.append((keys[order], sims[order]))
+        taken = np.concatenate((taken, keys[order]))
+        if width >= len(index):
+            break
+        width *= TIER_GROWTH
+    return taken[:n], np.concatenate([sims for _, sims in tiers])[:n]

@@ -74,21 +74,3 @@ def test_uncentred_index_of_a_centred_bundle_is_rebuilt(small_bundle: Path, tmp_
     keys, _ = search(model.images_index, images[5], 1, exact=True)
     assert keys[0] == 5
 
-
-def test_large_i8_index_is_reranked_to_float_recall() -> None:
-    from engine.service import _nearest
-    from space.vectorindex import EXACT_BELOW, build_index, is_quantised
-
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(40, 64)).astype(np.float32)
-    rows = unit(centres[rng.integers(0, 40, EXACT_BELOW + 1000)] + 0.15 * rng.normal(
-        size=(EXACT_BELOW + 1000, 64)).astype(np.float32))
-    index = build_index(rows, None, dtype="i8")
-    assert is_quantised(index) and not is_quantised(build_index(rows[:10], None, dtype="f16"))
-    hits = 0
-    for q in rows[:100]:
-        truth = set(np.argsort(-(rows @ q))[:10].tolist())
-        keys, sims = _nearest(index, rows, q, 10)
-        hits += len(truth & set(keys.tolist()))
-        assert np.all(np.diff(sims) <= 1e-6)  # best first, exact float scores
-    assert hits / 1000 >= 0.95

@@ -16,6 +16,7 @@ from engine import service
 from engine.app import METRICS, RUNTIME, create_app
 from engine.cache import RedisCache
 from engine.model import json_around_score, load_model
+from space import vectorindex
 from space.query import parse_query
 from tests.conftest import ROOT, RedisServer
 from tests.engine.helpers import make_settings
@@ -51,9 +52,11 @@ def test_bodies_are_byte_identical_to_json_dumps(small_bundle: Path) -> None:
     assert len(answer["images"]) == 5 and answer["unknown"] == [] and checked == 5 * len(QUERIES)
 
 
-async def test_loop_and_pool_answer_the_same(aiohttp_client: Any, small_bundle_models: Path) -> None:
+async def test_loop_and_pool_answer_the_same(aiohttp_client: Any, small_bundle_models: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     on_loop = await aiohttp_client(create_app(make_settings(small_bundle_models)))
-    in_pool = await aiohttp_client(create_app(make_settings(small_bundle_models, inline_max_rows=0)))
+    in_pool = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    monkeypatch.setattr(in_pool.app[RUNTIME], "inline", lambda rows, filtered: False)
     for text in QUERIES:
         for path, params in (("/v1/images", {"q": text, "k": "6", "offset": "1"}),
                              ("/v1/images", {"q": text, "k": "4", "lang": "en"}),
@@ -160,12 +163,12 @@ def _same(batched: bytes, alone: bytes, field: str) -> None:
             assert abs(tied_with - scores_a[i]) <= 2e-4, (hit, i, scores_a, scores_b)
 
 
-@pytest.mark.parametrize("exact_rows", [service.EXACT_BATCH_ROWS, 0])
+@pytest.mark.parametrize("exact_rows", [vectorindex.EXACT_ROWS, 0])
 def test_batched_answers_match_one_at_a_time(small_bundle: Path, exact_rows: int,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """One product for many queries answers each as a query alone would; above EXACT_BATCH_ROWS the
-    index answers them one by one."""
-    monkeypatch.setattr(service, "EXACT_BATCH_ROWS", exact_rows)
+    """One product for many queries answers each as a query alone would; above EXACT_ROWS the index
+    answers them one by one."""
+    monkeypatch.setattr(vectorindex, "EXACT_ROWS", exact_rows)
     model = load_model(small_bundle)
     jobs = [service.ImageJob(parse_query(text), k, offset, 0.5)
             for text in QUERIES for k, offset in ((1, 0), (7, 3), (len(model.items) + 5, 0))]
