@@ -48,12 +48,12 @@ class Model:
     session: Any
     input_name: str
     output_name: str
-    hits: list[dict[str, Any]] = field(default_factory=list)  # answer templates, see service
+    hits: list[dict[str, Any]] = field(default_factory=list)  # each image's answer fields
     centering: Centering | None = None  # image search compares centred vectors (space.centering)
     inflight: int = 0
     retired: bool = field(default=False)
     closed: bool = field(default=False)
-    # The same templates as pre-encoded JSON around the score (service.images_body): per request only
+    # The same templates as pre-encoded JSON around the score (engine.service): per request only
     # the scores are formatted, which is ~10x cheaper than json.dumps of the answer dicts.
     hit_json: list[tuple[str, str]] = field(init=False, repr=False)
     word_json: list[str] = field(init=False, repr=False)

@@ -1,11 +1,12 @@
 """Text queries answered together: every query that reaches the loop in one iteration shares one product.
 
 Under load many requests resume in the same event-loop iteration (a Redis batch answers them all at once).
-Their query vectors are stacked and multiplied with the image (or word) matrix once: a matrix-matrix
-product reads the matrix once for all of them, where one matrix-vector product per query reads it each
-time. On the 8,052-image Flickr8k bundle that is 0.42 ms for one query alone and 0.13 ms a query in a batch
-of 16, top-k included (``scripts/bench_knn.py --text-queries``),
-and the answers are exact. The batch runs on the loop, right after the iteration that queued it.
+Each group of them (one answer function, one model) is answered by one call of the endpoint's answer
+function (``engine.service.images``/``related``), which ranks them all from one matrix product: a
+matrix-matrix product reads the image (or word) matrix once for all of them, where one matrix-vector
+product per query reads it each time. On the 8,052-image Flickr8k bundle that is 0.42 ms for one query
+alone and 0.13 ms a query in a batch of 16, top-k included (``scripts/bench_knn.py --text-queries``).
+The batch runs on the loop, right after the iteration that queued it.
 """
 
 from __future__ import annotations

@@ -1,15 +1,18 @@
 """The engine's answers, as plain blocking functions of a loaded :class:`~engine.model.Model`.
 
-Views run these in the worker pool. A query whose words are all unknown is not an error: it answers
-empty results with the ``unknown`` list, so clients can say "unknown: …" (the same shape as a partly
-known query).
+Each endpoint has one answer function, written as its JSON body from the model's pre-encoded hit templates
+(byte-identical to ``json.dumps`` of the answer). The text endpoints answer a batch of jobs (one alone is a
+batch of one): on the event loop :mod:`engine.querybatch` hands them every query of a loop iteration, in
+the pool they get one. Rows are ranked by :func:`space.vectorindex.nearest` only, so a query ranks the same
+on either path and for every page. A query whose words are all unknown is not an error: it answers empty
+results with the ``unknown`` list, so clients can say "unknown: …" (the same shape as a partly known query).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,18 +39,24 @@ class ImageLimits:
     max_pixels: int
 
 
-def _round(x: float) -> float:
-    return round(float(x), 4)
+@dataclass(frozen=True)
+class ImageJob:
+    """One text → images query: hits ``offset`` to ``offset + k`` of the query's ranking, over the images
+    of ``lang`` only when given; ``confident`` says whether the best score clears ``cutoff``."""
+
+    query: Query
+    k: int
+    offset: int = 0
+    lang: str | None = None
+    cutoff: float = 0.5
 
 
-def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[dict[str, Any]]:
-    templates = model.hits
-    n = len(templates)
-    return [
-        {**templates[key], "score": round(sim, 4)}
-        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
-        if 0 <= key < n
-    ]
+@dataclass(frozen=True)
+class WordJob:
+    """One text → words query: the ``k`` words nearest to it, its own words left out."""
+
+    query: Query
+    k: int
 
 
 def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.ndarray | None, list[str]]:
@@ -57,165 +66,90 @@ def _embed(model: Model, query: Query, for_images: bool = False) -> tuple[np.nda
         return None, exc.unknown
 
 
-def _without(
-    model: Model, keys: np.ndarray, sims: np.ndarray, exclude: set[str], k: int
-) -> list[tuple[int, float]]:
-    """The first ``k`` of ``keys``/``sims`` that are words of the space and not in ``exclude``."""
-    words = model.space.words
-    out = [
-        (key, sim)
-        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
-        if 0 <= key < len(words) and words[key] not in exclude
-    ]
-    return out[:k]
-
-
-def _word_hits(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[tuple[int, float]]:
-    """Keys and scores of the ``k`` words nearest to ``vec`` (cosine), skipping ``exclude``."""
-    [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k + len(exclude)])
-    return _without(model, keys, sims, exclude, k)
-
-
-def nearest_words(model: Model, vec: np.ndarray, k: int, exclude: set[str]) -> list[dict[str, Any]]:
-    """The ``k`` words nearest to ``vec`` (cosine, via ``words.usearch``), skipping ``exclude``."""
-    words = model.space.words
-    return [{"word": words[key], "score": _round(sim)} for key, sim in _word_hits(model, vec, k, exclude)]
-
-
-def related(model: Model, query: Query, k: int) -> dict[str, Any]:
-    """Words near the query's vector (the query's own words excluded)."""
-    vec, unknown = _embed(model, query)
-    words = [] if vec is None else nearest_words(model, vec, k, model.space.query_words(query))
-    return {"words": words, "unknown": unknown, "version": model.version}
-
-
-def _json_list(words: list[str]) -> str:
-    return json.dumps(words, ensure_ascii=False) if words else "[]"
-
-
-def _related_json(model: Model, found: list[tuple[int, float]], unknown: list[str]) -> bytes:
-    parts = model.word_json
-    words = [parts[key] + _score(sim) + "}" for key, sim in found]
-    return (
-        '{"words": [' + ", ".join(words) + '], "unknown": ' + _json_list(unknown)
-        + ', "version": ' + json.dumps(model.version, ensure_ascii=False) + "}"
-    ).encode("utf-8")
-
-
-def related_body(model: Model, query: Query, k: int) -> bytes:
-    """:func:`related` as its JSON body, byte for byte, from the model's pre-encoded words."""
-    vec, unknown = _embed(model, query)
-    found = [] if vec is None else _word_hits(model, vec, k, model.space.query_words(query))
-    return _related_json(model, found, unknown)
-
-
-def related_bodies(model: Model, jobs: Sequence[tuple[Query, int]]) -> list[bytes]:
-    """:func:`related_body` for each ``(query, k)``, the nearest words of all of them found together."""
-    embedded = [_embed(model, query) for query, _ in jobs]
-    excluded = [model.space.query_words(query) for query, _ in jobs]
-    asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
-    vecs = [unit(embedded[i][0]) for i in asked]  # type: ignore[arg-type]
-    ns = [jobs[i][1] + len(excluded[i]) for i in asked]
-    found = nearest(model.words_index, model.space.unit_vectors, np.stack(vecs), ns) if vecs else []
-    hits = dict(zip(asked, found, strict=True))
-    bodies = []
-    for i, (_, k) in enumerate(jobs):
-        keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
-        bodies.append(_related_json(model, _without(model, keys, sims, excluded[i], k), embedded[i][1]))
-    return bodies
-
-
-def _page(keys: np.ndarray, sims: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """The hits after ``offset`` and the best score of all of them (-1 when there are none)."""
-    return keys[offset:], sims[offset:], float(sims[0]) if len(sims) else -1.0
-
-
-def _image_answer(
-    model: Model, query: Query, k: int, offset: int, lang: str | None
-) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
-    """The answer's keys and scores (after ``offset``), the best score (-1 when none) and unknown words."""
-    vec, unknown = _embed(model, query, for_images=True)
-    if vec is None:
-        return _NO_KEYS, _NO_SIMS, -1.0, unknown
-    if lang:
-        # Exact over the language's rows: a filtered graph search could return too few.
-        rows = model.langs.get(lang, np.empty(0, dtype=np.int64))
-        scores = model.image_vectors[rows] @ vec
-        order = np.argsort(-scores, kind="stable")[: offset + k]
-        keys, sims = rows[order], scores[order]
-    else:
-        [(keys, sims)] = nearest(model.images_index, model.image_vectors, vec[None], [offset + k])
-    return (*_page(keys, sims, offset), unknown)
-
-
-def images(
-    model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
-) -> dict[str, Any]:
-    """Images near the query's vector; ``confident`` says whether the best score clears ``cutoff``."""
-    keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
-    hits = _image_hits(model, keys, sims)
-    return {
-        "images": hits,
-        "unknown": unknown,
-        "confident": bool(hits) and best >= cutoff,
-        "version": model.version,
-    }
-
-
 def _score(x: float) -> str:
     """A score as ``json.dumps`` writes ``round(x, 4)``."""
     r = round(x, 4)
     return repr(r) if math.isfinite(r) else json.dumps(r)
 
 
-def _images_json(
-    model: Model, keys: np.ndarray, sims: np.ndarray, best: float, unknown: list[str], cutoff: float
-) -> bytes:
+def _json_list(words: list[str]) -> str:
+    return json.dumps(words, ensure_ascii=False) if words else "[]"
+
+
+def _body(fields: Iterable[tuple[str, str]]) -> bytes:
+    """A JSON object from its fields' names and already encoded values."""
+    return ("{" + ", ".join(f'"{name}": {value}' for name, value in fields) + "}").encode("utf-8")
+
+
+def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[str]:
+    """The encoded hits of images ``keys`` with scores ``sims``."""
     parts = model.hit_json
     n = len(parts)
     pairs = zip(keys.tolist(), sims.tolist(), strict=True)
     if np.isfinite(sims).all():  # always, in practice: repr is what json.dumps writes for a finite float
-        hits = [f"{parts[key][0]}{round(sim, 4)!r}{parts[key][1]}" for key, sim in pairs if 0 <= key < n]
-    else:
-        hits = [parts[key][0] + _score(sim) + parts[key][1] for key, sim in pairs if 0 <= key < n]
-    confident = "true" if hits and best >= cutoff else "false"
-    version = json.dumps(model.version, ensure_ascii=False)
-    return (
-        '{"images": [' + ", ".join(hits) + '], "unknown": ' + _json_list(unknown)
-        + ', "confident": ' + confident + ', "version": ' + version + "}"
-    ).encode("utf-8")
+        return [f"{parts[key][0]}{round(sim, 4)!r}{parts[key][1]}" for key, sim in pairs if 0 <= key < n]
+    return [parts[key][0] + _score(sim) + parts[key][1] for key, sim in pairs if 0 <= key < n]
 
 
-def images_body(
-    model: Model, query: Query, k: int, offset: int, lang: str | None, cutoff: float
-) -> bytes:
-    """:func:`images` as its JSON body, byte for byte, from the model's pre-encoded hit templates."""
-    keys, sims, best, unknown = _image_answer(model, query, k, offset, lang)
-    return _images_json(model, keys, sims, best, unknown, cutoff)
+def _word_hits(model: Model, keys: np.ndarray, sims: np.ndarray, exclude: set[str], k: int) -> str:
+    """The first ``k`` of words ``keys`` with scores ``sims`` that are not in ``exclude``, encoded."""
+    words, parts = model.space.words, model.word_json
+    hits = [
+        parts[key] + _score(sim) + "}"
+        for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
+        if 0 <= key < len(words) and words[key] not in exclude
+    ]
+    return "[" + ", ".join(hits[:k]) + "]"
 
 
-@dataclass(frozen=True)
-class ImageJob:
-    """One unfiltered text → images query of a batch (:func:`images_bodies`)."""
-
-    query: Query
-    k: int
-    offset: int
-    cutoff: float
+def _version(model: Model) -> str:
+    return json.dumps(model.version, ensure_ascii=False)
 
 
-def images_bodies(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
-    """:func:`images_body` (no language filter) for each job, the nearest images of all found together."""
+def images(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
+    """The ``/v1/images`` body of each job; the jobs of one language (or of none) share one search."""
     embedded = [_embed(model, job.query, for_images=True) for job in jobs]
+    found: list[tuple[np.ndarray, np.ndarray]] = [(_NO_KEYS, _NO_SIMS)] * len(jobs)
+    by_lang: dict[str | None, list[int]] = {}
+    for i, (vec, _) in enumerate(embedded):
+        if vec is not None:
+            by_lang.setdefault(jobs[i].lang, []).append(i)
+    for lang, asked in by_lang.items():
+        vecs = np.stack([embedded[i][0] for i in asked])  # type: ignore[misc]
+        ks = [jobs[i].offset + jobs[i].k for i in asked]
+        if lang is None:
+            hits = nearest(model.images_index, model.image_vectors, vecs, ks)
+        else:
+            # Exact over the language's rows: a filtered graph search could return too few.
+            rows = model.langs.get(lang, _NO_KEYS)
+            hits = [(rows[keys], sims) for keys, sims in nearest(None, model.image_vectors[rows], vecs, ks)]
+        for i, hit in zip(asked, hits, strict=True):
+            found[i] = hit
+    version = _version(model)
+    bodies = []
+    for job, (keys, sims), (_, unknown) in zip(jobs, found, embedded, strict=True):
+        page = _image_hits(model, keys[job.offset:], sims[job.offset:])
+        confident = bool(page) and float(sims[0]) >= job.cutoff
+        bodies.append(_body((("images", "[" + ", ".join(page) + "]"), ("unknown", _json_list(unknown)),
+                             ("confident", "true" if confident else "false"), ("version", version))))
+    return bodies
+
+
+def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
+    """The ``/v1/related`` body of each job; all of them share one search."""
+    embedded = [_embed(model, job.query) for job in jobs]
+    excluded = [model.space.query_words(job.query) for job in jobs]
     asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
-    vecs = [embedded[i][0] for i in asked]
-    ns = [jobs[i].offset + jobs[i].k for i in asked]
-    found = nearest(model.images_index, model.image_vectors, np.stack(vecs), ns) if vecs else []  # type: ignore[arg-type]
-    hits = dict(zip(asked, found, strict=True))
+    vecs = np.stack([unit(embedded[i][0]) for i in asked]) if asked else _NO_SIMS  # type: ignore[arg-type]
+    ks = [jobs[i].k + len(excluded[i]) for i in asked]
+    hits = dict(zip(asked, nearest(model.words_index, model.space.unit_vectors, vecs, ks), strict=True))
+    version = _version(model)
     bodies = []
     for i, job in enumerate(jobs):
-        keys, sims, best = _page(*hits.get(i, (_NO_KEYS, _NO_SIMS)), job.offset)
-        bodies.append(_images_json(model, keys, sims, best, embedded[i][1], job.cutoff))
+        keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
+        words = _word_hits(model, keys, sims, excluded[i], job.k)
+        unknown = _json_list(embedded[i][1])
+        bodies.append(_body((("words", words), ("unknown", unknown), ("version", version))))
     return bodies
 
 
@@ -225,15 +159,18 @@ def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:
     return model.encode(x[None])[0]
 
 
-def hashtags(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
-    """Words nearest to an image's raw vector (uncentred: measured better for words on Flickr8k)."""
-    return {"hashtags": nearest_words(model, vec, k, set()), "version": model.version}
+def hashtags(model: Model, vec: np.ndarray, k: int) -> bytes:
+    """The ``/v1/hashtags`` body: words nearest to an image's raw vector (uncentred: measured better for
+    words on Flickr8k)."""
+    [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k])
+    return _body((("hashtags", _word_hits(model, keys, sims, set(), k)), ("version", _version(model))))
 
 
-def similar(model: Model, vec: np.ndarray, k: int) -> dict[str, Any]:
-    """Images nearest to an image's raw vector."""
+def similar(model: Model, vec: np.ndarray, k: int) -> bytes:
+    """The ``/v1/similar`` body: images nearest to an image's raw vector."""
     [(keys, sims)] = nearest(model.images_index, model.image_vectors, model.image_query(vec)[None], [k])
-    return {"images": _image_hits(model, keys, sims), "version": model.version}
+    hits = "[" + ", ".join(_image_hits(model, keys, sims)) + "]"
+    return _body((("images", hits), ("version", _version(model))))
 
 
 def stats(model: Model) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +18,9 @@ from engine import service
 from engine.cache import cache_key
 from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
+from engine.model import Model
 from engine.openapi import spec
+from engine.querybatch import AnswerMany
 from space import bundle
 from space.errors import BadImage, ImageTooLarge, NoBundle
 from space.images import thumbnail_jpeg
@@ -47,9 +48,9 @@ def _k(request: web.Request) -> int:
     return _int(request, "k", s.default_k, 1, s.max_k)
 
 
-def _encoded(fn: Callable[..., dict[str, Any]], *args: Any) -> bytes:
-    """Run ``fn`` and encode its answer, both in the worker (a large answer takes ~0.1 ms to encode)."""
-    return json.dumps(fn(*args), ensure_ascii=False).encode("utf-8")
+def _alone(answer: AnswerMany, model: Model, job: Any) -> bytes:
+    """``answer``'s body for one job (a batch of one), in a pool worker."""
+    return answer(model, [job])[0]
 
 
 async def _cached(
@@ -89,6 +90,15 @@ async def _cached(
     return web.Response(body=body, content_type=JSON)
 
 
+async def _text(request: web.Request, endpoint: str, key: str, answer: AnswerMany, model: Model, job: Any,
+                rows: int, filtered: bool = False) -> web.Response:
+    """A text endpoint's cached answer: computed on the loop (batched) or in the text pool."""
+    runtime = request.app[RUNTIME]
+    inline = runtime.inline(rows, filtered)
+    now = functools.partial(runtime.queries.run, answer, model, job) if inline else None
+    return await _cached(request, endpoint, key, lambda: runtime.text.run(_alone, answer, model, job), now)
+
+
 async def related(request: web.Request) -> web.Response:
     """Words near the query."""
     runtime = request.app[RUNTIME]
@@ -96,10 +106,8 @@ async def related(request: web.Request) -> web.Response:
     k = _k(request)
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
-        body = functools.partial(service.related_body, model, query, k)
-        now = functools.partial(runtime.queries.run, service.related_bodies, model, (query, k))
-        inline = runtime.inline(len(model.space.words), filtered=False)
-        return await _cached(request, "related", key, lambda: runtime.text.run(body), now if inline else None)
+        job = service.WordJob(query, k)
+        return await _text(request, "related", key, service.related, model, job, len(model.space.words))
 
 
 async def images(request: web.Request) -> web.Response:
@@ -112,12 +120,9 @@ async def images(request: web.Request) -> web.Response:
     lang = request.query.get("lang", "").strip().lower() or None
     with runtime.holder.use() as model:
         key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
-        cutoff = settings.confident_cutoff
-        body = functools.partial(service.images_body, model, query, k, offset, lang, cutoff)
-        job = service.ImageJob(query, k, offset, cutoff)
-        now = functools.partial(runtime.queries.run, service.images_bodies, model, job)
-        inline = runtime.inline(len(model.image_vectors), filtered=lang is not None)
-        return await _cached(request, "images", key, lambda: runtime.text.run(body), now if inline else None)
+        job = service.ImageJob(query, k, offset, lang, settings.confident_cutoff)
+        return await _text(request, "images", key, service.images, model, job, len(model.image_vectors),
+                           filtered=lang is not None)
 
 
 async def _upload(request: web.Request) -> bytes:
@@ -170,7 +175,7 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
                 model, data, settings.max_upload_bytes, settings.max_pixels))
             if shared:
                 request.app[METRICS].coalesced.labels(endpoint="encode").inc()
-            return await runtime.images.run(_encoded, answer, model, vec, k)
+            return await runtime.images.run(answer, model, vec, k)
 
         return await _cached(request, endpoint, key, compute)
 

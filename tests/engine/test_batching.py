@@ -64,7 +64,7 @@ async def test_concurrent_photos_batch_and_match_single(
     assert rs[HTTP // 2].status == 400 and answers[HTTP // 2]["error"] == "bad_image"
     ok = answers[:HTTP // 2] + answers[HTTP // 2 + 1:]
     assert [r.status for r in rs[:HTTP // 2] + rs[HTTP // 2 + 1:]] == [200] * HTTP
-    expected = [json.loads(json.dumps(service.similar(model, s, 5))) for s in single[:HTTP]]
+    expected = [json.loads(service.similar(model, s, 5)) for s in single[:HTTP]]
     assert ok == expected
     assert [a["images"][0]["id"] for a in ok] == model.ids[:HTTP]  # each photo finds itself first
 

@@ -31,7 +31,7 @@ def test_text_query_ranks_centred_images(small_bundle: Path) -> None:
     model = load_model(small_bundle)
     centering, images = _centred(small_bundle)
     query = parse_query("dog -grass")
-    answer = service.images(model, query, 8, 0, None, 0.5)
+    answer = json.loads(service.images(model, [service.ImageJob(query, 8)])[0])
     vec, _ = centering.embed_query(model.space, query)
     expected = [model.ids[i] for i in np.argsort(-(images @ vec), kind="stable")[:8]]
     assert [hit["id"] for hit in answer["images"]] == expected
@@ -47,9 +47,9 @@ def test_photo_finds_itself_and_hashtags_stay_raw(small_bundle: Path) -> None:
     path = Path(items[0]["path"])
     raw = service.encode_image(model, path.read_bytes(), LIMITS)
     assert model.centering is not None
-    hits = service.similar(model, raw, 3)["images"]
+    hits = json.loads(service.similar(model, raw, 3))["images"]
     assert hits[0]["id"] == model.ids[0] and hits[0]["score"] > 0.99
-    words = service.hashtags(model, raw, 5)["hashtags"]
+    words = json.loads(service.hashtags(model, raw, 5))["hashtags"]
     sims = model.space.unit_vectors @ unit(raw)
     assert words[0]["word"] == model.space.words[int(np.argmax(sims))]
 

@@ -36,8 +36,8 @@ def test_int8_session_answers_like_fp32(small_bundle: Path) -> None:
             data = Path(item["path"]).read_bytes()
             a, b = encode_image(fp32, data, LIMITS), encode_image(int8, data, LIMITS)
             cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
-            ta = {t["word"] for t in hashtags(fp32, a, 8)["hashtags"]}
-            tb = {t["word"] for t in hashtags(int8, b, 8)["hashtags"]}
+            ta = {t["word"] for t in json.loads(hashtags(fp32, a, 8))["hashtags"]}
+            tb = {t["word"] for t in json.loads(hashtags(int8, b, 8))["hashtags"]}
             overlap.append(len(ta & tb) / 8)
         assert min(cos) > 0.98 and np.mean(cos) > 0.99, cos
         assert np.mean(overlap) >= 0.75, overlap
