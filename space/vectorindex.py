@@ -316,18 +316,18 @@ def nearest(
 def _top(sims: np.ndarray, n: int) -> Ranked:
     """The ``n`` best rows of one score vector and their scores, best first, equal scores in row order
     (so the answer for n is the first n of every deeper one)."""
-    n = min(n, len(sims))
+    m = len(sims)
+    n = min(n, m)
     if n <= 0:
         return _NO_KEYS, _NO_SIMS
-    if n < len(sims):
-        top = np.argpartition(-sims, n - 1)[:n]
-        cut = sims[top[n - 1]]
-        if np.count_nonzero(sims >= cut) > n:  # rows tied at the cut: the first of them make it
-            top = np.concatenate((np.flatnonzero(sims > cut), np.flatnonzero(sims == cut)))[:n]
-        top.sort()
-    else:
-        top = np.arange(len(sims))
-    top = top[np.argsort(-sims[top], kind="stable")]
+    if n == m:
+        top = np.argsort(-sims, kind="stable")
+        return top, sims[top]
+    top = np.argpartition(sims, m - n)[m - n:]  # unnegated: one pass over the scores fewer
+    cut = sims[top[0]]
+    if np.count_nonzero(sims >= cut) > n:  # rows tied at the cut: the first of them make it
+        top = np.concatenate((np.flatnonzero(sims > cut), np.flatnonzero(sims == cut)))[:n]
+    top = top[np.lexsort((top, -sims[top]))]
     return top, sims[top]
 
 
