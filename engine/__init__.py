@@ -31,6 +31,6 @@ Decisions clients can rely on:
   Flickr8k bundle, ``scripts/bench_knn.py --text-queries``).
 - A query ranks the same whatever page is asked: pages of it (``offset``, ``k``), concatenated, are one
   deeper answer, and equal scores rank in corpus order. Through an index the ranking is read in tiers of
-  ever wider searches (the first as wide as the search breadth, 64), so past a tier's end a hit may score
-  slightly above the last ones of the tier before it.
+  ever wider searches (the first as wide as the index's search breadth, 64 up to 1M vectors), so past a
+  tier's end a hit may score slightly above the last ones of the tier before it.
 """

@@ -140,9 +140,10 @@ def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
     embedded = [_embed(model, job.query) for job in jobs]
     excluded = [model.space.query_words(job.query) for job in jobs]
     asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
-    vecs = np.stack([unit(embedded[i][0]) for i in asked]) if asked else _NO_SIMS  # type: ignore[arg-type]
-    ks = [jobs[i].k + len(excluded[i]) for i in asked]
-    hits = dict(zip(asked, nearest(model.words_index, model.space.unit_vectors, vecs, ks), strict=True))
+    found = nearest(model.words_index, model.space.unit_vectors,
+                    np.stack([unit(embedded[i][0]) for i in asked]),  # type: ignore[arg-type]
+                    [jobs[i].k + len(excluded[i]) for i in asked]) if asked else []
+    hits = dict(zip(asked, found, strict=True))
     version = _version(model)
     bodies = []
     for i, job in enumerate(jobs):
