@@ -11,73 +11,74 @@ import logging
 
 from telegram import Message, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
+from bot.context import BotContext
 from bot.engine_answers import BundleSummary
 from bot.engine_client import EngineRequestError, EngineUnavailable
+from bot.messages import text
 from bot.retrain import RetrainError
 from bot.services import Services, services
 
 log = logging.getLogger(__name__)
 
 
-async def retrain_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def retrain_cmd(update: Update, context: BotContext) -> None:
     """/retrain [status|cancel|versions|rollback [VERSION]]: admins only."""
     user, message = update.effective_user, update.effective_message
     assert user is not None and message is not None
     s = services(context)
     if user.id not in s.settings.admin_ids:
         log.warning("refused /retrain from user %d", user.id)
-        await message.reply_text("Sorry, only the bot's admins can retrain the model.")
+        await message.reply_text(context.t("admins_only"))
         return
     action = (context.args or ["start"])[0].lower()
     if action in ("versions", "rollback"):
         try:
-            text = await (_rollback(s, context.args[1:] if context.args else []) if action == "rollback"
-                          else _versions_text(s))
+            reply = await (_rollback(s, context.args[1:] if context.args else [], context.lang)
+                           if action == "rollback" else _versions_text(s, context.lang))
         except EngineRequestError as exc:
-            text = f"The engine refused: {exc}"
-        await message.reply_text(text)
+            reply = context.t("engine_refused", why=exc)
+        await message.reply_text(reply)
         return
     if action == "status":
         await message.reply_text((await s.retrain.status()).describe())
         return
     if action == "cancel":
         done = await s.retrain.cancel()
-        await message.reply_text("Retraining cancelled." if done else "No retraining is running.")
+        await message.reply_text(context.t("cancelled" if done else "not_running"))
         return
     try:
         status = await s.retrain.start()
     except RetrainError as exc:
-        await message.reply_text(f"Can't retrain: {exc}.")
+        await message.reply_text(context.t("cant_retrain", why=exc))
         return
     progress = await message.reply_text(status.describe())
     context.application.create_task(_follow_retrain(context, progress), update=update)
 
 
-def _summary_line(entry: BundleSummary | None) -> str:
+def _summary_line(entry: BundleSummary | None, lang: str) -> str:
     """One bundle's filter and retrieval figures, for comparing versions."""
     if entry is None:
         return "—"
-    parts = [f"kept {entry.kept} of {entry.total} posts"]
+    parts = [text(lang, "kept_posts", kept=entry.kept, total=entry.total)]
     if entry.image_search:
         recalls = "/".join(f"{entry.image_search.get(k, 0):.1f}" for k in ("r1", "r5", "r10"))
-        parts.append(f"image search R@1/5/10 {recalls}")
+        parts.append(text(lang, "recalls", recalls=recalls))
     return ", ".join(parts)
 
 
-async def _versions_text(s: Services, limit: int = 10) -> str:
+async def _versions_text(s: Services, lang: str, limit: int = 10) -> str:
     """The published bundles, newest first, marking the served one."""
     listing = await s.engine.versions()
-    lines = ["Published bundles (newest first):"]
+    lines = [text(lang, "versions_title")]
     for entry in listing.bundles[:limit]:
-        mark = " ← serving" if entry.version == listing.served else ""
-        lines.append(f"• {entry.version}: {_summary_line(entry)}{mark}")
-    lines.append("Roll back with /retrain rollback [VERSION] (default: the one before).")
+        mark = text(lang, "serving") if entry.version == listing.served else ""
+        lines.append(f"• {entry.version}: {_summary_line(entry, lang)}{mark}")
+    lines.append(text(lang, "rollback_hint"))
     return "\n".join(lines)
 
 
-async def _rollback(s: Services, args: list[str]) -> str:
+async def _rollback(s: Services, args: list[str], lang: str) -> str:
     """Activate ``args[0]`` or the bundle published before the served one."""
     listing = await s.engine.versions()
     names = [b.version for b in listing.bundles]
@@ -85,18 +86,16 @@ async def _rollback(s: Services, args: list[str]) -> str:
     if args:
         target = args[0]
         if target not in names:
-            return f"No bundle named {target}. See /retrain versions."
+            return text(lang, "no_bundle_named", name=target)
     elif served in names and names.index(served) + 1 < len(names):
         target = names[names.index(served) + 1]
     else:
-        return "There is no older bundle to roll back to."
+        return text(lang, "no_older")
     done = await s.engine.activate(target)
-    return f"Rolled back: the engine now serves {done.version} (was {done.previous})."
+    return text(lang, "rolled_back", version=done.version, previous=done.previous)
 
 
-async def _follow_retrain(
-    context: ContextTypes.DEFAULT_TYPE, progress: Message, every_s: float = 2.0
-) -> None:
+async def _follow_retrain(context: BotContext, progress: Message, every_s: float = 2.0) -> None:
     """Edit one message with the job's progress until it ends; then reload the engine."""
     s = services(context)
     shown = progress.text or ""
@@ -108,30 +107,30 @@ async def _follow_retrain(
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(waiter), every_s)
         status = waiter.result() if waiter.done() else await s.retrain.status()
-        text = status.describe()
+        reply = status.describe()
         if status.state == "done":
             try:
                 await s.engine.reload()
                 version = (await s.engine.stats(fresh=True)).version
-                text = f"Retraining done. The engine now serves version {version}."
-                text += await _comparison(s, version, old_version)
+                reply = context.t("retrain_done", version=version)
+                reply += await _comparison(s, version, old_version, context.lang)
             except (EngineUnavailable, EngineRequestError) as exc:
-                text = f"Retraining done (version {status.version}), but the engine did not reload: {exc}"
-        if text != shown:
+                reply = context.t("retrain_no_reload", version=status.version, why=exc)
+        if reply != shown:
             with contextlib.suppress(TelegramError):
-                await progress.edit_text(text)
-            shown = text
+                await progress.edit_text(reply)
+            shown = reply
         if waiter.done():
             return
 
 
-async def _comparison(s: Services, new: str, old: str | None) -> str:
+async def _comparison(s: Services, new: str, old: str | None, lang: str) -> str:
     """The new bundle's figures beside the old one's ('' when the engine can't list bundles)."""
     try:
         listing = {b.version: b for b in (await s.engine.versions()).bundles}
     except (EngineUnavailable, EngineRequestError):
         return ""
-    text = f"\nnew: {_summary_line(listing.get(new))}"
+    lines = "\n" + text(lang, "new_figures", line=_summary_line(listing.get(new), lang))
     if old and old != new:
-        text += f"\nold ({old}): {_summary_line(listing.get(old))}"
-    return text
+        lines += "\n" + text(lang, "old_figures", version=old, line=_summary_line(listing.get(old), lang))
+    return lines

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -17,6 +17,7 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     InlineQueryHandler,
+    InvalidCallbackData,
     MessageHandler,
     TypeHandler,
     filters,
@@ -24,60 +25,83 @@ from telegram.ext import (
 
 from bot import handlers
 from bot.admin import retrain_cmd
-from bot.engine_client import EngineClient, EngineRequestError, EngineUnavailable
+from bot.callbacks import CALLBACK_KEYBOARDS
+from bot.context import BotContext
+from bot.engine_client import EngineClient, EngineRequestError, EngineUnavailable, NoBundle
+from bot.greeting import no_model_text
+from bot.inline import answer_inline
+from bot.messages import EN, LANGUAGES, text
+from bot.persistence import make_persistence
 from bot.retrain import make_retrain_manager
-from bot.services import SERVICES, FileIdCache, Services, ShortKeys, UserRateLimiter, application_services
+from bot.services import SERVICES, FileIdCache, Services, UserRateLimiter, application_services
 from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-BUSY = "The service is busy, try again shortly."
-OOPS = "Sorry, something went wrong. Please try again."
+BUSY = text(EN, "busy")
+OOPS = text(EN, "oops")
 
-COMMANDS: list[tuple[str, str]] = [
-    ("images", "images for words: /images healthy restaurant, /images beer -estrella"),
-    ("related", "words near words: /related sants"),
-    ("stats", "what the corpus holds"),
-    ("map", "the t-SNE map of the images"),
-    ("words", "the map of the words"),
-    ("top", "top words (optionally for one language): /top es"),
-    ("languages", "the corpus's languages"),
-    ("help", "how to ask"),
-]
+# The command menu, in order; its descriptions are in bot.messages ("cmd_<name>").
+COMMANDS = ("images", "related", "stats", "attractions", "map", "words", "top", "languages", "help")
+ADMIN_COMMANDS = ("retrain",)
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log the error with its traceback and answer the user briefly."""
+def command_list(lang: str, admin: bool = False) -> list[BotCommand]:
+    """The command menu in ``lang`` (with the admins' commands for an admin's chat)."""
+    names = COMMANDS + (ADMIN_COMMANDS if admin else ())
+    return [BotCommand(name, text(lang, f"cmd_{name}")) for name in names]
+
+
+async def on_error(update: object, context: BotContext) -> None:
+    """Log the error with its traceback and answer the user briefly, in their language."""
     err = context.error
     busy = isinstance(err, EngineUnavailable)
-    if busy:
+    if isinstance(err, NoBundle):
+        log.warning("the engine has no bundle yet: an admin can /retrain")
+    elif busy:
         log.warning("engine unavailable: %s", err)
     else:
         log.error("error while handling an update", exc_info=err)
     if not isinstance(update, Update):
         return
-    text = BUSY if busy else OOPS
+    reply = no_model_text(context) if isinstance(err, NoBundle) else context.t("busy" if busy else "oops")
     with contextlib.suppress(TelegramError):
         if update.callback_query is not None:
-            await update.callback_query.answer(text)
+            await update.callback_query.answer(reply[:200])
         if update.effective_chat is not None:
-            await context.bot.send_message(update.effective_chat.id, text)
+            await context.bot.send_message(update.effective_chat.id, reply)
         elif update.inline_query is not None:
             await update.inline_query.answer([], cache_time=5)
 
 
+async def _register_commands(application: Application) -> None:
+    """The command menu per language; the admins' chats get /retrain too. A menu is a convenience: a
+    refusal (e.g. an admin who never opened the bot: "chat not found") is logged, not fatal."""
+    s = application_services(application)
+    bot = application.bot
+    for lang in LANGUAGES:
+        language_code = None if lang == EN else lang
+        try:
+            await bot.set_my_commands(command_list(lang), language_code=language_code)
+            for admin in sorted(s.settings.admin_ids):
+                await bot.set_my_commands(command_list(lang, admin=True), scope=BotCommandScopeChat(admin),
+                                          language_code=language_code)
+        except TelegramError as exc:
+            log.warning("could not register the %s command list: %s", lang, exc)
+
+
 async def post_init(application: Application) -> None:
-    """Open the engine client and register the command list."""
+    """Open the engine client and register the command lists."""
     s = application_services(application)
     await s.engine.start()
-    try:
-        await application.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
-    except TelegramError as exc:  # the menu is a convenience: serve anyway
-        log.warning("could not register the command list: %s", exc)
+    await _register_commands(application)
     try:
         log.info(
             "engine at %s serves version %s", s.settings.engine_url, (await s.engine.stats()).version
         )
+    except NoBundle:
+        log.warning("engine at %s has no bundle yet: users are told an admin can /retrain",
+                    s.settings.engine_url)
     except (EngineUnavailable, EngineRequestError) as exc:
         log.warning(
             "engine at %s not reachable yet (%s); answering 'busy' until it is", s.settings.engine_url, exc
@@ -98,23 +122,27 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
     if not token:
         raise ValueError("a bot token is needed")
     root = settings.telegram_api_url
-    application = (
+    builder = (
         Application.builder()
         .token(token)
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .rate_limiter(AIORateLimiter(max_retries=settings.telegram_max_retries))
+        .context_types(ContextTypes(context=BotContext))
+        .arbitrary_callback_data(CALLBACK_KEYBOARDS)
         .concurrent_updates(True)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
-        .build()
     )
+    persistence = make_persistence(settings.state_store, token)
+    if persistence is not None:
+        builder = builder.persistence(persistence)
+    application = builder.build()
     application.bot_data[SERVICES] = Services(
         settings=settings,
         engine=EngineClient(settings.engine_url, settings.engine_timeout_s, settings.engine_admin_token),
         file_ids=FileIdCache(settings.redis_url),
         limiter=UserRateLimiter(settings.user_rate_per_minute, settings.user_burst),
-        keys=ShortKeys(),
         retrain=make_retrain_manager(settings.retrain),
     )
     application.add_handler(TypeHandler(Update, handlers.limit_users), group=-1)
@@ -126,11 +154,13 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
     application.add_handler(CommandHandler("words", handlers.words_cmd))
     application.add_handler(CommandHandler("top", handlers.top_cmd))
     application.add_handler(CommandHandler("languages", handlers.languages_cmd))
+    application.add_handler(CommandHandler("attractions", handlers.attractions_cmd))
     application.add_handler(CommandHandler("retrain", retrain_cmd))
     application.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, handlers.photo_msg))
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, handlers.text_msg))
+    application.add_handler(CallbackQueryHandler(handlers.expired_button, pattern=InvalidCallbackData))
     application.add_handler(CallbackQueryHandler(handlers.button))
-    application.add_handler(InlineQueryHandler(handlers.inline_query))
+    application.add_handler(InlineQueryHandler(answer_inline))
     application.add_error_handler(on_error)
     return application
 

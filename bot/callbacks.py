@@ -1,33 +1,44 @@
-"""Callback data of the inline buttons: ``kind|extra|value``, within Telegram's 64 bytes.
+"""What an inline button carries: a :class:`Button` (kind, value, offset).
 
-A value too long for the limit (a long query, a file_id) travels as a short key instead, and the kind
-is written in capitals to say so; a restarted bot may have forgotten the key (the button has expired).
+The application runs with python-telegram-bot's ``arbitrary_callback_data``: Telegram only sees a
+64-byte id, the :class:`Button` itself stays in PTB's callback-data cache, which the application's
+persistence (:mod:`bot.persistence`) saves, so a button still works after the bot restarts. A button
+evicted from the cache (the oldest beyond ``CALLBACK_KEYBOARDS`` keyboards) answers "expired".
 """
 
 from __future__ import annotations
 
-from bot.services import ShortKeys
+from typing import NamedTuple
 
-MAX_CALLBACK = 64  # bytes: Telegram's limit on callback_data
+from telegram import InlineKeyboardButton
 
-MORE = "m"  # the next page of an image search; extra = the offset
+CALLBACK_KEYBOARDS = 4096  # keyboards whose buttons are remembered (PTB's LRU cache size)
+
+MORE = "m"  # the next page of an image search; offset = the first image of the page
 RELATED = "r"  # words near a word
-IMAGES = "i"  # images for a word
-SIMILAR = "s"  # images like a photo; the value is its file_id
+IMAGES = "i"  # images for a query
+SIMILAR = "s"  # images like a photo; the value is its Telegram file_id
 
 
-def callback_data(kind: str, value: str, keys: ShortKeys, extra: str = "") -> str:
-    """Callback data ``kind|extra|value``, with a short key instead of the value when over 64 bytes."""
-    data = f"{kind}|{extra}|{value}"
-    if len(data.encode()) <= MAX_CALLBACK:
+class Button(NamedTuple):
+    """A button's action: ``kind`` (one of the constants above) on ``value``, from ``offset``."""
+
+    kind: str
+    value: str
+    offset: int = 0
+
+
+def button(label: str, kind: str, value: str, offset: int = 0) -> InlineKeyboardButton:
+    """An inline button that will hand ``Button(kind, value, offset)`` to the callback handler."""
+    return InlineKeyboardButton(label, callback_data=Button(kind, value, offset))
+
+
+def as_button(data: object) -> Button | None:
+    """The :class:`Button` of a callback query's data (a list after a JSON round trip), or None."""
+    if isinstance(data, Button):
         return data
-    return f"{kind.upper()}|{extra}|{keys.put(value)}"
-
-
-def parse_callback_data(data: str, keys: ShortKeys) -> tuple[str, str, str | None]:
-    """Split callback data into (kind, extra, value); value is None when its short key was forgotten."""
-    kind, _, rest = data.partition("|")
-    extra, _, value = rest.partition("|")
-    if kind.isupper():
-        return kind.lower(), extra, keys.get(value)
-    return kind, extra, value
+    if isinstance(data, list | tuple) and len(data) == 3:
+        kind, value, offset = data
+        if isinstance(kind, str) and isinstance(value, str) and isinstance(offset, int):
+            return Button(kind, value, offset)
+    return None

@@ -74,12 +74,16 @@ class ScoredWord:
 
 @dataclass(frozen=True)
 class ImageHit:
-    """One image the engine ranked, with its caption and engine-relative URL."""
+    """One image the engine ranked, with its caption and engine-relative URL; ``user`` (the author) and
+    ``post_id`` (the post it belongs to) when the engine sends them, ``lang`` when the post has one."""
 
     id: str
     score: float
     caption: str
     url: str
+    user: str | None = None
+    post_id: str | None = None
+    lang: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,9 @@ def _scored_word(hit: dict[str, Any], at: str) -> ScoredWord:
 
 def _image_hit(hit: dict[str, Any], at: str) -> ImageHit:
     return ImageHit(_get(hit, "id", STRING, at), float(_get(hit, "score", NUMBER, at)),
-                    _get(hit, "caption", STRING, at), _get(hit, "url", STRING, at))
+                    _get(hit, "caption", STRING, at), _get(hit, "url", STRING, at),
+                    _optional(hit, "user", STRING, at), _optional(hit, "post_id", STRING, at),
+                    _optional(hit, "lang", STRING, at))
 
 
 def _strings(obj: dict[str, Any], key: str, where: str) -> list[str]:
@@ -156,12 +162,25 @@ class WordCount:
 
 
 @dataclass(frozen=True)
+class Attraction:
+    """One place of the report's attraction ranking: its mentions, the posts naming it, its rank (None:
+    never mentioned)."""
+
+    name: str
+    mentions: int
+    posts: int
+    rank: int | None
+
+
+@dataclass(frozen=True)
 class Stats:
     """``GET /v1/stats``: what the bot shows of the active bundle.
 
     ``kept``, ``total`` and ``dropped`` come from the manifest's filter report and are None for a bundle
     published without one; ``top_words_by_language`` comes from the report's ``stats.json`` ({} without
     one); ``image_search`` is the evaluation's R@K and median rank (None before any evaluation).
+    ``attractions`` is the report's ranking of places (None without one); ``dates`` the first and last
+    post's date, from the report's ``dates`` {"first", "last"} (None while the report has none).
     """
 
     version: str
@@ -175,6 +194,8 @@ class Stats:
     top_words_by_language: dict[str, list[WordCount]]
     image_search: dict[str, float] | None
     report_files: list[str]
+    attractions: list[Attraction] | None = None
+    dates: tuple[str, str] | None = None
 
     def words(self, language: str | None = None) -> list[WordCount]:
         """The top words, overall or for one language ([] for a language the report lacks)."""
@@ -188,6 +209,27 @@ def _word_count(entry: dict[str, Any], at: str) -> WordCount:
 def _image_search(metrics: dict[str, Any], where: str) -> dict[str, float] | None:
     search = _optional(metrics, "image_search", OBJECT, where)
     return None if search is None else _values(search, NUMBER, f"{where}.image_search")
+
+
+def _attraction(entry: dict[str, Any], at: str) -> Attraction:
+    return Attraction(_get(entry, "name", STRING, at), _get(entry, "mentions", INTEGER, at),
+                      _get(entry, "posts", INTEGER, at), _optional(entry, "rank", INTEGER, at))
+
+
+def _attractions(report: dict[str, Any]) -> list[Attraction] | None:
+    section = _optional(report, "attractions", OBJECT, "stats.report")
+    if section is None:
+        return None
+    where = "stats.report.attractions"
+    return _each(_get(section, "ranking", LIST, where), f"{where}.ranking", _attraction)
+
+
+def _dates(report: dict[str, Any]) -> tuple[str, str] | None:
+    dates = _optional(report, "dates", OBJECT, "stats.report")
+    if dates is None:
+        return None
+    where = "stats.report.dates"
+    return _get(dates, "first", STRING, where), _get(dates, "last", STRING, where)
 
 
 def parse_stats(data: object) -> Stats:
@@ -216,6 +258,8 @@ def parse_stats(data: object) -> Stats:
         },
         image_search=_image_search(_get(body, "metrics", OBJECT, "stats"), "stats.metrics"),
         report_files=_strings(body, "report_files", "stats"),
+        attractions=_attractions(report),
+        dates=_dates(report),
     )
 
 

@@ -40,6 +40,10 @@ class EngineUnavailable(Exception):
     """The engine is down, slow, overloaded or has no bundle: the user should retry shortly."""
 
 
+class NoBundle(EngineUnavailable):
+    """The engine runs but has no bundle to serve yet (``503 no_bundle``): a first deploy."""
+
+
 class EngineRequestError(Exception):
     """The engine refused the request (4xx) with a code the bot can explain."""
 
@@ -103,6 +107,8 @@ class EngineClient:
                 body = await resp.read()
                 if resp.status >= 500 or resp.status == 429:
                     log.warning("engine %s %s answered %d", method, path, resp.status)
+                    if self._payload(body).get("error") == "no_bundle":
+                        raise NoBundle("no_bundle")
                     raise EngineUnavailable(f"engine answered {resp.status}")
                 if resp.status >= 400:
                     self._raise_refusal(resp.status, body)
@@ -112,14 +118,19 @@ class EngineClient:
             raise EngineUnavailable(str(exc) or type(exc).__name__) from exc
 
     @staticmethod
-    def _raise_refusal(status: int, body: bytes) -> None:
+    def _payload(body: bytes) -> dict[str, Any]:
+        """An error body's JSON object ({} when it is not one)."""
         try:
             payload = json.loads(body)
         except ValueError:
-            payload = {}
-        if not isinstance(payload, dict):
-            payload = {}
+            return {}
+        return payload if isinstance(payload, dict) else {}
+
+    def _raise_refusal(self, status: int, body: bytes) -> None:
+        payload = self._payload(body)
         code = str(payload.get("error") or f"http_{status}")
+        if code == "no_bundle":
+            raise NoBundle(code)
         if code in _TRANSIENT_CODES:
             raise EngineUnavailable(code)
         unknown = payload.get("unknown")
@@ -131,9 +142,9 @@ class EngineClient:
         """Nearest words to a query."""
         return parse_related(await self._request("GET", "/v1/related", params={"q": query, "k": k}))
 
-    async def images(self, query: str, k: int = 6, offset: int = 0) -> ImageAnswer:
-        """Nearest images to a query, from ``offset`` on."""
-        params = {"q": query, "k": k, "offset": offset}
+    async def images(self, query: str, k: int = 6, offset: int = 0, lang: str | None = None) -> ImageAnswer:
+        """Nearest images to a query, from ``offset`` on (among the posts in ``lang`` when given)."""
+        params = {"q": query, "k": k, "offset": offset, "lang": lang}
         return parse_images(await self._request("GET", "/v1/images", params=params))
 
     async def _post_image(self, path: str, image: bytes, k: int) -> Any:

@@ -1,87 +1,79 @@
-"""The handlers of commands, messages, buttons and inline queries: each reads its update and hands the
-work to :mod:`bot.search_answers` or :mod:`bot.corpus_answers` (the admin's /retrain is in
-:mod:`bot.admin`)."""
+"""The handlers of commands, messages and buttons: each reads its update and hands the work to
+:mod:`bot.search_answers`, :mod:`bot.corpus_answers` or :mod:`bot.greeting` (inline queries are
+:mod:`bot.inline`, the admin's /retrain :mod:`bot.admin`). Every text comes from :mod:`bot.messages` in
+the user's language (``context.t``)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from telegram import Update
 from telegram.constants import ChatAction
-from telegram.ext import ApplicationHandlerStop, ContextTypes
+from telegram.ext import ApplicationHandlerStop
 
 from bot import corpus_answers, search_answers
-from bot.callbacks import IMAGES, MORE, RELATED, SIMILAR, parse_callback_data
-from bot.engine_client import EngineRequestError, EngineUnavailable
+from bot.callbacks import IMAGES, MORE, RELATED, SIMILAR, as_button
+from bot.context import BotContext
+from bot.engine_client import EngineRequestError
+from bot.greeting import help_text
+from bot.messages import EN, text
 from bot.sending import chat_action
 from bot.services import services
 
 log = logging.getLogger(__name__)
 
-SLOW_DOWN = "You are sending requests a bit fast — please wait a few seconds."
+SLOW_DOWN = text(EN, "slow_down")
 
 
-async def _download(context: ContextTypes.DEFAULT_TYPE, file_id: str) -> bytes:
+async def _download(context: BotContext, file_id: str) -> bytes:
     """The bytes of a file the user sent."""
     return bytes(await (await context.bot.get_file(file_id)).download_as_bytearray())
 
 
-async def limit_users(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Stop a user's update (with a friendly word) when they exceed their request rate."""
+async def limit_users(update: Update, context: BotContext) -> None:
+    """Stop a user's message or button tap (with a friendly word) when they exceed their request rate.
+    Inline queries are not counted: :mod:`bot.inline` debounces them and answers every one."""
     user = update.effective_user
-    if user is None or services(context).limiter.allow(user.id):
+    if user is None or update.inline_query is not None or services(context).limiter.allow(user.id):
         return
     log.info("rate-limited user %d", user.id)
     if update.callback_query is not None:
-        await update.callback_query.answer(SLOW_DOWN)
+        await update.callback_query.answer(context.t("slow_down"))
     elif update.effective_message is not None:
-        await update.effective_message.reply_text(SLOW_DOWN)
+        await update.effective_message.reply_text(context.t("slow_down"))
     raise ApplicationHandlerStop
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Greet and explain what the bot knows and how to ask."""
+async def start(update: Update, context: BotContext) -> None:
+    """/start and /help: greet and explain what the bot knows and how to ask."""
     assert update.effective_message is not None
-    about = ""
-    with contextlib.suppress(EngineUnavailable, EngineRequestError):
-        about = corpus_answers.about_text(await services(context).engine.stats())
-    text = (
-        "Hi! I place words and pictures of a topic in one space.\n" + about + "Ask me:\n"
-        "• /images healthy restaurant — pictures for words (use -word to subtract: /images beer -estrella)\n"
-        "• /related sants — words near words\n"
-        "• send a photo — its hashtags, and similar pictures\n"
-        "• /stats, /languages, /top [language], /map, /words — what the corpus looks like\n"
-        f"• inline: type @{context.bot.username} cerveza in any chat\n"
-        "Plain text works as an image search too."
-    )
-    await update.effective_message.reply_text(text)
+    await update.effective_message.reply_text(await help_text(context))
 
 
-async def images_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/images <words>: an album of the nearest images."""
+async def images_cmd(update: Update, context: BotContext) -> None:
+    """/images <words> [lang:xx]: an album of the nearest images."""
     assert update.effective_chat is not None
     await search_answers.answer_images(context, update.effective_chat.id, " ".join(context.args or []))
 
 
-async def related_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def related_cmd(update: Update, context: BotContext) -> None:
     """/related <words>: the nearest words."""
     assert update.effective_chat is not None
     await search_answers.answer_related(context, update.effective_chat.id, " ".join(context.args or []))
 
 
-async def text_msg(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Plain text: an image search, with a hint about the commands."""
+async def text_msg(update: Update, context: BotContext) -> None:
+    """Plain text: an image search, with a hint about the commands (once per user)."""
     assert update.effective_chat is not None and update.effective_message is not None
-    text = update.effective_message.text or ""
-    await search_answers.answer_images(context, update.effective_chat.id, text)
-    if not context.user_data or not context.user_data.get("hinted"):
-        if context.user_data is not None:
-            context.user_data["hinted"] = True
-        await update.effective_message.reply_text("Tip: /related <word> finds words; /help lists everything.")
+    await search_answers.answer_images(context, update.effective_chat.id, update.effective_message.text or "")
+    if context.user_data is not None and not context.user_data.get("hinted"):
+        context.user_data["hinted"] = True
+        await update.effective_message.reply_text(context.t("tip"))
 
 
-async def photo_msg(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def photo_msg(update: Update, context: BotContext) -> None:
     """A photo (or image document): its hashtags and a button for similar images."""
     message = update.effective_message
     assert message is not None and update.effective_chat is not None
@@ -96,83 +88,69 @@ async def photo_msg(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     try:
         tags = await s.engine.hashtags(data, k=s.settings.hashtags_k)
     except EngineRequestError as exc:
-        await message.reply_text(f"I can't read that image: {exc}")
+        await message.reply_text(context.t("cant_read_image", why=exc))
         return
     if not tags:
-        await message.reply_text("I found no words for that picture.")
+        await message.reply_text(context.t("no_tags"))
         return
-    text, markup = search_answers.hashtags_reply(tags, file_id, s.keys)
-    await message.reply_text(text, reply_markup=markup)
+    reply, markup = search_answers.hashtags_reply(context, tags, file_id)
+    await message.reply_text(reply, reply_markup=markup)
 
 
-async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Inline buttons: more images, related words, images of a word, similar images."""
+async def button(update: Update, context: BotContext) -> None:
+    """Inline buttons: more images, related words, images of a query, similar images."""
     query = update.callback_query
-    assert query is not None and query.data is not None
-    kind, extra, value = parse_callback_data(query.data, services(context).keys)
+    assert query is not None
+    pressed = as_button(query.data)
     chat = update.effective_chat
-    if value is None or chat is None:
-        await query.answer("That button has expired; please ask again.")
+    if pressed is None or chat is None:
+        await expired_button(update, context)
         return
     await query.answer()
-    if kind == MORE:
-        await search_answers.answer_images(context, chat.id, value, offset=int(extra or 0))
-    elif kind == RELATED:
-        await search_answers.answer_related(context, chat.id, value)
-    elif kind == IMAGES:
-        await search_answers.answer_images(context, chat.id, value)
-    elif kind == SIMILAR:
-        await search_answers.answer_similar(context, chat.id, await _download(context, value))
+    if pressed.kind == MORE:
+        await search_answers.answer_images(context, chat.id, pressed.value, offset=pressed.offset)
+    elif pressed.kind == RELATED:
+        await search_answers.answer_related(context, chat.id, pressed.value)
+    elif pressed.kind == IMAGES:
+        await search_answers.answer_images(context, chat.id, pressed.value)
+    elif pressed.kind == SIMILAR:
+        await search_answers.answer_similar(context, chat.id, await _download(context, pressed.value))
 
 
-async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Inline mode: photo results for the query, paged with next_offset."""
-    iq = update.inline_query
-    assert iq is not None
-    s = services(context)
-    if not iq.query.strip():
-        await iq.answer([], cache_time=5)
-        return
-    offset = int(iq.offset) if iq.offset.isdigit() else 0
-    k = s.settings.inline_page
-    try:
-        answer = await s.engine.images(iq.query, k=k, offset=offset)
-    except (EngineRequestError, EngineUnavailable) as exc:
-        log.info("inline query got no answer: %s", type(exc).__name__)
-        await iq.answer([], cache_time=5)
-        return
-    results = search_answers.inline_results(answer, offset, s.settings.engine_public_url)
-    next_offset = str(offset + k) if len(answer.images) >= k else ""
-    await iq.answer(results, next_offset=next_offset, cache_time=60)
+async def expired_button(update: Update, context: BotContext) -> None:
+    """A button whose data the bot no longer holds (PTB's ``InvalidCallbackData``)."""
+    assert update.callback_query is not None
+    await update.callback_query.answer(context.t("expired"))
 
 
-async def stats_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/stats: corpus size, filter report and language shares (with the languages plot)."""
-    assert update.effective_chat is not None
-    await corpus_answers.answer_stats(context, update.effective_chat.id)
+def _in_chat(
+    answer: Callable[[BotContext, int], Awaitable[None]],
+) -> Callable[[Update, BotContext], Coroutine[Any, Any, None]]:
+    """A command handler that sends ``answer`` to the chat the command came from."""
+
+    async def handler(update: Update, context: BotContext) -> None:
+        assert update.effective_chat is not None
+        await answer(context, update.effective_chat.id)
+
+    handler.__doc__ = answer.__doc__
+    return handler
 
 
-async def map_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/map: the t-SNE mosaic of the images (as a photo, and the biggest one as a document)."""
-    assert update.effective_chat is not None
-    await corpus_answers.answer_map(context, update.effective_chat.id)
+stats_cmd = _in_chat(corpus_answers.answer_stats)  # /stats
+map_cmd = _in_chat(corpus_answers.answer_map)  # /map
+languages_cmd = _in_chat(corpus_answers.answer_languages)  # /languages
+attractions_cmd = _in_chat(corpus_answers.answer_attractions)  # /attractions
 
 
-async def words_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def words_cmd(update: Update, context: BotContext) -> None:
     """/words: the word map."""
     assert update.effective_chat is not None
     chat_id = update.effective_chat.id
-    await corpus_answers.send_report(context, chat_id, "word_map.png", "The words laid out by t-SNE")
+    await corpus_answers.send_report(context, chat_id, "word_map.png", context.t("words_caption"))
 
 
-async def top_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def top_cmd(update: Update, context: BotContext) -> None:
     """/top [language]: the most frequent words, text and plot."""
     assert update.effective_chat is not None
     language = context.args[0] if context.args else None
     await corpus_answers.answer_top(context, update.effective_chat.id, language)
-
-
-async def languages_cmd(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/languages: language shares, text and plot."""
-    assert update.effective_chat is not None
-    await corpus_answers.answer_languages(context, update.effective_chat.id)

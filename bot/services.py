@@ -1,18 +1,20 @@
-"""What the handlers share: the file_id cache, the per-user limiter, short callback keys, and the
-:class:`Services` bundle through which a handler reaches them, the engine client and the retrain jobs."""
+"""What the handlers share: the file_id cache, the per-user limiter, and the :class:`Services` bundle
+through which a handler reaches them, the engine client, the retrain jobs, the examples and the inline
+answers."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
-from telegram.ext import Application, ContextTypes
+from telegram.ext import Application, CallbackContext
 
 from bot.engine_client import EngineClient
+from bot.examples import ExampleBook
+from bot.inline_memory import InlineMemory
 from bot.retrain import ArqRetrainManager, RetrainManager
 from bot.settings import BotSettings
 
@@ -92,27 +94,6 @@ class UserRateLimiter:
 
 
 @dataclass
-class ShortKeys:
-    """Maps long values (queries, file_ids) to short keys, so callback data stays within 64 bytes."""
-
-    capacity: int = 10_000
-    _values: OrderedDict[str, str] = field(default_factory=OrderedDict)
-
-    def put(self, value: str) -> str:
-        """A stable short key for ``value``."""
-        key = hashlib.blake2s(value.encode(), digest_size=6).hexdigest()
-        self._values[key] = value
-        self._values.move_to_end(key)
-        while len(self._values) > self.capacity:
-            self._values.popitem(last=False)
-        return key
-
-    def get(self, key: str) -> str | None:
-        """The value behind a key (None once forgotten)."""
-        return self._values.get(key)
-
-
-@dataclass
 class Services:
     """What the handlers share, opened in post_init and closed in post_shutdown."""
 
@@ -120,8 +101,9 @@ class Services:
     engine: EngineClient
     file_ids: FileIdCache
     limiter: UserRateLimiter
-    keys: ShortKeys
     retrain: RetrainManager | ArqRetrainManager
+    examples: ExampleBook = field(default_factory=ExampleBook)
+    inline: InlineMemory = field(default_factory=InlineMemory)
 
 
 def application_services(application: Application) -> Services:
@@ -129,6 +111,6 @@ def application_services(application: Application) -> Services:
     return cast(Services, application.bot_data[SERVICES])
 
 
-def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+def services(context: CallbackContext[Any, Any, Any, Any]) -> Services:
     """The shared services of the application handling this update."""
     return application_services(context.application)

@@ -10,6 +10,7 @@ from space.jobs import RetrainSettings
 
 DEFAULT_ENGINE_URL = "http://127.0.0.1:8080"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+DEFAULT_STATE_FILE = "var/bot-state.pickle"
 
 __all__ = ["BotSettings", "RetrainSettings", "parse_ids"]
 
@@ -20,7 +21,13 @@ class BotSettings:
 
     token: str | None = None
     engine_url: str = DEFAULT_ENGINE_URL
-    engine_public_url: str = DEFAULT_ENGINE_URL
+    # The engine as Telegram's servers reach it (inline results by URL); None: not reachable from outside.
+    engine_public_url: str | None = None
+    # A chat (a private channel or group with the bot in it, or an admin's chat) to upload inline pictures
+    # to once, so that inline answers carry Telegram file ids instead of URLs.
+    cache_chat_id: int | None = None
+    # Where buttons and user data persist across restarts: a redis:// URL, a file path, or None (memory).
+    state_store: str | None = None
     engine_admin_token: str | None = None
     engine_timeout_s: float = 10.0
     admin_ids: frozenset[int] = frozenset()
@@ -34,6 +41,8 @@ class BotSettings:
     related_k: int = 10
     hashtags_k: int = 8
     inline_page: int = 10
+    # An inline query waits this long for the next keystroke before the engine is asked.
+    inline_debounce_s: float = 0.35
     thumb_size: int = 512
     user_rate_per_minute: int = 20
     user_burst: int = 5
@@ -51,10 +60,14 @@ class BotSettings:
 
         engine_url = (get("ENGINE_URL") or DEFAULT_ENGINE_URL).rstrip("/")
         redis_url = get("REDIS_URL")
+        public_url = get("ENGINE_PUBLIC_URL")
+        cache_chat = get("CACHE_CHAT_ID")
         return cls(
             token=get("TELEGRAM_TOKEN"),
             engine_url=engine_url,
-            engine_public_url=(get("ENGINE_PUBLIC_URL") or engine_url).rstrip("/"),
+            engine_public_url=public_url.rstrip("/") if public_url else None,
+            cache_chat_id=int(cache_chat) if cache_chat else None,
+            state_store=get("BOT_STATE") or redis_url or DEFAULT_STATE_FILE,
             engine_admin_token=get("ENGINE_ADMIN_TOKEN"),
             engine_timeout_s=float(get("ENGINE_TIMEOUT") or 10.0),
             admin_ids=parse_ids(get("ADMIN_IDS") or ""),

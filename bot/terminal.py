@@ -109,6 +109,7 @@ async def chat(
         telegram_api_url=root,
         token=LOCAL_TOKEN,
         webhook_url=None,
+        state_store=None,  # buttons live as long as the chat: nothing of it is kept
         user_burst=1_000_000,
         user_rate_per_minute=1_000_000,
         telegram_max_retries=0,
@@ -138,7 +139,10 @@ async def chat(
                 if update is not None:
                     transcript.buttons.clear()  # !N always means the buttons of the latest answer
                 if update is not None:
-                    await application.process_update(Update.de_json(update, application.bot))
+                    incoming = Update.de_json(update, application.bot)
+                    # What getUpdates does for a polling bot: buttons' ids back to their data.
+                    application.bot.insert_callback_data(incoming)
+                    await application.process_update(incoming)
     finally:
         await api.stop()
 

@@ -37,7 +37,8 @@ async def test_long_query_pages_through_a_short_key(bot: LocalBotApi) -> None:
     await bot.push(bot.text_update(f"/images {query}"))
     more = await bot.wait_for("sendMessage", lambda c: "reply_markup" in c.params)
     data = more.json("reply_markup")["inline_keyboard"][0][0]["callback_data"]
-    assert len(data.encode()) <= 64 and data.startswith("M|")
+    # Telegram sees an id within its 64 bytes; the query stays with the bot (PTB's callback data).
+    assert len(data.encode()) <= 64 and "grass" not in data
     n = len(bot.calls)
     await bot.push(bot.callback_update(data, more.result))
     page = await bot.wait_for("sendMessage", lambda c: "(7–12)" in c.text, after=n)

@@ -85,8 +85,13 @@ async def test_unknown_words_are_named(bot: LocalBotApi) -> None:
     await bot.push(bot.text_update("/images dog qwzxv"))
     reply = await bot.wait_for("sendMessage", lambda c: "qwzxv" in c.text)
     assert "don't know" in reply.text
+    n = len(bot.calls)
     await bot.push(bot.text_update("/related qwzxv"))
-    await bot.wait_for("sendMessage", lambda c: "qwzxv" in c.text and "Words near" not in c.text)
+    related = await bot.wait_for("sendMessage", lambda c: "qwzxv" in c.text and "Words near" not in c.text,
+                                 after=n)
+    assert "don't know" in related.text
+    assert "reply_markup" not in related.params  # no words, no (empty) keyboard
+    assert not [c for c in bot.calls[n:] if c.text.startswith("Sorry") or c.error is not None]
 
 
 async def test_photo_gets_hashtags_and_similar_images(bot: LocalBotApi, flickr8k_dir: Path) -> None:

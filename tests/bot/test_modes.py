@@ -91,7 +91,8 @@ def test_settings_from_env() -> None:
             "REDIS_URL": "redis://r:6379/0",
         }
     )
-    assert s.engine_url == "http://engine:8080" and s.engine_public_url == "http://engine:8080"
+    # Not public unless said: Telegram cannot fetch inline pictures from the bot's own ENGINE_URL.
+    assert s.engine_url == "http://engine:8080" and s.engine_public_url is None
     assert s.admin_ids == frozenset({1, 2, 3})
     assert s.telegram_api_url == "https://api.telegram.org"
     assert s.retrain.extra_args == ("--quick", "--epochs", "2") and s.retrain.redis_url == "redis://r:6379/0"
