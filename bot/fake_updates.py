@@ -11,14 +11,19 @@ BOT_USER_ID = 777000
 
 
 class UpdateFactory:
-    """Builds update payloads; the class using it provides the id counter and the file store."""
+    """Builds update payloads; the class using it provides the id counter, the file store, the inline
+    query ids it has issued, and each user's language (``user_languages``: user id → IETF code, as the
+    user's Telegram app reports it; "en" when not set)."""
 
     files: dict[str, bytes]
+    inline_ids: set[str]
+    user_languages: dict[int, str]
     _ids: Iterator[int]
 
     def user(self, user_id: int = 1001, first_name: str = "Ada") -> dict[str, Any]:
-        """A Telegram user object."""
-        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+        """A Telegram user object (``language_code`` from ``user_languages``)."""
+        return {"id": user_id, "is_bot": False, "first_name": first_name,
+                "language_code": self.user_languages.get(user_id, "en")}
 
     def _message(self, chat_id: int, sender: dict[str, Any], **content: Any) -> dict[str, Any]:
         chat = {"id": chat_id, "type": "private", "first_name": sender.get("first_name", "")}
@@ -80,9 +85,11 @@ class UpdateFactory:
 
     def inline_update(self, query: str, offset: str = "", user_id: int = 1001) -> dict[str, Any]:
         """An inline query update."""
+        query_id = f"iq{next(self._ids)}"
+        self.inline_ids.add(query_id)
         return {
             "inline_query": {
-                "id": f"iq{next(self._ids)}",
+                "id": query_id,
                 "from": self.user(user_id),
                 "query": query,
                 "offset": offset,

@@ -21,6 +21,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.fake_checks import (
+    Refused,
+    check_commands,
+    check_inline_answer,
+    check_reply_markup,
+    commands_for,
+    scope_key,
+)
 from bot.fake_updates import BOT_USER_ID, UpdateFactory
 
 log = logging.getLogger(__name__)
@@ -64,7 +72,11 @@ class LocalBotApi(UpdateFactory):
         self.observer = observer
         self.calls: list[ApiCall] = []
         self.files: dict[str, bytes] = {}
-        self.commands: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []  # the default menu (no scope, no language)
+        self.command_sets: dict[tuple[str, int | None, str], list[dict[str, Any]]] = {}
+        self.user_languages: dict[int, str] = {}
+        self.inline_ids: set[str] = set()
+        self.inline_answered: set[str] = set()
         self.webhook: tuple[str, str | None] | None = None
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -129,6 +141,11 @@ class LocalBotApi(UpdateFactory):
     def fail_next(self, method: str, code: int = 429, retry_after: int | None = 1, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with an error (429 carries ``retry_after``)."""
         self._failures.append(_Failure(method, code, retry_after, times))
+
+    def menu(self, user_id: int) -> list[str]:
+        """The command names Telegram shows ``user_id`` in their private chat (their language)."""
+        return [c["command"] for c in commands_for(self.command_sets, user_id,
+                                                   self.user_languages.get(user_id, "en"))]
 
     def calls_of(self, method: str) -> list[ApiCall]:
         """Recorded successful calls of one method."""
@@ -212,11 +229,12 @@ class LocalBotApi(UpdateFactory):
             return web.json_response({"ok": True, "result": result})
         try:
             result = self._answer(call)
-        except KeyError as exc:
+        except (KeyError, Refused) as exc:
             call.error = 400
             await self._record(call)
+            reason = exc.args[0] if exc.args else exc
             return web.json_response(
-                {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}, status=400
+                {"ok": False, "error_code": 400, "description": f"Bad Request: {reason}"}, status=400
             )
         call.result = result
         await self._record(call)
@@ -273,6 +291,8 @@ class LocalBotApi(UpdateFactory):
     def _answer(self, call: ApiCall) -> Any:
         p, method = call.params, call.method
         markup = {"reply_markup": json.loads(p["reply_markup"])} if "reply_markup" in p else {}
+        if markup:
+            check_reply_markup(markup["reply_markup"])
         if method == "getMe":
             return self._bot_user()
         if method in {"deleteWebhook", "close", "logOut"}:
@@ -284,8 +304,11 @@ class LocalBotApi(UpdateFactory):
         if method == "getWebhookInfo":
             url = self.webhook[0] if self.webhook else ""
             return {"url": url, "has_custom_certificate": False, "pending_update_count": 0}
-        if method == "setMyCommands":
-            self.commands = call.json("commands")
+        if method in {"setMyCommands", "deleteMyCommands", "getMyCommands"}:
+            return self._commands(method, p)
+        if method == "answerInlineQuery":
+            check_inline_answer(p, self.inline_ids, self.inline_answered, self.files)
+            self.inline_answered.add(p["inline_query_id"])
             return True
         if method == "sendMessage":
             return self._sent(p["chat_id"], text=p["text"], **markup)
@@ -338,5 +361,20 @@ class LocalBotApi(UpdateFactory):
                 "file_size": len(self.files[file_id]),
                 "file_path": f"photos/{file_id}.jpg",
             }
-        # sendChatAction, answerInlineQuery, answerCallbackQuery, deleteMyCommands, ... all answer True.
+        # sendChatAction, answerCallbackQuery, ... all answer True.
+        return True
+
+    def _commands(self, method: str, p: dict[str, str]) -> Any:
+        """setMyCommands / deleteMyCommands / getMyCommands for one scope and language."""
+        key = scope_key(p)
+        if method == "getMyCommands":
+            return self.command_sets.get(key, [])
+        if method == "deleteMyCommands":
+            self.command_sets.pop(key, None)
+            return True
+        commands = json.loads(p["commands"])
+        check_commands(commands)
+        self.command_sets[key] = commands
+        if key == ("default", None, ""):
+            self.commands = commands
         return True
