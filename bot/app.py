@@ -81,13 +81,15 @@ async def _register_commands(application: Application) -> None:
     bot = application.bot
     for lang in LANGUAGES:
         language_code = None if lang == EN else lang
-        try:
-            await bot.set_my_commands(command_list(lang), language_code=language_code)
-            for admin in sorted(s.settings.admin_ids):
-                await bot.set_my_commands(command_list(lang, admin=True), scope=BotCommandScopeChat(admin),
-                                          language_code=language_code)
-        except TelegramError as exc:
-            log.warning("could not register the %s command list: %s", lang, exc)
+        admins = sorted(s.settings.admin_ids)
+        menus: list[tuple[list[BotCommand], BotCommandScopeChat | None]] = [(command_list(lang), None)]
+        menus += [(command_list(lang, admin=True), BotCommandScopeChat(a)) for a in admins]
+        for commands, scope in menus:
+            try:
+                await bot.set_my_commands(commands, scope=scope, language_code=language_code)
+            except TelegramError as exc:
+                whom = f"chat {scope.chat_id}" if scope else "everyone"
+                log.warning("could not register the %s command list for %s: %s", lang, whom, exc)
 
 
 async def post_init(application: Application) -> None:

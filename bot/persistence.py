@@ -128,5 +128,9 @@ def make_persistence(store: str | None, token: str) -> BasePersistence[Any, Any,
         bot_id = token.split(":", 1)[0]
         return RedisPersistence(store, prefix=f"topicspace:bot:{bot_id}:")
     path = Path(store)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # serve anyway: buttons then last as long as the process
+        log.warning("cannot keep the bot's state in %s (%s): buttons will not survive a restart", path, exc)
+        return None
     return PicklePersistence(path, store_data=STORED, update_interval=UPDATE_INTERVAL_S)
