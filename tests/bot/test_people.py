@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
 
 import pytest
 
 from bot.app import ADMIN_COMMANDS, COMMANDS, build_application, running
-from bot.engine_answers import parse_images
+from bot.engine_answers import ImageAnswer, ImageHit, RelatedAnswer, ScoredWord, parse_images, parse_stats
+from bot.examples import choose_examples
 from bot.local_api import BOT_USERNAME, ApiCall, LocalBotApi
 from bot.messages import CA, EN, ES, LANGUAGES, MESSAGES, language, text
 from bot.sending import hit_caption
@@ -165,3 +167,42 @@ def test_the_post_is_credited_with_its_link() -> None:
     assert hit_caption(anonymous) == "0.50 · cervesa a la platja"  # the engine sends no user: no credit
     assert hit_caption(flickr).endswith("\nby @joan")  # not a shortcode: no link
     assert hit_caption(carousel).endswith("https://www.instagram.com/p/B1a2C3d4E5f/")
+
+
+class _Engine:
+    """Knows a few words per language, like a multilingual bundle would (for ``choose_examples``)."""
+
+    WORDS: ClassVar[dict[str, set[str]]] = {
+        "ca": {"gos", "platja"}, "es": {"perro", "playa"}, "en": {"dog", "beach"},
+    }
+
+    async def images(self, query: str, k: int = 6, offset: int = 0, lang: str | None = None) -> ImageAnswer:
+        known = set().union(*self.WORDS.values()) if lang is None else self.WORDS.get(lang, set())
+        unknown = [w.lstrip("-") for w in query.split() if w.lstrip("-") not in known]
+        hit = ImageHit("p1", 0.9, "a caption", "/v1/images/p1")
+        return ImageAnswer([] if unknown else [hit], unknown, True, "v")
+
+    async def related(self, query: str, k: int = 10) -> RelatedAnswer:
+        lang = next((code for code, words in self.WORDS.items() if query in words), None)
+        if lang is None:
+            return RelatedAnswer([], [query])
+        return RelatedAnswer([ScoredWord(w, 0.8) for w in sorted(self.WORDS[lang] - {query})], [])
+
+
+async def test_examples_follow_the_users_language_on_a_multilingual_bundle() -> None:
+    def words(*ws: str) -> list[dict[str, object]]:
+        return [{"word": w, "count": 10} for w in ws]
+    stats = parse_stats({
+        "version": "v", "n_images": 100, "n_words": 6, "filter_report": {}, "metrics": {},
+        "languages": {"ca": 50, "es": 30, "en": 20}, "report_files": [],
+        "top_words": words("xyzzy", "dog", "gos", "perro"),
+        "report": {"top_words_by_language": {"ca": words("qwzxv", "gos", "platja"), "es": words("perro")}},
+    })
+    engine: Any = _Engine()
+    catalan = await choose_examples(engine, stats, CA)
+    assert catalan is not None and (catalan.images, catalan.subtract) == ("gos", "gos -platja")
+    assert catalan.filtered == "gos lang:ca" and catalan.codes == ("ca", "es", "en")
+    spanish = await choose_examples(engine, stats, ES)
+    assert spanish is not None and spanish.images == "perro" and spanish.filtered == "perro lang:es"
+    english = await choose_examples(engine, stats, EN)  # no English list: the overall top words
+    assert english is not None and english.images == "dog" and english.filtered == "dog lang:en"
