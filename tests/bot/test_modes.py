@@ -113,7 +113,8 @@ async def test_python_m_bot_polls_telegram_and_keeps_the_token_out_of_its_logs(
     api: LocalBotApi, engine_url: str, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "WEBHOOK_URL"}}
-    env |= {"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_API_URL": api.url, "ENGINE_URL": engine_url}
+    env |= {"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_API_URL": api.url, "ENGINE_URL": engine_url,
+            "BOT_STATE": str(tmp_path / "state.pickle")}
     log_path = tmp_path / "bot.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
