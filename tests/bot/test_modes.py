@@ -131,3 +131,4 @@ async def test_python_m_bot_polls_telegram_and_keeps_the_token_out_of_its_logs(
     assert code == 0, text
     assert "long polling" in text and "serves version" in text
     assert TOKEN not in text and TOKEN.split(":")[1] not in text
+    assert (tmp_path / "state.pickle").stat().st_size > 0  # the buttons it sent, kept for its next start
