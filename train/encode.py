@@ -31,11 +31,10 @@ from tqdm import tqdm
 from space.errors import SpaceError
 from space.images import network_views, open_image
 from train.export import INPUT_NAME, OUTPUT_NAME
-from train.image_model import throttled
+from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, "int | None", str], None]
 CHUNK_SIZE = 4096
 STATE_NAME = "encode-state.json"
 CUDA = "CUDAExecutionProvider"
@@ -217,7 +216,7 @@ def encode_corpus(
     cfg: EncodeConfig = EncodeConfig(),
     *,
     out_path: Path | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> EncodeResult:
     """Encode ``images`` chunk by chunk into ``work_dir`` (resuming finished chunks) and assemble them.
@@ -315,7 +314,7 @@ def encode_images(
     images: Sequence[Path],
     batch_size: int = 32,
     *,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     threads: int | None = None,
     work_dir: Path | None = None,
     out_path: Path | None = None,

@@ -56,10 +56,10 @@ from train.distributed import (
     process_group,
 )
 from train.googlenet import FEATURE_DIM, TRUNK_SHAPE, build_backbone, weights_fingerprint
+from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, "int | None", str], None]
 CHECKPOINT_NAME = "image_best.pt"
 LAST_CHECKPOINT_NAME = "image_last.pt"
 
@@ -163,21 +163,6 @@ def load_checkpoint(path: Path) -> tuple[Regressor, dict[str, Any]]:
     return model.eval(), ckpt
 
 
-def throttled(progress: Progress | None, interval: float = 0.5) -> Progress | None:
-    """Wrap ``progress`` so it fires at most every ``interval`` seconds (and always on completion)."""
-    if progress is None:
-        return None
-    last = [0.0]
-
-    def call(stage: str, done: int, total: int | None, unit: str) -> None:
-        now = time.monotonic()
-        if now - last[0] >= interval or (total is not None and done >= total):
-            last[0] = now
-            progress(stage, done, total, unit)
-
-    return call
-
-
 def _view(img: Image.Image, rng: np.random.Generator | None) -> np.ndarray:
     """A random 224 crop (mirrored half the time) of the 256-resized image, or the centre crop."""
     img = resize_short_side(img)
@@ -260,7 +245,7 @@ def cache_trunk_features(
     random_views: bool,
     view_seed: int = 0,
     batch_size: int = 32,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     stage: str = "cnn-features",
 ) -> FeatureCache:
     """Compute (or reuse) the trunk activations of ``views`` views per image; failures stay zero."""
@@ -484,7 +469,7 @@ def train_regressor(
     weights_dir: Path,
     work_dir: Path,
     *,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     cache_dir: Path | None = None,
     view_targets: np.ndarray | None = None,
 ) -> Path:
@@ -511,7 +496,7 @@ def _train(
     splits: Sequence[str],
     weights_dir: Path,
     work_dir: Path,
-    progress: Progress | None,
+    progress: ProgressCallback | None,
     cache_dir: Path | None,
     view_targets: np.ndarray | None = None,
 ) -> Path:

@@ -16,7 +16,23 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+# What every stage function takes as ``progress``: (stage, done, total or None, unit).
 ProgressCallback = Callable[[str, int, int | None, str], None]
+
+
+def throttled(progress: ProgressCallback | None, interval: float = 0.5) -> ProgressCallback | None:
+    """Wrap ``progress`` so it fires at most every ``interval`` seconds (and always on completion)."""
+    if progress is None:
+        return None
+    last = [0.0]
+
+    def call(stage: str, done: int, total: int | None, unit: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval or (total is not None and done >= total):
+            last[0] = now
+            progress(stage, done, total, unit)
+
+    return call
 
 
 class ProgressReporter:

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 
 from space.textspace import TextSpace, unit
 from train.corpus import Post
+from train.progress import ProgressCallback
 from train.report import mosaic, plots, text_analyses
 from train.report.text_analyses import BARCELONA_ATTRACTIONS, Attraction
 from train.report.word_map import word_map_layout
@@ -35,8 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int | None, str], None]
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _trust(x: np.ndarray, y: np.ndarray, sample: int, seed: int) -> dict[str, An
     return {"value": value, "n": len(idx), "n_neighbors": k}
 
 
-def _tqdm_progress(progress: Progress | None, show: bool) -> Progress | None:
+def _tqdm_progress(progress: ProgressCallback | None, show: bool) -> ProgressCallback | None:
     """Wrap ``progress`` so that t-SNE iterations also advance a tqdm bar when ``show``."""
     if not show:
         return progress
@@ -114,7 +113,7 @@ def write_image_maps(
     image_paths: Sequence[str | Path],
     image_vectors: np.ndarray,
     cfg: ReportConfig | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """t-SNE the image vectors, snap them to a grid and draw the mosaics; write ``tsne_layout.json``."""
     cfg = cfg or ReportConfig()
@@ -184,7 +183,7 @@ def write_report(
     image_vectors: np.ndarray | None,
     filter_report: dict[str, Any],
     cfg: ReportConfig | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Write every analysis and figure into ``report_dir``; return (and save as stats.json) the stats."""
     cfg = cfg or ReportConfig()
@@ -316,7 +315,7 @@ def report_from_bundle(
     cfg: ReportConfig | None = None,
     *,
     maps_only: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Redraw a published bundle's report (or only its image maps) into ``out_dir``."""
     data = _read_bundle(bundle)

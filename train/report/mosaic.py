@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ from PIL import Image
 
 from space.errors import SpaceError
 from space.images import open_image
+from train.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int | None, str], None]
 BACKGROUND = (24, 24, 24)
 MISSING_TILE = (96, 96, 96)
 
@@ -45,7 +45,7 @@ def tsne_2d(
     seed: int,
     perplexity: float = 30.0,
     n_iter: int = 500,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     stage: str = "tsne",
 ) -> tuple[np.ndarray, str]:
     """A seeded 2-D t-SNE of the rows of ``x`` (cosine metric); openTSNE, else scikit-learn."""
@@ -166,7 +166,7 @@ def compute_layout(
     n_iter: int = 500,
     max_exact: int = 1024,
     strip_points: int = 1024,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[Layout, str]:
     """Sample to the grid's capacity, run t-SNE and snap to the grid; return the layout and t-SNE method."""
     n_all = len(vectors)
@@ -207,7 +207,7 @@ def draw_mosaics(
     sizes: Sequence[int],
     out_paths: Sequence[Path],
     *,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Paste each laid-out photo once per canvas and save the PNGs; return what was drawn."""

@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 
 from space.textspace import TextSpace
-from train.report.mosaic import Progress, tsne_2d
+from train.progress import ProgressCallback
+from train.report.mosaic import tsne_2d
 
 
 def word_map_layout(
-    space: TextSpace, n_words: int, *, seed: int, progress: Progress | None = None
+    space: TextSpace, n_words: int, *, seed: int, progress: ProgressCallback | None = None
 ) -> dict[str, Any]:
     """t-SNE of the ``n_words`` most frequent words (by ``space.counts``): words, points, trustworthiness."""
     from sklearn.manifold import trustworthiness
