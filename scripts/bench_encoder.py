@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from space.images import load_for_network
-from train.export import export_model, ort_session
+from space.ort import open_session
+from train.export import export_model
 from train.image_model import ImageConfig, build_regressor
 from train.quantize import DISABLED_OPTIMIZERS, fidelity, quantize_file
 
@@ -105,11 +106,11 @@ def main() -> int:
         if args.onnx is None:
             export_model(model, onnx_path)
             export_model(model, Path(tmp) / "enc_torch_lrn.onnx", lrn_chain=False)
-            sessions["ort_fp32_torch_lrn"] = ort_session(Path(tmp) / "enc_torch_lrn.onnx", threads)
-        sessions["ort_fp32"] = ort_session(onnx_path, threads)
+            sessions["ort_fp32_torch_lrn"] = open_session(Path(tmp) / "enc_torch_lrn.onnx", threads)
+        sessions["ort_fp32"] = open_session(onnx_path, threads)
         int8_path = Path(tmp) / "enc.int8.onnx"
         quantize_file(onnx_path, int8_path, flickr8k_inputs(args.flickr8k, "train", args.calibration))
-        sessions["ort_int8"] = ort_session(int8_path, threads, DISABLED_OPTIMIZERS)
+        sessions["ort_int8"] = open_session(int8_path, threads, DISABLED_OPTIMIZERS)
         out["int8_fidelity"] = fidelity(sessions["ort_fp32"], sessions["ort_int8"],
                                         flickr8k_inputs(args.flickr8k, "test", args.check), 16)
         for batch in (1, 32):

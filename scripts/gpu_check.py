@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from space.images import load_for_network
-from train.encode import CUDA, EncodeConfig, encode_corpus, encoder_session
-from train.export import INPUT_NAME, OUTPUT_NAME, export_model
+from space.ort import CUDA, INPUT_NAME, OUTPUT_NAME
+from train.encode import EncodeConfig, encode_corpus, encoder_session
+from train.export import export_model
 from train.googlenet import TRUNK_SHAPE
 from train.image_model import ImageConfig, Regressor, build_regressor
 

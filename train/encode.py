@@ -30,15 +30,13 @@ from tqdm import tqdm
 
 from space.errors import SpaceError
 from space.images import network_views, open_image
-from train.export import INPUT_NAME, OUTPUT_NAME
+from space.ort import CPU, CUDA, INPUT_NAME, OUTPUT_NAME, Provider, open_session
 from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4096
 STATE_NAME = "encode-state.json"
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 
 
 class EncoderUnavailable(SpaceError):
@@ -84,20 +82,15 @@ def encoder_session(onnx_path: Path, threads: int | None = None, device: str = "
     """An ONNX Runtime session on CUDA (when asked for or available) or the CPU, and the provider used."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and CUDA not in available:
         raise EncoderUnavailable("CUDA encoding needs the onnxruntime-gpu package (pip install '.[gpu]').")
-    providers: list[Any] = [CPU]
+    providers: list[Provider] = [CPU]
     if device != "cpu" and CUDA in available:
         providers = [(CUDA, {"device_id": device_id}), CPU]
-    session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+    session = open_session(onnx_path, threads, providers=providers, spin=spin)
     # onnxruntime-gpu without a usable GPU (no driver, no device) silently falls back to the CPU.
     used = session.get_providers()[0]
     if device == "cuda" and used != CUDA:

@@ -25,14 +25,13 @@ from torch import nn
 
 from space.errors import SpaceError
 from space.images import load_for_network
+from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
 from train.image_model import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
-INPUT_NAME = "images"
-OUTPUT_NAME = "vectors"
 
 
 class ExportMismatch(SpaceError):
@@ -40,17 +39,6 @@ class ExportMismatch(SpaceError):
 
     code = "export_mismatch"
     status = 500
-
-
-def ort_session(onnx_path: Path, threads: int | None = None, disabled: Sequence[str] = ()) -> Any:
-    """A CPU ONNX Runtime session with every graph optimisation on except the ``disabled`` ones."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled) or None)
 
 
 class _LRNFunction(torch.autograd.Function):
@@ -121,7 +109,7 @@ def parity(model: torch.nn.Module, onnx_path: Path, check_images: Sequence[Path]
     x = np.stack([load_for_network(p) for p in check_images]).astype(np.float32)
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(x)).numpy()
-    got = ort_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    got = open_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     return float(np.max(np.abs(got - expected)))
 
 

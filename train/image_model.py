@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from space.errors import SpaceError
 from space.images import CROP, center_crop, open_image, resize_short_side, to_network_input
+from space.ort import open_session
 from train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -218,8 +219,6 @@ def _trunk_runner(backbone: nn.Module, device: torch.device,
             return out.float().cpu().numpy()
 
         return run_torch
-    from train.export import ort_session
-
     tmp = onnx_path.with_suffix(".partial.onnx")
     with torch.no_grad():
         torch.onnx.export(_Trunk(backbone).eval(), (torch.zeros(1, 3, CROP, CROP),), str(tmp),
@@ -227,7 +226,7 @@ def _trunk_runner(backbone: nn.Module, device: torch.device,
                           dynamic_axes={"images": {0: "batch"}, "trunk": {0: "batch"}}, opset_version=17,
                           dynamo=False)
     os.replace(tmp, onnx_path)
-    session = ort_session(onnx_path)
+    session = open_session(onnx_path)
 
     def run_ort(x: np.ndarray) -> np.ndarray:
         return session.run(["trunk"], {"images": x})[0]

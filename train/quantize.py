@@ -26,7 +26,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from space.errors import SpaceError
 from space.images import load_for_network
-from train.export import INPUT_NAME, OUTPUT_NAME, ort_session
+from space.ort import CPU, INPUT_NAME, OUTPUT_NAME, open_session
 
 log = logging.getLogger(__name__)
 # Operators MLAS runs in int8 on the CPU; everything else stays float between DequantizeLinear/Quantize.
@@ -143,7 +143,7 @@ def quantize_file(fp32_path: Path, out_path: Path, calibration: np.ndarray, batc
         str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANT_OPS),
-        nodes_to_exclude=exclude, calibration_providers=["CPUExecutionProvider"],
+        nodes_to_exclude=exclude, calibration_providers=[CPU],
     )
 
 
@@ -209,7 +209,7 @@ def quantize_encoder(fp32_path: Path, out_path: Path, calibration_images: Sequen
     tmp = out_path.with_name(out_path.name + ".partial")
     try:
         quantize_file(fp32_path, tmp, calib, cfg.batch_size)
-        fp32, int8 = ort_session(fp32_path, cfg.threads), ort_session(tmp, cfg.threads, DISABLED_OPTIMIZERS)
+        fp32, int8 = open_session(fp32_path, cfg.threads), open_session(tmp, cfg.threads, DISABLED_OPTIMIZERS)
         report["fidelity"] = fid = fidelity(fp32, int8, check, cfg.batch_size)
         if not fid["mean_cosine"] >= cfg.min_cosine:  # also catches NaN
             report["reason"] = (f"mean cosine int8 vs fp32 {fid['mean_cosine']:.4f} < {cfg.min_cosine} on "

@@ -18,9 +18,9 @@ import pytest
 
 from space.bundle import ENCODER
 from space.images import load_for_network
+from space.ort import INPUT_NAME, OUTPUT_NAME
 from space.vectorindex import load_index, search
 from train.encode import EncodeConfig, chunk_files, encode_corpus, encoder_session
-from train.export import INPUT_NAME, OUTPUT_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 40

@@ -9,7 +9,8 @@ import onnx
 import pytest
 import torch
 
-from train.export import ExportMismatch, export_onnx, ort_session
+from space.ort import open_session
+from train.export import ExportMismatch, export_onnx
 from train.image_model import ImageConfig, build_regressor
 
 DIM = 24
@@ -52,7 +53,7 @@ def test_graph_contract_and_dynamic_batch(exported) -> None:
     model = onnx.load(str(out))
     assert [i.name for i in model.graph.input] == ["images"]
     assert [o.name for o in model.graph.output] == ["vectors"]
-    sess = ort_session(out)
+    sess = open_session(out)
     ckpt = torch.load(ckpt_path, weights_only=False)
     for batch in (1, 5):
         x = np.random.default_rng(batch).normal(0, 50, (batch, 3, 224, 224)).astype(np.float32)

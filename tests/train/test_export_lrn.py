@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from space.images import load_for_network
-from train.export import export_model, ort_session
+from space.ort import open_session
+from train.export import export_model
 
 
 @pytest.mark.parametrize("beta", [0.75, 0.6])
@@ -31,7 +32,7 @@ def test_lrn_chain_matches_torch_on_a_real_image(tmp_path: Path, flickr8k_dir: P
         expected = model(torch.from_numpy(x)).numpy()
         no_lrn = model[:2](torch.from_numpy(x)).numpy()
     assert np.abs(expected - no_lrn).max() > 1e-2 * np.abs(no_lrn).max()  # the LRN really does something
-    got = ort_session(chain).run(["vectors"], {"images": x})[0]
+    got = open_session(chain).run(["vectors"], {"images": x})[0]
     assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
     ops = {n.op_type for n in onnx.load(str(chain)).graph.node}
     assert "If" not in ops and ("Pow" in ops) == (beta != 0.75)

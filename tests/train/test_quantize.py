@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from train.export import ort_session
+from space.ort import open_session
 from train.quantize import (
     DISABLED_OPTIMIZERS,
     QuantizeConfig,
@@ -53,8 +53,8 @@ def test_int8_is_faithful_on_held_out_real_images(quantized) -> None:
     assert fid["centred_mean_cosine"] >= 0.98
     # Independently of the report: served the way the engine opens it, int8 tracks fp32 on other real images.
     x = load_inputs(check[-8:])
-    ref = run_batches(ort_session(fp32, 1), x, 8)
-    got = run_batches(ort_session(int8, 1, DISABLED_OPTIMIZERS), x, 8)
+    ref = run_batches(open_session(fp32, 1), x, 8)
+    got = run_batches(open_session(int8, 1, DISABLED_OPTIMIZERS), x, 8)
     cos = np.sum(ref * got, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.min() >= 0.97
     assert not int8.with_name(int8.name + ".partial").exists()
