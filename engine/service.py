@@ -10,6 +10,7 @@ results with the ``unknown`` list, so clients can say "unknown: …" (the same s
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -94,12 +95,12 @@ def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[str]:
 def _word_hits(model: Model, keys: np.ndarray, sims: np.ndarray, exclude: set[str], k: int) -> str:
     """The first ``k`` of words ``keys`` with scores ``sims`` that are not in ``exclude``, encoded."""
     words, parts = model.space.words, model.word_json
-    hits = [
+    hits = (
         parts[key] + _score(sim) + "}"
         for key, sim in zip(keys.tolist(), sims.tolist(), strict=True)
         if 0 <= key < len(words) and words[key] not in exclude
-    ]
-    return "[" + ", ".join(hits[:k]) + "]"
+    )
+    return "[" + ", ".join(itertools.islice(hits, k)) + "]"  # the k first only are written
 
 
 def _version(model: Model) -> str:
