@@ -29,8 +29,9 @@ from torch import nn
 from space.images import load_for_network
 from space.ort import open_session
 from train.export import export_model
-from train.image_model import ImageConfig, build_regressor
+from train.image_config import ImageConfig
 from train.quantize import DISABLED_OPTIMIZERS, fidelity, quantize_file
+from train.regressor import build_regressor
 
 
 def encoder_flops(model: nn.Module) -> float:

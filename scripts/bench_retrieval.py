@@ -34,15 +34,12 @@ from train.encode import encode_images
 from train.evaluate import embed_captions, format_table, mean_vectors, retrieval_metrics, ridge_baseline
 from train.export import export_onnx
 from train.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
-from train.image_model import (
-    ImageConfig,
-    cache_key_parts,
-    cache_trunk_features,
-    load_checkpoint,
-    train_regressor,
-)
+from train.image_config import ImageConfig
+from train.image_model import train_regressor
 from train.ingest import IngestStats, read_flickr8k
+from train.regressor import load_checkpoint
 from train.text import TextResult, build_text_space
+from train.trunk_cache import cache_key_parts, cache_trunk_features
 
 log = logging.getLogger("bench_retrieval")
 

@@ -37,7 +37,8 @@ from space.ort import CUDA, INPUT_NAME, OUTPUT_NAME
 from train.encode import EncodeConfig, encode_corpus, encoder_session
 from train.export import export_model
 from train.googlenet import TRUNK_SHAPE
-from train.image_model import ImageConfig, Regressor, build_regressor
+from train.image_config import ImageConfig
+from train.regressor import Regressor, build_regressor
 
 log = logging.getLogger("gpu_check")
 DIM = 300

@@ -26,7 +26,7 @@ from torch import nn
 from space.errors import SpaceError
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
-from train.image_model import load_checkpoint
+from train.regressor import load_checkpoint
 
 log = logging.getLogger(__name__)
 

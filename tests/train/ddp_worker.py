@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from train.distributed import process_group
-from train.image_model import ImageConfig, train_regressor
+from train.image_config import ImageConfig
+from train.image_model import train_regressor
 
 
 def main(spec_path: str) -> int:

@@ -21,7 +21,8 @@ from torch import nn
 
 from tests.train.test_image_model import caption_targets
 from train.distributed import DistContext, batch_share, gather_order, shard_indices
-from train.image_model import ImageConfig, train_regressor
+from train.image_config import ImageConfig
+from train.image_model import train_regressor
 
 ROOT = Path(__file__).resolve().parents[2]
 # 7 training rows in batches of 3: shares of 2/1 rows, and a last batch of one row, so rank 1 trains on a

@@ -11,7 +11,10 @@ from space.errors import UnknownWords
 from space.query import parse_query
 from space.textspace import TextSpace, unit
 from train.evaluate import mean_vectors, retrieval_metrics
-from train.image_model import FEATURE_DIM, ImageConfig, Regressor, _loss_fn
+from train.googlenet import FEATURE_DIM
+from train.image_config import ImageConfig
+from train.losses import loss_function
+from train.regressor import Regressor
 
 
 def offset_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +113,7 @@ def test_contrastive_loss_lowers_on_a_tiny_batch() -> None:
     # The backbone is not used here (only the new layer learns), so a placeholder keeps the test fast.
     model = Regressor(torch.nn.Module(), 8, targets.min(0), targets.max(0), cfg.dropout)
     center = torch.from_numpy(targets.mean(0))
-    loss_fn = _loss_fn(cfg, model, center)
+    loss_fn = loss_function(cfg, model, center)
     pooled = torch.randn(16, FEATURE_DIM)  # distinct pooled features; only the new layer learns here
     raw = torch.from_numpy(targets)
     opt = torch.optim.SGD(model.proj.parameters(), lr=0.05, momentum=0.9)

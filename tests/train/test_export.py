@@ -11,7 +11,8 @@ import torch
 
 from space.ort import open_session
 from train.export import ExportMismatch, export_onnx
-from train.image_model import ImageConfig, build_regressor
+from train.image_config import ImageConfig
+from train.regressor import build_regressor
 
 DIM = 24
 

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from space.tokenize import tokenize
-from train.image_model import ImageConfig, TrainingFailed, load_checkpoint, scale_targets, train_regressor
+from train.image_config import ImageConfig
+from train.image_data import TrainingFailed
+from train.image_model import train_regressor
+from train.regressor import load_checkpoint, scale_targets
 
 N_TRAIN, N_VAL = 96, 32
 
