@@ -7,6 +7,7 @@ Configuration is built here once, from the arguments and the environment (``TRAI
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from space.errors import SpaceError
 from space.images import CROPS
 from train.config import FORMATS, FilterConfig, IngestConfig, PipelineConfig, TextConfig
+from train.image_config import ImageConfig
 
 log = logging.getLogger("train")
 
@@ -114,12 +116,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     )
 
 
-def _image_config(settings: list[str], quick: bool) -> Any:
+def _image_config(settings: list[str], quick: bool) -> ImageConfig:
     """The image stage's config with ``FIELD=VALUE`` overrides, each coerced to the field's default's type."""
-    import dataclasses
-
-    from train.image_model import ImageConfig
-
     base = ImageConfig.quick_preset() if quick else ImageConfig()
     changes: dict[str, Any] = {}
     for item in settings:

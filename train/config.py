@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from train.image_config import ImageConfig
+
 CorpusFormat = Literal["flickr8k", "instaloader", "jsonl"]
 FORMATS: tuple[str, ...] = ("flickr8k", "instaloader", "jsonl")
 
@@ -196,9 +198,8 @@ class PipelineConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     text: TextConfig = field(default_factory=TextConfig)
     progress_file: Path | None = None
-    # The image stage's config (a ``train.image_model.ImageConfig``); None: its default, or its quick
-    # preset under ``quick``. Typed loosely so this module needs no torch.
-    image: Any = None
+    # The image stage's config; None: its default, or its quick preset under ``quick``.
+    image: ImageConfig | None = None
     activate: bool = True
     encode_batch_size: int = 32
     # Views averaged per bundle image (1, 2 or 10: centre; + mirror; + four corners, each mirrored). 10 lifts
@@ -208,8 +209,8 @@ class PipelineConfig:
     # fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8 (1.4x faster).
     encoder_int8: bool = True
     # Scalar kind of the bundle's usearch indexes (space.vectorindex.DTYPES): f16 halves the file and the
-    # memory it maps at no measurable recall cost and searches ~1.4x faster (the default since 2026-11-29);
-    # i8 quarters it but loses recall on dense clusters.
+    # memory it maps at no measurable recall cost and searches ~1.4x faster than f32; i8 quarters it but
+    # loses recall on dense clusters.
     index_dtype: str = "f16"
 
     @property

@@ -8,14 +8,11 @@ atomically (``space.bundle``); an empty corpus, or one the filters empty, raises
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,21 +20,36 @@ import numpy as np
 
 from space import bundle as bundle_format
 from space.announce import announce_from_env
-from space.errors import BundleInvalid, SpaceError
-from train.config import PipelineConfig, config_hash, to_jsonable
+from space.errors import SpaceError
+from train.assemble import (
+    ImageSide,
+    Kept,
+    TextSide,
+    bundle_manifest,
+    centering_for,
+    evaluate_staged,
+    published_filter_report,
+    stage_files,
+)
+from train.config import PipelineConfig, to_jsonable
 from train.corpus import Post
+from train.encode import encode_images
 from train.filters import FilterResult, run_filters
+from train.image_config import ImageConfig
 from train.ingest import IngestStats, ingest, load_posts, save_posts
 from train.progress import ProgressReporter
 from train.split import assign_splits
+from train.stages import Stage, corpus_fingerprint
 from train.text import TextResult, build_text_space
 
 if TYPE_CHECKING:
+    # Imported where they run: torch (distributed) and matplotlib (report) are slow to import, and the
+    # text stages (`train ingest|filter|split|text`) need neither.
     from train.distributed import DistContext
+    from train.report import ReportConfig
 
 log = logging.getLogger(__name__)
 
-DONE = "DONE.json"
 PARITY_IMAGES = 8
 
 
@@ -48,55 +60,10 @@ class EmptyCorpus(SpaceError):
 
 
 class MissingStage(SpaceError):
-    """A stage's implementation (owned by another module) is not installed or not importable."""
+    """A stage cannot run: an input it needs was not given (the image stage's GoogLeNet weights)."""
 
     code = "missing_stage"
     status = 500
-
-
-def _need(module: str, name: str) -> Any:
-    """Import ``module.name`` lazily, with a clear error when that part of the trainer is missing."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise MissingStage(f"the pipeline needs {module}.{name}, which is not available: {exc}") from exc
-
-
-def corpus_fingerprint(path: Path) -> str:
-    """A cheap fingerprint of the corpus files (names, sizes, mtimes): a changed corpus re-ingests."""
-    path = path.resolve()
-    if path.is_file():
-        st = path.stat()
-        return config_hash([path.name, st.st_size, st.st_mtime_ns])
-    entries = []
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            entries.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
-    return config_hash(entries)
-
-
-@dataclass
-class Stage:
-    """One cached stage output directory."""
-
-    name: str
-    key: str
-    dir: Path
-
-    @property
-    def done(self) -> bool:
-        """Whether a previous run completed this exact stage."""
-        return (self.dir / DONE).is_file()
-
-    def mark_done(self, info: dict[str, Any]) -> None:
-        """Record completion (written last, so a killed stage is redone)."""
-        (self.dir / DONE).write_text(json.dumps(info, ensure_ascii=False, default=str), encoding="utf-8")
-
-    def info(self) -> dict[str, Any]:
-        """What :meth:`mark_done` recorded."""
-        payload: dict[str, Any] = json.loads((self.dir / DONE).read_text(encoding="utf-8"))
-        return payload
 
 
 class Pipeline:
@@ -113,10 +80,7 @@ class Pipeline:
 
     def stage(self, name: str, *parts: Any) -> Stage:
         """The cache directory of ``name`` for these inputs/config parts."""
-        key = config_hash(name, *parts)
-        d = self.work / f"{name}-{key}"
-        d.mkdir(parents=True, exist_ok=True)
-        return Stage(name, key, d)
+        return Stage.under(self.work, name, *parts)
 
     def run_stage(self, stage: Stage, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``fn`` unless ``stage`` is already done; log timing either way."""
@@ -203,27 +167,23 @@ class Pipeline:
             raise EmptyCorpus("No kept post has a caption word in the vocabulary: nothing to train on.")
         return st, result
 
-    # -- image side (other modules' functions, imported lazily) ------------------------------------
-    def image_config(self) -> Any:
+    # -- image side --------------------------------------------------------------------------------------
+    def image_config(self) -> ImageConfig:
         """The image stage's config (quick preset under ``--quick``)."""
         if self.cfg.image is not None:
             return self.cfg.image
-        image_config = _need("train.image_model", "ImageConfig")
-        return image_config.quick_preset() if self.cfg.quick else image_config()
+        return ImageConfig.quick_preset() if self.cfg.quick else ImageConfig()
 
-    def image(self, prev: Stage, text: TextResult, image_cfg: Any) -> tuple[Stage, Path]:
+    def image(self, prev: Stage, text: TextResult, image_cfg: ImageConfig) -> tuple[Stage, Path]:
         """Train the GoogLeNet regressor onto the caption vectors (cached)."""
-        train_regressor = _need("train.image_model", "train_regressor")
         weights = self.cfg.weights
         st = self.stage("image", prev.key, to_jsonable(image_cfg), str(weights))
 
         def run() -> dict[str, Any]:
             if weights is None:
                 raise MissingStage("the image stage needs --weights (the BVLC GoogLeNet folder)")
-            extra: dict[str, Any] = {}
-            if "cache_dir" in inspect.signature(train_regressor).parameters:
-                # Trunk activations depend on the images and views only: share them across image configs.
-                extra["cache_dir"] = self.work / "trunk-cache"
+            from train.image_model import train_regressor
+
             ckpt = train_regressor(
                 image_cfg,
                 [p.image for p in text.posts],
@@ -232,7 +192,8 @@ class Pipeline:
                 weights,
                 st.dir,
                 progress=self.progress.callback,
-                **extra,
+                # Trunk activations depend on the images and views only: share them across image configs.
+                cache_dir=self.work / "trunk-cache",
             )
             return {"checkpoint": str(ckpt)}
 
@@ -241,11 +202,12 @@ class Pipeline:
 
     def export(self, prev: Stage, checkpoint: Path, text: TextResult) -> tuple[Stage, Path, dict[str, Any]]:
         """Export the checkpoint to ONNX with a parity check on a few real images (cached)."""
-        export_onnx = _need("train.export", "export_onnx")
         st = self.stage("export", prev.key)
         onnx_path = st.dir / bundle_format.ENCODER
 
         def run() -> dict[str, Any]:
+            from train.export import export_onnx
+
             check = [p.image for p in text.posts[:PARITY_IMAGES]]
             return {"parity": export_onnx(checkpoint, onnx_path, check)}
 
@@ -254,9 +216,9 @@ class Pipeline:
 
     def quantize(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[Path | None, dict[str, Any]]:
         """A static int8 copy of the encoder, published only when faithful to fp32 (cached)."""
-        quantize_encoder = _need("train.quantize", "quantize_encoder")
-        quantize_config = _need("train.quantize", "QuantizeConfig")
-        qcfg = quantize_config.quick_preset() if self.cfg.quick else quantize_config(speed_seconds=0.0)
+        from train.quantize import QuantizeConfig, quantize_encoder
+
+        qcfg = QuantizeConfig.quick_preset() if self.cfg.quick else QuantizeConfig(speed_seconds=0.0)
         st = self.stage("quantize", prev.key, to_jsonable(qcfg))
         out = st.dir / bundle_format.INT8_ENCODER
 
@@ -270,9 +232,8 @@ class Pipeline:
 
     def encode(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[np.ndarray, list[int]]:
         """Every kept image through the exported encoder (cached)."""
-        encode_images = _need("train.encode", "encode_images")
         crops = self.cfg.encode_crops
-        # One crop keeps the key it had before crops existed (cached encodings stay valid).
+        # With one crop the key leaves crops out, so encodings cached before the option existed stay valid.
         st = self.stage("encode", prev.key, self.cfg.encode_batch_size, *([crops] if crops != 1 else []))
 
         def run() -> dict[str, Any]:
@@ -285,7 +246,7 @@ class Pipeline:
                 crops=crops,
             )
             np.save(st.dir / bundle_format.IMAGE_VECTORS, np.asarray(vectors, dtype=np.float32))
-            shutil.rmtree(st.dir / "chunks", ignore_errors=True)  # images.npy now holds them all
+            shutil.rmtree(st.dir / "chunks", ignore_errors=True)  # images.npy holds them all
             return {"failed": [int(i) for i in failed]}
 
         info = self.run_stage(st, run)
@@ -299,19 +260,19 @@ class Pipeline:
 
             barrier(self.dist)
 
-    def _through_text(self) -> tuple[int, dict[str, Any], dict[str, Any], str, Stage, TextResult]:
-        """Ingest, filter, split and text: posts read, their reports (ingest, filter, split method), text."""
+    def _through_text(self) -> TextSide:
+        """Ingest, filter, split and text, with what the published bundle reports of them."""
         ingest_st, posts, ingest_stats = self.ingest()
         filter_st, kept, filter_report = self.filter(ingest_st, posts)
         split_st, kept, split_method = self.split(filter_st, kept)
         text_st, text = self.text(split_st, kept)
-        return len(posts), ingest_stats, filter_report, split_method, text_st, text
+        return TextSide(len(posts), ingest_stats, filter_report, split_method, text_st, text)
 
     def follow(self) -> Path:
         """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN."""
         self._sync()
-        *_, text_st, text = self._through_text()
-        return self.image(text_st, text, self.image_config())[1]
+        side = self._through_text()
+        return self.image(side.stage, side.text, self.image_config())[1]
 
     # -- the whole run -----------------------------------------------------------------------------
     def run(self) -> Path:
@@ -320,149 +281,60 @@ class Pipeline:
         removed = bundle_format.clean_staging(cfg.models)
         if removed:
             log.info("removed %d stale staging folders in %s", removed, cfg.models)
-        n_posts, ingest_stats, filter_report, split_method, text_st, text = self._through_text()
+        side = self._through_text()
         self._sync()
-        image_cfg = self.image_config()
-        image_st, checkpoint = self.image(text_st, text, image_cfg)
-        export_st, onnx_path, parity = self.export(image_st, checkpoint, text)
-        int8_path, int8_report = (self.quantize(export_st, onnx_path, text) if cfg.encoder_int8
-                                  else (None, {"published": False, "reason": "disabled"}))
-        vectors, failed = self.encode(export_st, onnx_path, text)
-
-        failed_set = set(failed)
-        final_posts = [p for i, p in enumerate(text.posts) if i not in failed_set]
-        final_vectors = vectors[[i for i in range(len(text.posts)) if i not in failed_set]]
-        if not final_posts:
-            raise EmptyCorpus("No kept image could be encoded: nothing to publish.")
-        report = _final_filter_report(filter_report, ingest_stats, text, failed, split_method, final_posts)
-        centering = None
-        if getattr(image_cfg, "centre", False):
-            # Retrieval-time centring (space.centering): the means of the training split's vectors.
-            mean_vectors = _need("train.evaluate", "mean_vectors")
-            final_targets = text.vectors[[i for i in range(len(text.posts)) if i not in failed_set]]
-            train_rows = [i for i, p in enumerate(final_posts) if p.split == "train"] or list(
-                range(len(final_posts)))
-            centering = mean_vectors(final_vectors[train_rows], final_targets[train_rows])
-
-        build_indexes = _need("space.vectorindex", "build_bundle_indexes")
-        evaluate_bundle = _need("train.evaluate", "evaluate_bundle")
-        write_report = _need("train.report", "write_report")
-        report_config = _need("train.report", "ReportConfig")
-        rcfg = report_config(mosaic_sizes=(1024,), show_progress=False) if cfg.quick else report_config()
-
+        image_side, export_st = self.train_image_side(side)
+        kept = self.encode_kept(export_st, image_side, side.text)
+        report = published_filter_report(side.filter_report, side.ingest_stats, len(side.text.dropped_ids),
+                                         kept.failed, side.split_method, kept.posts)
+        centering = centering_for(image_side.image_cfg, kept)
         with bundle_format.staging(cfg.models) as tmp:
-            self.progress.start("stage-bundle")
-            text.space.save(tmp)
-            np.save(tmp / bundle_format.IMAGE_VECTORS, final_vectors.astype(np.float32))
-            shutil.copyfile(onnx_path, tmp / bundle_format.ENCODER)
-            if int8_path is not None:
-                shutil.copyfile(int8_path, tmp / int8_path.name)
-            _write_items(tmp / bundle_format.IMAGE_META, cfg.ingest.corpus, final_posts)
-            centering_file = centering.save(tmp) if centering is not None else None
-            self.progress.end()
+            with self.progress.phase("stage-bundle"):
+                centering_file = stage_files(tmp, side.text.space, image_side, kept, cfg.ingest.corpus,
+                                             centering)
+            with self.progress.phase("index"):
+                from space.vectorindex import build_bundle_indexes
 
-            self.progress.start("index")
-            build_indexes(tmp, dtype=cfg.index_dtype)
-            self.progress.end()
-
-            self.progress.start("eval")
-            try:
-                metrics: dict[str, Any] = evaluate_bundle(tmp)
-            except BundleInvalid as exc:
-                log.warning("no evaluation: %s", exc)
-                metrics = {"error": str(exc)}
-            self.progress.end()
-            log.info("eval: %s", json.dumps(metrics)[:400])
-
-            self.progress.start("report")
-            write_report(
-                tmp / bundle_format.REPORT_DIR,
-                final_posts,
-                text.space,
-                final_vectors,
-                report,
-                rcfg,
-                progress=None,
-            )
-            self.progress.end()
-
-            self.progress.start("publish")
-            manifest = {
-                "config": {
-                    "ingest": to_jsonable(cfg.ingest),
-                    "filters": to_jsonable(cfg.filters),
-                    "split": to_jsonable(cfg.split),
-                    "text": to_jsonable(cfg.text),
-                    "image": to_jsonable(image_cfg),
-                    "report": to_jsonable(rcfg),
-                    "quick": cfg.quick,
-                    "index_dtype": cfg.index_dtype,
-                    "encode_crops": cfg.encode_crops,
-                },
-                "filter_report": report,
-                "metrics": metrics,
-                "corpus": {
-                    "path": str(cfg.ingest.corpus.resolve()),
-                    "format": cfg.ingest.format,
-                    "n_posts": n_posts,
-                    "n_kept": len(final_posts),
-                },
-                "encoder": parity,
-                "encoder_int8": int8_report,
-                "centering": centering_file,
-                # build_bundle_indexes put centred vectors in images.usearch (what the engine checks).
-                "image_index_centred": centering_file is not None,
-                "text": text.stats,
-                "timings": self.timings,
-            }
-            final = bundle_format.publish(tmp, cfg.models, manifest, activate_it=cfg.activate)
-            self.progress.end()
+                build_bundle_indexes(tmp, dtype=cfg.index_dtype)
+            with self.progress.phase("eval"):
+                metrics = evaluate_staged(tmp)
+            with self.progress.phase("report"):
+                rcfg = self.report(tmp, side.text, kept, report)
+            with self.progress.phase("publish"):
+                manifest = bundle_manifest(cfg, side, image_side, kept, report, rcfg, metrics, centering_file,
+                                           self.timings)
+                published = bundle_format.publish(tmp, cfg.models, manifest, activate_it=cfg.activate)
         if cfg.activate:
             # Engine replicas sharing REDIS_URL switch now instead of at their next ACTIVE poll.
-            announce_from_env(final.name)
-        return final
+            announce_from_env(published.name)
+        return published
 
+    def train_image_side(self, side: TextSide) -> tuple[ImageSide, Stage]:
+        """Train the regressor, export it (and its int8 copy); the encoder and the export stage."""
+        image_cfg = self.image_config()
+        image_st, checkpoint = self.image(side.stage, side.text, image_cfg)
+        export_st, onnx_path, parity = self.export(image_st, checkpoint, side.text)
+        int8_path, int8_report = (self.quantize(export_st, onnx_path, side.text) if self.cfg.encoder_int8
+                                  else (None, {"published": False, "reason": "disabled"}))
+        return ImageSide(image_cfg, onnx_path, parity, int8_path, int8_report), export_st
 
-def _final_filter_report(
-    filter_report: dict[str, Any],
-    ingest_stats: dict[str, Any],
-    text: TextResult,
-    failed: Sequence[int],
-    split_method: str,
-    final_posts: Sequence[Post],
-) -> dict[str, Any]:
-    """The filter report as published: later drops (no known word, encode failures) included."""
-    report = json.loads(json.dumps(filter_report))
-    report["dropped"]["no_known_words"] = len(text.dropped_ids)
-    report["dropped"]["encode_failed"] = len(failed)
-    report["kept"] = len(final_posts)
-    langs: dict[str, int] = {}
-    for p in final_posts:
-        langs[p.lang or "unknown"] = langs.get(p.lang or "unknown", 0) + 1
-    report["languages"] = dict(sorted(langs.items(), key=lambda kv: -kv[1]))
-    report["ingest"] = ingest_stats
-    report["split_method"] = split_method
-    return report
+    def encode_kept(self, export_st: Stage, image_side: ImageSide, text: TextResult) -> Kept:
+        """Encode every text-side post; those whose image fails to encode leave the bundle."""
+        vectors, failed = self.encode(export_st, image_side.onnx, text)
+        failed_set = set(failed)
+        rows = [i for i in range(len(text.posts)) if i not in failed_set]
+        if not rows:
+            raise EmptyCorpus("No kept image could be encoded: nothing to publish.")
+        return Kept([text.posts[i] for i in rows], vectors[rows], text.vectors[rows], failed)
 
+    def report(self, tmp: Path, text: TextResult, kept: Kept, filter_report: dict[str, Any]) -> ReportConfig:
+        """The staged bundle's ``report/``; returns the report config used (one mosaic size when quick)."""
+        from train.report import ReportConfig, write_report
 
-def _write_items(path: Path, corpus: Path, posts: Sequence[Post]) -> None:
-    """``images.json``: row i of images.npy is key i."""
-    root = corpus.resolve()
-    items = [
-        {
-            "key": i,
-            "post_id": p.id,
-            "path": str(Path(p.image).resolve()),
-            "caption": p.caption,
-            "captions": list(p.reference_captions),
-            "split": p.split,
-            "lang": p.lang,
-            "user": p.user,
-        }
-        for i, p in enumerate(posts)
-    ]
-    payload = {"corpus_root": str(root if root.is_dir() else root.parent), "items": items}
-    path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+        rcfg = ReportConfig(mosaic_sizes=(1024,), show_progress=False) if self.cfg.quick else ReportConfig()
+        write_report(tmp / bundle_format.REPORT_DIR, kept.posts, text.space, kept.vectors, filter_report,
+                     rcfg, progress=None)
+        return rcfg
 
 
 def run_text_stages(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -107,6 +108,14 @@ class ProgressReporter:
         if now - self._last_emit >= self.min_interval_s:
             self._last_emit = now
             self._write(self._line())
+
+    @contextmanager
+    def phase(self, stage: str) -> Iterator[None]:
+        """Run the block as ``stage`` (no count): started before it, ended after it (a failure is reported by
+        :meth:`failed`, which ends it)."""
+        self.start(stage)
+        yield
+        self.end()
 
     def advance(self, n: int = 1) -> None:
         """Add ``n`` units to the current stage."""

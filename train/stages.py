@@ -1,0 +1,61 @@
+"""The stage cache: each stage's output folder under the work dir, keyed by its inputs and config.
+
+A stage folder ``<work>/<stage>-<key>/`` is complete when it holds ``DONE.json`` (written last, with what
+the stage reports), so a killed stage is redone and a finished one is reused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from train.config import config_hash
+
+DONE = "DONE.json"
+
+
+def corpus_fingerprint(path: Path) -> str:
+    """A cheap fingerprint of the corpus files (names, sizes, mtimes): a changed corpus re-ingests."""
+    path = path.resolve()
+    if path.is_file():
+        st = path.stat()
+        return config_hash([path.name, st.st_size, st.st_mtime_ns])
+    entries = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            entries.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
+    return config_hash(entries)
+
+
+@dataclass
+class Stage:
+    """One cached stage output directory."""
+
+    name: str
+    key: str
+    dir: Path
+
+    @classmethod
+    def under(cls, work: Path, name: str, *parts: Any) -> Stage:
+        """The (created) folder of stage ``name`` for these inputs/config parts under ``work``."""
+        key = config_hash(name, *parts)
+        d = work / f"{name}-{key}"
+        d.mkdir(parents=True, exist_ok=True)
+        return cls(name, key, d)
+
+    @property
+    def done(self) -> bool:
+        """Whether a previous run completed this exact stage."""
+        return (self.dir / DONE).is_file()
+
+    def mark_done(self, info: dict[str, Any]) -> None:
+        """Record completion (written last, so a killed stage is redone)."""
+        (self.dir / DONE).write_text(json.dumps(info, ensure_ascii=False, default=str), encoding="utf-8")
+
+    def info(self) -> dict[str, Any]:
+        """What :meth:`mark_done` recorded."""
+        payload: dict[str, Any] = json.loads((self.dir / DONE).read_text(encoding="utf-8"))
+        return payload
