@@ -347,16 +347,15 @@ def _index_ranking(index: Index, rows: np.ndarray, query: np.ndarray, n: int) ->
         return _NO_KEYS, _NO_SIMS
     rerank = rows if is_quantised(index) else None
     width = int(index.expansion_search)
-    tiers: list[Ranked] = []
-    taken = _NO_KEYS
+    taken, scores = _NO_KEYS, [_NO_SIMS]
     while len(taken) < n:
         keys, sims = search_batch(index, query, width, exact=False, threads=1, rerank=rerank, oversample=1)
         fresh = (keys[0] >= 0) & ~np.isin(keys[0], taken)
         keys, sims = keys[0][fresh], sims[0][fresh]
         order = np.lexsort((keys, -sims))
-        tiers.append((keys[order], sims[order]))
         taken = np.concatenate((taken, keys[order]))
+        scores.append(sims[order])
         if width >= len(index):
             break
         width *= TIER_GROWTH
-    return taken[:n], np.concatenate([sims for _, sims in tiers])[:n]
+    return taken[:n], np.concatenate(scores)[:n]
