@@ -1,7 +1,8 @@
 """Runs `python -m train all` as one local subprocess at a time, for the admin `/retrain` command.
 
 One job at a time: a lock in Redis (when ``REDIS_URL`` is set, so it survives a bot restart) or a lock
-file under ``MODELS_DIR``. Progress is read from the trainer's JSON-lines progress file.
+file under ``MODELS_DIR`` (:mod:`bot.joblock`: taken once before the launch, never free while a job
+runs). Progress is read from the trainer's JSON-lines progress file.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from bot.joblock import LAUNCHING, FileLock, JobLock, RedisLock, is_stale, job_pid, new_info
 from space.jobs import (
-    LOCK_KEY,
-    LOCK_TTL_S,
     PROGRESS_KEY,
     RetrainSettings,
     RetrainStatus,
@@ -29,7 +29,8 @@ from space.jobs import (
 
 log = logging.getLogger(__name__)
 
-
+# How long ``cancel`` waits for a job being launched to get its pid.
+CANCEL_LAUNCH_WAIT_S = 10.0
 
 __all__ = [
     "ArqRetrainManager",
@@ -46,85 +47,6 @@ class RetrainError(Exception):
     """A retraining cannot be started (not configured, or one is already running)."""
 
 
-class JobLock(Protocol):
-    """Holds the one-job-at-a-time lock and the running job's description."""
-
-    async def acquire(self, info: dict[str, Any]) -> bool:
-        """Take the lock with the job's info; False when it is held."""
-
-    async def read(self) -> dict[str, Any] | None:
-        """The holder's info, or None."""
-
-    async def release(self) -> None:
-        """Drop the lock."""
-
-
-class FileLock:
-    """A lock file created with O_EXCL under the models directory."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def acquire(self, info: dict[str, Any]) -> bool:
-        """Take the lock with the job's info; False when it is held."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        return True
-
-    async def read(self) -> dict[str, Any] | None:
-        """The holder's info, or None."""
-        try:
-            info = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        return info if isinstance(info, dict) else None
-
-    async def release(self) -> None:
-        """Drop the lock."""
-        self.path.unlink(missing_ok=True)
-
-
-class RedisLock:
-    """A lock key in Redis, so a restarted bot still knows about the running job."""
-
-    def __init__(self, url: str) -> None:
-        import redis.asyncio as aioredis
-
-        self.redis = aioredis.from_url(url)
-
-    async def acquire(self, info: dict[str, Any]) -> bool:
-        """Take the lock with the job's info; False when it is held."""
-        return bool(await self.redis.set(LOCK_KEY, json.dumps(info), nx=True, ex=LOCK_TTL_S))
-
-    async def read(self) -> dict[str, Any] | None:
-        """The holder's info, or None."""
-        raw = await self.redis.get(LOCK_KEY)
-        return json.loads(raw) if raw else None
-
-    async def release(self) -> None:
-        """Drop the lock."""
-        await self.redis.delete(LOCK_KEY)
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self.redis.aclose()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RetrainManager:
     """Starts, watches and cancels the training subprocess; one job at a time."""
 
@@ -138,6 +60,7 @@ class RetrainManager:
                 lock = FileLock(base / ".retrain.lock")
         self.lock = lock
         self._proc: asyncio.subprocess.Process | None = None
+        self._token: str | None = None
         self._waiter: asyncio.Task[RetrainStatus] | None = None
         self._last: RetrainStatus = RetrainStatus("idle")
         self._cancelled = False
@@ -151,30 +74,53 @@ class RetrainManager:
         except ValueError as exc:
             progress.unlink(missing_ok=True)
             raise RetrainError(str(exc)) from exc
-        info = {"pid": 0, "progress_file": str(progress), "started": time.time()}
-        if not await self.lock.acquire(info):
-            progress.unlink(missing_ok=True)
-            raise RetrainError("a retraining is already running")
+        info = new_info(progress)
+        token = str(info["token"])
+        LAUNCHING.add(token)
         try:
-            # A new session makes the job its own process group, so cancel() stops its children too.
-            self._proc = await asyncio.create_subprocess_exec(
+            if not await self.lock.acquire(info):
+                progress.unlink(missing_ok=True)
+                raise RetrainError("a retraining is already running")
+            proc = await self._launch(argv, token, progress)
+            # The same lock, now naming the job: it is never free while the job runs.
+            if not await self.lock.update(token, info | {"pid": proc.pid}):
+                self._stop_group(proc.pid, signal.SIGTERM)
+                await proc.wait()
+                progress.unlink(missing_ok=True)
+                raise RetrainError("the retrain lock was taken away while the trainer started")
+        finally:
+            LAUNCHING.discard(token)
+        self._proc, self._token, self._cancelled = proc, token, False
+        self._last = RetrainStatus("running", pid=proc.pid)
+        self._waiter = asyncio.create_task(self._wait(proc, progress, token))
+        log.info("retraining started, pid %d", proc.pid)
+        return self._last
+
+    async def _launch(self, argv: list[str], token: str, progress: Path) -> asyncio.subprocess.Process:
+        """Start the trainer in its own session (cancel() stops its children too); the lock is ours."""
+        try:
+            return await asyncio.create_subprocess_exec(
                 *argv,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
-        except OSError as exc:
-            await self.lock.release()
-            raise RetrainError(f"could not start the trainer: {exc}") from exc
-        await self.lock.release()
-        await self.lock.acquire(info | {"pid": self._proc.pid})
-        self._cancelled = False
-        self._last = RetrainStatus("running", pid=self._proc.pid)
-        self._waiter = asyncio.create_task(self._wait(self._proc, progress))
-        log.info("retraining started, pid %d", self._proc.pid)
-        return self._last
+        except BaseException as exc:
+            await self.lock.release(token)
+            progress.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise RetrainError(f"could not start the trainer: {exc}") from exc
+            raise
 
-    async def _wait(self, proc: asyncio.subprocess.Process, progress: Path) -> RetrainStatus:
+    @staticmethod
+    def _stop_group(pid: int, sig: signal.Signals) -> None:
+        """Signal the job's process group; never a pid <= 0 (the caller's own group, or every process)."""
+        if pid <= 0:
+            raise ValueError(f"refusing to signal process group {pid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+
+    async def _wait(self, proc: asyncio.subprocess.Process, progress: Path, token: str) -> RetrainStatus:
         assert proc.stderr is not None
         # Keep only the tail: a long run's progress bars would otherwise pile up in memory.
         tail = b""
@@ -192,7 +138,7 @@ class RetrainManager:
             )
         log.info("retraining ended: %s (exit code %d)", final.state, code)
         self._last = final
-        await self.lock.release()
+        await self.lock.release(token)
         progress.unlink(missing_ok=True)
         return final
 
@@ -204,43 +150,58 @@ class RetrainManager:
 
     async def _drop_stale_lock(self) -> None:
         info = await self.lock.read()
-        if info and self._proc is None and not _alive(int(info.get("pid") or 0) or -1):
+        if info and is_stale(info):
             log.warning("dropping a stale retrain lock (pid %s)", info.get("pid"))
-            await self.lock.release()
+            await self.lock.release(info.get("token"))
+
+    def _running_here(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
 
     async def status(self) -> RetrainStatus:
         """The running job's progress, or the last job's result, or idle."""
-        if self._proc is not None and self._proc.returncode is None:
-            held = await self.lock.read() or {}
-            record = read_progress(Path(held.get("progress_file", "")))
-            return status_from_record(record, running=True)
-        if self._proc is None:
-            # A job started by an earlier bot process may still be running.
-            info = await self.lock.read()
-            if info and _alive(int(info.get("pid") or 0) or -1):
-                return status_from_record(read_progress(Path(info.get("progress_file", ""))), running=True)
+        info = await self.lock.read()
+        if self._running_here() or (self._proc is None and info and not is_stale(info)):
+            # Ours, or a job started (or being started) by an earlier or another bot process.
+            progress = Path((info or {}).get("progress_file", ""))
+            return status_from_record(read_progress(progress), running=True)
         return self._last
+
+    async def _job_pid(self) -> int | None:
+        """The running job's pid; a job being launched is waited for (a bounded wait) to get its pid."""
+        deadline = time.monotonic() + CANCEL_LAUNCH_WAIT_S
+        while True:
+            if self._running_here():
+                assert self._proc is not None
+                return self._proc.pid
+            info = await self.lock.read()
+            if not info or is_stale(info):
+                return None
+            if (pid := job_pid(info)) > 0 and info.get("token") not in LAUNCHING:
+                return pid
+            if time.monotonic() > deadline:
+                log.warning("a retraining still launching after %.0f s: not cancelled", CANCEL_LAUNCH_WAIT_S)
+                return None
+            await asyncio.sleep(0.05)
 
     async def cancel(self) -> bool:
         """Terminate the job's process group; False when nothing was running."""
-        info = await self.lock.read()
-        pid = self._proc.pid if self._proc is not None and self._proc.returncode is None else None
-        if pid is None and info and _alive(int(info.get("pid") or 0) or -1):
-            pid = int(info["pid"])
+        pid = await self._job_pid()
         if pid is None:
             return False
+        ours = self._running_here()
         self._cancelled = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+        self._stop_group(pid, signal.SIGTERM)
         log.info("retraining cancelled, pid %d", pid)
-        if self._waiter is not None:
+        if ours and self._waiter is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._waiter), 10)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                self._stop_group(pid, signal.SIGKILL)
         else:
-            await self.lock.release()
+            # Another bot process's job (before a restart): its lock is released here.
+            held = await self.lock.read()
+            if held and job_pid(held) == pid:
+                await self.lock.release(held.get("token"))
             self._last = RetrainStatus("cancelled")
         return True
 
