@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,10 +12,11 @@ import pytest
 
 from bot.app import build_application, running
 from bot.local_api import LocalBotApi
-from bot.retrain import RetrainError, RetrainManager
+from bot.retrain import RetrainError, RetrainManager, RetrainStatus
 from bot.settings import RetrainSettings
 from tests.bot.conftest import ADMIN_ID, bot_settings, engine_json
 from tests.conftest import RedisServer
+from tests.waiting import until
 
 FAKE_TRAIN = (sys.executable, str(Path(__file__).with_name("fake_train.py")))
 
@@ -30,6 +31,16 @@ def job(tmp_path: Path, *extra: str, redis_url: str | None = None) -> RetrainSet
         command=FAKE_TRAIN,
         redis_url=redis_url,
     )
+
+
+def _reported(manager: RetrainManager) -> Callable[[], Awaitable[RetrainStatus | None]]:
+    """A check for :func:`until`: the job's status once its progress file names a stage."""
+
+    async def check() -> RetrainStatus | None:
+        status = await manager.status()
+        return status if status.stage else None
+
+    return check
 
 
 def test_argv_is_the_contract(tmp_path: Path) -> None:
@@ -60,8 +71,7 @@ async def test_one_job_at_a_time_with_progress(tmp_path: Path) -> None:
     await manager.start()
     with pytest.raises(RetrainError):
         await RetrainManager(job(tmp_path)).start()  # the lock file under MODELS_DIR is shared
-    await asyncio.sleep(0.5)
-    status = await manager.status()
+    status = await until(_reported(manager), "the fake trainer's first progress line")
     assert status.state == "running" and status.stage == "image" and status.total == 4
     assert "epochs" in status.describe() and "%" in status.describe()
     final = await manager.wait()
@@ -92,7 +102,7 @@ async def test_cancel_stops_the_process_group(tmp_path: Path) -> None:
 async def test_redis_lock_survives_a_bot_restart(tmp_path: Path, redis_server: RedisServer) -> None:
     first = RetrainManager(job(tmp_path, "--steps", "100", "--step-s", "0.5", redis_url=redis_server.url))
     await first.start()
-    await asyncio.sleep(0.7)
+    await until(_reported(first), "the fake trainer's first progress line")
     restarted = RetrainManager(job(tmp_path, redis_url=redis_server.url))  # a new bot process
     assert (await restarted.status()).state == "running"
     with pytest.raises(RetrainError):
