@@ -19,6 +19,7 @@ from space.errors import SpaceError
 from space.images import CROPS
 from train.config import FORMATS, FilterConfig, IngestConfig, PipelineConfig, TextConfig
 from train.image_config import ImageConfig
+from train.topic import Topic, load_topic, read_city_list
 
 log = logging.getLogger("train")
 
@@ -40,9 +41,14 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="small, fast settings (tests, smoke runs)")
     p.add_argument("--limit", type=int, default=None, help="read at most N posts")
-    p.add_argument("--languages", default="en,es,ca", help="languages to keep (empty: no language filter)")
+    p.add_argument("--topic", type=Path, default=_env_path("TRAIN_TOPIC"),
+                   help="topic file (TOML, e.g. topics/barcelona.toml): the topic's names, other cities to "
+                   "drop, attractions, languages (env TRAIN_TOPIC; none: no city filter, no attractions)")
+    p.add_argument("--languages", default=None,
+                   help="languages to keep, e.g. en,es,ca (default: the topic's, else en,es,ca; empty: none)")
     p.add_argument("--max-user-posts", type=int, default=20, help="drop users with more posts (0: off)")
-    p.add_argument("--cities", type=Path, default=None, help="file of other-city names, one a line")
+    p.add_argument("--cities", type=Path, default=None,
+                   help="file of other-city names, one a line (replaces the topic's list)")
     p.add_argument(
         "--progress-file",
         type=Path,
@@ -87,18 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
+def _filters(args: argparse.Namespace, topic: Topic | None) -> FilterConfig:
+    """The filters: languages from the flag, else the topic, else en/es/ca; other cities from the topic."""
+    languages = args.languages
+    if languages is None:
+        given = topic.languages if topic is not None else None
+        languages = ",".join(given) if given is not None else "en,es,ca"
+    cities = read_city_list(args.cities) if args.cities is not None else None
+    if topic is not None:
+        cities = topic.cities_to_drop(cities)
+    return FilterConfig(
+        languages=tuple(x.strip() for x in languages.split(",") if x.strip()),
+        max_posts_per_user=args.max_user_posts or None,
+        other_cities=cities or (),
+    )
+
+
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """The frozen run config from the parsed arguments."""
-    filters = FilterConfig(
-        languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
-        max_posts_per_user=args.max_user_posts or None,
-    )
-    if args.cities is not None:
-        names = [ln.strip() for ln in args.cities.read_text(encoding="utf-8").splitlines()]
-        filters = FilterConfig(**{**filters.__dict__, "other_cities": tuple(n for n in names if n)})
-    progress_file = args.progress_file or (
-        Path(os.environ["TRAIN_PROGRESS_FILE"]) if os.environ.get("TRAIN_PROGRESS_FILE") else None
-    )
+    topic = load_topic(args.topic) if getattr(args, "topic", None) is not None else None
+    filters = _filters(args, topic)
+    progress_file = args.progress_file or _env_path("TRAIN_PROGRESS_FILE")
     image = _image_config(args.image_set, args.quick) if getattr(args, "image_set", None) else None
     return PipelineConfig(
         image=image,
@@ -113,6 +133,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f16"),
         encode_crops=getattr(args, "encode_crops", 1),
+        topic=topic,
     )
 
 

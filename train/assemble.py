@@ -157,6 +157,7 @@ def bundle_manifest(cfg: PipelineConfig, side: TextSide, image_side: ImageSide, 
             "index_dtype": cfg.index_dtype,
             "encode_crops": cfg.encode_crops,
         },
+        "topic": cfg.topic.to_dict() if cfg.topic is not None else None,
         "filter_report": filter_report,
         "metrics": metrics,
         "corpus": {

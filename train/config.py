@@ -15,117 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from train.image_config import ImageConfig
+from train.topic import Topic
 
 CorpusFormat = Literal["flickr8k", "instaloader", "jsonl"]
 FORMATS: tuple[str, ...] = ("flickr8k", "instaloader", "jsonl")
-
-# World cities a post about the corpus topic should not be about. The topic city itself (Barcelona) is
-# deliberately absent; so are city names that are everyday words in en/es/ca ("nice", "reading",
-# "mobile", "santiago" as a saint's name...), and "boston" (the Boston Terrier of many dog photos).
-DEFAULT_OTHER_CITIES: tuple[str, ...] = (
-    "madrid",
-    "valencia",
-    "sevilla",
-    "seville",
-    "bilbao",
-    "malaga",
-    "zaragoza",
-    "ibiza",
-    "lisbon",
-    "lisboa",
-    "porto",
-    "paris",
-    "lyon",
-    "marseille",
-    "london",
-    "manchester",
-    "liverpool",
-    "edinburgh",
-    "dublin",
-    "amsterdam",
-    "rotterdam",
-    "brussels",
-    "bruselas",
-    "berlin",
-    "munich",
-    "hamburg",
-    "frankfurt",
-    "vienna",
-    "viena",
-    "prague",
-    "praga",
-    "budapest",
-    "warsaw",
-    "krakow",
-    "zurich",
-    "geneva",
-    "milan",
-    "milano",
-    "rome",
-    "roma",
-    "venice",
-    "venecia",
-    "florence",
-    "florencia",
-    "naples",
-    "napoli",
-    "athens",
-    "atenas",
-    "istanbul",
-    "moscow",
-    "moscu",
-    "stockholm",
-    "oslo",
-    "copenhagen",
-    "helsinki",
-    "new york",
-    "nueva york",
-    "nyc",
-    "los angeles",
-    "san francisco",
-    "chicago",
-    "miami",
-    "seattle",
-    "las vegas",
-    "washington",
-    "toronto",
-    "montreal",
-    "vancouver",
-    "mexico city",
-    "ciudad de mexico",
-    "havana",
-    "la habana",
-    "bogota",
-    "medellin",
-    "buenos aires",
-    "santiago de chile",
-    "rio de janeiro",
-    "sao paulo",
-    "montevideo",
-    "caracas",
-    "tokyo",
-    "tokio",
-    "kyoto",
-    "osaka",
-    "seoul",
-    "beijing",
-    "pekin",
-    "shanghai",
-    "hong kong",
-    "singapore",
-    "bangkok",
-    "dubai",
-    "delhi",
-    "mumbai",
-    "sydney",
-    "melbourne",
-    "cairo",
-    "marrakech",
-    "cape town",
-    "nairobi",
-    "tel aviv",
-    "jerusalem",
-)
 
 
 @dataclass(frozen=True)
@@ -148,7 +41,9 @@ class FilterConfig:
     # top guess: short English captions often come out as "da"/"af" first with "en" close behind.
     language_min_prob: float = 0.2
     max_posts_per_user: int | None = 20
-    other_cities: tuple[str, ...] = DEFAULT_OTHER_CITIES  # empty switches the city filter off
+    # Posts naming one of these are dropped; a topic file (train.topic) lists them, less the topic's own
+    # names. Empty (no topic file): nothing is dropped as another city, and the report says so.
+    other_cities: tuple[str, ...] = ()
     drop_duplicates: bool = True
     check_images: bool = True
 
@@ -212,6 +107,9 @@ class PipelineConfig:
     # memory it maps at no measurable recall cost and searches ~1.4x faster than f32; i8 quarters it but
     # loses recall on dense clusters.
     index_dtype: str = "f16"
+    # What the corpus is about (--topic FILE): its other cities are in ``filters``, its attractions go to the
+    # report, and the manifest records it. None: no topic file.
+    topic: Topic | None = None
 
     @property
     def work_dir(self) -> Path:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from space.tokenize import word_count, words
 from train.config import FilterConfig
 from train.corpus import Post
 from train.progress import ProgressCallback
+from train.topic import fold
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,6 @@ _NOISE = re.compile(r"(?:https?://|www\.)\S+|(?<!\w)@[\w.]+", re.IGNORECASE)
 
 REASONS = ("no_caption", "short_caption", "language", "user", "city", "duplicate", "unreadable")
 __all__ = ["REASONS", "FilterConfig", "FilterResult", "LanguageDetector", "run_filters"]
-
-
-def _fold(text: str) -> str:
-    """Lowercase without diacritics, so "Málaga" and "malaga" are the same city."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 class LanguageDetector:
@@ -87,13 +81,13 @@ class CityMatcher:
     """Whole-token matching of city names (multi-word names as token sequences, accents folded)."""
 
     def __init__(self, cities: Iterable[str]) -> None:
-        self._names: set[tuple[str, ...]] = {tuple(_fold(w) for w in words(c)) for c in cities}
+        self._names: set[tuple[str, ...]] = {tuple(fold(w) for w in words(c)) for c in cities}
         self._names.discard(())
         self._lengths = sorted({len(n) for n in self._names}, reverse=True)
 
     def find(self, text: str) -> str | None:
         """The first city named in ``text``, or None."""
-        toks = [_fold(w) for w in words(text)]
+        toks = [fold(w) for w in words(text)]
         for i in range(len(toks)):
             for n in self._lengths:
                 cand = tuple(toks[i : i + n])
@@ -209,7 +203,7 @@ def run_filters(
         matcher = CityMatcher(cfg.other_cities)
         step("city", lambda p: None if matcher.find(p.caption) else p)
     else:
-        skipped.append("city (disabled)")
+        skipped.append("city (no other cities configured: no --topic file or --cities list)")
 
     if cfg.drop_duplicates:
         seen: set[str] = set()

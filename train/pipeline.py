@@ -331,7 +331,9 @@ class Pipeline:
         """The staged bundle's ``report/``; returns the report config used (one mosaic size when quick)."""
         from train.report import ReportConfig, write_report
 
-        rcfg = ReportConfig(mosaic_sizes=(1024,), show_progress=False) if self.cfg.quick else ReportConfig()
+        places = self.cfg.topic.report_places() if self.cfg.topic is not None else {}  # its attractions
+        rcfg = (ReportConfig(mosaic_sizes=(1024,), show_progress=False, **places) if self.cfg.quick
+                else ReportConfig(**places))
         write_report(tmp / bundle_format.REPORT_DIR, kept.posts, text.space, kept.vectors, filter_report,
                      rcfg, progress=None)
         return rcfg

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.train.fixtures.corpus import FixturePost, expected_report, fixture_posts, write_corpus
 from train.config import FilterConfig, IngestConfig
 from train.filters import CityMatcher, run_filters
 from train.ingest import ingest
+from train.topic import load_topic
+
+# The fixture is a Barcelona corpus: its other-city posts go with the shipped topic file.
+BARCELONA = FilterConfig(other_cities=load_topic(ROOT / "topics" / "barcelona.toml").cities_to_drop())
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,7 @@ def _ids(p: FixturePost, fmt: str) -> list[str]:
 def test_filter_counts_exact_in_each_format(fmt: str, posts: list[FixturePost], tmp_path: Path) -> None:
     corpus = write_corpus(fmt, posts, tmp_path / fmt)
     read, stats = ingest(IngestConfig(corpus, fmt))  # type: ignore[arg-type]
-    result = run_filters(read, FilterConfig())
+    result = run_filters(read, BARCELONA)
     with_users = fmt != "flickr8k"
     expected = expected_report(posts, with_users)
     report = result.report
@@ -61,7 +66,9 @@ def test_switched_off_filters_are_listed_and_keep_posts(posts: list[FixturePost]
     cfg = FilterConfig(languages=(), max_posts_per_user=None, other_cities=())
     report = run_filters(read, cfg).report
     assert report["dropped"]["language"] == report["dropped"]["user"] == report["dropped"]["city"] == 0
-    assert set(report["skipped_filters"]) == {"language (disabled)", "user (disabled)", "city (disabled)"}
+    assert set(report["skipped_filters"]) == {
+        "language (disabled)", "user (disabled)",
+        "city (no other cities configured: no --topic file or --cities list)"}
     assert report["kept"] == 58 - 2 - 2 - 2 - 1
 
 

@@ -13,11 +13,13 @@ import pytest
 from space import bundle
 from space.vectorindex import index_info
 from tests.bundle_factory import progress_file, small_bundle_args, work_dir
+from tests.conftest import ROOT
 from tests.train.fixtures.corpus import fixture_posts, write_corpus
 from train.__main__ import build_parser, main, pipeline_config
 from train.config import FilterConfig, IngestConfig, PipelineConfig, TextConfig
 from train.pipeline import EmptyCorpus, build_bundle, run_text_stages
 from train.progress import ProgressReporter
+from train.topic import load_topic
 
 REASONS = {"no_caption", "short_caption", "language", "user", "city", "duplicate", "unreadable"}
 
@@ -30,11 +32,17 @@ def fixture_corpus(
     return write_corpus("jsonl", fixture_posts(flickr8k_dir, multilingual_tsv), root)
 
 
+# The fixture is a Barcelona corpus: its other-city posts go with the shipped topic file.
+TOPIC = ROOT / "topics" / "barcelona.toml"
+CITIES = load_topic(TOPIC).cities_to_drop()
+
+
 def _cfg(corpus: Path, models: Path, **kw: object) -> PipelineConfig:
     return PipelineConfig(
         ingest=IngestConfig(corpus, "jsonl"),
         models=models,
         text=TextConfig(vector_size=16, epochs=3, min_count=1),
+        filters=FilterConfig(other_cities=CITIES),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -56,7 +64,8 @@ def test_text_stages_cached_by_inputs_and_config(
     caplog.clear()
     # A changed filter re-runs the filter and what follows, never the ingest.
     changed = PipelineConfig(
-        ingest=cfg.ingest, models=cfg.models, text=cfg.text, filters=FilterConfig(max_posts_per_user=None)
+        ingest=cfg.ingest, models=cfg.models, text=cfg.text,
+        filters=FilterConfig(max_posts_per_user=None, other_cities=CITIES)
     )
     third = run_text_stages(changed, "filter")
     assert third["filter"]["kept"] == 18 + 25
@@ -68,7 +77,8 @@ def test_text_stages_cached_by_inputs_and_config(
 def test_cli_text_stage_prints_summary(
     fixture_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = main(["filter", "--corpus", str(fixture_corpus), "--format", "jsonl", "--models", str(tmp_path)])
+    rc = main(["filter", "--corpus", str(fixture_corpus), "--format", "jsonl", "--models", str(tmp_path),
+               "--topic", str(TOPIC)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "kept 18 of 58" in out

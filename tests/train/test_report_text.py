@@ -93,10 +93,9 @@ def test_report_files_and_index_without_images(text_report: tuple[Path, dict]) -
     assert stats["filter_report"]["dropped"] == {"language": 20}
     assert stats["corpus"] == {"posts": 180, "images": 0, "captions": 180}
     assert json.loads((out / "stats.json").read_text(encoding="utf-8")) == stats
-    # Flickr8k is not about Barcelona: the default list finds nothing, and says so.
-    assert stats["attractions"]["total_mentions"] == 0
-    assert stats["attractions"]["note"] == "no mentions of any configured attraction"
-    assert all(e["rank"] is None for e in stats["attractions"]["ranking"])
+    # Without a topic file no attraction is configured, and the report says so.
+    assert stats["attractions"]["total_mentions"] == 0 and stats["attractions"]["ranking"] == []
+    assert stats["attractions"]["note"] == "no attractions configured (no --topic file)"
     word_map = json.loads((out / "word_map.json").read_text(encoding="utf-8"))
     assert len(word_map["words"]) == min(FAST.word_map_words, stats["vocabulary"]["space_words"])
 

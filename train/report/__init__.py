@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,10 @@ from space.textspace import TextSpace, unit
 from train.corpus import Post
 from train.progress import ProgressCallback
 from train.report import mosaic, plots, text_analyses
-from train.report.text_analyses import BARCELONA_ATTRACTIONS, Attraction
 from train.report.word_map import word_map_layout
+from train.topic import Attraction
 
 __all__ = [
-    "BARCELONA_ATTRACTIONS",
     "Attraction",
     "ReportConfig",
     "report_from_bundle",
@@ -45,7 +44,9 @@ class ReportConfig:
     top_words: int = 30  # bars in top_words.png
     stats_top_words: int = 50  # words listed in stats.json
     language_top_words: int = 20  # bars per language panel
-    attractions: tuple[Attraction, ...] = BARCELONA_ATTRACTIONS
+    # The topic's places (train.topic: the topic file's [[attractions]]); empty: none ranked, and the report
+    # says no attractions are configured.
+    attractions: tuple[Attraction, ...] = ()
     # Attraction names, most popular first (e.g. a travel site's ranking); empty: no comparison.
     reference_ranking: tuple[str, ...] = ()
     mosaic_sizes: tuple[int, ...] = (1024, 2048, 4096)
@@ -232,7 +233,8 @@ def write_report(
     attractions = {
         "ranking": ranked,
         "total_mentions": total_mentions,
-        "note": None if total_mentions else "no mentions of any configured attraction",
+        "note": (None if total_mentions else "no mentions of any configured attraction" if cfg.attractions
+                 else "no attractions configured (no --topic file)"),
         "reference": comparison,
         "aliases": {a.name: list(a.aliases) for a in cfg.attractions},
     }
@@ -291,6 +293,17 @@ class _BundleData:
     posts: list[Post]
     vectors: np.ndarray
     filter_report: dict[str, Any] = field(default_factory=dict)
+    # The places the bundle's report was configured with (its topic's attractions), from the manifest.
+    places: dict[str, Any] = field(default_factory=dict)
+
+
+def _places(report_cfg: dict[str, Any]) -> dict[str, Any]:
+    """ReportConfig's attraction fields from a manifest's ``config.report`` (empty when it has none)."""
+    entries = [a for a in report_cfg.get("attractions") or () if isinstance(a, dict) and a.get("name")]
+    if not entries:
+        return {}
+    return {"attractions": tuple(Attraction(str(a["name"]), tuple(a.get("aliases") or ())) for a in entries),
+            "reference_ranking": tuple(report_cfg.get("reference_ranking") or ())}
 
 
 def _read_bundle(bundle: Path) -> _BundleData:
@@ -306,7 +319,8 @@ def _read_bundle(bundle: Path) -> _BundleData:
     vectors = np.load(bundle / bundle_format.IMAGE_VECTORS)
     manifest_path = bundle / bundle_format.MANIFEST
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    return _BundleData(posts, vectors, manifest.get("filter_report", {}))
+    report_cfg = (manifest.get("config") or {}).get("report") or {}
+    return _BundleData(posts, vectors, manifest.get("filter_report", {}), _places(report_cfg))
 
 
 def report_from_bundle(
@@ -317,8 +331,13 @@ def report_from_bundle(
     maps_only: bool = False,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Redraw a published bundle's report (or only its image maps) into ``out_dir``."""
+    """Redraw a published bundle's report (or only its image maps) into ``out_dir``.
+
+    A ``cfg`` without attractions ranks the places the bundle was trained with (its topic's).
+    """
     data = _read_bundle(bundle)
+    if data.places and not (cfg is not None and cfg.attractions):
+        cfg = replace(cfg or ReportConfig(), **data.places)
     if maps_only:
         return write_image_maps(out_dir, [p.image for p in data.posts], data.vectors, cfg, progress)
     space = TextSpace.load(bundle)

@@ -86,7 +86,8 @@ def attraction_bars(
     total = sum(e["mentions"] for e in ranked)
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(ranked) + 1) if total else 3.0))
     if total == 0:
-        _empty_note(ax, f"no mentions of any of the {len(ranked)} configured attractions")
+        _empty_note(ax, f"no mentions of any of the {len(ranked)} configured attractions" if ranked
+                    else "no attractions configured (a topic file lists them: --topic)")
     else:
         shown = ranked[::-1]
         labels = [

@@ -7,53 +7,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from space.tokenize import tokenize, words
 from train.corpus import Post
+from train.topic import Attraction
 
 UNKNOWN_LANGUAGE = "unknown"
-
-
-@dataclass(frozen=True)
-class Attraction:
-    """A place to count: its display name and every spelling that mentions it."""
-
-    name: str
-    aliases: tuple[str, ...]
-
-
-def _a(name: str, *aliases: str) -> Attraction:
-    return Attraction(name, (name.lower(), *aliases))
-
-
-# The original topic: Barcelona. Aliases cover en/es/ca spellings, accent-less spellings and the
-# hashtag forms (hashtags become words, so "#sagradafamilia" is the single token "sagradafamilia").
-BARCELONA_ATTRACTIONS: tuple[Attraction, ...] = (
-    _a("Sagrada Família", "sagrada familia", "sagradafamilia", "sagradafamília"),
-    _a("Park Güell", "parc güell", "park guell", "parc guell", "parkguell", "parcguell", "parkgüell"),
-    _a("Camp Nou", "campnou"),
-    _a("Casa Batlló", "casa batllo", "casabatllo", "casabatlló"),
-    _a("La Rambla", "las ramblas", "les rambles", "the ramblas", "rambla", "ramblas", "rambles"),
-    _a("Barceloneta", "labarceloneta"),
-    _a("Montjuïc", "montjuic", "montjuich"),
-    _a("Tibidabo"),
-    _a("Gothic Quarter", "barri gòtic", "barri gotic", "barrio gótico", "barrio gotico", "barrigotic",
-       "barrigòtic", "gòtic"),
-    _a("La Pedrera", "pedrera", "casa milà", "casa mila", "lapedrera"),
-    _a("El Born", "born", "elborn"),
-    _a("Gràcia", "gracia"),
-    _a("La Boqueria", "boqueria", "mercat de la boqueria"),
-    _a("Arc de Triomf", "arco de triunfo", "arcdetriomf"),
-    _a("Parc de la Ciutadella", "ciutadella", "ciudadela", "parque de la ciudadela"),
-    _a("Palau de la Música", "palau de la musica", "palaumusica"),
-    _a("Plaça de Catalunya", "plaça catalunya", "plaza de cataluña", "plaza cataluña", "placa catalunya",
-       "plaza catalunya"),
-    _a("Sants", "estació de sants", "estacion de sants"),
-    _a("Poble Sec", "poblesec", "poble-sec"),
-    _a("MACBA"),
-)
 
 
 def post_texts(post: Post) -> tuple[str, ...]:
