@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import lzma
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,6 @@ from train.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 FLICKR_TOKENS = "Flickr8k.token.txt"
 FLICKR_SPLITS = {
     "train": "Flickr_8k.trainImages.txt",
@@ -34,9 +30,6 @@ FLICKR_SPLITS = {
     "test": "Flickr_8k.testImages.txt",
 }
 POSTS_FILE = "posts.jsonl"
-# instaloader's default filename pattern is "{date_utc}_UTC" with date_utc as %Y-%m-%d_%H-%M-%S;
-# sidecar (multi-image) posts add "_1", "_2", ... to the picture names.
-_INSTA_BASE = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})_UTC(?:_(?P<n>\d+))?$")
 _MAX_EXAMPLES = 20
 
 
@@ -47,6 +40,8 @@ class IngestStats:
     posts: int = 0
     bad: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    # What the reader found besides bad records (instaloader: the file-name pattern, pictures of no post).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def count(self, kind: str, where: str) -> None:
         """Count one bad record of ``kind`` and remember where it was."""
@@ -57,7 +52,8 @@ class IngestStats:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form for the filter report."""
-        return {"posts": self.posts, "bad": dict(self.bad), "examples": list(self.examples)}
+        out = {"posts": self.posts, "bad": dict(self.bad), "examples": list(self.examples)}
+        return {**out, "notes": dict(self.notes)} if self.notes else out
 
 
 def _image_ok(path: Path, stats: IngestStats) -> bool:
@@ -110,90 +106,11 @@ def read_flickr8k(root: Path, stats: IngestStats) -> Iterator[Post]:
         )
 
 
-def _read_json_xz(path: Path) -> dict[str, Any]:
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        payload = json.load(f)
-    if not isinstance(payload, dict):
-        raise ValueError("not a JSON object")
-    return payload
-
-
-def _insta_caption(node: dict[str, Any]) -> str | None:
-    edges = (node.get("edge_media_to_caption") or {}).get("edges") or []
-    if edges:
-        text = (edges[0].get("node") or {}).get("text")
-        return text if isinstance(text, str) else None
-    caption = node.get("caption")
-    if isinstance(caption, dict):  # the iPhone-API shape some instaloader versions store
-        caption = caption.get("text")
-    return caption if isinstance(caption, str) else None
-
-
 def read_instaloader(root: Path, stats: IngestStats) -> Iterator[Post]:
-    """Posts of an instaloader download folder (``<date>_UTC.jpg|_N.jpg`` + ``.txt`` + ``.json.xz``)."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
-    groups: dict[Path, dict[str, Any]] = defaultdict(lambda: {"images": [], "txt": None, "json": None})
-    for path in sorted(root.rglob("*")):
-        if not path.is_file():
-            continue
-        name = path.name
-        if name.endswith(".json.xz"):
-            stem, kind = name[: -len(".json.xz")], "json"
-        elif name.endswith(".json"):
-            stem, kind = name[: -len(".json")], "json"
-        elif path.suffix.lower() == ".txt":
-            stem, kind = path.stem, "txt"
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            stem, kind = path.stem, "image"
-        else:
-            continue  # videos, comments, resume files
-        m = _INSTA_BASE.match(stem)
-        if m is None:
-            continue  # profile pictures, profile metadata, "_old_01" caption backups
-        base = path.parent / f"{m.group('date')}_UTC"
-        if kind == "image":
-            groups[base]["images"].append((int(m.group("n") or 0), path))
-        elif m.group("n") is None:
-            groups[base][kind] = path
-    for base, g in groups.items():
-        node: dict[str, Any] = {}
-        if g["json"] is not None:
-            try:
-                node = _read_json_xz(g["json"]).get("node") or {}
-                if not isinstance(node, dict):
-                    raise ValueError("node is not an object")
-            except (OSError, EOFError, lzma.LZMAError, ValueError, UnicodeDecodeError) as exc:
-                stats.count("bad_json", f"{g['json']} ({exc.__class__.__name__})")
-                continue
-        caption = _insta_caption(node)
-        if g["txt"] is not None:
-            try:
-                caption = g["txt"].read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError):
-                stats.count("bad_caption_file", str(g["txt"]))
-        images = sorted(g["images"])
-        if not images:
-            stats.count("missing_image", f"{base}.jpg")
-            continue
-        owner = node.get("owner") or {}
-        user = owner.get("username") or (str(owner["id"]) if owner.get("id") is not None else None)
-        ts = node.get("taken_at_timestamp") or node.get("date")
-        if isinstance(ts, int | float):
-            taken_at = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        else:
-            taken_at = datetime.strptime(base.name[:-4], "%Y-%m-%d_%H-%M-%S").strftime("%Y-%m-%dT%H:%M:%SZ")
-        post_id = str(node.get("shortcode") or base.name)
-        for n, image in images:
-            yield Post(
-                id=post_id if len(images) == 1 else f"{post_id}_{n or 1}",
-                image=image.resolve(),
-                caption=caption or "",
-                user=user,
-                taken_at=taken_at,
-                source={"format": "instaloader", "shortcode": node.get("shortcode"), "index": n},
-            )
+    """Posts of an instaloader download folder, whatever its file-name pattern (:mod:`train.insta_folder`)."""
+    from train.insta_folder import read_folder
+
+    return read_folder(root, stats)
 
 
 def read_jsonl(path: Path, stats: IngestStats) -> Iterator[Post]:
