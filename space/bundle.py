@@ -6,11 +6,15 @@ their metadata, row i = key i), ``images.usearch`` + ``words.usearch`` (cosine i
 
 A bundle is written under ``<models>/.tmp-*`` and renamed into place only when complete; the active
 version is the name inside ``<models>/ACTIVE``, replaced atomically. Readers never see half a bundle,
-and a failed training leaves the old one serving.
+and a failed training leaves the old one serving. Its writer holds an exclusive ``flock`` on
+``<models>/.tmp-*.lock`` while the folder exists, so trainers sharing a models folder only ever sweep
+the staging folders of dead writers (the kernel drops a killed process's lock).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -38,7 +42,10 @@ WORD_INDEX = "words.usearch"
 REPORT_DIR = "report"
 ACTIVE = "ACTIVE"
 TMP_PREFIX = ".tmp-"
+LOCK_SUFFIX = ".lock"
 ACTIVE_TMP_STALE_S = 60.0
+# Where the filesystem cannot lock (flock unsupported), a staging folder untouched this long is a dead one's.
+UNLOCKABLE_STALE_S = 24 * 3600.0
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("version", "created", "config", "files", "metrics", "filter_report")
 # What the engine cannot serve without.
@@ -108,18 +115,54 @@ def staging(models_dir: Path) -> Iterator[Path]:
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = models_dir / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    lock = _writer_lock(tmp)
+    # The lock before the folder: no moment at which the folder exists unclaimed.
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        yield tmp
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            # Not only ENOSPC/EFBIG: numpy reports a short write as a bare "N requested and M written".
-            raise BundleWriteFailed(
-                f"Could not write the new bundle in {models_dir}: {exc}; {_free_space(models_dir)}. "
-                "Its files were removed and the active bundle is unchanged."
-            ) from exc
-        raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            log.warning("cannot lock %s (%s): other trainers sweep this staging folder only when stale",
+                        lock, exc)
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                # Not only ENOSPC/EFBIG: numpy reports a short write as a bare "N requested and M written".
+                raise BundleWriteFailed(
+                    f"Could not write the new bundle in {models_dir}: {exc}; {_free_space(models_dir)}. "
+                    "Its files were removed and the active bundle is unchanged."
+                ) from exc
+            raise
+    finally:
+        lock.unlink(missing_ok=True)  # still held: a sweeper never sees this lock free with the folder
+        os.close(fd)
+
+
+def _writer_lock(staged: Path) -> Path:
+    """The file whose ``flock`` a staging folder's writer holds while it lives."""
+    return staged.with_name(staged.name + LOCK_SUFFIX)
+
+
+def _writer_alive(lock: Path, age_s: float) -> bool:
+    """Whether a live process holds the staging ``lock``; False for a dead writer's (or no lock file)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # a writer removes its lock only after its folder is gone: this one died
+    except OSError:
+        return age_s < UNLOCKABLE_STALE_S
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return True
+        return age_s < UNLOCKABLE_STALE_S  # the filesystem cannot lock: fall back on the folder's age
+    finally:
+        os.close(fd)  # our probe's lock, if we got it, goes with the descriptor
+    return False
 
 
 def _free_space(path: Path) -> str:
@@ -249,14 +292,29 @@ def update_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:
 
 
 def clean_staging(models_dir: Path, older_than_s: float = 0.0) -> int:
-    """Remove a killed writer's leftover ``.tmp-*`` folders and ``ACTIVE.*.tmp`` files; return how many."""
+    """Remove dead writers' leftover ``.tmp-*`` folders and ``ACTIVE.*.tmp`` files; return how many.
+
+    A staging folder whose writer still runs (its lock is held, :func:`staging`) is left alone whatever
+    its age: another trainer may share the models folder.
+    """
     if not models_dir.is_dir():
         return 0
     now = time.time()
     n = 0
     for p in models_dir.glob(f"{TMP_PREFIX}*"):
-        if p.is_dir() and now - p.stat().st_mtime >= older_than_s:
+        try:
+            age = now - p.stat().st_mtime
+        except OSError:
+            continue
+        if p.name.endswith(LOCK_SUFFIX) and p.is_file():
+            # A writer killed between its lock and its folder (or after its rename): an orphan lock.
+            folder = p.with_name(p.name[: -len(LOCK_SUFFIX)])
+            if age >= ACTIVE_TMP_STALE_S and not folder.exists() and not _writer_alive(p, age):
+                p.unlink(missing_ok=True)
+            continue
+        if p.is_dir() and age >= older_than_s and not _writer_alive(_writer_lock(p), age):
             shutil.rmtree(p, ignore_errors=True)
+            _writer_lock(p).unlink(missing_ok=True)
             n += 1
     for p in models_dir.glob(f"{ACTIVE}.*.tmp"):
         # A pointer file lives for microseconds: one a minute old is a dead writer's, not a live rollback's.
