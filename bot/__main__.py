@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from bot.app import ALLOWED_UPDATES, build_application, webhook_options
-from bot.logs import configure_logging
+from bot.logs import bot_secrets, configure_logging
 from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def main() -> None:
     """Build the settings from the environment and run the bot."""
     settings = BotSettings.from_env()
-    secrets = [s for s in (settings.token, settings.engine_admin_token, settings.webhook_secret) if s]
+    secrets = bot_secrets(settings)
     if not settings.token:
         from bot.terminal import chat
 

@@ -14,6 +14,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from engine.serve import serve
 from engine.settings import Settings
+from space.logs import configure_logging
 
 
 def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -67,10 +68,8 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m engine`` and ``topicspace-engine``."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = settings_from(argv)
+    configure_logging(settings.secrets(), os.environ.get("LOG_LEVEL", "INFO").upper())
     logging.getLogger(__name__).info(
         "engine on %s:%d over %s", settings.host, settings.port, settings.models_dir
     )

@@ -33,6 +33,7 @@ from prometheus_client import multiprocess
 
 from engine.app import create_app
 from engine.settings import Settings
+from space.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def run_single(settings: Settings, reuse_port: bool = False) -> None:
 
 def _child(settings: Settings, slot: int, level: str) -> None:
     """Entry point of one engine process (spawned: a fresh interpreter)."""
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s engine[{slot}] %(name)s: %(message)s")
+    fmt = f"%(asctime)s %(levelname)s engine[{slot}] %(name)s: %(message)s"
+    configure_logging(settings.secrets(), level, fmt=fmt)
     run_single(settings, reuse_port=True)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from space.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from space.logs import url_secrets
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,7 @@ class Settings:
     gc_freeze: bool = True
     # Redis pub/sub channel on which replicas announce the bundle they switched to.
     bundle_channel: str = "topicspace:bundle"
+
+    def secrets(self) -> list[str]:
+        """What must never reach a log line: the admin token and the Redis URL's password."""
+        return ([self.admin_token] if self.admin_token else []) + url_secrets(self.redis_url)
