@@ -1,4 +1,4 @@
-"""`python -m train ingest|filter|split|text|all|eval|report|multilingual …`: the trainer's command line.
+"""`python -m train ingest|filter|split|text|all|eval|report|multilingual|weights|data …`: the command line.
 
 Configuration is built here once, from the arguments and the environment (``TRAIN_PROGRESS_FILE``,
 ``MODELS_DIR``), and passed down as frozen dataclasses. `train all` prints the bundle path LAST on stdout.
@@ -90,7 +90,52 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--relative", action="store_true", help="image paths relative to posts.jsonl")
     ml.add_argument("--parallel", action="store_true",
                     help="train/val posts also carry their en+es+ca captions as one Word2Vec sentence")
+    _setup_args(sub)
     return parser
+
+
+def _setup_args(sub: Any) -> None:
+    """`weights` and `data`: what `train all` needs, from the files people can download."""
+    w = sub.add_parser("weights", help="convert the Caffe model zoo's bvlc_googlenet.caffemodel to --weights")
+    w.add_argument("--caffemodel", type=Path, required=True, help="bvlc_googlenet.caffemodel")
+    w.add_argument("--out", type=Path, required=True, help="the weights folder to write")
+    w.add_argument("--prototxt", type=Path, default=None, help="deploy.prototxt to copy beside (optional)")
+    w.add_argument("--synsets", type=Path, default=None, help="synset_words.txt to copy beside (optional)")
+    d = sub.add_parser("data", help="download (or unpack) a public corpus: flickr8k")
+    d.add_argument("dataset", choices=("flickr8k",))
+    d.add_argument("--out", type=Path, required=True, help="the corpus folder to write")
+    d.add_argument("--from", dest="sources", type=Path, action="append", default=[], metavar="ARCHIVE",
+                   help="an archive you already have (Flickr8k_Dataset.zip, Flickr8k_text.zip; repeatable)")
+    d.add_argument("--mirror", default=None, help="a folder URL holding both archives (default: the code's)")
+    d.add_argument("--sha256", action="append", default=[], metavar="NAME=HEX",
+                   help="verify an archive's checksum, e.g. Flickr8k_text.zip=<hex> (repeatable)")
+
+
+def _setup_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Run `weights` or `data`; the summary printed as JSON."""
+    if args.command == "weights":
+        from train.caffe import convert
+
+        return convert(args.caffemodel, args.out, args.prototxt, args.synsets)
+    from train.fetch_data import fetch_flickr8k
+
+    sums = dict(item.partition("=")[::2] for item in args.sha256)
+    return fetch_flickr8k(args.out, args.sources, mirror=args.mirror, sha256=sums)
+
+
+def check_weights(cfg: PipelineConfig) -> None:
+    """One line naming both ways when the CNN has no ImageNet weights (before any stage runs)."""
+    backbone = cfg.image.backbone if cfg.image is not None else ImageConfig().backbone
+    if backbone != "bvlc":
+        return
+    if cfg.weights is None or not (cfg.weights / "SHA256SUMS").is_file():
+        what = "needs --weights DIR" if cfg.weights is None else f"--weights {cfg.weights}: no SHA256SUMS"
+        raise ValueError(
+            f"train all {what}: the BVLC GoogLeNet blobs (convert the Caffe model zoo's "
+            "bvlc_googlenet.caffemodel with `python -m train weights --caffemodel FILE --out DIR`), or "
+            "--image-set backbone=torchvision (torchvision's ImageNet GoogLeNet, downloaded on first use: "
+            "needs the internet)"
+        )
 
 
 def _env_path(name: str) -> Path | None:
@@ -183,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                                          parallel=args.parallel)
             print(json.dumps(summary, ensure_ascii=False))
             return 0
+        if args.command in ("weights", "data"):
+            print(json.dumps(_setup_command(args), ensure_ascii=False, indent=2))
+            return 0
         if args.command == "eval":
             from train.evaluate import eval_main
 
@@ -223,6 +271,7 @@ def _train_all(cfg: PipelineConfig) -> int:
             return 0
         progress = ProgressReporter(cfg.progress_file)
         try:
+            check_weights(cfg)
             bundle = build_bundle(cfg, progress, dist)
         except BaseException as exc:
             progress.failed(f"{exc.__class__.__name__}: {exc}")

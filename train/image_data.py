@@ -67,7 +67,7 @@ def split_indices(cfg: ImageConfig, splits: Sequence[str]) -> tuple[np.ndarray, 
 
 
 def trunk_caches(ctx: DistContext, cfg: ImageConfig, model: Regressor, images: Sequence[Path],
-                 train_idx: np.ndarray, val_idx: np.ndarray, weights_dir: Path, cache_dir: Path,
+                 train_idx: np.ndarray, val_idx: np.ndarray, weights_dir: Path | None, cache_dir: Path,
                  progress: ProgressCallback | None) -> tuple[FeatureCache, FeatureCache]:
     """The trunk activations of ``cfg.train_views`` random views per training image and of each
     validation image's centre crop (rank 0 computes them, every rank reads them)."""

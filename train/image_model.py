@@ -81,7 +81,7 @@ def train_regressor(
     images: Sequence[Path],
     targets: np.ndarray,
     splits: Sequence[str],
-    weights_dir: Path,
+    weights_dir: Path | None,
     work_dir: Path,
     *,
     progress: ProgressCallback | None = None,

@@ -180,7 +180,7 @@ class Pipeline:
         st = self.stage("image", prev.key, to_jsonable(image_cfg), str(weights))
 
         def run() -> dict[str, Any]:
-            if weights is None:
+            if weights is None and image_cfg.backbone == "bvlc":  # torchvision's downloads its own
                 raise MissingStage("the image stage needs --weights (the BVLC GoogLeNet folder)")
             from train.image_model import train_regressor
 

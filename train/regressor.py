@@ -54,8 +54,9 @@ class Regressor(nn.Module):
 
 def build_regressor(cfg: ImageConfig, weights_dir: Path | None, dim: int, tmin: np.ndarray,
                     tmax: np.ndarray) -> Regressor:
-    """A fresh regressor (backbone weights loaded when ``weights_dir`` is given)."""
-    backbone = build_backbone(cfg.backbone, weights_dir, pretrained=weights_dir is not None)
+    """A fresh regressor (ImageNet weights: BVLC's from ``weights_dir`` when given, torchvision's always)."""
+    pretrained = weights_dir is not None or cfg.backbone == "torchvision"
+    backbone = build_backbone(cfg.backbone, weights_dir, pretrained=pretrained)
     return Regressor(backbone, dim, tmin, tmax, cfg.dropout)
 
 

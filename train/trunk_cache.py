@@ -52,9 +52,11 @@ class FeatureCache:
         return np.memmap(self.path, dtype=np.float16, mode="r", shape=shape)
 
 
-def cache_key_parts(cfg: ImageConfig, weights_dir: Path) -> list[str]:
+def cache_key_parts(cfg: ImageConfig, weights_dir: Path | None) -> list[str]:
     """What, besides the image list and view recipe, decides the cached trunk activations."""
-    return [cfg.backbone, weights_fingerprint(weights_dir) if cfg.backbone == "bvlc" else "torchvision"]
+    if cfg.backbone == "bvlc" and weights_dir is not None:
+        return [cfg.backbone, weights_fingerprint(weights_dir)]
+    return [cfg.backbone, "torchvision"]
 
 
 def _view(img: Image.Image, rng: np.random.Generator | None) -> np.ndarray:

@@ -100,14 +100,15 @@ FAILING: dict[str, tuple[Maker, str]] = {
 
 @pytest.mark.parametrize("case", list(FAILING))
 def test_failing_corpus_exits_1_and_keeps_the_active_bundle(
-    case: str, models: Path, tmp_path: Path, flickr8k_dir: Path, capsys: pytest.CaptureFixture[str]
+    case: str, models: Path, tmp_path: Path, flickr8k_dir: Path, weights_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     maker, fmt = FAILING[case]
     corpus, expected = maker(tmp_path / "corpus", flickr8k_dir)
     before = (bundle.list_versions(models), (models / bundle.ACTIVE).read_bytes())
     progress = tmp_path / "progress.jsonl"
     rc = main(["all", "--corpus", str(corpus), "--format", fmt, "--models", str(models), "--quick",
-               "--progress-file", str(progress)])
+               "--weights", str(weights_dir), "--progress-file", str(progress)])
     err = capsys.readouterr().err
     assert rc == 1
     assert "error:" in err and expected in err, err

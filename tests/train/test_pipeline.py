@@ -90,7 +90,7 @@ def test_cli_text_stage_prints_summary(
 
 
 def test_empty_corpus_is_a_clear_error_without_bundle(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, weights_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "posts.jsonl").write_text("", encoding="utf-8")
@@ -106,6 +106,8 @@ def test_empty_corpus_is_a_clear_error_without_bundle(
             "--models",
             str(models),
             "--quick",
+            "--weights",
+            str(weights_dir),
             "--progress-file",
             str(progress),
         ]
