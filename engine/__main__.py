@@ -40,6 +40,9 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
     p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
     p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))
     p.add_argument("--poll", type=float, default=float(env.get("ENGINE_POLL_S", "2")), help="ACTIVE poll (s)")
+    metrics_port = env.get("ENGINE_METRICS_PORT", "").strip()
+    p.add_argument("--metrics-port", type=int, default=int(metrics_port) if metrics_port else None,
+                   help="serve /metrics on this port only (env ENGINE_METRICS_PORT; default: the API port)")
     a = p.parse_args(argv)
     return Settings(
         models_dir=a.models,
@@ -63,6 +66,7 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         handle_sighup=True,
         processes=max(1, a.processes),
         gc_freeze=env.get("ENGINE_GC_FREEZE", "1") != "0",
+        metrics_port=a.metrics_port,
     )
 
 

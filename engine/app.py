@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from engine import views
+from engine import probes, views
 from engine.bus import BundleBus
 from engine.cache import Cache, LRUCache, RedisCache, TieredCache
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
@@ -145,11 +145,14 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """The engine's aiohttp application."""
     # Multipart framing adds a little to the image itself.
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_upload_bytes + 64 * 1024)
+    middlewares = [observe] if settings.metrics_port is None else [observe, probes.metrics_not_public]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload_bytes + 64 * 1024)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(cache_ctx)
     app.cleanup_ctx.append(runtime_ctx)
     app.cleanup_ctx.append(bus_ctx)
+    app.cleanup_ctx.append(probes.metrics_listener)
     views.setup_routes(app)
+    app.router.add_get("/readyz", probes.readyz)
     return app

@@ -122,8 +122,11 @@ def spec() -> dict[str, Any]:
             }},
             "/healthz": {"get": {"summary": "Liveness; status ok or degraded, version, cache and bus state",
                                  "responses": {"200": _json({"type": "object"})}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "Prometheus text", "content": TEXT}}}},
+            "/readyz": {"get": {"summary": "Readiness: 200 once a bundle is served, 503 no_bundle before",
+                                "responses": {"200": _json({"type": "object"}),
+                                              "503": _json(_ref("Error"), "No bundle served yet")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (on ENGINE_METRICS_PORT only, when set)",
+                                 "responses": {"200": {"description": "Prometheus text", "content": TEXT}}}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json({"type": "object"})}}},
         },

@@ -54,6 +54,8 @@ class Settings:
     gc_freeze: bool = True
     # Redis pub/sub channel on which replicas announce the bundle they switched to.
     bundle_channel: str = "topicspace:bundle"
+    # /metrics on this port only (engine.probes), so that the API port can be public; None: on the API port.
+    metrics_port: int | None = None
 
     def secrets(self) -> list[str]:
         """What must never reach a log line: the admin token and the Redis URL's password."""
