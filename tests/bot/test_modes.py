@@ -25,7 +25,7 @@ async def test_terminal_chat_answers_related_dog(engine_url: str, flickr8k_dir: 
     env = {k: v for k, v in os.environ.items() if k not in {"TELEGRAM_TOKEN", "REDIS_URL", "WEBHOOK_URL"}}
     env |= {"ENGINE_URL": engine_url, "TMPDIR": str(tmp_path)}
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("topicspace-bot"))],
+        [str(Path(sys.executable).with_name("topicspace-bot")), "--chat"],  # a piped transcript, not a TTY
         input="\n".join(lines) + "\n",
         capture_output=True,
         text=True,
