@@ -91,7 +91,12 @@ async def _rollback(s: Services, args: list[str], lang: str) -> str:
         target = names[names.index(served) + 1]
     else:
         return text(lang, "no_older")
-    done = await s.engine.activate(target)
+    try:
+        done = await s.engine.activate(target)
+    except EngineRequestError as exc:
+        if exc.code == "unknown_version":  # removed since the listing
+            return text(lang, "no_bundle_named", name=target)
+        raise
     return text(lang, "rolled_back", version=done.version, previous=done.previous)
 
 

@@ -13,7 +13,13 @@ Decisions clients can rely on:
 - A query whose words are all unknown answers 200 with empty results and ``unknown`` listed (the same
   shape as a partly known query); only an empty or stop-word-only query is a 400 ``empty_query``.
 - ``/healthz`` is always 200; its ``status`` is ``degraded`` while no valid bundle is loaded, and queries
-  then answer 503 ``no_bundle``.
+  then answer 503 ``no_bundle``. Why a bundle was refused is for admins (``/v1/admin/versions``
+  ``last_error``) and the log, not ``/healthz``.
+- A status of 5xx is the server's state (busy, no bundle, a bundle refused); a request naming something
+  that does not exist is a 4xx (``unknown_version`` 404 for an admin reload or activate of an unpublished
+  version), so clients may read every 5xx as "retry later".
+- Uploads: at most ``ENGINE_MAX_UPLOAD_MB`` for the image and 64 KiB more for a multipart body's framing and
+  other fields, counted after ``Content-Encoding`` is undone; beyond it a 413, without reading the rest.
 - A full worker queue answers 503 ``busy`` at once; text and image work have separate pools.
 - ``POST /v1/admin/reload?version=V`` pins V until ``ACTIVE`` next changes (the poll reacts to changes
   of ``ACTIVE``, not to a difference from the served version).

@@ -146,7 +146,8 @@ def create_app(settings: Settings) -> web.Application:
     """The engine's aiohttp application."""
     # Multipart framing adds a little to the image itself.
     middlewares = [observe] if settings.metrics_port is None else [observe, probes.metrics_not_public]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload_bytes + 64 * 1024)
+    app = web.Application(middlewares=middlewares,
+                          client_max_size=settings.max_upload_bytes + views.FRAMING_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(cache_ctx)

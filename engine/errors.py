@@ -18,6 +18,12 @@ class NotFound(SpaceError):
     status = 404
 
 
+class UnknownVersion(NotFound):
+    """The admin named a bundle version that is not published: the client's mistake, not a server fault."""
+
+    code = "unknown_version"
+
+
 class Busy(SpaceError):
     """Every worker is taken and the wait queue is full; retry shortly."""
 

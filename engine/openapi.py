@@ -106,7 +106,8 @@ def spec() -> dict[str, Any]:
                               "403": _json(_ref("Error"), "Admin disabled"), **ERRORS},
             }},
             "/v1/admin/versions": {"get": {
-                "summary": "Published bundles, newest first, with the active and served version",
+                "summary": "Published bundles, newest first, with the active and served version, and "
+                           "last_error: why the last bundle tried was refused",
                 "security": [{"bearer": []}],
                 "responses": {"200": _json({"type": "object"}),
                               "401": _json(_ref("Error"), "Bad token"),
@@ -118,7 +119,9 @@ def spec() -> dict[str, Any]:
                 "security": [{"bearer": []}],
                 "responses": {"200": _json({"type": "object"}),
                               "401": _json(_ref("Error"), "Bad token"),
-                              "403": _json(_ref("Error"), "Admin disabled"), **ERRORS},
+                              "403": _json(_ref("Error"), "Admin disabled"),
+                              "404": _json(_ref("Error"), "unknown_version: no such published version"),
+                              **ERRORS},
             }},
             "/healthz": {"get": {"summary": "Liveness; status ok or degraded, version, cache and bus state",
                                  "responses": {"200": _json({"type": "object"})}}},

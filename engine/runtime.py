@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.batcher import EncodeBatcher
-from engine.errors import Busy, NotFound
+from engine.errors import Busy, UnknownVersion
 from engine.metrics import Metrics
 from engine.model import Model, ModelHolder, load_model
 from engine.querybatch import QueryBatcher
@@ -134,7 +134,7 @@ class Runtime:
     async def reload(self, version: str | None = None, force: bool = False) -> Model:
         """Load ``version`` (default: the ACTIVE one) off the loop and swap it in.
 
-        Raises ``NoBundle``/``BundleInvalid`` (the current model keeps serving) or :class:`NotFound`.
+        Raises ``NoBundle``/``BundleInvalid`` (the current model keeps serving) or :class:`UnknownVersion`.
         """
         models_dir = self.settings.models_dir
         async with self.reload_lock:
@@ -142,7 +142,7 @@ class Runtime:
                 path = bundle.active_path(models_dir)
             else:
                 if version not in bundle.list_versions(models_dir):
-                    raise NotFound(f"No bundle version {version!r}.")
+                    raise UnknownVersion(f"No bundle version {version!r}.")
                 path = models_dir / version
             current = self.holder.current
             if current is not None and current.path == path and not force:

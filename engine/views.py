@@ -8,26 +8,28 @@ import hmac
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from engine import service
 from engine.cache import cache_key
-from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized
+from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized, UnknownVersion
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
 from engine.model import Model
 from engine.openapi import spec
 from engine.querybatch import AnswerMany
 from space import bundle
-from space.errors import BadImage, ImageTooLarge, NoBundle
+from space.errors import BadImage, ImageTooLarge
 from space.images import thumbnail_jpeg
 
 JSON = "application/json"
 MIN_THUMB = 16
 IMAGE_HEADERS = {"Cache-Control": "public, max-age=3600"}
+# What a multipart body may hold beyond the image itself (boundaries, headers, small fields).
+FRAMING_BYTES = 64 * 1024
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -136,18 +138,56 @@ async def _upload(request: web.Request) -> bytes:
         raise BadImage(f"The request body could not be read: {reason}") from exc
 
 
+class _Capped:
+    """The request body as the multipart reader reads it, at most ``limit`` bytes of it (decoded) in all.
+
+    aiohttp's reader drains every part it skips (and any preamble) with no bound of its own; through this
+    wrapper, other fields, a preamble or a decompressed body beyond the limit end the upload with a 413.
+    """
+
+    def __init__(self, content: Any, limit: int) -> None:
+        self.content = content
+        self.limit = limit
+        self.seen = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise ImageTooLarge(f"The request body is over {self.limit:,} bytes.")
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        return self._count(await self.content.read(n))
+
+    async def readline(self, **kwargs: Any) -> bytes:
+        return self._count(await self.content.readline(**kwargs))
+
+    def at_eof(self) -> bool:
+        return bool(self.content.at_eof())
+
+    def unread_data(self, data: bytes) -> None:
+        self.seen -= len(data)
+        self.content.unread_data(data)
+
+
 async def _read_upload(request: web.Request) -> bytes:
     """The raw body or the multipart field ``image``, within the upload limit."""
     limit = request.app[SETTINGS].max_upload_bytes
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
+        budget = limit + FRAMING_BYTES
+        if request.content_length is not None and request.content_length > budget:
+            raise ImageTooLarge(f"The request body is {request.content_length:,} bytes; at most {budget:,}.")
+        reader = MultipartReader(request.headers, cast(StreamReader, _Capped(request.content, budget)))
         async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name == "image":
-                data = bytearray()
-                while chunk := await part.read_chunk(1 << 16):
+            if not isinstance(part, BodyPartReader):
+                raise BadImage("Nested multipart bodies are not accepted: send one field named 'image'.")
+            data = bytearray()
+            while chunk := await part.read_chunk(1 << 16):  # other fields are read (capped) and dropped
+                if part.name == "image":
                     data.extend(chunk)
                     if len(data) > limit:
                         raise ImageTooLarge(f"The file is over {limit:,} bytes.")
+            if part.name == "image":
                 return bytes(data)
         raise BadImage("The multipart body has no field named 'image'.")
     body = await request.read()
@@ -217,15 +257,32 @@ async def stats(request: web.Request) -> web.Response:
         return web.json_response(await runtime.text.run(service.stats, model))
 
 
+def report_target(root: Path, name: str) -> Path | None:
+    """The regular file ``name`` names inside the folder ``root``, symlinks followed; None otherwise.
+
+    Refused: an empty, ``.`` or ``..`` part, a NUL byte or backslash, a part longer than a file name may
+    be, a missing file, a symlink loop, and anything that resolves outside ``root``.
+    """
+    parts = name.split("/")
+    if any(p in ("", ".", "..") or "\0" in p or "\\" in p or len(p.encode()) > 255 for p in parts):
+        return None
+    try:
+        real_root = root.resolve(strict=True)
+        target = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a name the system refuses
+        return None
+    return target if target.is_relative_to(real_root) and target.is_file() else None
+
+
 async def report_file(request: web.Request) -> web.FileResponse:
     """A file from the bundle's ``report/`` (no path may leave that folder)."""
     runtime = request.app[RUNTIME]
     name = request.match_info["name"]
     with runtime.holder.use() as model:
-        root = (model.path / bundle.REPORT_DIR).resolve()
-    target = (root / name).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
-        raise NotFound(f"No report file {name!r}.")
+        root = model.path / bundle.REPORT_DIR
+    target = report_target(root, name)
+    if target is None:
+        raise NotFound(f"No report file {name[:100]!r}.")
     return web.FileResponse(target)
 
 
@@ -240,7 +297,6 @@ async def healthz(request: web.Request) -> web.Response:
         "cache": cache.kind,
         "cache_up": cache.up,
         "bus_up": request.app[BUS].up,
-        "last_error": runtime.holder.last_error,
         "pid": os.getpid(),  # which engine process answered (several may share the port)
     })
 
@@ -284,9 +340,9 @@ async def admin_versions(request: web.Request) -> web.Response:
     models = request.app[SETTINGS].models_dir
     runtime = request.app[RUNTIME]
     served = runtime.holder.current.version if runtime.holder.current else None
-    return web.json_response(
-        {"active": bundle.active_version(models), "served": served, "versions": bundle.summaries(models)}
-    )
+    # Why the last bundle was refused (paths, file names): for admins only, never on /healthz.
+    return web.json_response({"active": bundle.active_version(models), "served": served,
+                              "versions": bundle.summaries(models), "last_error": runtime.holder.last_error})
 
 
 async def admin_activate(request: web.Request) -> web.Response:
@@ -295,7 +351,7 @@ async def admin_activate(request: web.Request) -> web.Response:
     version = request.query.get("version", "")
     models = request.app[SETTINGS].models_dir
     if version not in bundle.list_versions(models):
-        raise NoBundle(f"No bundle named {version!r}.")
+        raise UnknownVersion(f"No bundle named {version!r}.")
     runtime = request.app[RUNTIME]
     previous = runtime.holder.current.version if runtime.holder.current else None
     model = await runtime.reload(version, force=True)  # verified before ACTIVE moves

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.app import build_application, running
+from bot.engine_answers import Versions
+from bot.engine_client import EngineClient
 from bot.local_api import LocalBotApi
 from space import bundle
 from tests.bot.conftest import ADMIN_ID, InProcessEngine, bot_settings
@@ -46,3 +49,22 @@ async def test_versions_and_rollback(
         await api.push(api.text_update("/retrain rollback", user_id=ADMIN_ID + 1))
         await api.wait_for("sendMessage", lambda c: "only the bot's admins" in c.text)
     assert bundle.active_version(engine.models) == first
+
+
+async def test_rollback_to_a_version_removed_since_the_listing(
+    api: LocalBotApi, two_versions: tuple[InProcessEngine, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine answers 404 unknown_version (a client error), which the bot reads as such, not "busy"."""
+    engine, first, _ = two_versions
+    listed = EngineClient.versions
+
+    async def listing_then_removed(self: EngineClient) -> Versions:
+        answer = await listed(self)
+        shutil.rmtree(engine.models / first)  # another admin pruned it meanwhile
+        return answer
+
+    monkeypatch.setattr(EngineClient, "versions", listing_then_removed)
+    async with running(build_application(bot_settings(api, engine.url))):
+        await api.push(api.text_update(f"/retrain rollback {first}", user_id=ADMIN_ID))
+        reply = await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") is not None)
+    assert reply.text.startswith(f"No bundle named {first}"), reply.text

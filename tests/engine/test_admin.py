@@ -30,8 +30,12 @@ async def test_versions_and_rollback(aiohttp_client: Any, small_bundle: Path, tm
     assert bundle.active_version(models) == first  # survives an engine restart
     assert (await (await client.get("/v1/stats")).json())["version"] == first
 
-    r = await client.post("/v1/admin/activate", params={"version": "nope"}, headers=AUTH)
-    assert r.status == 503 and (await r.json())["error"] == "no_bundle"
+    # Naming a version that does not exist is the client's mistake: a 404, not a 5xx the bot reads as busy.
+    for bad in ("nope", "../x", ""):
+        r = await client.post("/v1/admin/activate", params={"version": bad}, headers=AUTH)
+        assert (r.status, (await r.json())["error"]) == (404, "unknown_version"), bad
+    r = await client.post("/v1/admin/reload", params={"version": "nope"}, headers=AUTH)
+    assert (r.status, (await r.json())["error"]) == (404, "unknown_version")
     assert bundle.active_version(models) == first
 
 

@@ -186,6 +186,7 @@ async def test_stats_report_health(client: TestClient, small_bundle: Path) -> No
     assert r.status == 200 and json.loads(await r.read()) == stats["report"]
     health = await (await client.get("/healthz")).json()
     assert (health["status"], health["version"], health["cache"]) == ("ok", manifest["version"], "memory")
+    assert "last_error" not in health  # a refused bundle's reason (paths) is for admins: /v1/admin/versions
 
 
 async def test_cache_hit_moves_metric(client: TestClient) -> None:
