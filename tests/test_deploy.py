@@ -1,4 +1,7 @@
-"""The compose deployment: services run console scripts the tests exercise; all variables documented."""
+"""The compose deployment as files: services run console scripts the tests exercise, every variable a
+service's code reads reaches it, the images install from requirements.lock and own their volumes, and
+nothing but the API and the webhook is published. tests/test_compose_up.py runs the services themselves.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +18,39 @@ EXERCISED = {
     "topicspace-bot": "tests/bot/test_modes.py",
     "topicspace-trainer-worker": "tests/bot/test_retrain_arq.py",
 }
+# The code each service runs: the variables it reads are the ones compose must hand it. (The trainer's jobs
+# inherit the worker's environment: `python -m train all` and the bundle announcement.)
+READERS = {
+    "engine": ["engine/*.py"],
+    "bot": ["bot/*.py", "space/jobs.py"],
+    "trainer": ["train/worker.py", "space/jobs.py", "space/announce.py", "train/__main__.py"],
+}
+# Read by the code, deliberately not handed over by compose.
+NOT_PASSED = {
+    # Set by the engine itself under ENGINE_PROCESSES > 1; even an empty value would switch prometheus_client
+    # into multiprocess mode at import.
+    "PROMETHEUS_MULTIPROC_DIR",
+    # Set for each job by the worker (--progress-file).
+    "TRAIN_PROGRESS_FILE",
+}
+_READ = re.compile(r"""(?:get|environ\[|getenv|_env_path)\(?\s*["']([A-Z][A-Z0-9_]{2,})["']""")
 
 
-def _compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def _compose(name: str = "docker-compose.yml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
 
 
 def _documented() -> set[str]:
     text = (ROOT / ".env.example").read_text()
     return set(re.findall(r"^([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+
+
+def _read_by(globs: list[str]) -> set[str]:
+    names: set[str] = set()
+    for pattern in globs:
+        for path in ROOT.glob(pattern):
+            names |= set(_READ.findall(path.read_text()))
+    return names
 
 
 def test_services_and_healthchecks() -> None:
@@ -36,6 +63,9 @@ def test_services_and_healthchecks() -> None:
         assert svc.get("restart") == "unless-stopped", name
     assert "models:/models" in services["engine"]["volumes"]
     assert "models:/models" in services["trainer"]["volumes"]
+    # The bot starts once the engine is alive, bundle or not: /retrain from the bot is how it gets one.
+    assert services["bot"]["depends_on"] == {"engine": {"condition": "service_healthy"}}
+    assert "/healthz" in " ".join(services["engine"]["healthcheck"]["test"])
 
 
 def test_every_command_is_an_exercised_console_script() -> None:
@@ -47,9 +77,27 @@ def test_every_command_is_an_exercised_console_script() -> None:
         assert command in scripts, f"{name}: {command} is not a console script"
         test_file = ROOT / EXERCISED[command]
         assert command in test_file.read_text() or scripts[command].split(":")[0] in test_file.read_text()
-    dockerfiles = {p.name: p.read_text() for p in (ROOT / "docker").glob("Dockerfile.*")}
-    assert "pip install torch" not in dockerfiles["Dockerfile.serve"]
-    assert "torch==2.14.1" in dockerfiles["Dockerfile.train"]
+
+
+def test_each_service_gets_every_variable_its_code_reads() -> None:
+    services = _compose()["services"]
+    for service, globs in READERS.items():
+        read = _read_by(globs) - NOT_PASSED
+        passed = set(services[service].get("environment") or {})
+        assert not read - passed, f"{service} reads {sorted(read - passed)} but compose does not pass them"
+    assert {"ENGINE_WORKERS", "ENGINE_ENCODER", "LOG_LEVEL"} <= set(services["engine"]["environment"])
+    assert {"CACHE_CHAT_ID", "BOT_STATE", "WEBHOOK_SECRET", "ALBUM_SIZE", "ENGINE_TIMEOUT"} <= set(
+        services["bot"]["environment"])
+    assert {"TRAIN_TOPIC", "LOG_LEVEL"} <= set(services["trainer"]["environment"])
+
+
+def test_values_that_code_parses_always_have_a_default() -> None:
+    # `ENGINE_WORKERS: ${ENGINE_WORKERS}` with an empty .env line would reach int("") and crash the engine.
+    for name, svc in _compose()["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            for var, op in re.findall(r"\$\{([A-Z0-9_]+)(:[-?]|-|\?)?", str(value)):
+                secret_or_optional = var in {"REDIS_PASSWORD", "TELEGRAM_TOKEN"}
+                assert op or secret_or_optional, f"{name}.{key}: ${{{var}}} has no default"
 
 
 def test_every_variable_is_documented() -> None:
@@ -60,12 +108,58 @@ def test_every_variable_is_documented() -> None:
         env = svc.get("environment") or {}
         used |= set(env)
     code_vars: set[str] = set()
-    pattern = r"""(?:get|environ\[|getenv)\(?\s*["']([A-Z][A-Z0-9_]{2,})["']"""
     for package in ("engine", "bot", "train", "space"):
-        for path in (ROOT / package).glob("*.py"):
-            code_vars |= set(re.findall(pattern, path.read_text()))
+        code_vars |= _read_by([f"{package}/*.py"])
     # Set by torchrun for each rank (train/distributed.py), not by the user.
     code_vars -= {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
+    # Set inside the redis container for its healthcheck (redis-cli's password variable).
+    used -= {"REDISCLI_AUTH"}
     missing = sorted((used | code_vars) - documented)
     assert not missing, f"undocumented in .env.example: {missing}"
     assert len(code_vars) > 15  # the scan really found the code's variables
+
+
+def test_only_the_api_and_the_webhook_are_published() -> None:
+    services = _compose()["services"]
+    assert "ports" not in services["redis"] and "ports" not in services["trainer"]
+    assert services["engine"]["ports"] == ["${ENGINE_PORT:-8080}:8080"]
+    assert services["engine"]["environment"]["ENGINE_METRICS_PORT"] == "9090"  # internal: never published
+    assert services["bot"]["ports"] == ["${WEBHOOK_PORT:-8443}:8443"]
+    assert services["bot"]["environment"]["WEBHOOK_PORT"] == "8443"
+    # Redis has a password, and every service's REDIS_URL carries it.
+    assert "--requirepass" in services["redis"]["command"]
+    for name in ("engine", "bot", "trainer"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/0"
+
+
+def test_images_install_from_the_lock_and_own_their_volumes() -> None:
+    dockerfiles = {p.name: p.read_text() for p in (ROOT / "docker").glob("Dockerfile.*")}
+    assert set(dockerfiles) == {"Dockerfile.serve", "Dockerfile.train"}
+    for name, text in dockerfiles.items():
+        assert 'pip install --constraint requirements.lock "' in text, name
+        assert "COPY requirements.lock" in text, name
+        # /models exists in the image, owned by the app user before USER: a new named volume takes its owner.
+        mkdir = text.index("mkdir -p /models")
+        assert "chown app:app /models" in text[mkdir:] and mkdir < text.index("USER app"), name
+        assert "useradd --create-home --uid 10001 app" in text, name
+    assert "torch" not in dockerfiles["Dockerfile.serve"].split("FROM", 1)[1].replace("no torch", "")
+    train = dockerfiles["Dockerfile.train"]
+    assert "ARG TORCH_INDEX_URL" in train and "grep -E '^torch==' requirements.lock" in train
+    assert "torch==2.14.1" in (ROOT / "requirements.lock").read_text()
+    assert "COPY topics ./topics" in train  # TRAIN_TOPIC=/app/topics/barcelona.toml
+    build = _compose()["services"]["trainer"]["build"]
+    assert build["args"] == {"TORCH_INDEX_URL": "${TORCH_INDEX_URL:-}"}
+
+
+def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".env", ".git", ".venv", "models", "var", "**/__pycache__"} <= ignored
+    needed = {"requirements.lock", "pyproject.toml", "README.md", "space", "engine", "bot", "train", "topics"}
+    assert not needed & ignored
+
+
+def test_gpu_override_reserves_the_gpu_for_the_trainer() -> None:
+    override = _compose("docker-compose.gpu.yml")["services"]
+    assert set(override) == {"trainer"}
+    devices = override["trainer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]

@@ -7,7 +7,8 @@ An arq abort (``/retrain cancel``) stops the whole process group; the old bundle
 a bundle becomes visible only when the trainer publishes it complete.
 
 Run: ``python -m train.worker`` (console script ``topicspace-trainer-worker``), settings from the
-environment: ``REDIS_URL`` and the job variables of ``space.jobs.RetrainSettings``.
+environment: ``REDIS_URL`` and the job variables of ``space.jobs.RetrainSettings``; the job inherits the
+worker's environment (``TRAIN_TOPIC``, ``LOG_LEVEL``…) and writes its log to the worker's stdout/stderr.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ async def retrain(ctx: dict[str, Any]) -> dict[str, Any]:
     await redis.delete(PROGRESS_KEY)
     try:
         argv = settings.argv(progress)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # The trainer's own output goes where the worker's goes (the container's log), not to /dev/null.
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    start_new_session=True)
         log.info("retraining started, pid %d", proc.pid)
         try:
             while proc.returncode is None:
