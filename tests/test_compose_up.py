@@ -40,6 +40,18 @@ async def _get(url: str) -> tuple[int, str]:
     return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
 
+async def _ready(engine: str, timeout: float = 60) -> str:
+    """Wait until /readyz answers 200 several times running (each engine process has loaded the bundle)."""
+    loop = asyncio.get_running_loop()
+    deadline, streak, body = loop.time() + timeout, 0, ""
+    while streak < 6:
+        status, body = await _get(f"{engine}/readyz")
+        streak = streak + 1 if status == 200 else 0
+        assert loop.time() < deadline, f"/readyz never stayed 200: {status} {body}"
+        await asyncio.sleep(0.1)
+    return str(json.loads(body)["version"])
+
+
 def _dotenv(api: LocalBotApi, small_bundle: Path) -> dict[str, str]:
     """What an operator puts in .env (the rest keeps .env.example's defaults)."""
     return {
@@ -87,8 +99,7 @@ async def test_the_compose_services_come_up_healthy_together(tmp_path: Path, sma
         await api.push(api.text_update("/retrain", user_id=ADMIN_ID))
         done = await api.wait_for("editMessageText", lambda c: "Retraining done" in c.params.get("text", ""),
                                   after=n, timeout=120)
-        status, body = await _get(f"{engine}/readyz")
-        assert status == 200 and json.loads(body)["version"] in done.params["text"]
+        assert await _ready(engine) in done.params["text"]
         n = len(api.calls)
         await api.push(api.text_update("/related dog", user_id=USER_ID))
         await api.wait_for("sendMessage", lambda c: "Words near «dog»" in c.text, after=n, timeout=30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,13 @@ from train.report.text_analyses import count_attractions
 from train.topic import Topic, TopicInvalid, load_topic, topic_from_dict
 
 BARCELONA = ROOT / "topics" / "barcelona.toml"
+
+
+class _Stub(SimpleNamespace):
+    """A stage result for bundle_manifest: the given fields, and an empty record for any other."""
+
+    def __getattr__(self, name: str) -> Any:
+        return {}
 
 
 def _post(i: int, caption: str) -> Post:
@@ -127,9 +135,9 @@ def test_the_report_ranks_the_topics_attractions_and_the_manifest_records_the_to
     rcfg = ReportConfig(**topic.report_places())
     assert rcfg.attractions == topic.attractions and ReportConfig().attractions == ()
     cfg = _cfg("--topic", str(BARCELONA))
-    side = SimpleNamespace(n_posts=3, text=SimpleNamespace(stats={}))
-    image_side = SimpleNamespace(image_cfg=None, parity={}, int8_report={})
-    kept = SimpleNamespace(posts=posts)
+    side = _Stub(n_posts=3, text=_Stub(stats={}))
+    image_side = _Stub()
+    kept = _Stub(posts=posts)
     manifest = bundle_manifest(cfg, side, image_side, kept, {}, rcfg, {}, None, {})  # type: ignore[arg-type]
     assert manifest["topic"] == topic.to_dict()
     assert manifest["topic"]["name"] == "Barcelona"
