@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from engine.model import load_model
 from space import bundle
 from space.images import load_for_network
 from tests.engine.helpers import make_settings
+from tests.waiting import until
 
 N = 24
 HTTP = 8  # photos sent over HTTP, with one broken upload among them
@@ -93,13 +95,24 @@ async def test_cancelled_wait_is_dropped_and_bad_input_fails_alone(
     metrics = Metrics()
     batcher = EncodeBatcher(max_batch=16, max_wait_s=0.0, runners=1, metrics=metrics)
     xs = [load_for_network(p) for p in photos[:6]]
+    # The first encoder call holds the one runner until the test lets it go.
+    encode, busy, release = model.encode, threading.Event(), threading.Event()
+
+    def held_first(batch: np.ndarray) -> np.ndarray:
+        if not busy.is_set():
+            busy.set()
+            assert release.wait(60)
+        return encode(batch)
+
+    model.encode = held_first  # type: ignore[method-assign]
     try:
         first = asyncio.ensure_future(batcher.encode(model, xs[0]))
-        await asyncio.sleep(0.005)  # the one runner is busy with it; the next five queue
-        queued = [asyncio.ensure_future(batcher.encode(model, x)) for x in xs[1:]]
+        await until(busy.is_set, "the one runner busy with the first image")
+        queued = [asyncio.ensure_future(batcher.encode(model, x)) for x in xs[1:]]  # the next five queue
         await asyncio.sleep(0)
         queued[1].cancel()
         queued[3].cancel()
+        release.set()
         results = await asyncio.gather(first, *queued, return_exceptions=True)
         assert all(isinstance(results[i], asyncio.CancelledError) for i in (2, 4))
         for x, v in zip([xs[0], xs[1], xs[3], xs[5]], [results[0], results[1], results[3], results[5]],
@@ -121,4 +134,5 @@ async def test_cancelled_wait_is_dropped_and_bad_input_fails_alone(
             assert isinstance(got, np.ndarray) and isinstance(before, np.ndarray)
             assert np.abs(got - before).max() <= 1e-5
     finally:
+        release.set()
         await batcher.close()

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from engine.app import create_app
 from engine.keys import RUNTIME
 from space import bundle
 from tests.engine.helpers import TOKEN, make_settings, png_bytes, publish_copy
+from tests.waiting import until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -23,7 +25,7 @@ async def _version(client: TestClient) -> str | None:
     return (await (await client.get("/healthz")).json())["version"]
 
 
-async def _wait_version(client: TestClient, version: str, timeout: float = 30.0) -> None:
+async def _wait_version(client: TestClient, version: str, timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while await _version(client) != version:
@@ -76,16 +78,19 @@ async def test_reload_under_load_drops_nothing(aiohttp_client: Any, models: Path
                 if started > reloaded_at:
                     after_reload.append(body["version"])
 
+    def answered(n: int) -> Callable[[], bool]:
+        return lambda: len(versions_seen) >= n or bool(failures)
+
     tasks = [asyncio.create_task(worker(i)) for i in range(32)]
-    await asyncio.sleep(0.5)
+    await until(answered(20), "answers under load")
     new = await asyncio.to_thread(publish_copy, models, models / str(old))  # activates it: the poll swaps
     await _wait_version(client, new)
-    await asyncio.sleep(0.5)
+    await until(answered(len(versions_seen) + 20), "answers under load after the swap")
     # and back again through the admin endpoint, still under load
     r = await client.post("/v1/admin/reload", params={"version": old}, headers=AUTH)
     assert r.status == 200 and (await r.json()) == {"version": old, "previous": new}
     reloaded_at = loop.time()
-    await asyncio.sleep(0.5)
+    await until(lambda: len(after_reload) >= 20 or bool(failures), "answers started after the reload")
     stop.set()
     await asyncio.gather(*tasks)
     assert failures == []
@@ -171,7 +176,7 @@ async def test_busy_when_queue_full(aiohttp_client: Any, small_bundle_models: Pa
     photo = png_bytes((1200, 900))
     photos = [asyncio.ensure_future(client.post("/v1/hashtags", params={"k": str(k)}, data=photo))
               for k in range(1, 25)]
-    await asyncio.sleep(0.05)
+    await until(lambda: any(p.done() for p in photos), "the photo flood (its first answers: busy)")
     # text queries have their own pool: a photo flood does not make them wait or fail
     texts = await asyncio.gather(*(client.get("/v1/related", params={"q": "dog", "k": str(k)})
                                    for k in range(1, 9)))

@@ -17,12 +17,13 @@ from space import bundle
 from space.announce import Announcement, announce, announce_from_env
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.engine.helpers import TOKEN, get_json, post_admin, publish_copy, stop_and_print
+from tests.waiting import until_sync
 
-# The ACTIVE poll is set to an hour below, so any switch within the test came over pub/sub. An announcement
-# must arrive within SWITCH_S; the switch itself also verifies and loads the bundle (~0.5 s idle, several
-# seconds on a contended CI machine), hence the longer LOAD_S.
-SWITCH_S = 2.0
-LOAD_S = 20.0
+# The ACTIVE poll is set to an hour below, so any switch within the test came over pub/sub: that, not a
+# time bound, is what shows the announcement worked. The deadlines only stop a hung test (CI's 2 cores may
+# be busy); how fast an announcement travels is in docs/benchmarks.md (Engine, replicas).
+SWITCH_S = 60.0
+LOAD_S = 60.0
 
 
 def _received(url: str) -> float:
@@ -32,13 +33,16 @@ def _received(url: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def _switch(url: str, version: str, before: float) -> tuple[float, float]:
-    """Wait for one more announcement (≤ SWITCH_S) and then ``version`` served (≤ LOAD_S); both times."""
+def _heard(url: str, before: float) -> float:
+    """Wait for one more announcement at ``url``; the seconds it took (printed, never asserted)."""
     started = time.monotonic()
-    while _received(url) <= before:
-        assert time.monotonic() - started < SWITCH_S, f"{url} got no announcement within {SWITCH_S} s"
-        time.sleep(0.02)
-    heard = time.monotonic() - started
+    until_sync(lambda: _received(url) > before, f"an announcement at {url}", SWITCH_S)
+    return time.monotonic() - started
+
+
+def _switch(url: str, version: str, before: float) -> tuple[float, float]:
+    """Wait for one more announcement and then ``version`` served; both times."""
+    heard = _heard(url, before)
     return heard, heard + _until(f"{url}/healthz", LOAD_S, version=version)
 
 
@@ -95,14 +99,15 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
 
         # Redis goes away: both keep serving; a switch made meanwhile reaches ACTIVE but no subscriber.
         redis_server.stop()
-        _until(f"{b}/healthz", 10, bus_up=False)
+        _until(f"{b}/healthz", LOAD_S, bus_up=False)
+        heard_so_far = _received(b)
         assert post_admin(f"{a}/v1/admin/activate?version={v1}") == {"version": v1, "previous": v2}
-        time.sleep(0.5)
         assert get_json(f"{b}/v1/related?q=dog&k=3")["version"] == v2
-        # Redis comes back: B subscribes again by itself and catches up from ACTIVE.
+        # Redis comes back: B subscribes again by itself and catches up from ACTIVE (not an announcement).
         redis_server.start()
         for url in (a, b):
-            _until(f"{url}/healthz", 10, bus_up=True, version=v1)
+            _until(f"{url}/healthz", LOAD_S, bus_up=True, version=v1)
+        assert _received(b) == heard_so_far
         # The trainer's helper (what it calls after publishing) reaches both replicas over the new link.
         befores = [_received(url) for url in (a, b)]
         assert announce(redis_server.url, v2) == 2
@@ -114,9 +119,10 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
         print(f"after the Redis restart, replica B heard of {v1} {heard:.2f} s and served it {served:.2f} s "
               "after A's reload")
         # An unknown version is refused; both keep serving what they serve.
+        befores = [_received(url) for url in (a, b)]
         assert announce(redis_server.url, "no-such-version") == 2
-        time.sleep(0.3)
-        for url in (a, b):
+        for url, before in zip((a, b), befores, strict=True):
+            _heard(url, before)
             assert get_json(f"{url}/healthz")["version"] == v1
         metrics = urllib.request.urlopen(f"{b}/metrics", timeout=5).read().decode()
         assert "engine_bundle_bus_up 1.0" in metrics

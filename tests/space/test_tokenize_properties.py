@@ -7,7 +7,6 @@ and the Redis database must still hold its keys afterwards.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from engine.app import create_app
 from space.tokenize import stop_words, tokenize, words
 from tests.conftest import RedisServer
 from tests.engine.helpers import make_settings
+from tests.waiting import until
 
 # Text the tokeniser meets in captions: any Unicode, plus the characters its rules treat specially.
 SPECIAL = st.sampled_from(["#", "@", ".", "·", "http://", "www.", " ", "\n", "İ", "ǅ", "ß", "2019", "½"])
@@ -99,7 +99,8 @@ async def test_hostile_queries_never_5xx_and_redis_keeps_its_keys(
     health = await (await client.get("/healthz")).json()
     assert health["cache"] == "redis" and health["cache_up"] is True
     assert r.get("sentinel:not-the-engine") == b"1"
-    await asyncio.sleep(0.3)  # answers are stored after their responses (Cache.put): let the last batch go
+    # Answers are stored after their responses (Cache.put): wait for the last batch to land.
+    await until(lambda: len(r.keys("topicspace:engine:*")) >= 10, "the answers stored in Redis")
     keys = r.keys("topicspace:engine:*")
     assert len(keys) >= 10  # the answers above were cached, under the engine's prefix only
     assert set(r.keys("*")) == {*keys, b"sentinel:not-the-engine"}
