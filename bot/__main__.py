@@ -15,7 +15,7 @@ import re
 import sys
 
 from bot.app import ALLOWED_UPDATES, build_application, webhook_options
-from bot.logs import configure_logging
+from bot.logs import bot_secrets, configure_logging
 from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    secrets = [s for s in (settings.token, settings.engine_admin_token, settings.webhook_secret) if s]
+    secrets = bot_secrets(settings)
     if args.chat or not settings.token:
         from bot.terminal import chat
 
