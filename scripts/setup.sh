@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv with every extra (train, engine, bot, dev) and the system packages the tests need.
-# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+# Sets up .venv with every extra (train, engine, bot, dev) at the versions of requirements.lock, the set
+# scripts/audit.sh audits, and the system packages the tests need.
+# Idempotent: a second run only checks (it installs again when pyproject.toml or the lock changed).
+# Usage: bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -13,10 +15,13 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
-if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-  python -m pip install -q --upgrade pip
-  # torch first, pinned: pip takes these two from the machine's local files where they lie.
-  python -m pip install -q torch==2.14.1 torchvision==0.29.1
-  python -m pip install -q -e '.[train,engine,bot,dev]'
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ requirements.lock -nt .venv/.installed ]; then
+  # Exactly the locked set, nothing resolved anew: every dependency of every extra is pinned in the lock
+  # (torch and torchvision from the machine's local files where they lie, with the CUDA libraries they
+  # pull); --no-deps so that nothing unpinned slips in, and pip check fails if the lock misses one.
+  python -m pip install -q --no-deps -r requirements.lock
+  # The project itself, editable, built with the locked setuptools.
+  python -m pip install -q --no-deps --no-build-isolation -e .
+  python -m pip check
   touch .venv/.installed
 fi
