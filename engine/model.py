@@ -23,7 +23,9 @@ import onnxruntime as ort
 from space import bundle
 from space.centering import Centering
 from space.errors import NoBundle
+from space.hashtags import Hashtagger
 from space.query import Query
+from space.search import SEARCH_INDEX, load_search_vectors
 from space.textspace import TextSpace, unit
 from space.vectorindex import build_index, load_index
 
@@ -50,6 +52,12 @@ class Model:
     output_name: str
     hits: list[dict[str, Any]] = field(default_factory=list)  # each image's answer fields
     centering: Centering | None = None  # image search compares centred vectors (space.centering)
+    # Text queries are compared with these unit rows: image and caption together (space.search) in a
+    # joint-space bundle, else the image vectors themselves.
+    search_vectors: np.ndarray | None = None
+    search_index: Any = None
+    hashtagger: Hashtagger | None = None  # the bundle's hashtag model; None: the nearest words instead
+    pool_vectors: np.ndarray | None = None  # unit image vectors of the hashtagger's voting posts
     inflight: int = 0
     retired: bool = field(default=False)
     closed: bool = field(default=False)
@@ -59,6 +67,10 @@ class Model:
     word_json: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.search_vectors is None:
+            self.search_vectors, self.search_index = self.image_vectors, self.images_index
+        if self.hashtagger is not None and self.pool_vectors is None:
+            self.pool_vectors = self.image_vectors[self.hashtagger.pool]
         self.hit_json = [json_around_score(hit) for hit in self.hits]
         self.word_json = [json_around_score({"word": w, "score": 0.0})[0] for w in self.space.words]
 
@@ -84,7 +96,8 @@ class Model:
 
     def text_query(self, query: Query) -> tuple[np.ndarray, list[str]]:
         """A text query as a unit query over ``image_vectors`` and its unknown words (or ``UnknownWords``)."""
-        return self.space.embed_query(query, None if self.centering is None else self.centering.text_mean)
+        centre = None if self.centering is None else self.centering.text_mean
+        return self.space.embed_query(query, centre, joint=True)
 
 
 def image_url(image_id: str) -> str:
@@ -96,7 +109,7 @@ def hit_templates(ids: list[str], items: list[dict[str, Any]]) -> list[dict[str,
     """The fixed part of each image's answer (id, caption, url, lang), built once per model."""
     return [
         {"id": pid, "score": 0.0, "caption": item.get("caption", ""), "url": image_url(pid),
-         "lang": item.get("lang")}
+         "lang": item.get("lang"), "user": item.get("user"), "post_id": item.get("post_id")}
         for pid, item in zip(ids, items, strict=True)
     ]
 
@@ -166,6 +179,7 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model
     started = time.perf_counter()
     manifest = bundle.verify(path)
     space = TextSpace.load(path)
+    space.speller.prepare()
     centering = Centering.load(path)
     raw = np.load(path / bundle.IMAGE_VECTORS)
     if centering is not None and centering.image_mean.shape != (raw.shape[1],):
@@ -181,6 +195,7 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model
         if item.get("lang"):
             langs_list.setdefault(str(item["lang"]), []).append(i)
     session = _encoder_session(path, manifest, ort_threads, encoder)
+    search = load_search_vectors(path, raw)
     model = Model(
         version=str(manifest["version"]),
         path=path,
@@ -199,6 +214,9 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model
         session=session,
         input_name=session.get_inputs()[0].name,
         output_name=session.get_outputs()[0].name,
+        search_vectors=search,
+        search_index=None if search is None else _index(path / SEARCH_INDEX, search, SEARCH_INDEX),
+        hashtagger=Hashtagger.load(path),
     )
     log.info(
         "loaded bundle %s (%d images, %d words) in %.2f s",

@@ -22,6 +22,7 @@ import numpy as np
 from engine.model import Model
 from space import bundle
 from space.errors import UnknownWords
+from space.hashtags import NEIGHBOURS
 from space.images import load_for_network
 from space.query import Query
 from space.textspace import unit
@@ -118,12 +119,14 @@ def images(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
     for lang, asked in by_lang.items():
         vecs = np.stack([embedded[i][0] for i in asked])  # type: ignore[misc]
         ks = [jobs[i].offset + jobs[i].k for i in asked]
+        search = model.search_vectors
+        assert search is not None  # Model.__post_init__ sets it
         if lang is None:
-            hits = nearest(model.images_index, model.image_vectors, vecs, ks)
+            hits = nearest(model.search_index, search, vecs, ks)
         else:
             # Exact over the language's rows: a filtered graph search could return too few.
             rows = model.langs.get(lang, _NO_KEYS)
-            hits = [(rows[keys], sims) for keys, sims in nearest(None, model.image_vectors[rows], vecs, ks)]
+            hits = [(rows[keys], sims) for keys, sims in nearest(None, search[rows], vecs, ks)]
         for i, hit in zip(asked, hits, strict=True):
             found[i] = hit
     version = _version(model)
@@ -132,8 +135,15 @@ def images(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
         page = _image_hits(model, keys[job.offset:], sims[job.offset:])
         confident = bool(page) and float(sims[0]) >= job.cutoff
         bodies.append(_body((("images", "[" + ", ".join(page) + "]"), ("unknown", _json_list(unknown)),
-                             ("confident", "true" if confident else "false"), ("version", version))))
+                             ("confident", "true" if confident else "false"),
+                             *_corrected(model, job.query), ("version", version))))
     return bodies
+
+
+def _corrected(model: Model, query: Query) -> tuple[tuple[str, str], ...]:
+    """The ``corrected`` field (query words matched to another spelling) when there are any."""
+    corrected = model.space.corrections(query)
+    return (("corrected", json.dumps(corrected, ensure_ascii=False)),) if corrected else ()
 
 
 def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
@@ -151,7 +161,8 @@ def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
         keys, sims = hits.get(i, (_NO_KEYS, _NO_SIMS))
         words = _word_hits(model, keys, sims, excluded[i], job.k)
         unknown = _json_list(embedded[i][1])
-        bodies.append(_body((("words", words), ("unknown", unknown), ("version", version))))
+        bodies.append(_body((("words", words), ("unknown", unknown), *_corrected(model, job.query),
+                             ("version", version))))
     return bodies
 
 
@@ -161,11 +172,20 @@ def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:
     return model.encode(x[None])[0]
 
 
-def hashtags(model: Model, vec: np.ndarray, k: int) -> bytes:
-    """The ``/v1/hashtags`` body: words nearest to an image's raw vector (uncentred: measured better for
-    words on Flickr8k)."""
-    [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k])
-    return _body((("hashtags", _word_hits(model, keys, sims, set(), k)), ("version", _version(model))))
+def hashtags(model: Model, vec: np.ndarray, k: int, lang: str | None = None) -> bytes:
+    """The ``/v1/hashtags`` body: the bundle's hashtag model on an image's raw vector (its word head and
+    its nearest training posts' captions, ``space.hashtags``), in ``lang``'s words when asked; a bundle
+    without one answers the words nearest to the vector."""
+    tagger = model.hashtagger
+    if tagger is None or model.pool_vectors is None:
+        [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k])
+        return _body((("hashtags", _word_hits(model, keys, sims, set(), k)), ("version", _version(model))))
+    [(near, sims)] = nearest(None, model.pool_vectors, unit(vec)[None], [NEIGHBOURS])
+    scores = tagger.scores(vec, tagger.pool[near], sims)
+    words = model.space.words
+    best = tagger.best(scores, words, k, lang)
+    hits = "[" + ", ".join(model.word_json[model.space.index[w]] + _score(s) + "}" for w, s in best) + "]"
+    return _body((("hashtags", hits), ("version", _version(model))))
 
 
 def similar(model: Model, vec: np.ndarray, k: int) -> bytes:

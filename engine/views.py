@@ -112,6 +112,11 @@ async def related(request: web.Request) -> web.Response:
         return await _text(request, "related", key, service.related, model, job, len(model.space.words))
 
 
+def _lang(request: web.Request) -> str | None:
+    """The ``lang`` filter of a request (a language code), or None."""
+    return request.query.get("lang", "").strip().lower() or None
+
+
 async def images(request: web.Request) -> web.Response:
     """Images near the query."""
     runtime = request.app[RUNTIME]
@@ -119,7 +124,7 @@ async def images(request: web.Request) -> web.Response:
     query = runtime.parse(request.query.get("q", ""))
     k = _k(request)
     offset = _int(request, "offset", 0, 0, settings.max_offset)
-    lang = request.query.get("lang", "").strip().lower() or None
+    lang = _lang(request)
     with runtime.holder.use() as model:
         key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
         job = service.ImageJob(query, k, offset, lang, settings.confident_cutoff)
@@ -203,10 +208,11 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
     settings = request.app[SETTINGS]
     k = _k(request)
     data = await _upload(request)
-    answer = service.hashtags if endpoint == "hashtags" else service.similar
+    lang = _lang(request) if endpoint == "hashtags" else None
+    answer = functools.partial(service.hashtags, lang=lang) if endpoint == "hashtags" else service.similar
     digest = hashlib.sha256(data).hexdigest()
     with runtime.holder.use() as model:
-        key = cache_key(model.version, endpoint, digest, k)
+        key = cache_key(model.version, endpoint, digest, k, *([lang] if lang else []))
 
         async def compute() -> bytes:
             # Decode in the image pool, encode in a batch with concurrent photos, answer in the pool. The

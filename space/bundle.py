@@ -37,6 +37,8 @@ ENCODER = "image_encoder.onnx"
 INT8_ENCODER = "image_encoder.int8.onnx"
 IMAGE_VECTORS = "images.npy"
 IMAGE_META = "images.json"
+# The joint recipe: each post's caption in the joint space, beside its image vector (same rows).
+CAPTION_VECTORS = "captions.npy"
 IMAGE_INDEX = "images.usearch"
 WORD_INDEX = "words.usearch"
 REPORT_DIR = "report"

@@ -56,6 +56,10 @@ class Speller:
             self.folded.setdefault(fold(self.words[i]), i)
         self._neighbours: dict[str, list[str]] | None = None
 
+    def prepare(self) -> None:
+        """Build the spelling index now (a server does it while loading, not on a user's first typo)."""
+        self._delete_index()
+
     def _delete_index(self) -> dict[str, list[str]]:
         if self._neighbours is None:
             index: dict[str, list[str]] = defaultdict(list)

@@ -21,6 +21,7 @@ from space.tokenize import LANGUAGES, language_stop_words
 
 WORDS_FILE = "words.npy"
 VOCAB_FILE = "vocab.json"
+JOINT_WORDS_FILE = "joint_words.npy"
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -41,6 +42,9 @@ class TextSpace:
     vectors: np.ndarray  # (V, D) float32, raw Word2Vec vectors
     idf: np.ndarray  # (V,) float32
     counts: np.ndarray  # (V,) int64 corpus frequency
+    # (V, D') float32: the words' vectors in the space learned with the images (``train.joint``), which
+    # text → image queries and hashtags use; None for a space of raw Word2Vec vectors only.
+    joint: np.ndarray | None = None
     index: dict[str, int] = field(init=False, repr=False)
     unit_vectors: np.ndarray = field(init=False, repr=False)
     speller: Speller = field(init=False, repr=False)
@@ -49,6 +53,10 @@ class TextSpace:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
         self.idf = np.asarray(self.idf, dtype=np.float32)
         self.counts = np.asarray(self.counts, dtype=np.int64)
+        if self.joint is not None:
+            self.joint = np.asarray(self.joint, dtype=np.float32)
+            if len(self.joint) != len(self.words):
+                raise ValueError(f"{len(self.joint)} joint word vectors for {len(self.words)} words")
         self.speller = Speller(self.words, self.counts)
         self.index = self.speller.index
         self.unit_vectors = unit(self.vectors)
@@ -85,8 +93,14 @@ class TextSpace:
         """Dimension of the space."""
         return int(self.vectors.shape[1])
 
-    def embed_tokens(self, tokens: Sequence[str]) -> tuple[np.ndarray | None, list[str]]:
-        """TF-IDF-weighted mean of the known tokens' vectors, and the unknown tokens (in order, unique)."""
+    def matrix(self, joint: bool = False) -> np.ndarray:
+        """The word vectors queries are embedded with: the joint ones when asked for and present."""
+        return self.joint if joint and self.joint is not None else self.vectors
+
+    def embed_tokens(self, tokens: Sequence[str], joint: bool = False) -> tuple[np.ndarray | None, list[str]]:
+        """TF-IDF-weighted mean of the known tokens' vectors (:meth:`matrix`), and the unknown tokens
+        (in order, unique)."""
+        vectors = self.matrix(joint)
         index = self.index
         counts: dict[int, int] = {}  # word id → count, in first-seen order
         unknown: list[str] = []
@@ -102,26 +116,28 @@ class TextSpace:
         if not counts:
             return None, unknown
         if len(counts) == 1:  # the weighted mean of one vector is that vector
-            return self.vectors[next(iter(counts))].copy(), unknown
+            return vectors[next(iter(counts))].copy(), unknown
         ids = np.fromiter(counts, dtype=np.int64, count=len(counts))
         weights = np.fromiter(counts.values(), dtype=np.float32, count=len(counts)) * self.idf[ids]
         total = float(weights.sum())
         if total <= 0:
             weights, total = np.ones_like(weights), float(len(weights))
-        return (weights @ self.vectors[ids]) / np.float32(total), unknown
+        return (weights @ vectors[ids]) / np.float32(total), unknown
 
-    def embed_query(self, query: Query, centre: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    def embed_query(self, query: Query, centre: np.ndarray | None = None,
+                    joint: bool = False) -> tuple[np.ndarray, list[str]]:
         """A unit query vector: embed(positive) − embed(negative), each normalised first.
 
         With ``centre`` (a mean caption vector, ``space.centering``) each part is centred before it is
-        normalised. Raises :class:`UnknownWords` when no term of the query is known.
+        normalised; ``joint`` embeds with the joint word vectors (:meth:`matrix`). Raises
+        :class:`UnknownWords` when no term of the query is known.
         """
-        pos, unknown_pos = self.embed_tokens(query.positive)
-        neg, unknown_neg = self.embed_tokens(query.negative)
+        pos, unknown_pos = self.embed_tokens(query.positive, joint)
+        neg, unknown_neg = self.embed_tokens(query.negative, joint)
         unknown = unknown_pos + [w for w in unknown_neg if w not in unknown_pos]
         if pos is None and neg is None:
             raise UnknownWords(f"Unknown words: {', '.join(unknown)}.", unknown)
-        vec = np.zeros(self.dim, dtype=np.float32)
+        vec = np.zeros(self.matrix(joint).shape[1], dtype=np.float32)
         if pos is not None:
             vec += unit(pos if centre is None else pos - centre)
         if neg is not None:
@@ -142,19 +158,26 @@ class TextSpace:
         return out[:k]
 
     def save(self, directory: Path) -> list[str]:
-        """Write ``words.npy`` and ``vocab.json`` into ``directory``; return the file names."""
+        """Write ``words.npy``, ``vocab.json`` (and ``joint_words.npy``) into ``directory``; return the
+        file names."""
         np.save(directory / WORDS_FILE, self.vectors)
+        names = [WORDS_FILE, VOCAB_FILE]
+        if self.joint is not None:
+            np.save(directory / JOINT_WORDS_FILE, self.joint)
+            names.append(JOINT_WORDS_FILE)
         payload = {
             "words": self.words,
             "counts": [int(c) for c in self.counts],
             "idf": [round(float(x), 6) for x in self.idf],
         }
         (directory / VOCAB_FILE).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-        return [WORDS_FILE, VOCAB_FILE]
+        return names
 
     @classmethod
     def load(cls, directory: Path) -> TextSpace:
         """Read a text space written by :meth:`save`."""
         payload = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
         vectors = np.load(directory / WORDS_FILE)
-        return cls(payload["words"], vectors, np.array(payload["idf"]), np.array(payload["counts"]))
+        joint_file = directory / JOINT_WORDS_FILE
+        joint = np.load(joint_file) if joint_file.is_file() else None
+        return cls(payload["words"], vectors, np.array(payload["idf"]), np.array(payload["counts"]), joint)

@@ -36,6 +36,7 @@ from usearch.index import BatchMatches, Index, Matches
 from space import bundle
 from space.centering import Centering
 from space.errors import BundleInvalid
+from space.search import SEARCH_INDEX, load_search_vectors
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def save_index(index: Index, path: Path) -> None:
 
 
 def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
-    """Write ``images.usearch`` from ``images.npy`` and ``words.usearch`` from ``words.npy``; their info.
+    """Write ``images.usearch`` from ``images.npy``, ``words.usearch`` from ``words.npy`` and, in a bundle
+    with caption vectors, ``search.usearch`` (``space.search``); their info.
 
     In a bundle with ``centering.npz`` the image index holds the centred image vectors, the ones text
     queries and photos are compared with (``space.centering``).
@@ -129,6 +131,10 @@ def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]
         build_index(vectors, bundle_dir / out, dtype=dtype)
         info[out] = index_info(bundle_dir / out)
         log.info("indexed %d vectors of %s into %s (%s)", len(vectors), npy, out, dtype)
+    search = load_search_vectors(bundle_dir, np.load(bundle_dir / bundle.IMAGE_VECTORS))
+    if search is not None:
+        build_index(search, bundle_dir / SEARCH_INDEX, dtype=dtype)
+        info[SEARCH_INDEX] = index_info(bundle_dir / SEARCH_INDEX)
     return info
 
 

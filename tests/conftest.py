@@ -103,6 +103,15 @@ def small_bundle_models(
 
 
 @pytest.fixture(scope="session")
+def seed_bundle(tmp_path_factory: pytest.TempPathFactory, flickr8k_dir: Path, weights_dir: Path) -> Path:
+    """A centred bundle of the seed recipe on the same few hundred images (one short epoch)."""
+    from tests.bundle_factory import SEED_ARGS, build_small_bundle
+
+    models = tmp_path_factory.mktemp("seed-models")
+    return build_small_bundle(models, flickr8k_dir, weights_dir, extra=SEED_ARGS)
+
+
+@pytest.fixture(scope="session")
 def small_bundle(small_bundle_models: Path) -> Path:
     """The active bundle directory of :func:`small_bundle_models`."""
     from space.bundle import active_path

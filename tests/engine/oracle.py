@@ -44,10 +44,16 @@ def images(model: Model, query: Query, k: int, offset: int = 0, lang: str | None
     except UnknownWords as exc:
         return {"images": [], "unknown": exc.unknown, "confident": False, "version": model.version}
     rows = np.arange(len(model.items)) if lang is None else model.langs.get(lang, np.empty(0, dtype=np.int64))
-    keys, sims = _ranking(model.image_vectors[rows], vec)
+    assert model.search_vectors is not None
+    keys, sims = _ranking(model.search_vectors[rows], vec)
     hits = _images(model, rows[keys][offset:offset + k], sims[offset:offset + k])
-    return {"images": hits, "unknown": unknown, "confident": bool(hits) and float(sims[0]) >= cutoff,
-            "version": model.version}
+    answer = {"images": hits, "unknown": unknown, "confident": bool(hits) and float(sims[0]) >= cutoff}
+    return {**answer, **_corrected(model, query), "version": model.version}
+
+
+def _corrected(model: Model, query: Query) -> dict[str, Any]:
+    corrected = model.space.corrections(query)
+    return {"corrected": corrected} if corrected else {}
 
 
 def related(model: Model, query: Query, k: int) -> dict[str, Any]:
@@ -57,12 +63,18 @@ def related(model: Model, query: Query, k: int) -> dict[str, Any]:
     except UnknownWords as exc:
         return {"words": [], "unknown": exc.unknown, "version": model.version}
     return {"words": _words(model, vec, k, model.space.query_words(query)), "unknown": unknown,
-            "version": model.version}
+            **_corrected(model, query), "version": model.version}
 
 
 def hashtags(model: Model, raw: np.ndarray, k: int) -> dict[str, Any]:
-    """``/v1/hashtags``: the ``k`` words nearest to a photo's raw vector."""
-    return {"hashtags": _words(model, raw, k, set()), "version": model.version}
+    """``/v1/hashtags``: the bundle's hashtag model on a photo's raw vector (its neighbours among all the
+    voting posts, sorted), else the ``k`` words nearest to it."""
+    tagger = model.hashtagger
+    if tagger is None or model.pool_vectors is None:
+        return {"hashtags": _words(model, raw, k, set()), "version": model.version}
+    near, sims = _ranking(model.pool_vectors, unit(raw))
+    best = tagger.best(tagger.scores(raw, tagger.pool[near], sims), model.space.words, k)
+    return {"hashtags": [{"word": w, "score": round(s, 4)} for w, s in best], "version": model.version}
 
 
 def similar(model: Model, raw: np.ndarray, k: int) -> dict[str, Any]:
