@@ -13,12 +13,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from space.errors import SpaceError
 from space.images import CROPS
-from train.config import FORMATS, FilterConfig, IngestConfig, PipelineConfig, TextConfig
+from train.config import FORMATS, RECIPES, FilterConfig, IngestConfig, PipelineConfig, TextConfig
 from train.image_config import ImageConfig
+from train.joint import JointConfig
 from train.topic import Topic, load_topic, read_city_list
 
 log = logging.getLogger("train")
@@ -59,10 +60,20 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f16",
                    help="usearch index precision (f16, the default, halves memory and searches ~1.4x faster "
                    "than f32 at the same recall; see README, Scale)")
-    p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
-                   help="views averaged per bundle image: centre; + mirror; + corners (10× the encoding)")
+    p.add_argument("--recipe", choices=RECIPES, default="joint",
+                   help="joint: images and words learned into one space (the default, the best measured); "
+                   "seed: the original system's GoogLeNet regression onto fixed Word2Vec caption vectors")
+    p.add_argument("--backbone", choices=("bvlc", "torchvision"), default="bvlc",
+                   help="the joint recipe's ImageNet GoogLeNet: the BVLC blobs of --weights, or "
+                   "torchvision's (downloaded on first use)")
+    p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
+                   help="views averaged per bundle image: centre; + mirror; + corners (default: 10 for the "
+                   "joint recipe, 1 with --quick or --recipe seed)")
+    p.add_argument("--joint-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one JointConfig field (repeatable), e.g. --joint-set epochs=5")
     p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one ImageConfig field (repeatable), e.g. --image-set epochs=2")
+                   help="override one ImageConfig field of the seed recipe (repeatable), e.g. "
+                   "--image-set epochs=2")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,16 +136,15 @@ def _setup_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_weights(cfg: PipelineConfig) -> None:
     """One line naming both ways when the CNN has no ImageNet weights (before any stage runs)."""
-    backbone = cfg.image.backbone if cfg.image is not None else ImageConfig().backbone
-    if backbone != "bvlc":
+    if cfg.cnn_backbone != "bvlc":
         return
     if cfg.weights is None or not (cfg.weights / "SHA256SUMS").is_file():
         what = "needs --weights DIR" if cfg.weights is None else f"--weights {cfg.weights}: no SHA256SUMS"
         raise ValueError(
             f"train all {what}: the BVLC GoogLeNet blobs (convert the Caffe model zoo's "
             "bvlc_googlenet.caffemodel with `python -m train weights --caffemodel FILE --out DIR`), or "
-            "--image-set backbone=torchvision (torchvision's ImageNet GoogLeNet, downloaded on first use: "
-            "needs the internet)"
+            "--backbone torchvision (torchvision's ImageNet GoogLeNet, downloaded on first use: needs the "
+            "internet; --image-set backbone=torchvision with --recipe seed)"
         )
 
 
@@ -164,8 +174,14 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     topic = load_topic(args.topic) if getattr(args, "topic", None) is not None else None
     filters = _filters(args, topic)
     progress_file = args.progress_file or _env_path("TRAIN_PROGRESS_FILE")
-    image = _image_config(args.image_set, args.quick) if getattr(args, "image_set", None) else None
+    image_set = getattr(args, "image_set", None)
+    base_image = ImageConfig.quick_preset() if args.quick else ImageConfig()
+    image = _overrides(base_image, image_set, "--image-set") if image_set else None
+    joint = _overrides(JointConfig(), getattr(args, "joint_set", None) or [], "--joint-set")
     return PipelineConfig(
+        recipe=getattr(args, "recipe", "joint"),
+        joint=joint,
+        backbone=getattr(args, "backbone", "bvlc"),
         image=image,
         ingest=IngestConfig(corpus=args.corpus, format=args.format, limit=args.limit),
         models=args.models,
@@ -177,19 +193,21 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         progress_file=progress_file,
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f16"),
-        encode_crops=getattr(args, "encode_crops", 1),
+        encode_crops=getattr(args, "encode_crops", None),
         topic=topic,
     )
 
 
-def _image_config(settings: list[str], quick: bool) -> ImageConfig:
-    """The image stage's config with ``FIELD=VALUE`` overrides, each coerced to the field's default's type."""
-    base = ImageConfig.quick_preset() if quick else ImageConfig()
+_Config = TypeVar("_Config", ImageConfig, JointConfig)
+
+
+def _overrides(base: _Config, settings: list[str], flag: str) -> _Config:
+    """``base`` with ``FIELD=VALUE`` overrides, each coerced to the field's default's type."""
     changes: dict[str, Any] = {}
     for item in settings:
         name, sep, raw = item.partition("=")
         if not sep or name not in {f.name for f in dataclasses.fields(base)}:
-            raise ValueError(f"--image-set {item!r}: expected FIELD=VALUE with a field of ImageConfig")
+            raise ValueError(f"{flag} {item!r}: expected FIELD=VALUE with a field of {type(base).__name__}")
         current = getattr(base, name)
         if isinstance(current, bool):
             changes[name] = raw.lower() in ("1", "true", "yes", "on")

@@ -20,11 +20,11 @@ import numpy as np
 from space import bundle as bundle_format
 from space.centering import Centering
 from space.errors import BundleInvalid
+from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from train.config import PipelineConfig, to_jsonable
 from train.corpus import Post
 from train.evaluate import evaluate_bundle, mean_vectors
-from train.image_config import ImageConfig
 from train.stages import Stage
 from train.text import TextResult
 
@@ -48,9 +48,10 @@ class TextSide:
 
 @dataclass(frozen=True)
 class ImageSide:
-    """The image stages' results: config, exported encoder and its parity, the int8 copy if kept."""
+    """The image stages' results: their config (as JSON), the exported encoder and its parity, the int8
+    copy if kept."""
 
-    image_cfg: ImageConfig
+    config: dict[str, Any]
     onnx: Path
     parity: dict[str, Any]
     int8: Path | None
@@ -68,9 +69,9 @@ class Kept:
     failed: list[int]
 
 
-def centering_for(image_cfg: ImageConfig, kept: Kept) -> Centering | None:
-    """Retrieval-time centring (``space.centering``) if the config asks for it: the training split's means."""
-    if not image_cfg.centre:
+def centering_for(centre: bool, kept: Kept) -> Centering | None:
+    """Retrieval-time centring (``space.centering``) if asked for: the training split's means."""
+    if not centre:
         return None
     train_rows = [i for i, p in enumerate(kept.posts) if p.split == "train"] or list(range(len(kept.posts)))
     return mean_vectors(kept.vectors[train_rows], kept.targets[train_rows])
@@ -99,10 +100,17 @@ def published_filter_report(
 
 
 def stage_files(tmp: Path, space: TextSpace, image_side: ImageSide, kept: Kept, corpus: Path,
-                centering: Centering | None) -> str | None:
-    """Write the bundle's files into the staging folder ``tmp``; the centring file's name, if any."""
+                centering: Centering | None, hashtags: Hashtagger | None = None) -> str | None:
+    """Write the bundle's files into the staging folder ``tmp``; the centring file's name, if any.
+
+    With ``hashtags`` (the joint recipe) the bundle also holds the hashtag model and each post's caption
+    vector in the joint space (``captions.npy``: the engine ranks a text query's images by both).
+    """
     space.save(tmp)
     np.save(tmp / bundle_format.IMAGE_VECTORS, kept.vectors.astype(np.float32))
+    if hashtags is not None:
+        hashtags.save(tmp)
+        np.save(tmp / bundle_format.CAPTION_VECTORS, kept.targets.astype(np.float32))
     shutil.copyfile(image_side.onnx, tmp / bundle_format.ENCODER)
     if image_side.int8 is not None:
         shutil.copyfile(image_side.int8, tmp / image_side.int8.name)
@@ -123,6 +131,7 @@ def write_items(path: Path, corpus: Path, posts: Sequence[Post]) -> None:
             "split": p.split,
             "lang": p.lang,
             "user": p.user,
+            "taken_at": p.taken_at,
         }
         for i, p in enumerate(posts)
     ]
@@ -130,10 +139,11 @@ def write_items(path: Path, corpus: Path, posts: Sequence[Post]) -> None:
     path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
 
 
-def evaluate_staged(tmp: Path) -> dict[str, Any]:
+def evaluate_staged(tmp: Path, cfg: PipelineConfig) -> dict[str, Any]:
     """The staged bundle's retrieval metrics (an error entry when it cannot be evaluated)."""
     try:
-        metrics: dict[str, Any] = evaluate_bundle(tmp)
+        metrics: dict[str, Any] = evaluate_bundle(tmp, {"ingest": to_jsonable(cfg.ingest),
+                                                        "encode_crops": cfg.crops})
     except BundleInvalid as exc:
         log.warning("no evaluation: %s", exc)
         metrics = {"error": str(exc)}
@@ -151,11 +161,12 @@ def bundle_manifest(cfg: PipelineConfig, side: TextSide, image_side: ImageSide, 
             "filters": to_jsonable(cfg.filters),
             "split": to_jsonable(cfg.split),
             "text": to_jsonable(cfg.text),
-            "image": to_jsonable(image_side.image_cfg),
+            "image": image_side.config,
             "report": to_jsonable(rcfg),
             "quick": cfg.quick,
             "index_dtype": cfg.index_dtype,
-            "encode_crops": cfg.encode_crops,
+            "encode_crops": cfg.crops,
+            "recipe": cfg.recipe,
         },
         "topic": cfg.topic.to_dict() if cfg.topic is not None else None,
         "filter_report": filter_report,

@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from train.hashtag_head import HashtagConfig
 from train.image_config import ImageConfig
+from train.joint import JointConfig
 from train.topic import Topic
 
 CorpusFormat = Literal["flickr8k", "instaloader", "jsonl"]
+# "joint": images and words learned into one space (train.joint, the default); "seed": the original
+# system's GoogLeNet regression onto fixed Word2Vec caption vectors (train.image_model).
+RECIPES: tuple[str, ...] = ("joint", "seed")
 FORMATS: tuple[str, ...] = ("flickr8k", "instaloader", "jsonl")
 
 
@@ -93,13 +98,19 @@ class PipelineConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     text: TextConfig = field(default_factory=TextConfig)
     progress_file: Path | None = None
-    # The image stage's config; None: its default, or its quick preset under ``quick``.
+    recipe: str = "joint"
+    # The joint recipe's settings: the joint space, the hashtag head, the frozen CNN.
+    joint: JointConfig = field(default_factory=JointConfig)
+    hashtags: HashtagConfig = field(default_factory=HashtagConfig)
+    backbone: str = "bvlc"  # or "torchvision" (torchvision's ImageNet GoogLeNet, downloaded on first use)
+    # The seed recipe's image stage; None: its default, or its quick preset under ``quick``.
     image: ImageConfig | None = None
     activate: bool = True
     encode_batch_size: int = 32
-    # Views averaged per bundle image (1, 2 or 10: centre; + mirror; + four corners, each mirrored). 10 lifts
-    # Flickr8k image search R@10 by ~1.7 points for 10× the encoding time; photos sent to the engine use one.
-    encode_crops: int = 1
+    # Views averaged per bundle image (1, 2 or 10: centre; + mirror; + four corners, each mirrored); photos
+    # sent to the engine use one. None: 10 for the joint recipe (the features of every view train it), 1
+    # under --quick and for the seed recipe (whose encoding is a second pass over the images).
+    encode_crops: int | None = None
     # Also publish a static int8 copy of the encoder (train.quantize), kept only when its mean cosine to the
     # fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8 (1.4x faster).
     encoder_int8: bool = True
@@ -110,6 +121,20 @@ class PipelineConfig:
     # What the corpus is about (--topic FILE): its other cities are in ``filters``, its attractions go to the
     # report, and the manifest records it. None: no topic file.
     topic: Topic | None = None
+
+    @property
+    def crops(self) -> int:
+        """Views averaged per bundle image (:attr:`encode_crops` or the recipe's default)."""
+        if self.encode_crops is not None:
+            return self.encode_crops
+        return 10 if self.recipe == "joint" and not self.quick else 1
+
+    @property
+    def cnn_backbone(self) -> str:
+        """The backbone the recipe's CNN starts from."""
+        if self.recipe == "seed":
+            return self.image.backbone if self.image is not None else ImageConfig().backbone
+        return self.backbone
 
     @property
     def work_dir(self) -> Path:

@@ -25,6 +25,10 @@ from space.centering import Centering
 from space.errors import BundleInvalid, SpaceError
 from space.textspace import TextSpace, unit
 from space.tokenize import tokenize
+from train.config import IngestConfig
+from train.corpus import Post
+from train.encode import encode_images
+from train.ingest import IngestStats, read_corpus
 
 KS = (1, 5, 10)
 # Flickr8k, 1K test images, R@1/R@5/R@10 (image search, annotation).
@@ -68,11 +72,12 @@ def retrieval_metrics(image_vecs: np.ndarray, caption_vecs: np.ndarray,
 
 
 def embed_captions(space: TextSpace, captions: Sequence[str]) -> tuple[np.ndarray, int]:
-    """Each caption embedded alone (zero vector when no word is known) and how many were empty."""
-    out = np.zeros((len(captions), space.dim), dtype=np.float32)
+    """Each caption embedded alone as a text query is (the joint word vectors when the space has them;
+    a zero vector when no word is known) and how many were empty."""
+    out = np.zeros((len(captions), space.matrix(joint=True).shape[1]), dtype=np.float32)
     empty = 0
     for j, caption in enumerate(captions):
-        vec, _ = space.embed_tokens(tokenize(caption))
+        vec, _ = space.embed_tokens(tokenize(caption), joint=True)
         if vec is None:
             empty += 1
         else:
@@ -80,25 +85,19 @@ def embed_captions(space: TextSpace, captions: Sequence[str]) -> tuple[np.ndarra
     return out, empty
 
 
-def evaluate_bundle(bundle_dir: Path) -> dict[str, Any]:
-    """Retrieval metrics of ``bundle_dir`` on its ``split == "test"`` items."""
+def evaluate_bundle(bundle_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Retrieval metrics of ``bundle_dir`` on its test split (:func:`evaluation_set`); ``config`` stands in
+    for the manifest's (a staged bundle has no manifest yet)."""
     bundle_dir = Path(bundle_dir)
     try:
         space = TextSpace.load(bundle_dir)
         vectors = np.load(bundle_dir / bundle.IMAGE_VECTORS)
         items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
+        manifest = ({"config": config} if config is not None else
+                    json.loads((bundle_dir / bundle.MANIFEST).read_text(encoding="utf-8")))
     except (OSError, KeyError, ValueError) as exc:
         raise BundleInvalid(f"cannot read the bundle at {bundle_dir}: {exc}") from exc
-    test = [(row, it) for row, it in enumerate(items) if it.get("split") == "test"]
-    if not test:
-        raise BundleInvalid(f"the bundle at {bundle_dir} has no test items")
-    image_vecs = vectors[[int(it.get("key", row)) for row, it in test]]
-    captions: list[str] = []
-    owner: list[int] = []
-    for i, (_, it) in enumerate(test):
-        caps = it.get("captions") or [it.get("caption") or ""]
-        captions.extend(caps)
-        owner.extend([i] * len(caps))
+    image_vecs, captions, owner, encoded = evaluation_set(bundle_dir, manifest, items, vectors)
     caption_vecs, empty = embed_captions(space, captions)
     centering = Centering.load(bundle_dir)
     if centering is None:
@@ -108,7 +107,60 @@ def evaluate_bundle(bundle_dir: Path) -> dict[str, Any]:
         metrics["centred"] = True
         metrics["uncentred"] = retrieval_metrics(image_vecs, caption_vecs, owner)
     metrics["n_empty_queries"] = empty
+    metrics["n_encoded_for_eval"] = encoded
     return metrics
+
+
+def _corpus_test_posts(manifest: dict[str, Any]) -> list[Post] | None:
+    """The test posts of the bundle's corpus as read (before any filter), when the corpus names its
+    split (Flickr8k); None otherwise."""
+    config = (manifest.get("config") or {}).get("ingest") or {}
+    if config.get("format") != "flickr8k" or not config.get("corpus"):
+        return None
+    cfg = IngestConfig(corpus=Path(config["corpus"]), format="flickr8k", limit=config.get("limit"))
+    try:
+        posts = list(read_corpus(cfg, IngestStats()))
+    except OSError:
+        return None
+    return [p for p in posts if p.split == "test"]
+
+
+def evaluation_set(bundle_dir: Path, manifest: dict[str, Any], items: list[dict[str, Any]],
+             vectors: np.ndarray) -> tuple[np.ndarray, list[str], list[int], int]:
+    """(image vectors, captions, caption owner rows, images encoded anew) of the bundle's test split.
+
+    When the corpus names its own split (Flickr8k's 1,000 test images), every test image of the corpus is
+    scored, whatever the filters kept: an image the bundle left out is encoded by the bundle's encoder
+    (with the bundle's crops), so the figures compare with published ones on the same 1,000 images.
+    Otherwise the test split is the bundle's own ``split == "test"`` items.
+    """
+    row_of = {str(it.get("path")): int(it.get("key", row)) for row, it in enumerate(items)}
+    corpus_test = _corpus_test_posts(manifest)
+    if corpus_test:
+        tests = [(str(Path(p.image).resolve()), list(p.reference_captions)) for p in corpus_test]
+    else:
+        tests = [(str(it.get("path")), it.get("captions") or [it.get("caption") or ""])
+                 for it in items if it.get("split") == "test"]
+    if not tests:
+        raise BundleInvalid(f"the bundle at {bundle_dir} has no test items")
+    missing = [path for path, _ in tests if path not in row_of]
+    fresh: dict[str, np.ndarray] = {}
+    if missing:
+        crops = int((manifest.get("config") or {}).get("encode_crops") or 1)
+        encoded, failed = encode_images(Path(bundle_dir) / bundle.ENCODER, [Path(p) for p in missing],
+                                        crops=crops)
+        fresh = {p: encoded[i] for i, p in enumerate(missing) if i not in set(failed)}
+    image_vecs: list[np.ndarray] = []
+    captions: list[str] = []
+    owner: list[int] = []
+    for path, caps in tests:
+        vec = vectors[row_of[path]] if path in row_of else fresh.get(path)
+        if vec is None:
+            continue
+        owner.extend([len(image_vecs)] * len(caps))
+        image_vecs.append(np.asarray(vec, np.float32))
+        captions.extend(caps)
+    return np.stack(image_vecs), captions, owner, len(fresh)
 
 
 def mean_vectors(train_image_vecs: np.ndarray, train_caption_vecs: np.ndarray) -> Centering:

@@ -1,8 +1,11 @@
-"""ONNX export of the trained regressor, refused unless ONNX Runtime matches torch on real images.
+"""ONNX export of the image encoders, refused unless ONNX Runtime matches torch on real images.
 
 The graph takes ``images`` float32 (B, 3, 224, 224) — :func:`space.images.preprocess` output — with a
-dynamic batch axis and returns ``vectors`` (B, D) in the word space: the [0, 1] target scaling is undone
-inside the graph (sigmoid, then the per-dimension affine map), so serving needs no extra metadata.
+dynamic batch axis and returns ``vectors`` (B, D) in the space: for the joint recipe the frozen
+GoogLeNet and its learned linear map (:func:`export_joint`; :func:`export_features` is the same network
+without the map, for the trainer's feature cache); for the seed recipe's regressor the [0, 1] target
+scaling is undone inside the graph (sigmoid, then the per-dimension affine map). Serving needs no extra
+metadata either way.
 
 Each ``nn.LocalResponseNorm`` is exported as a short fixed chain (square, 3-D average pool over channels,
 two square roots for beta = 0.75). PyTorch's own spelling adds shape checks (``If``) and a scalar
@@ -26,6 +29,7 @@ from torch import nn
 from space.errors import SpaceError
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
+from train.joint import JointModel
 from train.regressor import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -113,11 +117,10 @@ def parity(model: torch.nn.Module, onnx_path: Path, check_images: Sequence[Path]
     return float(np.max(np.abs(got - expected)))
 
 
-def export_onnx(checkpoint: Path, out_path: Path, check_images: Sequence[Path]) -> dict[str, Any]:
-    """Export ``checkpoint`` to ``out_path`` and verify it; raise :class:`ExportMismatch` over 1e-4."""
+def export_verified(model: torch.nn.Module, out_path: Path, check_images: Sequence[Path]) -> dict[str, Any]:
+    """Export ``model`` to ``out_path`` and verify it; raise :class:`ExportMismatch` over 1e-4."""
     if not check_images:
         raise ExportMismatch("export needs at least one real image to check ONNX against torch")
-    model, _ = load_checkpoint(checkpoint)
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".partial")
     export_model(model, tmp)
@@ -132,3 +135,44 @@ def export_onnx(checkpoint: Path, out_path: Path, check_images: Sequence[Path]) 
     log.info("exported %s (opset %d), parity max |diff| %.2e on %d images", out_path, OPSET, diff,
              len(check_images))
     return {"max_abs_diff": diff, "n_images": len(check_images), "opset": OPSET}
+
+
+def export_onnx(checkpoint: Path, out_path: Path, check_images: Sequence[Path]) -> dict[str, Any]:
+    """Export the regressor ``checkpoint`` to ``out_path`` (:func:`export_verified`)."""
+    model, _ = load_checkpoint(checkpoint)
+    return export_verified(model, out_path, check_images)
+
+
+class _Features(nn.Module):
+    """A backbone's pooled 1,024-d features, optionally through a linear map."""
+
+    def __init__(self, backbone: nn.Module, linear: nn.Linear | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.linear = linear
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 224, 224) network inputs → (B, 1024) features, or their image vectors."""
+        feats = self.backbone.head(self.backbone.trunk(images))  # type: ignore[operator]
+        return feats if self.linear is None else self.linear(feats)
+
+
+def export_features(backbone: str, weights: Path | None, out_path: Path,
+                    check_images: Sequence[Path]) -> dict[str, Any]:
+    """The frozen backbone's pooled features as an ONNX graph (:func:`export_verified`)."""
+    from train.googlenet import build_backbone
+
+    return export_verified(_Features(build_backbone(backbone, weights)).eval(), out_path, check_images)
+
+
+def export_joint(backbone: str, weights: Path | None, model: JointModel, out_path: Path,
+                 check_images: Sequence[Path]) -> dict[str, Any]:
+    """The bundle encoder of the joint recipe: the frozen backbone and the learned linear map."""
+    from train.googlenet import build_backbone
+
+    linear = nn.Linear(model.weight.shape[0], model.weight.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(model.weight.T)))
+        linear.bias.copy_(torch.from_numpy(model.bias))
+    encoder = _Features(build_backbone(backbone, weights), linear).eval()
+    return export_verified(encoder, out_path, check_images)

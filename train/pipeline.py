@@ -232,7 +232,7 @@ class Pipeline:
 
     def encode(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[np.ndarray, list[int]]:
         """Every kept image through the exported encoder (cached)."""
-        crops = self.cfg.encode_crops
+        crops = self.cfg.crops
         # With one crop the key leaves crops out, so encodings cached before the option existed stay valid.
         st = self.stage("encode", prev.key, self.cfg.encode_batch_size, *([crops] if crops != 1 else []))
 
@@ -269,9 +269,12 @@ class Pipeline:
         return TextSide(len(posts), ingest_stats, filter_report, split_method, text_st, text)
 
     def follow(self) -> Path:
-        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN."""
+        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN
+        (the seed recipe's; the joint recipe trains no CNN, so rank 0 does all of it)."""
         self._sync()
         side = self._through_text()
+        if self.cfg.recipe != "seed":
+            return side.stage.dir
         return self.image(side.stage, side.text, self.image_config())[1]
 
     # -- the whole run -----------------------------------------------------------------------------
@@ -283,21 +286,29 @@ class Pipeline:
             log.info("removed %d stale staging folders in %s", removed, cfg.models)
         side = self._through_text()
         self._sync()
-        image_side, export_st = self.train_image_side(side)
-        kept = self.encode_kept(export_st, image_side, side.text)
+        if cfg.recipe == "seed":
+            image_side, export_st = self.train_image_side(side)
+            kept = self.encode_kept(export_st, image_side, side.text)
+            space, hashtags = side.text.space, None
+            centering = centering_for(self.image_config().centre, kept)
+        else:
+            from train.joint_recipe import JointRecipe
+
+            built = JointRecipe(self).build(side)
+            image_side, kept, space, hashtags = built.image_side, built.kept, built.space, built.hashtags
+            centering = None  # the joint space is trained on normalised vectors: centring measured no gain
         report = published_filter_report(side.filter_report, side.ingest_stats, len(side.text.dropped_ids),
                                          kept.failed, side.split_method, kept.posts)
-        centering = centering_for(image_side.image_cfg, kept)
         with bundle_format.staging(cfg.models) as tmp:
             with self.progress.phase("stage-bundle"):
-                centering_file = stage_files(tmp, side.text.space, image_side, kept, cfg.ingest.corpus,
-                                             centering)
+                centering_file = stage_files(tmp, space, image_side, kept, cfg.ingest.corpus, centering,
+                                             hashtags)
             with self.progress.phase("index"):
                 from space.vectorindex import build_bundle_indexes
 
                 build_bundle_indexes(tmp, dtype=cfg.index_dtype)
             with self.progress.phase("eval"):
-                metrics = evaluate_staged(tmp)
+                metrics = evaluate_staged(tmp, cfg)
             with self.progress.phase("report"):
                 rcfg = self.report(tmp, side.text, kept, report)
             with self.progress.phase("publish"):
@@ -316,7 +327,8 @@ class Pipeline:
         export_st, onnx_path, parity = self.export(image_st, checkpoint, side.text)
         int8_path, int8_report = (self.quantize(export_st, onnx_path, side.text) if self.cfg.encoder_int8
                                   else (None, {"published": False, "reason": "disabled"}))
-        return ImageSide(image_cfg, onnx_path, parity, int8_path, int8_report), export_st
+        config = {"recipe": "seed", **to_jsonable(image_cfg)}
+        return ImageSide(config, onnx_path, parity, int8_path, int8_report), export_st
 
     def encode_kept(self, export_st: Stage, image_side: ImageSide, text: TextResult) -> Kept:
         """Encode every text-side post; those whose image fails to encode leave the bundle."""

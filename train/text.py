@@ -60,8 +60,8 @@ class TextResult:
 
 
 def post_tokens(post: Post) -> list[str]:
-    """The content tokens a post is embedded by (its ``caption``)."""
-    return tokenize(post.caption)
+    """The content tokens a post is embedded by (its ``caption``, without its language's function words)."""
+    return tokenize(post.caption, language=post.lang)
 
 
 def sentences_of(posts: Sequence[Post], cfg: TextConfig) -> list[list[str]]:
@@ -69,7 +69,7 @@ def sentences_of(posts: Sequence[Post], cfg: TextConfig) -> list[list[str]]:
     out: list[list[str]] = []
     for p in posts:
         texts = p.captions if cfg.sentences_from_captions and p.captions else (p.caption,)
-        out.extend(toks for t in texts if (toks := tokenize(t)))
+        out.extend(toks for t in texts if (toks := tokenize(t, language=p.lang)))
     return out
 
 

@@ -24,7 +24,7 @@ from bot.services import SERVICES
 from space import bundle
 from space.jobs import RetrainSettings
 from tests.bot.conftest import ADMIN_ID, InProcessEngine, bot_settings
-from tests.bundle_factory import IMAGE_SETTINGS, N_IMAGES, work_dir
+from tests.bundle_factory import N_IMAGES, work_dir
 
 
 @pytest.fixture
@@ -61,9 +61,8 @@ async def test_retrain_publishes_and_engine_serves_new_version(
     api: LocalBotApi, engine: InProcessEngine, models: Path, flickr8k_dir: Path, weights_dir: Path
 ) -> None:
     old = await _served(engine)
-    image_args = [a for s in IMAGE_SETTINGS for a in ("--image-set", s)]
     job = _job(flickr8k_dir, weights_dir, models, "--limit", str(N_IMAGES),
-               "--work", str(models.parent / "work"), *image_args)
+               "--work", str(models.parent / "work"))
     settings = replace(bot_settings(api, engine.url), retrain=job)
     async with running(build_application(settings)):
         await api.push(api.text_update("/retrain", user_id=ADMIN_ID))

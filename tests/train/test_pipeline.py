@@ -16,7 +16,8 @@ from tests.bundle_factory import progress_file, small_bundle_args, work_dir
 from tests.conftest import ROOT
 from tests.train.fixtures.corpus import fixture_posts, write_corpus
 from train.__main__ import build_parser, main, pipeline_config
-from train.config import FilterConfig, IngestConfig, PipelineConfig, TextConfig
+from train.config import FilterConfig, IngestConfig, PipelineConfig, TextConfig, to_jsonable
+from train.joint import JointConfig
 from train.pipeline import EmptyCorpus, build_bundle, run_text_stages
 from train.progress import ProgressReporter
 from train.topic import load_topic
@@ -167,15 +168,18 @@ def test_small_bundle_contract(small_bundle: Path) -> None:
     assert manifest["corpus"]["format"] == "flickr8k" and manifest["corpus"]["n_posts"] == 300
     assert manifest["encoder"]["max_abs_diff"] <= 1e-4
     assert {"ingest", "filters", "split", "text", "image", "report"} <= set(manifest["config"])
-    assert manifest["config"]["image"]["epochs"] == 8 and manifest["config"]["text"]["vector_size"] == 64
+    assert manifest["config"]["recipe"] == manifest["config"]["image"]["recipe"] == "joint"
+    assert manifest["config"]["image"]["joint"] == to_jsonable(JointConfig())
+    assert manifest["config"]["text"]["vector_size"] == 64
     assert {"r1", "r5", "r10", "medr"} <= set(manifest["metrics"]["image_search"])
-    for name in ("images.usearch", "words.usearch", "report/stats.json", "words.npy", "vocab.json"):
+    for name in ("images.usearch", "words.usearch", "report/stats.json", "words.npy", "vocab.json",
+                 "joint_words.npy", "hashtags.npz", "captions.npy", "search.usearch"):
         assert name in manifest["files"]
     meta = json.loads((small_bundle / bundle.IMAGE_META).read_text())
     vectors = np.load(small_bundle / bundle.IMAGE_VECTORS)
     assert len(meta["items"]) == vectors.shape[0] == report["kept"]
     item = meta["items"][0]
-    assert set(item) == {"key", "post_id", "path", "caption", "captions", "split", "lang", "user"}
+    assert set(item) == {"key", "post_id", "path", "caption", "captions", "split", "lang", "user", "taken_at"}
     assert item["key"] == 0 and len(item["captions"]) == 5 and Path(item["path"]).is_absolute()
     assert {it["split"] for it in meta["items"]} == {"train", "val", "test"}
 
@@ -188,8 +192,10 @@ def test_small_bundle_progress_file(small_bundle_models: Path, small_bundle: Pat
         "filter",
         "split",
         "text",
-        "image",
+        "features",
+        "joint",
         "export",
+        "hashtags",
         "encode",
         "index",
         "eval",
@@ -231,7 +237,7 @@ def test_cli_all_reuses_cached_stages_and_prints_path_last(
     assert published.parent == models and bundle.active_path(models) == published
     # The index precision is not a stage input: every stage is reused, only the indexes change.
     assert index_info(published / bundle.IMAGE_INDEX)["dtype"] == "f16"
-    for stage in ("ingest", "filter", "split", "text", "image", "export", "encode"):
+    for stage in ("ingest", "filter", "split", "text", "features", "joint", "export", "hashtags"):
         assert f"{stage}: inputs and config unchanged" in caplog.text
     np.testing.assert_array_equal(
         np.load(published / bundle.IMAGE_VECTORS), np.load(small_bundle / bundle.IMAGE_VECTORS)

@@ -1,0 +1,105 @@
+"""The hashtag model of a bundle (``space.hashtags.Hashtagger``): its word head and neighbour votes.
+
+Candidates are the vocabulary's content words in the most training posts' captions (``max_words`` of
+them, each in at least ``min_posts`` posts). The head is one logistic regression per candidate on the
+posts' image vectors, trained with binary cross-entropy on "the word is in one of the post's captions";
+the neighbour votes need only which candidates each training post's captions hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from space.hashtags import Hashtagger
+from space.textspace import TextSpace
+from space.tokenize import tokenize
+from train.corpus import Post
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HashtagConfig:
+    """How the word head is trained."""
+
+    max_words: int = 2000
+    min_posts: int = 5
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    dropout: float = 0.2
+    batch_size: int = 128
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (stored in manifests)."""
+        return asdict(self)
+
+
+def post_words(post: Post, space: TextSpace) -> set[int]:
+    """Vocabulary rows of the words in any of the post's reference captions."""
+    out: set[int] = set()
+    for text in post.reference_captions:
+        out.update(i for t in tokenize(text, language=post.lang) if (i := space.index.get(t)) is not None)
+    return out
+
+
+def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post],
+                   space: TextSpace) -> Hashtagger:
+    """Fit the head on the "train" posts (``vectors`` row i is ``posts[i]``'s image vector)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(cfg.seed)
+    pool = np.array([i for i, p in enumerate(posts) if p.split == "train"] or range(len(posts)), np.int64)
+    words = [post_words(posts[i], space) for i in pool.tolist()]
+    df: dict[int, int] = {}
+    for ws in words:
+        for w in ws:
+            df[w] = df.get(w, 0) + 1
+    ranked = sorted((w for w, n in df.items() if n >= cfg.min_posts), key=lambda w: (-df[w], w))
+    rows = np.array(ranked[: cfg.max_words], np.int64)
+    if len(rows) == 0:
+        raise ValueError(f"no word is in {cfg.min_posts} training posts: no hashtag candidates")
+    column = {int(r): h for h, r in enumerate(rows.tolist())}
+    indptr = [0]
+    indices: list[int] = []
+    for ws in words:
+        indices.extend(sorted(column[w] for w in ws if w in column))
+        indptr.append(len(indices))
+    labels = np.zeros((len(pool), len(rows)), np.float32)
+    for p in range(len(pool)):
+        labels[p, indices[indptr[p] : indptr[p + 1]]] = 1.0
+
+    x = torch.from_numpy(np.asarray(vectors, np.float32)[pool])
+    y = torch.from_numpy(labels)
+    head = nn.Linear(x.shape[1], len(rows))
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x), cfg.batch_size):
+            b = perm[s : s + cfg.batch_size]
+            logits = head(nn.functional.dropout(x[b], cfg.dropout))
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    languages = sorted({p.lang for p in posts if p.lang})
+    in_language = None
+    if len(languages) > 1:
+        in_language = np.zeros((len(languages), len(rows)), bool)
+        for p, ws in zip(pool.tolist(), words, strict=True):
+            lang = posts[p].lang
+            if lang in languages:
+                hit = [column[w] for w in ws if w in column]
+                in_language[languages.index(lang), hit] = True
+    log.info("hashtags: %d candidate words, head trained on %d posts", len(rows), len(pool))
+    return Hashtagger(rows, head.weight.detach().numpy().astype(np.float32),
+                      head.bias.detach().numpy().astype(np.float32), pool, np.array(indptr, np.int64),
+                      np.array(indices, np.int64), tuple(languages), in_language)

@@ -1,0 +1,162 @@
+"""The default recipe's image side: frozen GoogLeNet features → joint space → encoder, vectors, hashtags.
+
+Stages (each cached like every other): ``features`` (every kept image's pooled GoogLeNet features, the
+mean of ``crops`` views, through ONNX Runtime, resumable), ``joint`` (:mod:`train.joint`), ``export``
+(GoogLeNet + the learned linear map as one ONNX encoder, parity-checked against torch), ``quantize``
+(the int8 copy), ``hashtags`` (:mod:`train.hashtag_head`). Because the CNN is frozen, the bundle's
+image vectors are the cached features through the learned map: no second pass over the images.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from space import bundle as bundle_format
+from space.hashtags import Hashtagger
+from space.textspace import TextSpace
+from space.tokenize import tokenize
+from train.assemble import ImageSide, Kept, TextSide
+from train.config import to_jsonable
+from train.corpus import Post
+from train.encode import encode_images
+from train.hashtag_head import train_hashtags
+from train.joint import JOINT_FILE, JointModel, train_joint
+from train.stages import Stage
+
+if TYPE_CHECKING:
+    from train.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+FEATURES_FILE = "features.npy"
+PARITY_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class JointBuild:
+    """What the joint recipe adds to a bundle beyond :class:`ImageSide` and :class:`Kept`."""
+
+    image_side: ImageSide
+    kept: Kept
+    space: TextSpace  # the text space with its joint word vectors
+    hashtags: Hashtagger
+    captions: np.ndarray  # (N, D) each kept post's caption in the joint space (for text search)
+
+
+def caption_vectors(space: TextSpace, posts: Sequence[Post]) -> np.ndarray:
+    """Each post's own caption as a joint-space query would be embedded (zeros when no word is known)."""
+    out = np.zeros((len(posts), space.matrix(joint=True).shape[1]), np.float32)
+    for i, post in enumerate(posts):
+        vec, _ = space.embed_tokens(tokenize(post.caption, language=post.lang), joint=True)
+        if vec is not None:
+            out[i] = vec
+    return out
+
+
+class JointRecipe:
+    """The joint recipe's stages, run inside a :class:`~train.pipeline.Pipeline`."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        self.cfg = pipe.cfg
+
+    def build(self, side: TextSide) -> JointBuild:
+        """Features, joint space, encoder (+ int8), image vectors and hashtags of the text side's posts."""
+        text = side.text
+        feat_st, features, failed = self.features(side.stage, text.posts)
+        joint_st, model = self.joint(feat_st, text.posts, text.space, features, failed)
+        export_st, onnx_path, parity = self.export(joint_st, model, text.posts)
+        int8_path, int8_report = (self.pipe.quantize(export_st, onnx_path, text) if self.cfg.encoder_int8
+                                  else (None, {"published": False, "reason": "disabled"}))
+        failed_set = set(failed)
+        rows = [i for i in range(len(text.posts)) if i not in failed_set]
+        if not rows:
+            from train.pipeline import EmptyCorpus
+
+            raise EmptyCorpus("No kept image could be encoded: nothing to publish.")
+        posts = [text.posts[i] for i in rows]
+        base = text.space
+        space = TextSpace(base.words, base.vectors, base.idf, base.counts, model.words)
+        vectors = model.images(features[rows])
+        captions = caption_vectors(space, posts)
+        kept = Kept(posts, vectors, captions, list(failed))
+        hashtags = self.hashtags(export_st, vectors, posts, space)
+        config = {"recipe": "joint", "joint": to_jsonable(self.cfg.joint), "backbone": self.cfg.backbone,
+                  "crops": self.cfg.crops, "history": model.history}
+        image_side = ImageSide(config, onnx_path, parity, int8_path, int8_report)
+        return JointBuild(image_side, kept, space, hashtags, captions)
+
+    def features(self, prev: Stage, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
+        """Pooled frozen-GoogLeNet features of every post's image (cached, resumable)."""
+        weights = self.cfg.weights
+        from train.googlenet import weights_fingerprint
+
+        fingerprint = weights_fingerprint(weights) if weights is not None else "none"
+        st = self.pipe.stage("features", prev.key, self.cfg.backbone, fingerprint, self.cfg.crops)
+
+        def run() -> dict[str, Any]:
+            from train.export import export_features
+
+            onnx_path = st.dir / "features.onnx"
+            export_features(self.cfg.backbone, weights, onnx_path, [p.image for p in posts[:PARITY_IMAGES]])
+            feats, failed = encode_images(onnx_path, [p.image for p in posts], self.cfg.encode_batch_size,
+                                          progress=self.pipe.progress.callback, work_dir=st.dir / "chunks",
+                                          crops=self.cfg.crops)
+            np.save(st.dir / FEATURES_FILE, np.asarray(feats, dtype=np.float32))
+            shutil.rmtree(st.dir / "chunks", ignore_errors=True)
+            return {"failed": [int(i) for i in failed]}
+
+        info = self.pipe.run_stage(st, run)
+        return st, np.load(st.dir / FEATURES_FILE), list(info["failed"])
+
+    def joint(self, prev: Stage, posts: Sequence[Post], space: TextSpace, features: np.ndarray,
+              failed: Sequence[int]) -> tuple[Stage, JointModel]:
+        """Learn the joint space (cached)."""
+        st = self.pipe.stage("joint", prev.key, to_jsonable(self.cfg.joint))
+
+        def run() -> dict[str, Any]:
+            usable = np.ones(len(posts), bool)
+            usable[list(failed)] = False
+            model = train_joint(self.cfg.joint, features, posts, space, usable, self.pipe.progress.callback)
+            model.save(st.dir / JOINT_FILE)
+            return {"history": model.history}
+
+        self.pipe.run_stage(st, run)
+        return st, JointModel.load(st.dir / JOINT_FILE)
+
+    def export(self, prev: Stage, model: JointModel,
+               posts: Sequence[Post]) -> tuple[Stage, Path, dict[str, Any]]:
+        """GoogLeNet + the learned map as one ONNX encoder, parity-checked (cached)."""
+        st = self.pipe.stage("export", prev.key)
+        onnx_path = st.dir / bundle_format.ENCODER
+
+        def run() -> dict[str, Any]:
+            from train.export import export_joint
+
+            check = [p.image for p in posts[:PARITY_IMAGES]]
+            return {"parity": export_joint(self.cfg.backbone, self.cfg.weights, model, onnx_path, check)}
+
+        info = self.pipe.run_stage(st, run)
+        return st, onnx_path, info["parity"]
+
+    def hashtags(self, prev: Stage, vectors: np.ndarray, posts: Sequence[Post],
+                 space: TextSpace) -> Hashtagger:
+        """The word head and the neighbour votes (cached)."""
+        st = self.pipe.stage("hashtags", prev.key, to_jsonable(self.cfg.hashtags), len(posts))
+
+        def run() -> dict[str, Any]:
+            tagger = train_hashtags(self.cfg.hashtags, vectors, posts, space)
+            tagger.save(st.dir)
+            return {"candidates": len(tagger.rows)}
+
+        self.pipe.run_stage(st, run)
+        tagger = Hashtagger.load(st.dir)
+        assert tagger is not None
+        return tagger
