@@ -9,7 +9,7 @@ with the report's ``stats.json`` inside it) and ``engine/views.py`` (the admin e
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 
@@ -94,6 +94,7 @@ class ImageAnswer:
     unknown: list[str]
     confident: bool
     version: str
+    corrected: dict[str, str] = field(default_factory=dict)  # query word → the known word used instead
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class RelatedAnswer:
 
     words: list[ScoredWord]
     unknown: list[str]
+    corrected: dict[str, str] = field(default_factory=dict)  # query word → the known word used instead
 
 
 def _scored_word(hit: dict[str, Any], at: str) -> ScoredWord:
@@ -119,11 +121,17 @@ def _strings(obj: dict[str, Any], key: str, where: str) -> list[str]:
     return [_checked(w, STRING, f"{where}.{key}[{i}]") for i, w in enumerate(_get(obj, key, LIST, where))]
 
 
+def _corrected(body: dict[str, Any], where: str) -> dict[str, str]:
+    """The optional ``corrected`` map of a text answer (misspelt or accent-less words matched)."""
+    found = _optional(body, "corrected", OBJECT, where) or {}
+    return {str(k): _checked(v, STRING, f"{where}.corrected.{k}") for k, v in found.items()}
+
+
 def parse_related(data: object) -> RelatedAnswer:
-    """``GET /v1/related``: ``{"words": [{"word", "score"}], "unknown": [str], "version"}``."""
+    """``GET /v1/related``: ``{"words": [{"word", "score"}], "unknown": [str], "corrected"?, "version"}``."""
     body = _checked(data, OBJECT, "related")
     return RelatedAnswer(_each(_get(body, "words", LIST, "related"), "related.words", _scored_word),
-                         _strings(body, "unknown", "related"))
+                         _strings(body, "unknown", "related"), _corrected(body, "related"))
 
 
 def parse_images(data: object) -> ImageAnswer:
@@ -134,6 +142,7 @@ def parse_images(data: object) -> ImageAnswer:
         _strings(body, "unknown", "images"),
         _get(body, "confident", BOOLEAN, "images"),
         _get(body, "version", STRING, "images"),
+        _corrected(body, "images"),
     )
 
 

@@ -107,6 +107,8 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "no_tags": ("I found no words for that picture.", "No he encontrado palabras para esa foto.",
                 "No he trobat paraules per a aquesta foto."),
     "dont_know": ("I don't know: {words}.", "No conozco: {words}.", "No conec: {words}."),
+    "corrected": ("Showing results for {words}.", "Mostrando resultados para {words}.",
+                  "Mostrant resultats per a {words}."),
     "try": (" Try: {words}.", " Prueba: {words}.", " Prova: {words}."),
     "ask_images": ("Tell me what to look for, e.g. /images {q}", "Dime qué buscar, p. ej. /images {q}",
                    "Digues-me què he de cercar, p. ex. /images {q}"),

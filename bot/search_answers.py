@@ -56,6 +56,13 @@ def _known_part(query: str, unknown: Sequence[str]) -> str:
     return " ".join(t for t in query.split() if t.lstrip("-").lower() not in bad and not t.startswith("-"))
 
 
+def corrected_note(context: BotContext, corrected: dict[str, str]) -> list[str]:
+    """"Showing results for …" when the engine matched query words to other spellings."""
+    if not corrected:
+        return []
+    return [context.t("corrected", words=", ".join(f"{v} ({k})" for k, v in corrected.items()))]
+
+
 async def unknown_note(context: BotContext, query: str, unknown: Sequence[str]) -> str:
     """Name the unknown words and suggest known ones (near the query's known part, or look-alikes)."""
     s = services(context)
@@ -140,6 +147,7 @@ async def answer_images(context: BotContext, chat_id: int, query: str, offset: i
     if answer is None:
         return
     notes = [await unknown_note(context, words, answer.unknown)] if answer.unknown else []
+    notes += corrected_note(context, answer.corrected)
     if not answer.images:
         notes.append(context.t("no_more") if offset else context.t("no_images", q=query))
         await context.bot.send_message(chat_id, " ".join(notes))
@@ -165,6 +173,7 @@ async def answer_related(context: BotContext, chat_id: int, query: str) -> None:
     if answer is None:
         return
     note = [await unknown_note(context, query, answer.unknown)] if answer.unknown else []
+    note += corrected_note(context, answer.corrected)
     if answer.words:
         lines = [context.t("words_near", q=query), *(f"{w.word}  {w.score:.2f}" for w in answer.words), *note,
                  context.t("tap_word")]

@@ -94,6 +94,12 @@ async def test_unknown_words_are_named(bot: LocalBotApi) -> None:
     assert not [c for c in bot.calls[n:] if c.text.startswith("Sorry") or c.error is not None]
 
 
+async def test_misspelt_words_say_what_was_searched(bot: LocalBotApi) -> None:
+    await bot.push(bot.text_update("/images dgos"))
+    reply = await bot.wait_for("sendMessage", lambda c: "dgos" in c.text)
+    assert "Showing results for dogs (dgos)" in reply.text and "don't know" not in reply.text
+
+
 async def test_photo_gets_hashtags_and_similar_images(bot: LocalBotApi, flickr8k_dir: Path) -> None:
     await bot.push(bot.photo_update(flickr_jpg(flickr8k_dir, 5)))
     reply = await bot.wait_for("sendMessage", lambda c: c.text.startswith("#"))
