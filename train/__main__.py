@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--relative", action="store_true", help="image paths relative to posts.jsonl")
     ml.add_argument("--parallel", action="store_true",
                     help="train/val posts also carry their en+es+ca captions as one Word2Vec sentence")
+    ml.add_argument("--references", choices=("one", "all"), default="one",
+                    help="all: each post also carries every caption of its image in en, es and ca (it still "
+                    "shows one)")
+    ml.add_argument("--all-images", action="store_true",
+                    help="Flickr8k images missing from the TSV become English posts with their five captions")
     _setup_args(sub)
     return parser
 
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
             shares = [float(x) for x in args.shares.split(",")]
             summary = build_multilingual(args.src, args.flickr8k, args.out, shares, args.seed, args.relative,
-                                         parallel=args.parallel)
+                                         parallel=args.parallel, references=args.references,
+                                         all_images=args.all_images)
             print(json.dumps(summary, ensure_ascii=False))
             return 0
         if args.command in ("weights", "data"):

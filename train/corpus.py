@@ -32,3 +32,8 @@ class Post:
     def reference_captions(self) -> tuple[str, ...]:
         """The captions evaluation compares against (``captions`` or just ``caption``)."""
         return self.captions or (self.caption,)
+
+    def language_of(self, text: str) -> str | None:
+        """The language of one of the post's texts: ``lang`` for its own caption; unknown for the other
+        reference captions (a multilingual corpus may hold the image's translations there)."""
+        return self.lang if text == self.caption else None

@@ -180,6 +180,8 @@ def run_filters(
         allowed = set(cfg.languages)
 
         def by_language(p: Post) -> Post | None:
+            if p.lang:  # the corpus says which language the post is in (a posts.jsonl "lang"): trust it
+                return p if p.lang in allowed else None
             lang, ok = det.pick(p.caption, allowed, cfg.language_min_prob)
             return replace(p, lang=lang) if ok else None
 

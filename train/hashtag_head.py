@@ -45,7 +45,8 @@ def post_words(post: Post, space: TextSpace) -> set[int]:
     """Vocabulary rows of the words in any of the post's reference captions."""
     out: set[int] = set()
     for text in post.reference_captions:
-        out.update(i for t in tokenize(text, language=post.lang) if (i := space.index.get(t)) is not None)
+        tokens = tokenize(text, language=post.language_of(text))
+        out.update(i for t in tokens if (i := space.index.get(t)) is not None)
     return out
 
 
@@ -93,12 +94,14 @@ def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post
     languages = sorted({p.lang for p in posts if p.lang})
     in_language = None
     if len(languages) > 1:
+        # A word belongs to the languages of the captions people wrote it in (each post's own caption, in
+        # its language: reference captions may hold translations).
         in_language = np.zeros((len(languages), len(rows)), bool)
-        for p, ws in zip(pool.tolist(), words, strict=True):
-            lang = posts[p].lang
-            if lang in languages:
-                hit = [column[w] for w in ws if w in column]
-                in_language[languages.index(lang), hit] = True
+        for p in pool.tolist():
+            post = posts[p]
+            if post.lang in languages:
+                own = (space.index.get(t) for t in tokenize(post.caption, language=post.lang))
+                in_language[languages.index(post.lang), [column[w] for w in own if w in column]] = True
     log.info("hashtags: %d candidate words, head trained on %d posts", len(rows), len(pool))
     return Hashtagger(rows, head.weight.detach().numpy().astype(np.float32),
                       head.bias.detach().numpy().astype(np.float32), pool, np.array(indptr, np.int64),

@@ -33,7 +33,7 @@ from train.progress import ProgressCallback, throttled
 log = logging.getLogger(__name__)
 
 JOINT_FILE = "joint.npz"
-MAX_CAPTIONS = 5  # reference captions drawn per post and epoch (Flickr8k has five)
+PASSES = 5  # draws of each training post per epoch, one reference caption each (Flickr8k has five)
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,9 @@ class Captions:
         weights: list[float] = []
         for r in rows:
             post = posts[r]
-            for text in post.reference_captions[:MAX_CAPTIONS]:
+            for text in post.reference_captions:
                 counts: dict[int, int] = {}
-                for tok in tokenize(text, language=post.lang):
+                for tok in tokenize(text, language=post.language_of(text)):
                     i = space.index.get(tok)
                     if i is not None:
                         counts[i] = counts.get(i, 0) + 1
@@ -184,13 +184,21 @@ def train_joint(
     proj = nn.Linear(feats.shape[1], space.dim)
     opt = torch.optim.AdamW([*proj.parameters(), words], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    # One epoch draws each training post once per reference caption it has (at most MAX_CAPTIONS), each
-    # time with a different caption, and never puts one post twice in a batch (no false negatives).
+    # One epoch draws each training post PASSES times (fewer if no post has that many captions), each time
+    # with its next reference caption in a shuffled cycle, and never puts one post twice in a batch (no
+    # false negatives). A post with more captions (translations) sees each of them over the epochs.
     by_post: dict[int, list[int]] = {}
     for c, r in enumerate(train_caps.owner.tolist()):
         by_post.setdefault(r, []).append(c)
     posts_with = np.array(sorted(by_post), np.int64)
-    passes = max(len(v) for v in by_post.values())
+    passes = min(PASSES, max(len(v) for v in by_post.values()))
+    cycles = {r: list(rng.permutation(v)) for r, v in by_post.items()}
+
+    def next_caption(r: int) -> int:
+        if not cycles[r]:
+            cycles[r] = list(rng.permutation(by_post[r]))
+        return int(cycles[r].pop())
+
     steps_per_epoch = passes * math.ceil(len(posts_with) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, total // 10)
@@ -230,12 +238,11 @@ def train_joint(
         proj.train()
         running, seen = 0.0, 0
         bar = tqdm(total=steps_per_epoch, desc=f"joint {epoch}/{cfg.epochs}", unit="batch", mininterval=1.0)
-        for p in range(passes):
+        for _ in range(passes):
             order = rng.permutation(len(posts_with))
             for s in range(0, len(order), cfg.batch_size):
                 batch_posts = posts_with[order[s : s + cfg.batch_size]]
-                caps = np.array([by_post[int(r)][(p + int(rng.integers(1 << 30))) % len(by_post[int(r)])]
-                                 for r in batch_posts], np.int64)
+                caps = np.array([next_caption(int(r)) for r in batch_posts], np.int64)
                 x = nn.functional.dropout(x_all[batch_posts], cfg.dropout)
                 img = nn.functional.normalize(proj(x), dim=1)
                 txt = nn.functional.normalize(caption_batch(caps), dim=1)

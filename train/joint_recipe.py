@@ -23,7 +23,7 @@ from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from space.tokenize import tokenize
 from train.assemble import ImageSide, Kept, TextSide
-from train.config import to_jsonable
+from train.config import config_hash, to_jsonable
 from train.corpus import Post
 from train.encode import encode_images
 from train.hashtag_head import train_hashtags
@@ -70,8 +70,8 @@ class JointRecipe:
     def build(self, side: TextSide) -> JointBuild:
         """Features, joint space, encoder (+ int8), image vectors and hashtags of the text side's posts."""
         text = side.text
-        feat_st, features, failed = self.features(side.stage, text.posts)
-        joint_st, model = self.joint(feat_st, text.posts, text.space, features, failed)
+        feat_st, features, failed = self.features(text.posts)
+        joint_st, model = self.joint(side.stage, feat_st, text.posts, text.space, features, failed)
         export_st, onnx_path, parity = self.export(joint_st, model, text.posts)
         int8_path, int8_report = (self.pipe.quantize(export_st, onnx_path, text) if self.cfg.encoder_int8
                                   else (None, {"published": False, "reason": "disabled"}))
@@ -93,13 +93,15 @@ class JointRecipe:
         image_side = ImageSide(config, onnx_path, parity, int8_path, int8_report)
         return JointBuild(image_side, kept, space, hashtags, captions)
 
-    def features(self, prev: Stage, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
+    def features(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
         """Pooled frozen-GoogLeNet features of every post's image (cached, resumable)."""
         weights = self.cfg.weights
         from train.googlenet import weights_fingerprint
 
         fingerprint = weights_fingerprint(weights) if weights is not None else "none"
-        st = self.pipe.stage("features", prev.key, self.cfg.backbone, fingerprint, self.cfg.crops)
+        # Keyed by the images alone (not the text stages): a changed text setting reuses the features.
+        images = config_hash([str(p.image) for p in posts])
+        st = self.pipe.stage("features", images, self.cfg.backbone, fingerprint, self.cfg.crops)
 
         def run() -> dict[str, Any]:
             from train.export import export_features
@@ -116,10 +118,10 @@ class JointRecipe:
         info = self.pipe.run_stage(st, run)
         return st, np.load(st.dir / FEATURES_FILE), list(info["failed"])
 
-    def joint(self, prev: Stage, posts: Sequence[Post], space: TextSpace, features: np.ndarray,
-              failed: Sequence[int]) -> tuple[Stage, JointModel]:
+    def joint(self, text_st: Stage, feat_st: Stage, posts: Sequence[Post], space: TextSpace,
+              features: np.ndarray, failed: Sequence[int]) -> tuple[Stage, JointModel]:
         """Learn the joint space (cached)."""
-        st = self.pipe.stage("joint", prev.key, to_jsonable(self.cfg.joint))
+        st = self.pipe.stage("joint", text_st.key, feat_st.key, to_jsonable(self.cfg.joint))
 
         def run() -> dict[str, Any]:
             usable = np.ones(len(posts), bool)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from train.ingest import FLICKR_SPLITS, POSTS_FILE
+from train.ingest import FLICKR_SPLITS, FLICKR_TOKENS, POSTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,28 @@ def parallel_sentence(row: dict[str, str], cols: dict[str, list[str]],
     return " ".join(tokens[i] for i in rng.permutation(len(tokens)))
 
 
+def english_captions(flickr8k: Path) -> dict[str, list[str]]:
+    """Flickr8k's five English captions of each image."""
+    out: dict[str, list[str]] = {}
+    for line in (flickr8k / FLICKR_TOKENS).read_text(encoding="utf-8").splitlines():
+        name, tab, text = line.partition("\t")
+        if tab and text.strip():
+            out.setdefault(name.split("#", 1)[0], []).append(text.strip())
+    return out
+
+
+def all_references(caption: str, english: Sequence[str], row: dict[str, str],
+                   cols: dict[str, list[str]]) -> list[str]:
+    """The post's own caption first, then every other caption of its image: the English ones, then each
+    Spanish and Catalan translation (what the joint recipe trains on; the post still shows one)."""
+    out = [caption]
+    for text in [*english, *(row.get(c, "") for lang in ("es", "ca") for c in cols[lang])]:
+        text = (text or "").strip()
+        if text and text not in out:
+            out.append(text)
+    return out
+
+
 def build_multilingual(
     src: Path,
     flickr8k: Path,
@@ -89,12 +111,19 @@ def build_multilingual(
     relative_paths: bool = False,
     parallel: bool = False,
     shuffle: bool = True,
+    references: str = "one",
+    all_images: bool = False,
 ) -> dict[str, Any]:
     """Write ``out/posts.jsonl``; return counts per language and split.
 
     ``shuffle`` (with ``parallel``): the parallel sentence's words are shuffled (:func:`parallel_sentence`);
-    false keeps the ordered sentence (measured worse, kept for comparison).
+    false keeps the ordered sentence (measured worse, kept for comparison). ``references="all"``: each
+    post also carries every caption of its image in the three languages (:func:`all_references`) — the
+    demo corpus, whose English benchmark then matches an English-only bundle's. ``all_images``: the
+    Flickr8k images the TSV lacks become English posts with their own five captions.
     """
+    if references not in ("one", "all"):
+        raise ValueError(f"references must be 'one' or 'all', not {references!r}")
     if len(shares) != len(LANGS) or any(s < 0 for s in shares) or sum(shares) <= 0:
         raise ValueError(f"--shares needs three non-negative numbers for {'/'.join(LANGS)}, got {shares}")
     p = np.asarray(shares, dtype=np.float64) / float(sum(shares))
@@ -105,6 +134,7 @@ def build_multilingual(
         for line in (flickr8k / name).read_text(encoding="utf-8").split():
             splits[line] = name_of_split
     images = flickr8k / "images"
+    english = english_captions(flickr8k) if references == "all" or all_images else {}
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     # Its own stream, so shuffling never changes which language and column each post draws.
@@ -135,12 +165,28 @@ def build_multilingual(
                 "split": split,
                 "column": column,
             }
+            refs = (all_references(caption, english.get(row["image"], []), row, cols) if references == "all"
+                    else [caption])
             if parallel and split in ("train", "val"):
-                record["captions"] = [caption, parallel_sentence(row, cols, shuffler)]
+                refs.append(parallel_sentence(row, cols, shuffler))
                 n_parallel += 1
+            if len(refs) > 1:
+                record["captions"] = refs
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             langs[lang] += 1
             by_split[str(split)] += 1
+        covered = {row["image"] for row in rows}
+        for name in sorted(english) if all_images else []:
+            image = images / name
+            if name in covered or not image.is_file():
+                continue
+            path = os.path.relpath(image.resolve(), out.resolve()) if relative_paths else str(image.resolve())
+            caps = english[name]
+            f.write(json.dumps({"id": name, "image": path, "caption": caps[0], "user": None, "taken_at": None,
+                                "lang": "en", "split": splits.get(name), "column": "flickr8k",
+                                "captions": caps}, ensure_ascii=False) + "\n")
+            langs["en"] += 1
+            by_split[str(splits.get(name))] += 1
     tmp.replace(out / POSTS_FILE)
     summary = {
         "posts": sum(langs.values()),
@@ -150,6 +196,7 @@ def build_multilingual(
         "parallel_sentences": n_parallel,
         "shuffled": bool(parallel and shuffle),
         "shares": list(shares),
+        "references": references,
         "seed": seed,
     }
     log.info("multilingual corpus: %s", summary)

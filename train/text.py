@@ -69,7 +69,7 @@ def sentences_of(posts: Sequence[Post], cfg: TextConfig) -> list[list[str]]:
     out: list[list[str]] = []
     for p in posts:
         texts = p.captions if cfg.sentences_from_captions and p.captions else (p.caption,)
-        out.extend(toks for t in texts if (toks := tokenize(t, language=p.lang)))
+        out.extend(toks for t in texts if (toks := tokenize(t, language=p.language_of(t))))
     return out
 
 

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.train.fixtures.corpus import FixturePost, expected_report, fixture_posts, write_corpus
 from train.config import FilterConfig, IngestConfig
+from train.corpus import Post
 from train.filters import CityMatcher, run_filters
 from train.ingest import ingest
 from train.topic import load_topic
@@ -88,3 +89,14 @@ def test_switched_off_filters_are_listed_and_keep_posts(posts: list[FixturePost]
 def test_city_matcher_whole_tokens(text: str, city: str | None) -> None:
     matcher = CityMatcher(["rome", "new york", "málaga", "paris"])
     assert matcher.find(text) == city
+
+
+def test_a_declared_language_is_trusted() -> None:
+    image = Path("/nonexistent.jpg")
+    posts = [Post("ca", image, "Un gos corre per la platja de sorra", lang="ca"),
+             Post("fr", image, "Un chien court sur la plage de sable", lang="fr"),
+             Post("und", image, "A dog runs along the sandy beach")]
+    cfg = FilterConfig(max_posts_per_user=None, other_cities=(), drop_duplicates=False, check_images=False)
+    result = run_filters(posts, cfg)
+    assert {p.id: p.lang for p in result.kept} == {"ca": "ca", "und": "en"}
+    assert result.report["dropped"]["language"] == 1
