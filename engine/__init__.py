@@ -7,7 +7,8 @@ error/metrics middleware), ``views`` (thin routes), ``service`` (answers as plai
 ``cache`` (Redis with a breaker, in-process LRU, both tiers), ``batcher`` (concurrent photo encodings
 share one ONNX Runtime call), ``querybatch`` (text queries of one loop iteration share one matrix
 product), ``bus`` (replicas: bundle switches announced over Redis pub/sub),
-``singleflight``, ``metrics``, ``openapi``.
+``singleflight``, ``metrics``, ``openapi``; ``webpage`` (the web page at ``/``, its files in ``static/``,
+calling the same API).
 
 Decisions clients can rely on:
 - A query whose words are all unknown answers 200 with empty results and ``unknown`` listed (the same

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from engine import probes, views
+from engine import probes, views, webpage
 from engine.bus import BundleBus
 from engine.cache import Cache, LRUCache, RedisCache, TieredCache
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
@@ -155,5 +155,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(bus_ctx)
     app.cleanup_ctx.append(probes.metrics_listener)
     views.setup_routes(app)
+    webpage.setup_routes(app)  # the web page at / and /v1/similar/{id}
     app.router.add_get("/readyz", probes.readyz)
     return app

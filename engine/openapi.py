@@ -89,6 +89,15 @@ def spec() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "properties": {
                     "images": {"type": "array", "items": _ref("ImageHit")}}}), **ERRORS},
             }},
+            "/v1/similar/{id}": {"get": {
+                "summary": "A corpus photo (its caption, url, lang) and the images nearest to it",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                               K],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "image": _ref("ImageHit"), "images": {"type": "array", "items": _ref("ImageHit")},
+                    "version": {"type": "string"}}}),
+                              "404": _json(_ref("Error"), "No such image"), **ERRORS},
+            }},
             "/v1/stats": {"get": {"summary": "Corpus and filter statistics of the active bundle",
                                   "responses": {"200": _json({"type": "object"}), **ERRORS}}},
             "/v1/report/{name}": {"get": {

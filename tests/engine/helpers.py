@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,13 @@ def publish_copy(
     activate_it: bool = True,
     with_indexes: bool = True,
     image_vectors: np.ndarray | None = None,
+    edit: Callable[[Path], None] | None = None,
 ) -> str:
     """Publish a copy of bundle ``source`` as a new version under ``models``; return the version.
 
     ``with_indexes=False`` leaves the usearch files out (the engine then builds them in memory);
-    ``image_vectors`` replaces ``images.npy``.
+    ``image_vectors`` replaces ``images.npy``; ``edit`` may change the staged folder before it is
+    hashed and published (e.g. rewrite ``images.json``).
     """
     from space.vectorindex import build_bundle_indexes
 
@@ -54,6 +57,8 @@ def publish_copy(
                 shutil.copy2(p, tmp / p.name)
         if image_vectors is not None:
             np.save(tmp / bundle.IMAGE_VECTORS, image_vectors.astype(np.float32))
+        if edit is not None:
+            edit(tmp)
         if with_indexes:
             build_bundle_indexes(tmp)
         fields: dict[str, object] = {
