@@ -1,0 +1,284 @@
+"""The web page in a real headless browser: Debian's chromium driven by playwright, against ``python -m
+engine`` on (a copy of) the small test bundle.
+
+What a person does: types "dog" and gets dog photos, follows a related word, opens a shared search link,
+sends a dog photo (file picker and drag-and-drop) and gets "#dog", clicks a tile of the photo map and
+sees that photo and its caption, reads the analyses, uses the map from the keyboard, reloads after an
+admin switched bundles and sees the new one, and a caption holding ``<script>`` shows as text. At a
+phone's width nothing scrolls sideways.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from space import bundle
+from tests.conftest import ROOT, free_port
+from tests.engine.helpers import TOKEN, get_json, post_admin, publish_copy, stop_and_print
+from tests.waiting import until_sync
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DOG = re.compile(r"\b(dog|dogs|puppy|puppies)\b", re.I)
+WAIT_MS = 60_000  # generous: CI's two cores may be busy
+# Functions, not expressions: playwright evaluates a bare expression with eval, which the page's CSP refuses.
+# The images on screen (the others are lazy) have loaded.
+LOADED = ("() => [...document.querySelectorAll('{sel}')]"
+          ".filter(i => i.getBoundingClientRect().top < innerHeight)"
+          ".every(i => i.complete && i.naturalWidth > 0)")
+HOSTILE = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> '
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def web_models(tmp_path_factory: pytest.TempPathFactory, small_bundle_models: Path) -> Path:
+    dst = tmp_path_factory.mktemp("web") / "models"
+    shutil.copytree(small_bundle_models, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def engine_url(web_models: Path) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_") and k != "REDIS_URL"}
+    env.update(ENGINE_ADMIN_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "engine", "--models", str(web_models), "--port", str(port)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, "the engine exited"
+        try:
+            return get_json(url + "/readyz", timeout=2).get("status") == "ready"
+        except OSError:
+            return False
+
+    try:
+        until_sync(ready, "the engine to serve the bundle", every=0.2)
+        yield url
+    finally:
+        stop_and_print(proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield pg
+    context.close()
+    # No script error and no CSP violation on any page of the test.
+    assert errors == []
+
+
+def _items(models: Path) -> list[dict[str, Any]]:
+    return list(json.loads((bundle.active_path(models) / bundle.IMAGE_META).read_text())["items"])
+
+
+def _captions(page: Any) -> list[str]:
+    return [str(c) for c in page.locator("#results .caption").all_text_contents()]
+
+
+def test_typing_dog_shows_dog_photos_and_related_words(page: Any, engine_url: str) -> None:
+    page.goto(engine_url + "/")
+    page.fill("#q", "dog")
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#results li').length >= 6")
+    captions = _captions(page)
+    assert sum(bool(DOG.search(c)) for c in captions) >= 6, captions
+    assert page.url == engine_url + "/?q=dog"
+    page.wait_for_function(LOADED.format(sel="#results img"))
+    related = page.locator("#related a")
+    related.first.wait_for()
+    word = related.first.text_content()
+    related.first.click()  # a related word is a search of its own
+    page.wait_for_url(re.compile(r"\?q="))
+    assert page.input_value("#q") == word
+    page.wait_for_function("() => document.querySelectorAll('#results li').length > 0")
+    page.go_back()
+    page.wait_for_function("() => document.getElementById('q').value === 'dog'")
+
+
+def test_a_search_link_opens_with_its_results_and_pages_on(page: Any, engine_url: str) -> None:
+    page.goto(engine_url + "/?q=dog")
+    page.wait_for_function("() => document.querySelectorAll('#results li').length >= 6")
+    first = page.locator("#results li").count()
+    page.click("#more")
+    page.wait_for_function(f"() => document.querySelectorAll('#results li').length > {first}")
+    ids = page.locator("#results li").evaluate_all("lis => lis.map(li => li.dataset.id)")
+    assert len(ids) == len(set(ids))  # the next page continues the ranking
+    page.goto(engine_url + "/?q=dgo+qqqzzz")
+    status = page.locator("#status")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('qqqzzz')")
+    assert "Not known in this topic" in (status.text_content() or "")
+
+
+def _dog_photo(models: Path) -> Path:
+    return Path(next(it["path"] for it in _items(models) if DOG.search(it.get("caption", ""))))
+
+
+def test_a_dog_photo_gets_its_hashtags_and_similar_photos(
+    page: Any, engine_url: str, web_models: Path
+) -> None:
+    photo = _dog_photo(web_models)
+    page.goto(engine_url + "/")
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_function("() => document.querySelectorAll('#hashtags a').length > 0")
+    tags = page.locator("#hashtags a").all_text_contents()
+    assert "#dog" in tags, tags
+    page.wait_for_function("() => document.querySelectorAll('#results li').length > 0")
+    # The same photo dropped on the drop zone.
+    page.goto(engine_url + "/")
+    data = base64.b64encode(photo.read_bytes()).decode()
+    page.evaluate("""async (data) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dog.jpg", { type: "image/jpeg" }));
+        const drop = new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true });
+        document.getElementById("drop").dispatchEvent(drop);
+    }""", data)
+    page.wait_for_function("() => document.querySelectorAll('#hashtags a').length > 0")
+    assert "#dog" in page.locator("#hashtags a").all_text_contents()
+    assert page.locator("#photo-preview").evaluate("img => img.src.startsWith('blob:')")
+
+
+def _open_map(page: Any, engine_url: str) -> dict[str, Any]:
+    page.goto(engine_url + "/#map")
+    page.wait_for_selector("#map-view[data-ready='1']")
+    page.wait_for_function("() => document.getElementById('map-img').complete")
+    return get_json(engine_url + "/map.json")
+
+
+def test_clicking_a_map_tile_shows_its_photo_and_caption(page: Any, engine_url: str) -> None:
+    data = _open_map(page, engine_url)
+    assert "photos" in (page.text_content("#map-note") or "")
+    grid = data["grid"]
+    cell = next(i for i, c in enumerate(data["cells"]) if c)
+    col, row = cell % grid, cell // grid
+    size = int(page.get_attribute("#map-img", "data-size") or 0)
+    mosaic = next(m for m in data["mosaics"] if m["size"] == size)
+    box = page.locator("#map-img").bounding_box()
+    fx = (mosaic["margin"] + (col + 0.5) * mosaic["tile"]) / size
+    fy = (mosaic["margin"] + (row + 0.5) * mosaic["tile"]) / size
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    page.wait_for_selector("#viewer[open]")
+    image_id = data["cells"][cell]
+    caption = get_json(f"{engine_url}/v1/similar/{image_id}?k=1")["image"]["caption"]
+    page.wait_for_function("(c) => document.getElementById('viewer-caption').textContent === c", arg=caption)
+    page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth > 0")
+    assert image_id in (page.get_attribute("#viewer-img", "src") or "")
+    page.wait_for_function("() => document.querySelectorAll('#viewer-similar li').length > 0")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#viewer", state="hidden")
+
+
+def test_the_map_from_the_keyboard(page: Any, engine_url: str) -> None:
+    data = _open_map(page, engine_url)
+    grid = data["grid"]
+    page.focus("#map-view")
+    page.keyboard.press("+")
+    page.wait_for_function("() => document.getElementById('map-stage').style.transform.includes('1.5')")
+    page.keyboard.press("0")
+    # The cursor starts at the middle cell; walk left along its row to a cell holding a photo.
+    row, col = grid // 2, grid // 2
+    while not data["cells"][row * grid + col]:
+        page.keyboard.press("ArrowLeft")
+        col -= 1
+        assert col >= 0, "no photo on the middle row"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#viewer[open]")
+    page.wait_for_function("() => document.getElementById('viewer-caption').textContent.length > 1")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#viewer", state="hidden")
+
+
+def test_the_analyses(page: Any, engine_url: str) -> None:
+    page.goto(engine_url + "/")
+    page.click("#tab-analyses")
+    assert page.url.endswith("#analyses")
+    page.wait_for_selector("#analyses-body h2")
+    headings = page.locator("#analyses-body h2").all_text_contents()
+    for title in ("The corpus", "What was dropped and why", "Languages", "Top words",
+                  "Attractions, by mentions", "The word map"):
+        assert title in headings, headings
+    stats = get_json(engine_url + "/v1/stats")
+    top = stats["top_words"][0]["word"]
+    assert page.locator("#analyses .bars a").first.text_content() == top
+    page.locator("#analyses img").last.scroll_into_view_if_needed()
+    page.wait_for_function(LOADED.format(sel="#analyses img"))
+
+
+def test_a_phone_width_never_scrolls_sideways(browser: Any, engine_url: str) -> None:
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    try:
+        for address, ready in (("/?q=dog", "#results li"), ("/#map", "#map-view[data-ready='1']"),
+                               ("/#analyses", "#analyses-body h2")):
+            page.goto(engine_url + address)
+            page.wait_for_selector(ready)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 360, (address, width)
+    finally:
+        context.close()
+
+
+def test_a_reload_shows_another_bundle_and_captions_stay_text(
+    page: Any, engine_url: str, web_models: Path
+) -> None:
+    page.goto(engine_url + "/?q=dog")
+    page.wait_for_selector("#results li")
+    before = page.text_content("#version")
+
+    def hostile(staged: Path) -> None:
+        meta_path = staged / bundle.IMAGE_META
+        meta = json.loads(meta_path.read_text())
+        for item in meta["items"]:
+            item["caption"] = HOSTILE + item["caption"]
+        meta_path.write_text(json.dumps(meta))
+
+    version = publish_copy(web_models, bundle.active_path(web_models), activate_it=False, edit=hostile)
+    post_admin(f"{engine_url}/v1/admin/activate?version={version}")  # as an admin would
+    page.reload()
+    page.wait_for_function("(v) => document.getElementById('version').textContent === v", arg=version)
+    assert before != version
+    page.wait_for_selector("#results li")
+    captions = _captions(page)
+    assert captions and all(c.startswith(HOSTILE) for c in captions), captions[:2]
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("main script, main img[src='x']").count() == 0
+    page.locator("#results button.thumb").first.click()
+    page.wait_for_function("() => document.getElementById('viewer-caption').textContent.startsWith('<scr')")
+    assert page.evaluate("window.__xss") is None
+    # The map and the analyses follow the new bundle too.
+    page.goto(engine_url + "/#map")
+    page.wait_for_selector("#map-view[data-ready='1']")
+    assert f"v={version}" in (page.get_attribute("#map-img", "src") or "")
