@@ -147,13 +147,14 @@ class EngineClient:
         params = {"q": query, "k": k, "offset": offset, "lang": lang}
         return parse_images(await self._request("GET", "/v1/images", params=params))
 
-    async def _post_image(self, path: str, image: bytes, k: int) -> Any:
+    async def _post_image(self, path: str, image: bytes, k: int, lang: str | None = None) -> Any:
         headers = {"Content-Type": "application/octet-stream"}
-        return await self._request("POST", path, params={"k": k}, data=image, headers=headers)
+        params: dict[str, Any] = {"k": k, **({"lang": lang} if lang else {})}
+        return await self._request("POST", path, params=params, data=image, headers=headers)
 
-    async def hashtags(self, image: bytes, k: int = 8) -> list[ScoredWord]:
-        """Nearest words to an image."""
-        return parse_hashtags(await self._post_image("/v1/hashtags", image, k))
+    async def hashtags(self, image: bytes, k: int = 8, lang: str | None = None) -> list[ScoredWord]:
+        """The words people would write under an image (in ``lang``'s words when the corpus has them)."""
+        return parse_hashtags(await self._post_image("/v1/hashtags", image, k, lang))
 
     async def similar(self, image: bytes, k: int = 6) -> ImageAnswer:
         """Nearest images to an image."""

@@ -86,7 +86,7 @@ async def photo_msg(update: Update, context: BotContext) -> None:
         file_id = message.document.file_id
     data = await _download(context, file_id)
     try:
-        tags = await s.engine.hashtags(data, k=s.settings.hashtags_k)
+        tags = await s.engine.hashtags(data, k=s.settings.hashtags_k, lang=context.lang)
     except EngineRequestError as exc:
         await message.reply_text(context.t("cant_read_image", why=exc))
         return

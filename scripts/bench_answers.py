@@ -18,6 +18,10 @@ On the 1,000 standard Flickr8k test photos and the corpus' most frequent content
   bundle's filters kept (a test image missing from the bundle is encoded by the bundle's encoder).
 - misspelt words: one deterministic edit of each of the 100 words (4 letters or more), and whether the
   engine's word lookup finds the word again.
+- with ``--multilingual WORDS.tsv --tsv flickr8k_multi30k_es_ca.tsv``: the same word queries in English,
+  Spanish and Catalan (``scripts/data/words_en_es_ca.tsv``: 50 frequent English content words and their
+  equivalents), P@10 over the whole corpus and over the test images the TSV covers (pixels only); an
+  image counts when its English reference captions contain the English word, whatever language asked.
 """
 
 from __future__ import annotations
@@ -191,8 +195,8 @@ def bench_words(model: Model, ref: Reference, words: list[str], stored: np.ndarr
         body = as_json(images(model, [ImageJob(parse_query(w), k=10)])[0])
         rows = [by_id[h["id"]] for h in body["images"] if h["id"] in by_id]
         answered += bool(rows)
-        corpus_hits.append(np.mean([counts_as(w, ref.words_of(name_of[r]), function_words) for r in rows])
-                           if rows else 0.0)
+        corpus_hits.append(float(np.mean([counts_as(w, ref.words_of(name_of[r]), function_words)
+                                          for r in rows])) if rows else 0.0)
     truths = [ref.words_of(n) for n in test_names]
     has = np.array([[counts_as(w, t, function_words) for t in truths] for w in words], np.float32)
     test_vecs = unit(stored if model.centering is None else model.centering.images(stored))
@@ -223,6 +227,49 @@ def bench_words(model: Model, ref: Reference, words: list[str], stored: np.ndarr
         "test_knn_transfer_p10": round(100 * float(np.mean(knn_p)), 1),
         "unanswered": [w for w, p in zip(words, corpus_hits, strict=True) if not p],
     }
+
+
+def read_word_table(path: Path) -> list[dict[str, str]]:
+    """The rows of a tab-separated word table (``#`` lines are comments, the first other line the header)."""
+    lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip() and not x.startswith("#")]
+    header = lines[0].split("\t")
+    return [dict(zip(header, x.split("\t"), strict=True)) for x in lines[1:]]
+
+
+def bench_languages(model: Model, ref: Reference, table: list[dict[str, str]], tsv: Path,
+                    names: list[str], stored: np.ndarray, function_words: frozenset[str]) -> dict[str, Any]:
+    """P@10 of the same word queries in each language of ``table``: whole corpus and covered test images."""
+    covered_names = {line.split("\t", 1)[0] for line in tsv.read_text(encoding="utf-8").splitlines()[1:]}
+    covered = [i for i, n in enumerate(names) if n in covered_names]
+    test_vecs = unit(stored[covered] if model.centering is None else model.centering.images(stored[covered]))
+    truths = [ref.words_of(names[i]) for i in covered]
+    name_of = [Path(str(it.get("path", ""))).name for it in model.items]
+    by_id = {pid: i for i, pid in enumerate(model.ids)}
+    out: dict[str, Any] = {"n_words": len(table), "n_covered_test": len(covered)}
+    for lang in ["en", *[c for c in table[0] if c != "en"]]:
+        corpus_p, pixel_p, answered = [], [], 0
+        for row in table:
+            word, truth = row[lang], row["en"]
+            body = as_json(images(model, [ImageJob(parse_query(word), k=10)])[0])
+            rows = [by_id[h["id"]] for h in body["images"] if h["id"] in by_id]
+            answered += bool(rows)
+            corpus_p.append(float(np.mean([counts_as(truth, ref.words_of(name_of[r]), function_words)
+                                           for r in rows])) if rows else 0.0)
+            try:
+                vec, _ = model.text_query(parse_query(word))
+            except SpaceError:
+                pixel_p.append(0.0)
+                continue
+            top = np.argsort(-(test_vecs @ vec))[:10]
+            pixel_p.append(float(np.mean([counts_as(truth, truths[j], function_words) for j in top])))
+        out[lang] = {"answered": answered, "corpus_p10": round(100 * float(np.mean(corpus_p)), 1),
+                     "test_pixels_p10": round(100 * float(np.mean(pixel_p)), 1)}
+    for lang in out:
+        if isinstance(out[lang], dict) and lang != "en":
+            en = out["en"]
+            out[lang]["ratio_to_en"] = {k: round(out[lang][k] / max(en[k], 1e-9), 2)
+                                        for k in ("corpus_p10", "test_pixels_p10")}
+    return out
 
 
 def bench_retrieval(model: Model, ref: Reference, stored: np.ndarray, names: list[str]) -> dict[str, Any]:
@@ -292,7 +339,22 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Misspelt words (one edit each, {result['typos']['n']} words): {result['typos']['recovered']} % "
         "matched back.",
+        *_language_rows(result.get("languages")),
     ])
+
+
+def _language_rows(langs: dict[str, Any] | None) -> list[str]:
+    if not langs:
+        return []
+    rows = ["", f"| {langs['n_words']} word queries per language | answered | P@10 whole corpus | "
+            f"P@10 test images, pixels only ({langs['n_covered_test']} covered) | "
+            "× English (corpus / pixels) |", "|---|---|---|---|---|"]
+    for lang, r in langs.items():
+        if isinstance(r, dict):
+            ratio = r.get("ratio_to_en")
+            rel = f"{ratio['corpus_p10']} / {ratio['test_pixels_p10']}" if ratio else "1 / 1"
+            rows.append(f"| {lang} | {r['answered']} | {r['corpus_p10']} | {r['test_pixels_p10']} | {rel} |")
+    return rows
 
 
 def main() -> int:
@@ -304,6 +366,11 @@ def main() -> int:
     p.add_argument("--k", type=int, default=5, help="hashtags per photo")
     p.add_argument("--limit", type=int, default=None, help="only the first N test photos (smoke runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--multilingual", type=Path, default=None,
+                   help="a word table (en, es, ca columns) to query in every language, e.g. "
+                   "scripts/data/words_en_es_ca.tsv (needs --tsv)")
+    p.add_argument("--tsv", type=Path, default=None,
+                   help="flickr8k_multi30k_es_ca.tsv (the test images it covers are scored)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.monotonic()
@@ -322,6 +389,8 @@ def main() -> int:
         "words": bench_words(model, ref, words, stored, served, names, function_words),
         "retrieval": bench_retrieval(model, ref, stored, names),
         "typos": bench_typos(model, words),
+        "languages": (bench_languages(model, ref, read_word_table(args.multilingual), args.tsv, names, stored,
+                                      function_words) if args.multilingual and args.tsv else None),
         "seconds": round(time.monotonic() - started, 1),
     }
     print(markdown(result))

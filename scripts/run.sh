@@ -10,12 +10,27 @@ bash scripts/setup.sh
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
 SHARED=${TOPICSPACE_SHARED:-$(cd .. && pwd)/shared}
 export MODELS_DIR=${MODELS_DIR:-$PWD/models}
-export TRAIN_CORPUS=${TRAIN_CORPUS:-$SHARED/data/flickr8k}
-export TRAIN_FORMAT=${TRAIN_FORMAT:-flickr8k}
 export TRAIN_WEIGHTS=${TRAIN_WEIGHTS:-$SHARED/weights/bvlc_googlenet}
-# First run: the quick recipe with one cached view and one epoch per image (~15 min on 2 cores for
-# Flickr8k). TRAIN_ARGS= (empty) trains the full recipe instead.
-export TRAIN_ARGS=${TRAIN_ARGS---quick --image-set epochs=1 --image-set train_views=1}
+if [ -z "${TRAIN_CORPUS:-}" ]; then
+  # The demo corpus: Flickr8k's photos as posts in English, Spanish and Catalan (each post shows one
+  # caption in one language and carries its photo's captions in all three), like the original's
+  # Barcelona posts; plain English Flickr8k when the translations are not there.
+  MULTI=$SHARED/data/flickr8k-multilingual/flickr8k_multi30k_es_ca.tsv
+  if [ -f "$MULTI" ]; then
+    if [ ! -s var/demo-corpus/posts.jsonl ]; then
+      mkdir -p var
+      python -m train multilingual --src "$MULTI" --flickr8k "$SHARED/data/flickr8k" --out var/demo-corpus \
+        --parallel --references all --all-images >/dev/null
+    fi
+    export TRAIN_CORPUS=$PWD/var/demo-corpus/posts.jsonl TRAIN_FORMAT=jsonl
+  else
+    export TRAIN_CORPUS=$SHARED/data/flickr8k TRAIN_FORMAT=flickr8k
+  fi
+fi
+export TRAIN_FORMAT=${TRAIN_FORMAT:-flickr8k}
+# First run: the quick recipe (one crop per photo; a few minutes on 2 cores). TRAIN_ARGS= (empty) trains
+# the full recipe instead.
+export TRAIN_ARGS=${TRAIN_ARGS---quick}
 export ENGINE_PORT=${ENGINE_PORT:-8080}
 export ENGINE_URL=${ENGINE_URL:-http://127.0.0.1:$ENGINE_PORT}
 mkdir -p var

@@ -13,7 +13,7 @@ from space.tokenize import LANGUAGES, language_stop_words, stop_words, tokenize
 # The closed classes, written out here independently of space/stopwords: articles and determiners,
 # prepositions, pronouns, auxiliaries, conjunctions, negation and English contraction stems.
 _CLOSED = (
-    "a an the this that these those each every either neither some any no another such all both "
+    "a an the this that these those each every either neither some any no another other such all both "
     "about above across after against along alongside amid among amongst around as at atop before behind "
     "below beneath beside besides between beyond by despite down during except for from in into near of "
     "off on onto out over past per since than through throughout till to toward towards under underneath "
