@@ -20,6 +20,7 @@ def _param(name: str, schema: dict[str, Any], description: str, required: bool =
 BINARY = {"type": "string", "format": "binary"}
 PATH_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
+HTML = {"text/html": {"schema": {"type": "string"}}}
 ERRORS = {
     "400": _json(_ref("Error"), "Bad input (empty query, bad parameter, bad image)"),
     "413": _json(_ref("Error"), "Upload too large"),
@@ -139,6 +140,20 @@ def spec() -> dict[str, Any]:
                                               "503": _json(_ref("Error"), "No bundle served yet")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (on ENGINE_METRICS_PORT only, when set)",
                                  "responses": {"200": {"description": "Prometheus text", "content": TEXT}}}},
+            "/": {"get": {"summary": "The web page (search, photo map, analyses); ?q=&lang= open a search",
+                          "responses": {"200": {"description": "HTML", "content": HTML}}}},
+            "/static/{tag}/{name}": {"get": {
+                "summary": "A file of the web page (immutable under the current tag)",
+                "parameters": [{"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}},
+                               PATH_NAME],
+                "responses": {"200": {"description": "The file"},
+                              "404": _json(_ref("Error"), "No such file")},
+            }},
+            "/map.json": {"get": {
+                "summary": "The web page's photo map: the mosaic's cells as photo ids, its sizes, sampling",
+                "responses": {"200": _json({"type": "object"}),
+                              "404": _json(_ref("Error"), "The bundle has no photo map"), **ERRORS},
+            }},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json({"type": "object"})}}},
         },
