@@ -23,9 +23,10 @@ export async function init(root, openPhoto) {
     return;
   }
   note.textContent = data.sampled
-    ? `A sample: ${formatNumber(data.laid_out)} of the ${formatNumber(data.images)} photos are on this map ` +
-      `(${data.sampling}). Similar photos lie close together.`
-    : `All ${formatNumber(data.laid_out)} photos, similar ones close together.`;
+    ? `A sample: ${formatNumber(data.laid_out)} of the ${formatNumber(data.images)} photos, drawn at random ` +
+      `(the ${data.grid}×${data.grid} grid holds ${formatNumber(data.grid * data.grid)}). ` +
+      "Similar photos lie close together."
+    : `All ${formatNumber(data.laid_out)} photos; similar ones lie close together.`;
   const grid = data.grid;
   const mosaics = data.mosaics; // smallest first
   let shown = mosaics[0];

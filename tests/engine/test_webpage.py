@@ -48,7 +48,7 @@ async def test_the_page_has_a_strict_policy_and_tagged_assets(client: TestClient
     assert re.findall(r"<script\b[^>]*>", html) == [f'<script type="module" src="/static/{_tag()}/app.js">']
     assert " style=" not in html and "__STATIC__" not in html
     urls = _asset_urls(html)
-    assert {u.rsplit("/", 1)[1] for u in urls} == {"icon.svg", "style.css", "app.js"}
+    assert {u.rsplit("/", 1)[1] for u in urls} == {"icon.svg", "style.css", "common.js", "app.js"}
     for url in urls:
         asset = await client.get(url)
         assert asset.status == 200, url
