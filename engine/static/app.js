@@ -216,14 +216,16 @@ function setupPhoto() {
   drop.addEventListener("dragenter", over(true));
   drop.addEventListener("dragover", over(true));
   drop.addEventListener("dragleave", over(false));
-  drop.addEventListener("drop", (event) => {
+  // A photo dropped anywhere on the page (the drop zone included) is searched, instead of the browser
+  // opening it in place of the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
     over(false)(event);
     const file = event.dataTransfer && event.dataTransfer.files[0];
-    if (file) searchPhoto(file);
+    if (!file) return;
+    showTab("search");
+    searchPhoto(file);
   });
-  // A photo dropped anywhere else on the page is not opened by the browser in place of the page.
-  window.addEventListener("dragover", (event) => event.preventDefault());
-  window.addEventListener("drop", (event) => event.preventDefault());
 }
 
 // ---- the viewer: one photo, its caption and similar photos -------------------------------------------
