@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from space import bundle
@@ -177,24 +178,30 @@ def _open_map(page: Any, engine_url: str) -> dict[str, Any]:
     return get_json(engine_url + "/map.json")
 
 
-def test_clicking_a_map_tile_shows_its_photo_and_caption(page: Any, engine_url: str) -> None:
-    data = _open_map(page, engine_url)
-    assert "photos" in (page.text_content("#map-note") or "")
+def _click_cell(page: Any, engine_url: str, data: dict[str, Any], cell: int) -> str:
+    """Click the middle of grid cell ``cell`` on the mosaic shown, whatever its zoom and size; wait for the
+    viewer to show that photo's caption; return the caption."""
     grid = data["grid"]
-    cell = next(i for i, c in enumerate(data["cells"]) if c)
     col, row = cell % grid, cell // grid
     size = int(page.get_attribute("#map-img", "data-size") or 0)
     mosaic = next(m for m in data["mosaics"] if m["size"] == size)
-    box = page.locator("#map-img").bounding_box()
+    box = page.locator("#map-img").bounding_box()  # as transformed: zoom and pan included
     fx = (mosaic["margin"] + (col + 0.5) * mosaic["tile"]) / size
     fy = (mosaic["margin"] + (row + 0.5) * mosaic["tile"]) / size
     page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
     page.wait_for_selector("#viewer[open]")
     image_id = data["cells"][cell]
-    caption = get_json(f"{engine_url}/v1/similar/{image_id}?k=1")["image"]["caption"]
+    caption = str(get_json(f"{engine_url}/v1/similar/{image_id}?k=1")["image"]["caption"])
     page.wait_for_function("(c) => document.getElementById('viewer-caption').textContent === c", arg=caption)
     page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth > 0")
     assert image_id in (page.get_attribute("#viewer-img", "src") or "")
+    return caption
+
+
+def test_clicking_a_map_tile_shows_its_photo_and_caption(page: Any, engine_url: str) -> None:
+    data = _open_map(page, engine_url)
+    assert "photos" in (page.text_content("#map-note") or "")
+    _click_cell(page, engine_url, data, next(i for i, c in enumerate(data["cells"]) if c))
     page.wait_for_function("() => document.querySelectorAll('#viewer-similar li').length > 0")
     page.keyboard.press("Escape")
     page.wait_for_selector("#viewer", state="hidden")
@@ -264,6 +271,7 @@ def test_a_reload_shows_another_bundle_and_captions_stay_text(
         for item in meta["items"]:
             item["caption"] = HOSTILE + item["caption"]
         meta_path.write_text(json.dumps(meta))
+        _add_mosaic(staged, [item["path"] for item in meta["items"]], 2048)
 
     version = publish_copy(web_models, bundle.active_path(web_models), activate_it=False, edit=hostile)
     post_admin(f"{engine_url}/v1/admin/activate?version={version}")  # as an admin would
@@ -278,7 +286,32 @@ def test_a_reload_shows_another_bundle_and_captions_stay_text(
     page.locator("#results button.thumb").first.click()
     page.wait_for_function("() => document.getElementById('viewer-caption').textContent.startsWith('<scr')")
     assert page.evaluate("window.__xss") is None
-    # The map and the analyses follow the new bundle too.
-    page.goto(engine_url + "/#map")
-    page.wait_for_selector("#map-view[data-ready='1']")
+    # The map follows the new bundle too, and zoomed in it loads the sharper mosaic, whose tiles have
+    # another size and margin: a click still opens the photo of the cell under the pointer.
+    data = _open_map(page, engine_url)
     assert f"v={version}" in (page.get_attribute("#map-img", "src") or "")
+    assert [m["size"] for m in data["mosaics"]] == [1024, 2048]
+    page.click("#zoom-in")
+    page.click("#zoom-in")
+    page.wait_for_selector("#map-img[data-size='2048']")
+    grid, middle = data["grid"], (data["grid"] - 1) / 2
+    cell = min((i for i, c in enumerate(data["cells"]) if c),
+               key=lambda i: (i % grid - middle) ** 2 + (i // grid - middle) ** 2)
+    assert _click_cell(page, engine_url, data, cell).startswith(HOSTILE)
+    assert page.evaluate("window.__xss") is None
+
+
+def _add_mosaic(bundle_dir: Path, paths: list[str], size: int) -> None:
+    """Draw the bundle's layout at another size with the report's own code, and list it in the layout."""
+    from train.report.mosaic import Layout, draw_mosaics
+
+    layout_path = bundle_dir / bundle.REPORT_DIR / "tsne_layout.json"
+    saved = json.loads(layout_path.read_text())
+    items = saved["items"]
+    layout = Layout(np.array([it["index"] for it in items]), np.array([[it["x"], it["y"]] for it in items]),
+                    np.array([[it["col"], it["row"]] for it in items]), saved["grid"], saved["assignment"],
+                    saved["images"])
+    name = f"tsne_mosaic_{size}.png"
+    drawn = draw_mosaics(layout, paths, [size], [bundle_dir / bundle.REPORT_DIR / name])
+    saved["mosaics"].update(drawn["sizes"])
+    layout_path.write_text(json.dumps(saved))
