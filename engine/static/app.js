@@ -79,7 +79,9 @@ function explain(answer, q) {
       const hit = corrected[bare] ?? corrected[bare.toLowerCase()];
       return hit === undefined ? word : sign + hit;
     };
-    const shown = q.split(/\s+/).filter(Boolean).map(replace).join(" ");
+    const unknown = new Set(answer.unknown || []);
+    const known = (word) => !unknown.has(word.replace(/^-/, "").toLowerCase());
+    const shown = q.split(/\s+/).filter(Boolean).filter(known).map(replace).join(" ");
     parts.push(el("span", {}, "Showing results for ", el("span", { className: "fixed" }, shown),
       " (" + fixes.map(([asked, known]) => `${asked} → ${known}`).join(", ") + "). "));
   }
