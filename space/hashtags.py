@@ -63,8 +63,11 @@ class Hashtagger:
             return None
         with np.load(path) as d:
             langs = tuple(str(x) for x in d["languages"])
+            table = d["in_language"]
+            if table.shape[0] != len(langs):  # a one-language corpus keeps no table: every word is allowed
+                langs, table = (), None
             return cls(d["rows"], d["weight"].astype(np.float32), d["bias"].astype(np.float32), d["pool"],
-                       d["indptr"], d["indices"], langs, d["in_language"] if langs else None)
+                       d["indptr"], d["indices"], langs, table)
 
     def pool_mask(self, n_images: int) -> np.ndarray:
         """(n_images,) bool: which image rows vote."""

@@ -105,4 +105,5 @@ def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post
     log.info("hashtags: %d candidate words, head trained on %d posts", len(rows), len(pool))
     return Hashtagger(rows, head.weight.detach().numpy().astype(np.float32),
                       head.bias.detach().numpy().astype(np.float32), pool, np.array(indptr, np.int64),
-                      np.array(indices, np.int64), tuple(languages), in_language)
+                      np.array(indices, np.int64), tuple(languages) if in_language is not None else (),
+                      in_language)

@@ -93,7 +93,8 @@ async def test_killed_training_leaves_old_bundle_serving(
         for _ in range(1500):
             info = await manager.lock.read()
             status = await manager.status()
-            if info and info.get("pid") and status.stage.startswith("cnn"):  # text done, CNN under way
+            # Text done, the CNN under way: "encode" (image features, the joint recipe) or "cnn-*" (seed).
+            if info and info.get("pid") and status.stage.startswith(("encode", "cnn")):
                 pid = int(info["pid"])
                 break
             await asyncio.sleep(0.2)

@@ -57,3 +57,14 @@ def test_save_and_load(tmp_path: Path) -> None:
     near, sims = np.array([10]), np.array([0.5])
     assert np.allclose(back.scores(v, near, sims), t.scores(v, near, sims))
     assert Hashtagger.load(tmp_path / "nothing") is None
+
+
+def test_one_language_bundle_answers_a_language_filter(tmp_path: Path) -> None:
+    # A one-language corpus keeps no per-language table; asking for its language must not fail.
+    t = tagger()
+    one = Hashtagger(t.rows, t.weight, t.bias, t.pool, t.indptr, t.indices, ("en",), None)
+    one.save(tmp_path)
+    back = Hashtagger.load(tmp_path)
+    assert back is not None
+    scores = back.scores(np.array([1.0, 0.0]), np.array([], int), np.array([], np.float32))
+    assert back.best(scores, WORDS, 1, language="en")[0][0] == "dog"

@@ -17,7 +17,8 @@ from train.image_data import TrainingFailed
 from train.image_model import train_regressor
 from train.regressor import load_checkpoint, scale_targets
 
-N_TRAIN, N_VAL = 96, 32
+# Enough posts that the ridge start generalises (on 96 it overfits and a random start catches up).
+N_TRAIN, N_VAL = 256, 64
 
 
 def caption_targets(flickr8k: Path, names: list[str], dim: int = 32) -> np.ndarray:
@@ -103,7 +104,10 @@ def test_quick_preset_differs_and_round_trips() -> None:
 
 
 def test_view_targets_are_what_the_views_train_on(subset, weights_dir: Path, tmp_path: Path) -> None:
-    images, targets, splits = subset
+    keep = list(range(96)) + list(range(N_TRAIN, N_TRAIN + 32))  # a bit-exactness check needs few posts
+    images = [subset[0][i] for i in keep]
+    targets = subset[1][keep]
+    splits = [subset[2][i] for i in keep]
     cfg = ImageConfig.quick_preset(epochs=1, train_views=2, loss="contrastive", lr=0.001)
     same = np.repeat(targets[:, None, :], 2, axis=1)
     with pytest.raises(TrainingFailed, match="view_targets"):
