@@ -30,8 +30,10 @@ def multilingual_posts(multilingual_tsv: Path, flickr8k_dir: Path) -> list[Post]
     for lang, column, span in SLICES:
         for i in span:
             row = rows[i]
+            # Only the Spanish posts carry a date: the report's range comes from the posts that have one.
+            taken = f"2024-05-{i % 28 + 1:02d}T12:00:00+00:00" if lang == "es" else None
             posts.append(Post(id=f"{lang}-{i}", image=flickr8k_dir / "images" / row["image"],
-                              caption=row[column], lang=lang))
+                              caption=row[column], lang=lang, taken_at=taken))
     assert all(p.image.is_file() for p in posts)
     return posts
 
@@ -92,6 +94,7 @@ def test_report_files_and_index_without_images(text_report: tuple[Path, dict]) -
     assert "skipped" in stats["image_maps"]
     assert stats["filter_report"]["dropped"] == {"language": 20}
     assert stats["corpus"] == {"posts": 180, "images": 0, "captions": 180}
+    assert stats["dates"] == {"first": "2024-05-01T12:00:00+00:00", "last": "2024-05-28T12:00:00+00:00"}
     assert json.loads((out / "stats.json").read_text(encoding="utf-8")) == stats
     # Without a topic file no attraction is configured, and the report says so.
     assert stats["attractions"]["total_mentions"] == 0 and stats["attractions"]["ranking"] == []

@@ -278,6 +278,9 @@ def write_report(
         "config": _config_dict(cfg),
         "files": files,
     }
+    dates = sorted(p.taken_at for p in posts if p.taken_at)  # ISO 8601 strings sort by time
+    if dates:
+        stats["dates"] = {"first": dates[0], "last": dates[-1]}
     _write_json(report_dir / "stats.json", stats)
     return stats
 
@@ -313,7 +316,7 @@ def _read_bundle(bundle: Path) -> _BundleData:
     posts = [
         Post(id=str(it.get("post_id", it["key"])), image=Path(it["path"]), caption=it.get("caption", ""),
              user=it.get("user"), lang=it.get("lang"), split=it.get("split"),
-             captions=tuple(it.get("captions") or ()))
+             captions=tuple(it.get("captions") or ()), taken_at=it.get("taken_at"))
         for it in meta["items"]
     ]
     vectors = np.load(bundle / bundle_format.IMAGE_VECTORS)
