@@ -11,23 +11,6 @@ if [ -f .env ]; then set -a; . ./.env; set +a; fi
 SHARED=${TOPICSPACE_SHARED:-$(cd .. && pwd)/shared}
 export MODELS_DIR=${MODELS_DIR:-$PWD/models}
 export TRAIN_WEIGHTS=${TRAIN_WEIGHTS:-$SHARED/weights/bvlc_googlenet}
-if [ -z "${TRAIN_CORPUS:-}" ]; then
-  # The demo corpus: Flickr8k's photos as posts in English, Spanish and Catalan (each post shows one
-  # caption in one language and carries its photo's captions in all three), like the original's
-  # Barcelona posts; plain English Flickr8k when the translations are not there.
-  MULTI=$SHARED/data/flickr8k-multilingual/flickr8k_multi30k_es_ca.tsv
-  if [ -f "$MULTI" ]; then
-    if [ ! -s var/demo-corpus/posts.jsonl ]; then
-      mkdir -p var
-      python -m train multilingual --src "$MULTI" --flickr8k "$SHARED/data/flickr8k" --out var/demo-corpus \
-        --parallel --references all --all-images >/dev/null
-    fi
-    export TRAIN_CORPUS=$PWD/var/demo-corpus/posts.jsonl TRAIN_FORMAT=jsonl
-  else
-    export TRAIN_CORPUS=$SHARED/data/flickr8k TRAIN_FORMAT=flickr8k
-  fi
-fi
-export TRAIN_FORMAT=${TRAIN_FORMAT:-flickr8k}
 # First run: the quick recipe (one crop per photo; a few minutes on 2 cores). TRAIN_ARGS= (empty) trains
 # the full recipe instead.
 export TRAIN_ARGS=${TRAIN_ARGS---quick}
@@ -36,14 +19,32 @@ export ENGINE_URL=${ENGINE_URL:-http://127.0.0.1:$ENGINE_PORT}
 mkdir -p var
 
 if [ ! -s "$MODELS_DIR/ACTIVE" ]; then
+  if [ -z "${TRAIN_CORPUS:-}" ]; then
+    # The demo corpus: Flickr8k's photos as posts in English, Spanish and Catalan (each post shows one
+    # caption in one language and carries its photo's captions in all three), like the original's
+    # Barcelona posts; plain English Flickr8k when the translations are not there.
+    MULTI=$SHARED/data/flickr8k-multilingual/flickr8k_multi30k_es_ca.tsv
+    if [ -f "$MULTI" ]; then
+      if [ ! -s var/demo-corpus/posts.jsonl ]; then
+        mkdir -p var
+        python -m train multilingual --src "$MULTI" --flickr8k "$SHARED/data/flickr8k" --out var/demo-corpus \
+          --parallel --references all --all-images >/dev/null
+      fi
+      export TRAIN_CORPUS=$PWD/var/demo-corpus/posts.jsonl TRAIN_FORMAT=jsonl
+    else
+      export TRAIN_CORPUS=$SHARED/data/flickr8k TRAIN_FORMAT=flickr8k
+    fi
+  fi
+  export TRAIN_FORMAT=${TRAIN_FORMAT:-flickr8k}
   echo "No model bundle in $MODELS_DIR yet: training one on $TRAIN_CORPUS (${TRAIN_ARGS:-full})."
   # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
   python -m train all --corpus "$TRAIN_CORPUS" --format "$TRAIN_FORMAT" --weights "$TRAIN_WEIGHTS" \
     --models "$MODELS_DIR" $TRAIN_ARGS
 fi
 
-echo "Starting the engine on port $ENGINE_PORT (log: var/engine.log)."
-python -m engine --models "$MODELS_DIR" --host 127.0.0.1 --port "$ENGINE_PORT" >var/engine.log 2>&1 &
+ENGINE_LOG=${ENGINE_LOG:-var/engine.log}
+echo "Starting the engine on port $ENGINE_PORT (log: $ENGINE_LOG)."
+python -m engine --models "$MODELS_DIR" --host 127.0.0.1 --port "$ENGINE_PORT" >"$ENGINE_LOG" 2>&1 &
 ENGINE_PID=$!
 trap 'kill "$ENGINE_PID" 2>/dev/null || true; wait "$ENGINE_PID" 2>/dev/null || true' EXIT INT TERM
 python - <<PY
@@ -56,4 +57,5 @@ for _ in range(240):
         time.sleep(0.5)
 sys.exit("the engine did not come up: see var/engine.log")
 PY
-python -m bot
+# No token: chat in this terminal, also when the chat is piped in (a transcript, a script).
+if [ -z "${TELEGRAM_TOKEN:-}" ]; then python -m bot --chat; else python -m bot; fi

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from space.errors import SpaceError
+
 
 @dataclass(frozen=True)
 class Post:
@@ -37,3 +39,9 @@ class Post:
         """The language of one of the post's texts: ``lang`` for its own caption; unknown for the other
         reference captions (a multilingual corpus may hold the image's translations there)."""
         return self.lang if text == self.caption else None
+
+
+class EmptyCorpus(SpaceError):
+    """Nothing to train on: the corpus is empty or the filters dropped every post."""
+
+    code = "empty_corpus"

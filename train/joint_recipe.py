@@ -24,7 +24,7 @@ from space.textspace import TextSpace
 from space.tokenize import tokenize
 from train.assemble import ImageSide, Kept, TextSide
 from train.config import config_hash, to_jsonable
-from train.corpus import Post
+from train.corpus import EmptyCorpus, Post
 from train.encode import encode_images
 from train.hashtag_head import train_hashtags
 from train.joint import JOINT_FILE, JointModel, train_joint
@@ -78,8 +78,6 @@ class JointRecipe:
         failed_set = set(failed)
         rows = [i for i in range(len(text.posts)) if i not in failed_set]
         if not rows:
-            from train.pipeline import EmptyCorpus
-
             raise EmptyCorpus("No kept image could be encoded: nothing to publish.")
         posts = [text.posts[i] for i in rows]
         base = text.space

@@ -32,7 +32,7 @@ from train.assemble import (
     stage_files,
 )
 from train.config import PipelineConfig, to_jsonable
-from train.corpus import Post
+from train.corpus import EmptyCorpus, Post
 from train.encode import encode_images
 from train.filters import FilterResult, run_filters
 from train.image_config import ImageConfig
@@ -51,12 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARITY_IMAGES = 8
-
-
-class EmptyCorpus(SpaceError):
-    """Nothing to train on: the corpus is empty or the filters dropped every post."""
-
-    code = "empty_corpus"
 
 
 class MissingStage(SpaceError):
