@@ -451,7 +451,7 @@ def main() -> None:
     p.add_argument("--baseline", type=Path, default=None,
                    help="with --text-only: a source tree whose engine package is measured alternately")
     p.add_argument("--baseline-args", default="",
-                   help="extra engine arguments of the baseline, e.g. '--inline-rows 0' with --baseline .")
+                   help="extra engine arguments of the baseline, e.g. '--workers 1' with --baseline .")
     a = p.parse_args()
     bundle_dir = a.bundle.resolve()
     if a.encoder_ab:
