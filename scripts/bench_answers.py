@@ -33,6 +33,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,17 @@ def bench_hashtags(model: Model, ref: Reference, served: np.ndarray, names: list
     }
 
 
+def pixel_p10(model: Model, query: str, test_vecs: np.ndarray, hit: Callable[[int], bool]) -> float:
+    """P@10 of the test images ranked for ``query`` from their vectors alone (``hit(j)``: test image ``j``
+    is right); 0 when no word of the query is known."""
+    try:
+        vec, _ = model.text_query(parse_query(query))
+    except SpaceError:
+        return 0.0
+    top = np.argsort(-(test_vecs @ vec))[:10]
+    return float(np.mean([hit(int(j)) for j in top]))
+
+
 def bench_words(model: Model, ref: Reference, words: list[str], stored: np.ndarray, served: np.ndarray,
                 test_names: list[str], function_words: frozenset[str]) -> dict[str, Any]:
     """P@10 of word queries: whole corpus through the engine, test images from pixels only, anchors."""
@@ -200,15 +212,7 @@ def bench_words(model: Model, ref: Reference, words: list[str], stored: np.ndarr
     truths = [ref.words_of(n) for n in test_names]
     has = np.array([[counts_as(w, t, function_words) for t in truths] for w in words], np.float32)
     test_vecs = unit(stored if model.centering is None else model.centering.images(stored))
-    pixel_p = []
-    for i, w in enumerate(words):
-        try:
-            vec, _ = model.text_query(parse_query(w))
-        except SpaceError:
-            pixel_p.append(0.0)
-            continue
-        top = np.argsort(-(test_vecs @ vec))[:10]
-        pixel_p.append(float(has[i, top].mean()))
+    pixel_p = [pixel_p10(model, w, test_vecs, lambda j, i=i: bool(has[i, j])) for i, w in enumerate(words)]
     vocab = [w for w in words if w in model.space.index]
     knn = knn_transfer(model, ref, served, vocab) if vocab else np.zeros((len(test_names), 0))
     knn_p = []
@@ -255,13 +259,8 @@ def bench_languages(model: Model, ref: Reference, table: list[dict[str, str]], t
             answered += bool(rows)
             corpus_p.append(float(np.mean([counts_as(truth, ref.words_of(name_of[r]), function_words)
                                            for r in rows])) if rows else 0.0)
-            try:
-                vec, _ = model.text_query(parse_query(word))
-            except SpaceError:
-                pixel_p.append(0.0)
-                continue
-            top = np.argsort(-(test_vecs @ vec))[:10]
-            pixel_p.append(float(np.mean([counts_as(truth, truths[j], function_words) for j in top])))
+            pixel_p.append(pixel_p10(model, word, test_vecs,
+                                     lambda j, t=truth: counts_as(t, truths[j], function_words)))
         out[lang] = {"answered": answered, "corpus_p10": round(100 * float(np.mean(corpus_p)), 1),
                      "test_pixels_p10": round(100 * float(np.mean(pixel_p)), 1)}
     for lang in out:
