@@ -33,7 +33,10 @@ from train.progress import ProgressCallback, throttled
 log = logging.getLogger(__name__)
 
 JOINT_FILE = "joint.npz"
-PASSES = 5  # draws of each training post per epoch, one reference caption each (Flickr8k has five)
+# Draws of each training post per epoch, one reference caption each: as many as the post with the most
+# captions has (Flickr8k five; the multilingual demo's ~15 in three languages), so an epoch sees every
+# caption and each language gets the draws it would get alone. Capped to bound an epoch's cost.
+MAX_PASSES = 16
 
 
 @dataclass(frozen=True)
@@ -184,14 +187,14 @@ def train_joint(
     proj = nn.Linear(feats.shape[1], space.dim)
     opt = torch.optim.AdamW([*proj.parameters(), words], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    # One epoch draws each training post PASSES times (fewer if no post has that many captions), each time
+    # One epoch draws each training post once per caption of the post with the most, each time
     # with its next reference caption in a shuffled cycle, and never puts one post twice in a batch (no
     # false negatives). A post with more captions (translations) sees each of them over the epochs.
     by_post: dict[int, list[int]] = {}
     for c, r in enumerate(train_caps.owner.tolist()):
         by_post.setdefault(r, []).append(c)
     posts_with = np.array(sorted(by_post), np.int64)
-    passes = min(PASSES, max(len(v) for v in by_post.values()))
+    passes = min(MAX_PASSES, max(len(v) for v in by_post.values()))
     cycles = {r: list(rng.permutation(v)) for r, v in by_post.items()}
 
     def next_caption(r: int) -> int:
