@@ -7,9 +7,11 @@ On the 1,000 standard Flickr8k test photos and the corpus' most frequent content
 - photo → hashtags (``engine.service.hashtags`` on each test photo's bytes, as a user sends it): P@5
   and "at least one right". A word counts when it, or it with a trailing "s"/"es" added or removed,
   appears in one of the photo's five reference captions (lowercased, split on non-letters); function
-  words never count. Anchors from the same bundle: the five most frequent content words for every photo,
-  and kNN caption transfer (the caption words of the 20 nearest training photos by cosine on the
-  bundle's image vectors, each weighted by similarity × √idf).
+  words never count. The hashtags are asked in English (``--lang``), as the bot asks them for an English
+  user: on a multilingual bundle that keeps them to words of its English captions. Anchors from the same
+  bundle: the five most frequent content words for every photo, and kNN caption transfer (the caption
+  words of the 20 nearest training photos by cosine on the bundle's image vectors, each weighted by
+  similarity × √idf).
 - word → images, P@10 over the 100 most frequent content words: over the whole corpus as the engine
   answers ``/v1/images?q=WORD`` (an image counts when one of its own captions contains the word), and
   over the 1,000 test images alone ranked from their pixels only (the text query against the test
@@ -165,10 +167,10 @@ def knn_transfer(model: Model, ref: Reference, queries: np.ndarray, vocab: list[
 
 
 def bench_hashtags(model: Model, ref: Reference, served: np.ndarray, names: list[str], k: int,
-                   function_words: frozenset[str]) -> dict[str, Any]:
-    """P@k of the engine's hashtags and of the two anchors."""
+                   function_words: frozenset[str], lang: str | None) -> dict[str, Any]:
+    """P@k of the engine's hashtags (in ``lang``'s words, when the bundle knows it) and of the anchors."""
     truths = [ref.words_of(n) for n in names]
-    engine_words = [[h["word"] for h in as_json(hashtags(model, v, k))["hashtags"]] for v in served]
+    engine_words = [[h["word"] for h in as_json(hashtags(model, v, k, lang))["hashtags"]] for v in served]
     vocab = [w for w in model.space.words if w not in function_words]
     train_df: Counter[str] = Counter()
     for n in ref.names("train"):
@@ -363,6 +365,9 @@ def main() -> int:
     p.add_argument("--flickr8k", type=Path, required=True, help="the Flickr8k folder (captions, splits)")
     p.add_argument("--words", type=int, default=100, help="how many frequent content words to query")
     p.add_argument("--k", type=int, default=5, help="hashtags per photo")
+    p.add_argument("--lang", default="en",
+                   help="the language the hashtags are asked in, as the bot does for its user (default en: "
+                   "the references are English); 'any' asks with no language")
     p.add_argument("--limit", type=int, default=None, help="only the first N test photos (smoke runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--multilingual", type=Path, default=None,
@@ -384,7 +389,8 @@ def main() -> int:
         "n_images": len(model.items),
         "n_test": len(names),
         "encoded_anew": fresh,
-        "hashtags": bench_hashtags(model, ref, served, names, args.k, function_words),
+        "hashtags": bench_hashtags(model, ref, served, names, args.k, function_words,
+                                   None if args.lang == "any" else args.lang),
         "words": bench_words(model, ref, words, stored, served, names, function_words),
         "retrieval": bench_retrieval(model, ref, stored, names),
         "typos": bench_typos(model, words),
