@@ -100,3 +100,25 @@ def test_a_declared_language_is_trusted() -> None:
     result = run_filters(posts, cfg)
     assert {p.id: p.lang for p in result.kept} == {"ca": "ca", "und": "en"}
     assert result.report["dropped"]["language"] == 1
+
+
+def test_parallel_language_detection_answers_as_one_process(
+    multilingual_tsv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from train import filters
+    from train.multilingual import read_tsv
+
+    rows = read_tsv(multilingual_tsv)[:120]
+    texts = [r[c] for r in rows for c in ("en_multi30k", "es_nllb_from_en", "ca_apertium_from_es_en")]
+    monkeypatch.setattr(filters, "PARALLEL_MIN_TEXTS", 10)
+    seen: list[tuple[int, int]] = []
+    parallel = filters.LanguageDetector()
+    parallel.warm(texts, workers=2, progress=lambda done, total: seen.append((done, total)))
+    # Every text was detected by the worker processes, before anyone asked.
+    assert seen and seen[-1][0] == seen[-1][1] == len(set(texts))
+    assert len(parallel._cache) == len(set(texts))
+    one = filters.LanguageDetector()
+    assert [parallel.languages(t) for t in texts] == [one.languages(t) for t in texts]
+    detected = [parallel.detect(t) for t in texts]
+    truth = ["en", "es", "ca"] * len(rows)
+    assert sum(lang == want for lang, want in zip(detected, truth, strict=True)) >= 330
