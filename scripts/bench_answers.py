@@ -20,6 +20,9 @@ On the 1,000 standard Flickr8k test photos and the corpus' most frequent content
   bundle's filters kept (a test image missing from the bundle is encoded by the bundle's encoder).
 - misspelt words: one deterministic edit of each of the 100 words (4 letters or more), and whether the
   engine's word lookup finds the word again.
+- with ``--tsv flickr8k_multi30k_es_ca.tsv``: hashtags asked in Spanish and in Catalan (as the bot asks
+  for a user of that language), scored like the English ones against the photo's captions in that
+  language (every Spanish or Catalan column of the TSV), on the test photos the TSV covers.
 - with ``--multilingual WORDS.tsv --tsv flickr8k_multi30k_es_ca.tsv``: the same word queries in English,
   Spanish and Catalan (``scripts/data/words_en_es_ca.tsv``: 50 frequent English content words and their
   equivalents), P@10 over the whole corpus and over the test images the TSV covers (pixels only); an
@@ -53,6 +56,7 @@ from space.query import parse_query  # noqa: E402
 from space.textspace import unit  # noqa: E402
 from space.tokenize import stop_words  # noqa: E402
 from train.evaluate import retrieval_metrics  # noqa: E402
+from train.multilingual import language_columns, read_tsv  # noqa: E402
 
 log = logging.getLogger("bench_answers")
 
@@ -273,6 +277,30 @@ def bench_languages(model: Model, ref: Reference, table: list[dict[str, str]], t
     return out
 
 
+def language_references(ref: Reference, tsv: Path) -> dict[str, Reference]:
+    """Each image's Spanish and Catalan captions (every column of the language in the TSV) as references."""
+    rows = read_tsv(tsv)
+    cols = language_columns(list(rows[0]) if rows else [])
+    out: dict[str, Reference] = {}
+    for lang in ("es", "ca"):
+        caps = {r["image"]: [r[c].strip() for c in cols[lang] if (r.get(c) or "").strip()] for r in rows}
+        out[lang] = Reference({n: c for n, c in caps.items() if c}, ref.split, ref.images)
+    return out
+
+
+def bench_language_hashtags(model: Model, ref: Reference, tsv: Path, served: np.ndarray, names: list[str],
+                            k: int) -> dict[str, Any]:
+    """Hashtags asked in Spanish and in Catalan, scored against the photo's captions in that language (the
+    test photos the TSV covers), with the same anchors computed from that language's captions."""
+    out: dict[str, Any] = {}
+    for lang, lang_ref in language_references(ref, tsv).items():
+        idx = [i for i, n in enumerate(names) if n in lang_ref.captions]
+        photos = [names[i] for i in idx]
+        scored = bench_hashtags(model, lang_ref, served[idx], photos, k, stop_words(lang), lang)
+        out[lang] = {"n_test": len(idx), **scored}
+    return out
+
+
 def bench_retrieval(model: Model, ref: Reference, stored: np.ndarray, names: list[str]) -> dict[str, Any]:
     """R@1/5/10 and median rank both ways on the test images, captions embedded as queries."""
     vecs, owner = [], []
@@ -341,6 +369,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Misspelt words (one edit each, {result['typos']['n']} words): {result['typos']['recovered']} % "
         "matched back.",
         *_language_rows(result.get("languages")),
+        *_language_hashtag_rows(result.get("hashtags_by_language")),
     ])
 
 
@@ -355,6 +384,19 @@ def _language_rows(langs: dict[str, Any] | None) -> list[str]:
             ratio = r.get("ratio_to_en")
             rel = f"{ratio['corpus_p10']} / {ratio['test_pixels_p10']}" if ratio else "1 / 1"
             rows.append(f"| {lang} | {r['answered']} | {r['corpus_p10']} | {r['test_pixels_p10']} | {rel} |")
+    return rows
+
+
+def _language_hashtag_rows(by_lang: dict[str, Any] | None) -> list[str]:
+    if not by_lang:
+        return []
+    rows = ["", "| photo → hashtags asked in the language, its TSV captions as references | test photos | "
+            "P@5 / one right | kNN transfer | constant |", "|---|---|---|---|---|"]
+    for lang, h in by_lang.items():
+        rows.append(f"| {lang} (constant: {' '.join(h['constant_words'])}) | {h['n_test']} | "
+                    f"**{h['bundle']['p5']}** / {h['bundle']['one_right']} | "
+                    f"{h['knn_transfer']['p5']} / {h['knn_transfer']['one_right']} | "
+                    f"{h['constant']['p5']} / {h['constant']['one_right']} |")
     return rows
 
 
@@ -396,6 +438,8 @@ def main() -> int:
         "typos": bench_typos(model, words),
         "languages": (bench_languages(model, ref, read_word_table(args.multilingual), args.tsv, names, stored,
                                       function_words) if args.multilingual and args.tsv else None),
+        "hashtags_by_language": (bench_language_hashtags(model, ref, args.tsv, served, names, args.k)
+                                 if args.tsv else None),
         "seconds": round(time.monotonic() - started, 1),
     }
     print(markdown(result))

@@ -22,6 +22,8 @@ from train.corpus import Post
 
 log = logging.getLogger(__name__)
 
+LANGUAGE_SHARE = 0.2
+
 
 @dataclass(frozen=True)
 class HashtagConfig:
@@ -48,6 +50,30 @@ def post_words(post: Post, space: TextSpace) -> set[int]:
         tokens = tokenize(text, language=post.language_of(text))
         out.update(i for t in tokens if (i := space.index.get(t)) is not None)
     return out
+
+
+def word_languages(posts: Sequence[Post], pool: np.ndarray, space: TextSpace, column: dict[int, int],
+                   languages: list[str]) -> np.ndarray:
+    """(L, H) bool: the languages each candidate belongs to.
+
+    A word belongs to the languages of the captions people wrote it in — each post's own caption, in its
+    language (reference captions may hold translations) — where it is at least ``LANGUAGE_SHARE`` as
+    frequent (in posts of that language) as in the language that uses it most. One stray use is not
+    enough: an English word left untranslated in a few Catalan captions ("water") stays English, the
+    Catalan "home" (man) that a few English captions also hold stays Catalan, and words every language
+    writes (names, "dos" in es and ca) belong to each.
+    """
+    counts = np.zeros((len(languages), len(column)), np.float64)
+    n_posts = np.zeros(len(languages), np.float64)
+    for p in pool.tolist():
+        post = posts[p]
+        if post.lang in languages:
+            li = languages.index(post.lang)
+            n_posts[li] += 1
+            own = {space.index.get(t) for t in tokenize(post.caption, language=post.lang)}
+            counts[li, [column[w] for w in own if w in column]] += 1
+    rate = counts / np.maximum(n_posts, 1)[:, None]
+    return (rate > 0) & (rate >= LANGUAGE_SHARE * rate.max(axis=0, keepdims=True))
 
 
 def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post],
@@ -92,16 +118,7 @@ def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post
             loss.backward()
             opt.step()
     languages = sorted({p.lang for p in posts if p.lang})
-    in_language = None
-    if len(languages) > 1:
-        # A word belongs to the languages of the captions people wrote it in (each post's own caption, in
-        # its language: reference captions may hold translations).
-        in_language = np.zeros((len(languages), len(rows)), bool)
-        for p in pool.tolist():
-            post = posts[p]
-            if post.lang in languages:
-                own = (space.index.get(t) for t in tokenize(post.caption, language=post.lang))
-                in_language[languages.index(post.lang), [column[w] for w in own if w in column]] = True
+    in_language = word_languages(posts, pool, space, column, languages) if len(languages) > 1 else None
     log.info("hashtags: %d candidate words, head trained on %d posts", len(rows), len(pool))
     return Hashtagger(rows, head.weight.detach().numpy().astype(np.float32),
                       head.bias.detach().numpy().astype(np.float32), pool, np.array(indptr, np.int64),
