@@ -71,6 +71,9 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
                    "joint recipe, 1 with --quick or --recipe seed)")
     p.add_argument("--joint-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one JointConfig field (repeatable), e.g. --joint-set epochs=5")
+    p.add_argument("--text-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one TextConfig field (repeatable), e.g. --text-set workers=8 (faster on "
+                   "big corpora; one worker, the default, makes the run reproducible)")
     p.add_argument("--image-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one ImageConfig field of the seed recipe (repeatable), e.g. "
                    "--image-set epochs=2")
@@ -194,7 +197,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         work=args.work,
         quick=args.quick,
         filters=filters,
-        text=TextConfig.quick() if args.quick else TextConfig(),
+        text=_overrides(TextConfig.quick() if args.quick else TextConfig(),
+                        getattr(args, "text_set", None) or [], "--text-set"),
         progress_file=progress_file,
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f16"),
@@ -203,7 +207,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     )
 
 
-_Config = TypeVar("_Config", ImageConfig, JointConfig)
+_Config = TypeVar("_Config", ImageConfig, JointConfig, TextConfig)
 
 
 def _overrides(base: _Config, settings: list[str], flag: str) -> _Config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,9 +102,16 @@ def train_word2vec(
         negative=cfg.negative,
         workers=max(1, cfg.workers),
         seed=cfg.seed,
+        hashfxn=stable_hash,
         max_final_vocab=cfg.max_vocab,
         callbacks=[_Epochs()],
     )
+
+
+def stable_hash(text: str) -> int:
+    """gensim's seed for a word's starting vector: the same in every process (Python's ``hash`` of a
+    string is salted per process unless PYTHONHASHSEED is set)."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def build_text_space(
