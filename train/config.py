@@ -72,9 +72,10 @@ class TextConfig:
     min_count: int = 5
     sg: int = 0  # CBOW, gensim's default
     negative: int = 5
-    # One thread: the same corpus and settings then give the same vectors, bit for bit, and so the same
-    # bundle (with more threads, the order in which they update the vectors varies run to run and
-    # retrieval figures by about a point). Costs 8 s on Flickr8k's 300-d run; raise it for big corpora.
+    # One thread: the same corpus and settings then give the same word vectors, bit for bit, and the same
+    # retrieval figures (the joint space on top differs only in float rounding). With more threads the
+    # order of their updates varies run to run, and retrieval figures by about a point. Costs 8 s on
+    # Flickr8k's 300-d run; raise it for big corpora.
     workers: int = 1
     seed: int = 0
     # Each reference caption its own sentence (Flickr8k: five per image) rather than the joined text.
