@@ -114,8 +114,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_the_same_corpus_gives_the_same_vectors_in_every_process(flickr8k_dir: Path) -> None:
-    """A rebuilt bundle matches the first bit for bit: one Word2Vec thread, and word seeds that do not
-    depend on Python's per-process string hashing."""
+    """Training again gives the same word vectors, bit for bit: one Word2Vec thread, and word seeds that
+    do not depend on Python's per-process string hashing."""
     import hashlib
     import os
     import subprocess
