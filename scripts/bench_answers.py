@@ -55,8 +55,8 @@ from space.images import network_views, open_image  # noqa: E402
 from space.query import parse_query  # noqa: E402
 from space.textspace import unit  # noqa: E402
 from space.tokenize import stop_words  # noqa: E402
+from train.corpus.multilingual import language_columns, read_tsv  # noqa: E402
 from train.evaluate import retrieval_metrics  # noqa: E402
-from train.multilingual import language_columns, read_tsv  # noqa: E402
 
 log = logging.getLogger("bench_answers")
 

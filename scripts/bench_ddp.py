@@ -27,8 +27,8 @@ def _worker(spec_path: Path, work: Path) -> int:
     """One training run (under torchrun: this rank's part of it)."""
     import torch
 
-    from train.image_config import ImageConfig
-    from train.image_model import train_regressor
+    from train.recipes.seed.config import ImageConfig
+    from train.recipes.seed.training import train_regressor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(spec_path.read_text())
@@ -59,7 +59,7 @@ def main() -> int:
     if args.worker:
         return _worker(Path(args.worker[0]), Path(args.worker[1]))
 
-    from train.image_config import ImageConfig
+    from train.recipes.seed.config import ImageConfig
 
     names = (args.flickr8k / "Flickr_8k.trainImages.txt").read_text().split()[: args.images]
     val = (args.flickr8k / "Flickr_8k.devImages.txt").read_text().split()[:8]

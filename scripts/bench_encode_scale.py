@@ -4,10 +4,10 @@
         --flickr8k ../shared/data/flickr8k \\
         --images 1000 --ranks 1 2
 
-Each run is the real command (``python -m train.encode_dist`` for one process, ``torchrun --standalone
---nproc_per_node R -m train.encode_dist`` for R ranks) into a fresh folder; the table shows the command's
-wall time (start-up and merge included), the encoding time inside it and images/s, and checks the merged
-vectors of every run equal the first run's. The last stdout line is JSON.
+Each run is the real command (``python -m train.image.encode_dist`` for one process, ``torchrun
+--standalone --nproc_per_node R -m train.image.encode_dist`` for R ranks) into a fresh folder; the table
+shows the command's wall time (start-up and merge included), the encoding time inside it and images/s, and
+checks the merged vectors of every run equal the first run's. The last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_once(onnx: Path, listing: Path, out: Path, ranks: int, extra: list[str]) -> dict[str, Any]:
     """Run one encoding command; return its summary with the command's wall time added."""
-    launcher = [sys.executable, "-m", "train.encode_dist"] if ranks == 1 else [
+    launcher = [sys.executable, "-m", "train.image.encode_dist"] if ranks == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-        "-m", "train.encode_dist"]
+        "-m", "train.image.encode_dist"]
     cmd = [*launcher, "--onnx", str(onnx), "--images", str(listing), "--out", str(out), *extra]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)

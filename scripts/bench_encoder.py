@@ -6,9 +6,9 @@ measured in one run (interleaved rounds, medians, so a busy neighbour slows ever
         --flickr8k ../shared/data/flickr8k [--onnx image_encoder.onnx] [--threads N]
 
 Without ``--onnx`` the BVLC GoogLeNet regressor (random 300-d new layer) is exported to a temp folder
-first (the network cost is the same as a trained encoder's), once as :mod:`train.export` writes it and
+first (the network cost is the same as a trained encoder's), once as :mod:`train.image.export` writes it and
 once with torch's own LRN spelling (the ``ort_fp32_torch_lrn`` column: what the LRN chain gains).
-int8 is :mod:`train.quantize` calibrated on Flickr8k train images, its fidelity checked on test images.
+int8 is :mod:`train.image.quantize` calibrated on Flickr8k train images, its fidelity checked on test images.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from torch import nn
 
 from space.images import load_for_network
 from space.ort import open_session
-from train.export import export_model
-from train.image_config import ImageConfig
-from train.quantize import DISABLED_OPTIMIZERS, fidelity, quantize_file
-from train.regressor import build_regressor
+from train.image.export import export_model
+from train.image.quantize import DISABLED_OPTIMIZERS, fidelity, quantize_file
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import build_regressor
 
 
 def encoder_flops(model: nn.Module) -> float:

@@ -88,8 +88,8 @@ import torch
 from aiohttp import web
 from space.images import load_for_network
 from space.textspace import TextSpace, unit
-from train.image_config import ImageConfig
-from train.regressor import build_regressor
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import build_regressor
 bundle, weights = Path(sys.argv[2]), Path(sys.argv[3])
 space = TextSpace.load(bundle)
 dim = space.vectors.shape[1]

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from train.config import FilterConfig
-from train.filters import LanguageDetector
-from train.multilingual import read_tsv
+from train.corpus.filters import LanguageDetector
+from train.corpus.multilingual import read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TSV = ROOT.parent / "shared" / "data" / "flickr8k-multilingual" / "flickr8k_multi30k_es_ca.tsv"

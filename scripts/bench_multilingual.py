@@ -6,15 +6,15 @@
         --variants 50,30,20 50,30,20:parallel 50,30,20:shuffled 70,20,10:shuffled
     python scripts/bench_multilingual.py --tsv ...tsv --bundle MODELS/VERSION   # a trained bundle
 
-Per variant (``SHARES[:parallel]``): build the multilingual corpus at full size (``train.multilingual``),
-run the trainer's own ingest, filter, split and text stages on it (Word2Vec + TF-IDF on the train + dev
-posts), map images with a closed-form ridge (as ``train.evaluate.ridge_baseline``) from CACHED frozen
-GoogLeNet pooled 1,024-d features (one centre view; ``scripts/bench_retrieval.py --linear-contrastive``
-writes them) to the train posts' caption vectors, then run image search over the 929 test images the
-TSV covers with the en, es and ca caption of each image as queries, centred as a bundle is served
-(``train.evaluate.multilingual_search``). No CNN training: minutes per variant. (``train all`` fits its
-text space on every kept post, test captions included: for a bundle, each test post's own caption, one of
-the queries in its language, is training text.)
+Per variant (``SHARES[:parallel]``): build the multilingual corpus at full size
+(``train.corpus.multilingual``), run the trainer's own ingest, filter, split and text stages on it (Word2Vec
++ TF-IDF on the train + dev posts), map images with a closed-form ridge (as
+``train.evaluate.ridge_baseline``) from CACHED frozen GoogLeNet pooled 1,024-d features (one centre view;
+``scripts/bench_retrieval.py --linear-contrastive`` writes them) to the train posts' caption vectors, then
+run image search over the 929 test images the TSV covers with the en, es and ca caption of each image as
+queries, centred as a bundle is served (``train.evaluate.multilingual_search``). No CNN training: minutes per
+variant. (``train all`` fits its text space on every kept post, test captions included: for a bundle, each
+test post's own caption, one of the queries in its language, is training text.)
 
 Beside the standard one-column-per-language queries (``MULTILINGUAL_COLUMNS``), every es/ca column
 (4 each) is scored, and a paired bootstrap over test images gives a 90 % interval of each ratio. The
@@ -49,7 +49,9 @@ from space.centering import Centering
 from space.textspace import TextSpace, unit
 from space.tokenize import CUSTOM_STOP_WORDS, tokenize, words
 from train.config import IngestConfig, PipelineConfig
-from train.corpus import Post
+from train.corpus.ingest import FLICKR_SPLITS
+from train.corpus.multilingual import CA_PREFIX, ES_PREFIX, LANGS, build_multilingual
+from train.corpus.posts import Post
 from train.evaluate import (
     MULTILINGUAL_COLUMNS,
     embed_captions,
@@ -57,10 +59,8 @@ from train.evaluate import (
     multilingual_search,
     read_multilingual_rows,
 )
-from train.ingest import FLICKR_SPLITS
-from train.multilingual import CA_PREFIX, ES_PREFIX, LANGS, build_multilingual
 from train.pipeline import Pipeline
-from train.text import TextResult, build_text_space
+from train.text.word2vec import TextResult, build_text_space
 
 log = logging.getLogger("bench_multilingual")
 

@@ -30,16 +30,16 @@ import torch
 from torch import nn
 
 from train.config import TextConfig
-from train.encode import encode_images
+from train.corpus.ingest import IngestStats, read_flickr8k
 from train.evaluate import embed_captions, format_table, mean_vectors, retrieval_metrics, ridge_baseline
-from train.export import export_onnx
-from train.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
-from train.image_config import ImageConfig
-from train.image_model import train_regressor
-from train.ingest import IngestStats, read_flickr8k
-from train.regressor import load_checkpoint
-from train.text import TextResult, build_text_space
-from train.trunk_cache import cache_key_parts, cache_trunk_features
+from train.image.encode import encode_images
+from train.image.export import export_onnx
+from train.image.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import load_checkpoint
+from train.recipes.seed.training import train_regressor
+from train.recipes.seed.trunk_cache import cache_key_parts, cache_trunk_features
+from train.text.word2vec import TextResult, build_text_space
 
 log = logging.getLogger("bench_retrieval")
 

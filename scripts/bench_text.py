@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from train.config import IngestConfig, TextConfig
-from train.ingest import ingest
-from train.text import build_text_space, related
+from train.corpus.ingest import ingest
+from train.text.word2vec import build_text_space, related
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FLICKR = ROOT.parent / "shared" / "data" / "flickr8k"

@@ -34,11 +34,11 @@ from torch import nn
 
 from space.images import load_for_network
 from space.ort import CUDA, INPUT_NAME, OUTPUT_NAME
-from train.encode import EncodeConfig, encode_corpus, encoder_session
-from train.export import export_model
-from train.googlenet import TRUNK_SHAPE
-from train.image_config import ImageConfig
-from train.regressor import Regressor, build_regressor
+from train.image.encode import EncodeConfig, encode_corpus, encoder_session
+from train.image.export import export_model
+from train.image.googlenet import TRUNK_SHAPE
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import Regressor, build_regressor
 
 log = logging.getLogger("gpu_check")
 DIM = 300

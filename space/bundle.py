@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ENCODER = "image_encoder.onnx"
-# Optional: the static int8 copy of the encoder (train.quantize), present when it passed its fidelity check.
+# Optional: the static int8 copy of the encoder (train.image.quantize), present when it passed its
+# fidelity check.
 INT8_ENCODER = "image_encoder.int8.onnx"
 IMAGE_VECTORS = "images.npy"
 IMAGE_META = "images.json"

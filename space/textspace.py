@@ -42,8 +42,9 @@ class TextSpace:
     vectors: np.ndarray  # (V, D) float32, raw Word2Vec vectors
     idf: np.ndarray  # (V,) float32
     counts: np.ndarray  # (V,) int64 corpus frequency
-    # (V, D') float32: the words' vectors in the space learned with the images (``train.joint``), which
-    # text → image queries and hashtags use; None for a space of raw Word2Vec vectors only.
+    # (V, D') float32: the words' vectors in the space learned with the images
+    # (``train.recipes.joint.model``), which text → image queries and hashtags use; None for a space
+    # of raw Word2Vec vectors only.
     joint: np.ndarray | None = None
     index: dict[str, int] = field(init=False, repr=False)
     unit_vectors: np.ndarray = field(init=False, repr=False)

@@ -110,7 +110,7 @@ def test_every_variable_is_documented() -> None:
     code_vars: set[str] = set()
     for package in ("engine", "bot", "train", "space"):
         code_vars |= _read_by([f"{package}/*.py"])
-    # Set by torchrun for each rank (train/distributed.py), not by the user.
+    # Set by torchrun for each rank (train/image/distributed.py), not by the user.
     code_vars -= {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
     # Set inside the redis container for its healthcheck (redis-cli's password variable).
     used -= {"REDISCLI_AUTH"}

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 from space.errors import SpaceError
 from space.images import CROPS
 from train.config import FORMATS, RECIPES, FilterConfig, IngestConfig, PipelineConfig, TextConfig
-from train.image_config import ImageConfig
-from train.joint import JointConfig
-from train.topic import Topic, load_topic, read_city_list
+from train.corpus.topic import Topic, load_topic, read_city_list
+from train.recipes.joint.model import JointConfig
+from train.recipes.seed.config import ImageConfig
 
 log = logging.getLogger("train")
 
@@ -133,10 +133,10 @@ def _setup_args(sub: Any) -> None:
 def _setup_command(args: argparse.Namespace) -> dict[str, Any]:
     """Run `weights` or `data`; the summary printed as JSON."""
     if args.command == "weights":
-        from train.caffe import convert
+        from train.image.caffe import convert
 
         return convert(args.caffemodel, args.out, args.prototxt, args.synsets)
-    from train.fetch_data import fetch_flickr8k
+    from train.corpus.fetch import fetch_flickr8k
 
     sums = dict(item.partition("=")[::2] for item in args.sha256)
     return fetch_flickr8k(args.out, args.sources, mirror=args.mirror, sha256=sums)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gensim").setLevel(logging.WARNING)
     try:
         if args.command == "multilingual":
-            from train.multilingual import build_multilingual
+            from train.corpus.multilingual import build_multilingual
 
             shares = [float(x) for x in args.shares.split(",")]
             summary = build_multilingual(args.src, args.flickr8k, args.out, shares, args.seed, args.relative,
@@ -289,7 +289,7 @@ def _train_all(cfg: PipelineConfig) -> int:
     Under ``torchrun`` every rank trains its share of the CNN stage; rank 0 alone runs the other stages,
     reports progress and publishes, and the other ranks exit 0 after the CNN stage, printing nothing.
     """
-    from train.distributed import process_group
+    from train.image.distributed import process_group
     from train.pipeline import build_bundle, train_cnn_share
     from train.progress import ProgressReporter
 

@@ -23,10 +23,10 @@ from space.errors import BundleInvalid
 from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from train.config import PipelineConfig, to_jsonable
-from train.corpus import Post
+from train.corpus.posts import Post
 from train.evaluate import evaluate_bundle, mean_vectors
 from train.stages import Stage
-from train.text import TextResult
+from train.text.word2vec import TextResult
 
 if TYPE_CHECKING:
     from train.report import ReportConfig  # matplotlib: imported where the report is drawn
@@ -67,6 +67,18 @@ class Kept:
     vectors: np.ndarray
     targets: np.ndarray
     failed: list[int]
+
+
+@dataclass(frozen=True)
+class RecipeBuild:
+    """What a recipe hands the pipeline: the image side, the kept rows, the text space the bundle serves
+    (joint: with its joint word vectors), the hashtag model (joint only) and the centring means (seed)."""
+
+    image_side: ImageSide
+    kept: Kept
+    space: TextSpace
+    hashtags: Hashtagger | None
+    centering: Centering | None
 
 
 def centering_for(centre: bool, kept: Kept) -> Centering | None:

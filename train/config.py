@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from train.hashtag_head import HashtagConfig
-from train.image_config import ImageConfig
-from train.joint import JointConfig
-from train.topic import Topic
+from train.corpus.topic import Topic
+from train.recipes.joint.hashtags import HashtagConfig
+from train.recipes.joint.model import JointConfig
+from train.recipes.seed.config import ImageConfig
 
 CorpusFormat = Literal["flickr8k", "instaloader", "jsonl"]
-# "joint": images and words learned into one space (train.joint, the default); "seed": the original
-# system's GoogLeNet regression onto fixed Word2Vec caption vectors (train.image_model).
+# "joint": images and words learned into one space (train.recipes.joint.model, the default); "seed":
+# the original system's GoogLeNet regression onto fixed Word2Vec caption vectors
+# (train.recipes.seed.training).
 RECIPES: tuple[str, ...] = ("joint", "seed")
 FORMATS: tuple[str, ...] = ("flickr8k", "instaloader", "jsonl")
 
@@ -45,8 +46,8 @@ class FilterConfig:
     # top guess: short English captions often come out as "da"/"af" first with "en" close behind.
     language_min_prob: float = 0.2
     max_posts_per_user: int | None = 20
-    # Posts naming one of these are dropped; a topic file (train.topic) lists them, less the topic's own
-    # names. Empty (no topic file): nothing is dropped as another city, and the report says so.
+    # Posts naming one of these are dropped; a topic file (train.corpus.topic) lists them, less the topic's
+    # own names. Empty (no topic file): nothing is dropped as another city, and the report says so.
     other_cities: tuple[str, ...] = ()
     drop_duplicates: bool = True
     check_images: bool = True
@@ -114,8 +115,9 @@ class PipelineConfig:
     # sent to the engine use one. None: 10 for the joint recipe (the features of every view train it), 1
     # under --quick and for the seed recipe (whose encoding is a second pass over the images).
     encode_crops: int | None = None
-    # Also publish a static int8 copy of the encoder (train.quantize), kept only when its mean cosine to the
-    # fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8 (1.4x faster).
+    # Also publish a static int8 copy of the encoder (train.image.quantize), kept only when its mean cosine
+    # to the fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8
+    # (1.4x faster).
     encoder_int8: bool = True
     # Scalar kind of the bundle's usearch indexes (space.vectorindex.DTYPES): f16 halves the file and the
     # memory it maps at no measurable recall cost and searches ~1.4x faster than f32; i8 quarters it but

@@ -26,9 +26,9 @@ from space.errors import BundleInvalid, SpaceError
 from space.textspace import TextSpace, unit
 from space.tokenize import tokenize
 from train.config import IngestConfig
-from train.corpus import Post
-from train.encode import encode_images
-from train.ingest import IngestStats, read_corpus
+from train.corpus.ingest import IngestStats, read_corpus
+from train.corpus.posts import Post
+from train.image.encode import encode_images
 
 KS = (1, 5, 10)
 # Flickr8k, 1K test images, R@1/R@5/R@10 (image search, annotation).

@@ -9,88 +9,42 @@ atomically (``space.bundle``); an empty corpus, or one the filters empty, raises
 from __future__ import annotations
 
 import logging
-import shutil
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from space import bundle as bundle_format
 from space.announce import announce_from_env
-from space.errors import SpaceError
 from train.assemble import (
-    ImageSide,
     Kept,
     TextSide,
     bundle_manifest,
-    centering_for,
     evaluate_staged,
     published_filter_report,
     stage_files,
 )
-from train.config import PipelineConfig, to_jsonable
-from train.corpus import EmptyCorpus, Post
-from train.encode import encode_images
-from train.filters import FilterResult, run_filters
-from train.image_config import ImageConfig
-from train.ingest import IngestStats, ingest, load_posts, save_posts
+from train.config import PipelineConfig
+from train.corpus.filters import FilterResult, run_filters
+from train.corpus.ingest import IngestStats, ingest, load_posts, save_posts
+from train.corpus.posts import EmptyCorpus, Post
+from train.corpus.split import assign_splits
 from train.progress import ProgressReporter
-from train.split import assign_splits
-from train.stages import Stage, corpus_fingerprint
-from train.text import TextResult, build_text_space
+from train.stages import Stage, StageRunner, corpus_fingerprint
+from train.text.word2vec import TextResult, build_text_space
 
 if TYPE_CHECKING:
-    # Imported where they run: torch (distributed) and matplotlib (report) are slow to import, and the
-    # text stages (`train ingest|filter|split|text`) need neither.
-    from train.distributed import DistContext
+    # Imported where they run: torch (distributed), the recipes and matplotlib (report) are slow to import,
+    # and the text stages (`train ingest|filter|split|text`) need none of them.
+    from train.image.distributed import DistContext
+    from train.recipes.joint.recipe import JointRecipe
+    from train.recipes.seed.recipe import SeedRecipe
     from train.report import ReportConfig
 
 log = logging.getLogger(__name__)
 
-PARITY_IMAGES = 8
 
-
-class MissingStage(SpaceError):
-    """A stage cannot run: an input it needs was not given (the image stage's GoogLeNet weights)."""
-
-    code = "missing_stage"
-    status = 500
-
-
-class Pipeline:
-    """The stages of one run, sharing a work dir, a progress reporter and the previous stage's key."""
-
-    def __init__(self, cfg: PipelineConfig, progress: ProgressReporter | None = None,
-                 dist: DistContext | None = None) -> None:
-        self.cfg = cfg
-        self.progress = progress or ProgressReporter(cfg.progress_file)
-        self.work = cfg.work_dir
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
-        self.dist = dist  # under torchrun: this rank's place; rank 0 runs every stage, the others the CNN
-
-    def stage(self, name: str, *parts: Any) -> Stage:
-        """The cache directory of ``name`` for these inputs/config parts."""
-        return Stage.under(self.work, name, *parts)
-
-    def run_stage(self, stage: Stage, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run ``fn`` unless ``stage`` is already done; log timing either way."""
-        self.progress.start(stage.name)
-        t0 = time.monotonic()
-        if stage.done:
-            log.info("%s: inputs and config unchanged, reusing %s", stage.name, stage.dir)
-            info = stage.info()
-        else:
-            info = fn()
-            if self.dist is None or self.dist.is_main:
-                stage.mark_done(info)
-        self.progress.end()
-        self.timings[stage.name] = round(time.monotonic() - t0, 2)
-        log.info("%s: %.1fs", stage.name, self.timings[stage.name])
-        return info
+class Pipeline(StageRunner):
+    """The stages of one run: the text side here, the image side in the configured recipe."""
 
     # -- text side ---------------------------------------------------------------------------------
     def ingest(self) -> tuple[Stage, list[Post], dict[str, Any]]:
@@ -161,96 +115,11 @@ class Pipeline:
             raise EmptyCorpus("No kept post has a caption word in the vocabulary: nothing to train on.")
         return st, result
 
-    # -- image side --------------------------------------------------------------------------------------
-    def image_config(self) -> ImageConfig:
-        """The image stage's config (quick preset under ``--quick``)."""
-        if self.cfg.image is not None:
-            return self.cfg.image
-        return ImageConfig.quick_preset() if self.cfg.quick else ImageConfig()
-
-    def image(self, prev: Stage, text: TextResult, image_cfg: ImageConfig) -> tuple[Stage, Path]:
-        """Train the GoogLeNet regressor onto the caption vectors (cached)."""
-        weights = self.cfg.weights
-        st = self.stage("image", prev.key, to_jsonable(image_cfg), str(weights))
-
-        def run() -> dict[str, Any]:
-            if weights is None and image_cfg.backbone == "bvlc":  # torchvision's downloads its own
-                raise MissingStage("the image stage needs --weights (the BVLC GoogLeNet folder)")
-            from train.image_model import train_regressor
-
-            ckpt = train_regressor(
-                image_cfg,
-                [p.image for p in text.posts],
-                text.vectors,
-                [str(p.split) for p in text.posts],
-                weights,
-                st.dir,
-                progress=self.progress.callback,
-                # Trunk activations depend on the images and views only: share them across image configs.
-                cache_dir=self.work / "trunk-cache",
-            )
-            return {"checkpoint": str(ckpt)}
-
-        info = self.run_stage(st, run)
-        return st, Path(info["checkpoint"])
-
-    def export(self, prev: Stage, checkpoint: Path, text: TextResult) -> tuple[Stage, Path, dict[str, Any]]:
-        """Export the checkpoint to ONNX with a parity check on a few real images (cached)."""
-        st = self.stage("export", prev.key)
-        onnx_path = st.dir / bundle_format.ENCODER
-
-        def run() -> dict[str, Any]:
-            from train.export import export_onnx
-
-            check = [p.image for p in text.posts[:PARITY_IMAGES]]
-            return {"parity": export_onnx(checkpoint, onnx_path, check)}
-
-        info = self.run_stage(st, run)
-        return st, onnx_path, info["parity"]
-
-    def quantize(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[Path | None, dict[str, Any]]:
-        """A static int8 copy of the encoder, published only when faithful to fp32 (cached)."""
-        from train.quantize import QuantizeConfig, quantize_encoder
-
-        qcfg = QuantizeConfig.quick_preset() if self.cfg.quick else QuantizeConfig(speed_seconds=0.0)
-        st = self.stage("quantize", prev.key, to_jsonable(qcfg))
-        out = st.dir / bundle_format.INT8_ENCODER
-
-        def run() -> dict[str, Any]:
-            calibration = [p.image for p in text.posts if p.split == "train"]
-            check = [p.image for p in text.posts if p.split != "train"] or calibration[-qcfg.check_images:]
-            return {"report": quantize_encoder(onnx_path, out, calibration, check, qcfg)}
-
-        report = dict(self.run_stage(st, run)["report"])
-        return (out if report.get("published") and out.is_file() else None), report
-
-    def encode(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[np.ndarray, list[int]]:
-        """Every kept image through the exported encoder (cached)."""
-        crops = self.cfg.crops
-        # With one crop the key leaves crops out, so encodings cached before the option existed stay valid.
-        st = self.stage("encode", prev.key, self.cfg.encode_batch_size, *([crops] if crops != 1 else []))
-
-        def run() -> dict[str, Any]:
-            vectors, failed = encode_images(
-                onnx_path,
-                [p.image for p in text.posts],
-                self.cfg.encode_batch_size,
-                progress=self.progress.callback,
-                work_dir=st.dir / "chunks",  # a killed run resumes from its last finished chunk
-                crops=crops,
-            )
-            np.save(st.dir / bundle_format.IMAGE_VECTORS, np.asarray(vectors, dtype=np.float32))
-            shutil.rmtree(st.dir / "chunks", ignore_errors=True)  # images.npy holds them all
-            return {"failed": [int(i) for i in failed]}
-
-        info = self.run_stage(st, run)
-        return np.load(st.dir / bundle_format.IMAGE_VECTORS), list(info["failed"])
-
     # -- under torchrun -----------------------------------------------------------------------------
     def _sync(self) -> None:
         """Under torchrun, wait for every rank: rank 0 has then cached the text stages the others reuse."""
         if self.dist is not None and self.dist.enabled:
-            from train.distributed import barrier
+            from train.image.distributed import barrier
 
             barrier(self.dist)
 
@@ -269,7 +138,9 @@ class Pipeline:
         side = self._through_text()
         if self.cfg.recipe != "seed":
             return side.stage.dir
-        return self.image(side.stage, side.text, self.image_config())[1]
+        from train.recipes.seed.recipe import SeedRecipe
+
+        return SeedRecipe(self).train_share(side)
 
     # -- the whole run -----------------------------------------------------------------------------
     def run(self) -> Path:
@@ -280,17 +151,9 @@ class Pipeline:
             log.info("removed %d stale staging folders in %s", removed, cfg.models)
         side = self._through_text()
         self._sync()
-        if cfg.recipe == "seed":
-            image_side, export_st = self.train_image_side(side)
-            kept = self.encode_kept(export_st, image_side, side.text)
-            space, hashtags = side.text.space, None
-            centering = centering_for(self.image_config().centre, kept)
-        else:
-            from train.joint_recipe import JointRecipe
-
-            built = JointRecipe(self).build(side)
-            image_side, kept, space, hashtags = built.image_side, built.kept, built.space, built.hashtags
-            centering = None  # the joint space is trained on normalised vectors: centring measured no gain
+        built = self.recipe().build(side)
+        image_side, kept, space, hashtags, centering = (built.image_side, built.kept, built.space,
+                                                        built.hashtags, built.centering)
         report = published_filter_report(side.filter_report, side.ingest_stats, len(side.text.dropped_ids),
                                          kept.failed, side.split_method, kept.posts)
         with bundle_format.staging(cfg.models) as tmp:
@@ -314,24 +177,15 @@ class Pipeline:
             announce_from_env(published.name)
         return published
 
-    def train_image_side(self, side: TextSide) -> tuple[ImageSide, Stage]:
-        """Train the regressor, export it (and its int8 copy); the encoder and the export stage."""
-        image_cfg = self.image_config()
-        image_st, checkpoint = self.image(side.stage, side.text, image_cfg)
-        export_st, onnx_path, parity = self.export(image_st, checkpoint, side.text)
-        int8_path, int8_report = (self.quantize(export_st, onnx_path, side.text) if self.cfg.encoder_int8
-                                  else (None, {"published": False, "reason": "disabled"}))
-        config = {"recipe": "seed", **to_jsonable(image_cfg)}
-        return ImageSide(config, onnx_path, parity, int8_path, int8_report), export_st
+    def recipe(self) -> JointRecipe | SeedRecipe:
+        """The configured recipe's image side (imported here: the text stages need neither)."""
+        if self.cfg.recipe == "seed":
+            from train.recipes.seed.recipe import SeedRecipe
 
-    def encode_kept(self, export_st: Stage, image_side: ImageSide, text: TextResult) -> Kept:
-        """Encode every text-side post; those whose image fails to encode leave the bundle."""
-        vectors, failed = self.encode(export_st, image_side.onnx, text)
-        failed_set = set(failed)
-        rows = [i for i in range(len(text.posts)) if i not in failed_set]
-        if not rows:
-            raise EmptyCorpus("No kept image could be encoded: nothing to publish.")
-        return Kept([text.posts[i] for i in rows], vectors[rows], text.vectors[rows], failed)
+            return SeedRecipe(self)
+        from train.recipes.joint.recipe import JointRecipe
+
+        return JointRecipe(self)
 
     def report(self, tmp: Path, text: TextResult, kept: Kept, filter_report: dict[str, Any]) -> ReportConfig:
         """The staged bundle's ``report/``; returns the report config used (one mosaic size when quick)."""
@@ -381,5 +235,5 @@ def train_cnn_share(cfg: PipelineConfig, dist: DistContext) -> Path:
     return Pipeline(cfg, ProgressReporter(None, bars=False), dist).follow()
 
 
-__all__ = ["EmptyCorpus", "IngestStats", "MissingStage", "Pipeline", "build_bundle", "run_text_stages",
+__all__ = ["EmptyCorpus", "IngestStats", "Pipeline", "build_bundle", "run_text_stages",
            "train_cnn_share"]

@@ -7,11 +7,20 @@ the stage reports), so a killed stage is redone and a finished one is reused.
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from train.config import config_hash
+from train.config import PipelineConfig, config_hash
+from train.progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from train.image.distributed import DistContext  # torch: imported where torchrun is used
+
+log = logging.getLogger(__name__)
 
 DONE = "DONE.json"
 
@@ -59,3 +68,39 @@ class Stage:
         """What :meth:`mark_done` recorded."""
         payload: dict[str, Any] = json.loads((self.dir / DONE).read_text(encoding="utf-8"))
         return payload
+
+
+class StageRunner:
+    """Runs cached stages of one run: its config, work dir, progress reporter, torchrun place and timings.
+
+    The pipeline is one; each recipe is handed one, so a recipe never needs the pipeline that calls it.
+    """
+
+    def __init__(self, cfg: PipelineConfig, progress: ProgressReporter | None = None,
+                 dist: DistContext | None = None) -> None:
+        self.cfg = cfg
+        self.progress = progress or ProgressReporter(cfg.progress_file)
+        self.work = cfg.work_dir
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+        self.dist = dist  # under torchrun: this rank's place; rank 0 runs every stage
+
+    def stage(self, name: str, *parts: Any) -> Stage:
+        """The cache directory of ``name`` for these inputs/config parts."""
+        return Stage.under(self.work, name, *parts)
+
+    def run_stage(self, stage: Stage, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``fn`` unless ``stage`` is already done; log timing either way."""
+        self.progress.start(stage.name)
+        t0 = time.monotonic()
+        if stage.done:
+            log.info("%s: inputs and config unchanged, reusing %s", stage.name, stage.dir)
+            info = stage.info()
+        else:
+            info = fn()
+            if self.dist is None or self.dist.is_main:
+                stage.mark_done(info)
+        self.progress.end()
+        self.timings[stage.name] = round(time.monotonic() - t0, 2)
+        log.info("%s: %.1fs", stage.name, self.timings[stage.name])
+        return info

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from train.distributed import process_group
-from train.image_config import ImageConfig
-from train.image_model import train_regressor
+from train.image.distributed import process_group
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.training import train_regressor
 
 
 def main(spec_path: str) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from train.__main__ import build_parser, main
-from train.caffe import CLASSIFIER, CaffeModelInvalid, blob_names, message_classes, read_layers
+from train.image.caffe import CLASSIFIER, CaffeModelInvalid, blob_names, message_classes, read_layers
 
 AUX = ("loss1/conv", "loss1/fc", "loss1/classifier")  # in the zoo file, not on the main path
 
@@ -119,7 +119,7 @@ def test_the_converted_folder_gives_the_known_answers(caffemodels: dict[str, Pat
     import torch
 
     from tests.train.test_googlenet import _known_images
-    from train.googlenet import load_bvlc_googlenet, synset_words
+    from train.image.googlenet import load_bvlc_googlenet, synset_words
 
     out = tmp_path / "w"
     assert main(["weights", "--caffemodel", str(caffemodels["v1"]), "--out", str(out),
@@ -153,7 +153,7 @@ def test_shape_forms_and_foreign_files(tmp_path: Path, caffemodels: dict[str, Pa
     layer = other.layer.add(name="conv1", type="Convolution")
     layer.blobs.append(_blob(cls, np.zeros((2, 3, 3, 3), "f4"), legacy=False))
     with pytest.raises(CaffeModelInvalid, match="conv1/7x7_s2"):
-        from train.caffe import googlenet_blobs
+        from train.image.caffe import googlenet_blobs
 
         googlenet_blobs(read_layers(other.SerializeToString()))
 

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from tests.train.test_image_model import caption_targets
-from train.distributed import DistContext, batch_share, gather_order, shard_indices
-from train.image_config import ImageConfig
-from train.image_model import train_regressor
+from train.image.distributed import DistContext, batch_share, gather_order, shard_indices
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.training import train_regressor
 
 ROOT = Path(__file__).resolve().parents[2]
 # 7 training rows in batches of 3: shares of 2/1 rows, and a last batch of one row, so rank 1 trains on a
@@ -85,7 +85,7 @@ def runs(flickr8k_dir: Path, weights_dir: Path,
 @pytest.fixture(scope="module")
 def pretrained_head(weights_dir: Path) -> dict[str, torch.Tensor]:
     """The ImageNet weights of the trained inception blocks, before any training."""
-    from train.googlenet import build_backbone
+    from train.image.googlenet import build_backbone
 
     fresh = build_backbone("bvlc", weights_dir, pretrained=True).state_dict()
     return {k: v for k, v in fresh.items() if k.split(".")[1:2] in (["4e"], ["5a"], ["5b"])}

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from space.images import load_for_network, network_views, open_image
-from train.encode import encode_images
-from train.export import export_model
-from train.image_config import ImageConfig
-from train.regressor import build_regressor
+from train.image.encode import encode_images
+from train.image.export import export_model
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import build_regressor
 
 
 def test_encode_reports_broken_file_and_matches_torch(tmp_path: Path, weights_dir: Path,

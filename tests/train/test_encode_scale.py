@@ -20,7 +20,7 @@ from space.bundle import ENCODER
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME
 from space.vectorindex import load_index, search
-from train.encode import EncodeConfig, chunk_files, encode_corpus, encoder_session
+from train.image.encode import EncodeConfig, chunk_files, encode_corpus, encoder_session
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 40
@@ -125,8 +125,8 @@ def test_two_torchrun_ranks_merge_into_one_index(tmp_path: Path, encoder: Path, 
     listing.write_text("".join(f"{p}\n" for p in corpus), encoding="utf-8")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "train.encode_dist", "--onnx", str(encoder), "--images", str(listing), "--out", str(out),
-           "--chunk-size", "8", "--batch-size", "8"]
+           "-m", "train.image.encode_dist", "--onnx", str(encoder), "--images", str(listing),
+           "--out", str(out), "--chunk-size", "8", "--batch-size", "8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

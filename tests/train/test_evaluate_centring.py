@@ -11,10 +11,10 @@ from space.errors import UnknownWords
 from space.query import parse_query
 from space.textspace import TextSpace, unit
 from train.evaluate import mean_vectors, retrieval_metrics
-from train.googlenet import FEATURE_DIM
-from train.image_config import ImageConfig
-from train.losses import loss_function
-from train.regressor import Regressor
+from train.image.googlenet import FEATURE_DIM
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.losses import loss_function
+from train.recipes.seed.regressor import Regressor
 
 
 def offset_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

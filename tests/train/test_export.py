@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from space.ort import open_session
-from train.export import ExportMismatch, export_onnx
-from train.image_config import ImageConfig
-from train.regressor import build_regressor
+from train.image.export import ExportMismatch, export_onnx
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import build_regressor
 
 DIM = 24
 
@@ -66,7 +66,7 @@ def test_graph_contract_and_dynamic_batch(exported) -> None:
 
 def test_mismatch_refuses_to_publish(exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, images, ckpt = exported
-    import train.export as export
+    import train.image.export as export
 
     monkeypatch.setattr(export, "parity", lambda *a: 3e-3)
     out = tmp_path / "enc.onnx"

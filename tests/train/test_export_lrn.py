@@ -1,4 +1,4 @@
-"""The LRN chain train.export writes: the same numbers as torch's LocalResponseNorm, without Pow or If."""
+"""The LRN chain train.image.export writes: torch's LocalResponseNorm's numbers, without Pow or If."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from space.images import load_for_network
 from space.ort import open_session
-from train.export import export_model
+from train.image.export import export_model
 
 
 @pytest.mark.parametrize("beta", [0.75, 0.6])

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import free_port
 from train.__main__ import main
 from train.config import IngestConfig
-from train.ingest import ingest
+from train.corpus.ingest import ingest
 
 SPLITS = {"Flickr_8k.trainImages.txt": 4, "Flickr_8k.devImages.txt": 1, "Flickr_8k.testImages.txt": 1}
 
@@ -119,7 +119,7 @@ def test_offline_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_the_default_archives_are_the_published_ones() -> None:
-    from train.fetch_data import ARCHIVES
+    from train.corpus.fetch import ARCHIVES
 
     assert set(ARCHIVES) == {"Flickr8k_Dataset.zip", "Flickr8k_text.zip"}
     assert all(a.url.startswith("https://") and a.url.endswith(name) for name, a in ARCHIVES.items())

@@ -9,10 +9,10 @@ import pytest
 from tests.conftest import ROOT
 from tests.train.fixtures.corpus import FixturePost, expected_report, fixture_posts, write_corpus
 from train.config import FilterConfig, IngestConfig
-from train.corpus import Post
-from train.filters import CityMatcher, run_filters
-from train.ingest import ingest
-from train.topic import load_topic
+from train.corpus.filters import CityMatcher, run_filters
+from train.corpus.ingest import ingest
+from train.corpus.posts import Post
+from train.corpus.topic import load_topic
 
 # The fixture is a Barcelona corpus: its other-city posts go with the shipped topic file.
 BARCELONA = FilterConfig(other_cities=load_topic(ROOT / "topics" / "barcelona.toml").cities_to_drop())
@@ -105,8 +105,8 @@ def test_a_declared_language_is_trusted() -> None:
 def test_parallel_language_detection_answers_as_one_process(
     multilingual_tsv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from train import filters
-    from train.multilingual import read_tsv
+    from train.corpus import filters
+    from train.corpus.multilingual import read_tsv
 
     rows = read_tsv(multilingual_tsv)[:120]
     texts = [r[c] for r in rows for c in ("en_multi30k", "es_nllb_from_en", "ca_apertium_from_es_en")]

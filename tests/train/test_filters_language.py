@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from train.filters import LanguageDetector
-from train.multilingual import read_tsv
+from train.corpus.filters import LanguageDetector
+from train.corpus.multilingual import read_tsv
 
 SAMPLE = 300
 ALLOWED = ("en", "es", "ca")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from space.images import preprocess
-from train.googlenet import (
+from train.image.googlenet import (
     FEATURE_DIM,
     TRUNK_SHAPE,
     TorchvisionGoogLeNet,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from space.textspace import TextSpace
-from train.corpus import Post
-from train.hashtag_head import word_languages
+from train.corpus.posts import Post
+from train.recipes.joint.hashtags import word_languages
 
 WORDS = ["water", "home", "dos", "gos", "dog", "perro", "aigua", "agua"]
 

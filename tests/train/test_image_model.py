@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from space.tokenize import tokenize
-from train.image_config import ImageConfig
-from train.image_data import TrainingFailed
-from train.image_model import train_regressor
-from train.regressor import load_checkpoint, scale_targets
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.data import TrainingFailed
+from train.recipes.seed.regressor import load_checkpoint, scale_targets
+from train.recipes.seed.training import train_regressor
 
 # Enough posts that the ridge start generalises (on 96 it overfits and a random start catches up).
 N_TRAIN, N_VAL = 256, 64

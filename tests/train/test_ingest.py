@@ -11,7 +11,7 @@ import pytest
 
 from tests.train.fixtures.corpus import fixture_posts, write_corpus
 from train.config import IngestConfig
-from train.ingest import IngestStats, ingest, load_posts, read_instaloader, save_posts
+from train.corpus.ingest import IngestStats, ingest, load_posts, read_instaloader, save_posts
 
 
 def test_flickr8k_real(flickr8k_dir: Path) -> None:

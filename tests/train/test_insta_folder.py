@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from train.config import IngestConfig
-from train.ingest import IngestStats, ingest, read_instaloader
+from train.corpus.ingest import IngestStats, ingest, read_instaloader
 
 WHEN = int(datetime(2024, 5, 1, 12, 10, 45, tzinfo=UTC).timestamp())
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from space.textspace import TextSpace
-from train.corpus import Post
-from train.joint import MAX_PASSES, JointConfig, train_joint
+from train.corpus.posts import Post
+from train.recipes.joint.model import MAX_PASSES, JointConfig, train_joint
 
 WORDS = ["dog", "cat", "ball", "grass", "beach", "water", "snow", "child", "bike", "street"]
 

@@ -10,8 +10,8 @@ import pytest
 
 from train.__main__ import main
 from train.config import IngestConfig
-from train.ingest import FLICKR_SPLITS, ingest
-from train.multilingual import build_multilingual, read_tsv
+from train.corpus.ingest import FLICKR_SPLITS, ingest
+from train.corpus.multilingual import build_multilingual, read_tsv
 
 
 def _build(tsv: Path, flickr8k: Path, out: Path, *extra: str) -> int:

@@ -16,10 +16,10 @@ import pytest
 from space.centering import Centering
 from space.textspace import unit
 from train.config import TextConfig
+from train.corpus.ingest import IngestStats, read_jsonl
+from train.corpus.multilingual import build_multilingual
 from train.evaluate import embed_captions, read_multilingual_rows
-from train.ingest import IngestStats, read_jsonl
-from train.multilingual import build_multilingual
-from train.text import build_text_space
+from train.text.word2vec import build_text_space
 
 N_POSTS, N_TEST = 3000, 300
 

@@ -17,10 +17,10 @@ from tests.conftest import ROOT
 from tests.train.fixtures.corpus import fixture_posts, write_corpus
 from train.__main__ import build_parser, main, pipeline_config
 from train.config import FilterConfig, IngestConfig, PipelineConfig, TextConfig, to_jsonable
-from train.joint import JointConfig
+from train.corpus.topic import load_topic
 from train.pipeline import EmptyCorpus, build_bundle, run_text_stages
 from train.progress import ProgressReporter
-from train.topic import load_topic
+from train.recipes.joint.model import JointConfig
 
 REASONS = {"no_caption", "short_caption", "language", "user", "city", "duplicate", "unreadable"}
 
@@ -51,7 +51,7 @@ def _cfg(corpus: Path, models: Path, **kw: object) -> PipelineConfig:
 def test_text_stages_cached_by_inputs_and_config(
     fixture_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="train.pipeline")
+    caplog.set_level(logging.INFO, logger="train.stages")
     cfg = _cfg(fixture_corpus, tmp_path / "models")
     first = run_text_stages(cfg, "text")
     assert first["filter"]["kept"] == 18 and first["split"]["method"] == "hash"
@@ -220,7 +220,7 @@ def test_cli_all_reuses_cached_stages_and_prints_path_last(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="train.pipeline")
+    caplog.set_level(logging.INFO, logger="train.stages")
     factory_work = work_dir(small_bundle_models)
     assert (
         pipeline_config(

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from space.ort import open_session
-from train.quantize import (
+from train.image.quantize import (
     DISABLED_OPTIMIZERS,
     QuantizeConfig,
     float_nodes,

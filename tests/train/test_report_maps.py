@@ -16,7 +16,7 @@ from sklearn.manifold import trustworthiness
 
 from space.textspace import TextSpace, unit
 from space.tokenize import tokenize
-from train.corpus import Post
+from train.corpus.posts import Post
 from train.report import ReportConfig, write_image_maps, write_report
 from train.report.mosaic import snap_to_grid, square_thumbnails
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from space.textspace import TextSpace
 from space.tokenize import tokenize
-from train.corpus import Post
+from train.corpus.posts import Post
 from train.report import Attraction, ReportConfig, write_report
 from train.report.text_analyses import compare_with_reference, count_attractions
 

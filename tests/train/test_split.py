@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from train.config import SplitConfig
-from train.corpus import Post
-from train.split import assign_splits
+from train.corpus.posts import Post
+from train.corpus.split import assign_splits
 
 
 def _posts(n: int, split: str | None = None) -> list[Post]:

@@ -11,9 +11,9 @@ import pytest
 
 from space.textspace import TextSpace
 from train.config import IngestConfig, TextConfig
-from train.corpus import Post
-from train.ingest import ingest
-from train.text import TextResult, build_text_space, post_tokens, related, sentences_of
+from train.corpus.ingest import ingest
+from train.corpus.posts import Post
+from train.text.word2vec import TextResult, build_text_space, post_tokens, related, sentences_of
 
 
 @pytest.fixture(scope="session")
@@ -126,8 +126,8 @@ def test_the_same_corpus_gives_the_same_vectors_in_every_process(flickr8k_dir: P
     script = (
         "import hashlib, sys; from pathlib import Path\n"
         "from train.config import IngestConfig, TextConfig\n"
-        "from train.ingest import ingest\n"
-        "from train.text import build_text_space\n"
+        "from train.corpus.ingest import ingest\n"
+        "from train.text.word2vec import build_text_space\n"
         "posts, _ = ingest(IngestConfig(Path(sys.argv[1]), 'flickr8k', limit=400))\n"
         "space = build_text_space(posts, TextConfig.quick()).space\n"
         "print(hashlib.sha256(space.vectors.tobytes()).hexdigest(), len(space.words))\n"

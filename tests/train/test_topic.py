@@ -16,11 +16,11 @@ from tests.conftest import ROOT
 from train.__main__ import build_parser, pipeline_config
 from train.assemble import bundle_manifest
 from train.config import FilterConfig
-from train.corpus import Post
-from train.filters import run_filters
+from train.corpus.filters import run_filters
+from train.corpus.posts import Post
+from train.corpus.topic import Topic, TopicInvalid, load_topic, topic_from_dict
 from train.report import ReportConfig
 from train.report.text_analyses import count_attractions
-from train.topic import Topic, TopicInvalid, load_topic, topic_from_dict
 
 BARCELONA = ROOT / "topics" / "barcelona.toml"
 

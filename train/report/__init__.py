@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from space.textspace import TextSpace, unit
-from train.corpus import Post
+from train.corpus.posts import Post
+from train.corpus.topic import Attraction
 from train.progress import ProgressCallback
 from train.report import mosaic, plots, text_analyses
 from train.report.word_map import word_map_layout
-from train.topic import Attraction
 
 __all__ = [
     "Attraction",
@@ -44,8 +44,8 @@ class ReportConfig:
     top_words: int = 30  # bars in top_words.png
     stats_top_words: int = 50  # words listed in stats.json
     language_top_words: int = 20  # bars per language panel
-    # The topic's places (train.topic: the topic file's [[attractions]]); empty: none ranked, and the report
-    # says no attractions are configured.
+    # The topic's places (train.corpus.topic: the topic file's [[attractions]]); empty: none ranked, and the
+    # report says no attractions are configured.
     attractions: tuple[Attraction, ...] = ()
     # Attraction names, most popular first (e.g. a travel site's ranking); empty: no comparison.
     reference_ranking: tuple[str, ...] = ()

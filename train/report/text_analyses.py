@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from space.tokenize import tokenize, words
-from train.corpus import Post
-from train.topic import Attraction
+from train.corpus.posts import Post
+from train.corpus.topic import Attraction
 
 UNKNOWN_LANGUAGE = "unknown"
 

@@ -7,12 +7,12 @@ descriptor at run time: the current ``layer`` list (``LayerParameter``, type as 
 shape forms (``shape.dim`` and the legacy ``num``/``channels``/``height``/``width``). Fields outside the
 subset are kept as unknown fields and ignored.
 
-The output is the layout :func:`train.googlenet.load_bvlc_googlenet` reads: ``<layer>/<name>_filter.bin``
-(little-endian float32, (out, kh, kw, in)), ``<layer>/<name>_bias.bin``, ``loss3/classifier_*.bin`` in
-``nn.Linear`` order, and ``SHA256SUMS``; the auxiliary classifiers are left out. ``deploy.prototxt`` and
-``synset_words.txt`` are not in a ``.caffemodel``: ``--prototxt`` and ``--synsets`` copy them in (BVLC
-Caffe's ``models/bvlc_googlenet/deploy.prototxt`` and ``data/ilsvrc12/synset_words.txt``).
-"""
+The output is the layout :func:`train.image.googlenet.load_bvlc_googlenet` reads:
+``<layer>/<name>_filter.bin`` (little-endian float32, (out, kh, kw, in)), ``<layer>/<name>_bias.bin``,
+``loss3/classifier_*.bin`` in ``nn.Linear`` order, and ``SHA256SUMS``; the auxiliary classifiers are left
+out. ``deploy.prototxt`` and ``synset_words.txt`` are not in a ``.caffemodel``: ``--prototxt`` and
+``--synsets`` copy them in (BVLC Caffe's ``models/bvlc_googlenet/deploy.prototxt`` and
+``data/ilsvrc12/synset_words.txt``). """
 
 from __future__ import annotations
 

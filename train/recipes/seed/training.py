@@ -1,11 +1,11 @@
-"""The image stage: fine-tune the regressor (``train.regressor``) to map images onto their caption vectors.
+"""The image stage: fine-tune the regressor (:mod:`.regressor`) to map images onto their caption vectors.
 
-Seed-faithful recipe (the original system, :class:`train.image_config.ImageConfig`'s defaults): conv1 …
+Seed-faithful recipe (the original system, :class:`train.recipes.seed.config.ImageConfig`'s defaults): conv1 …
 inception_4d frozen, inception_4e/5a/5b and the new layer trained with sigmoid cross-entropy against
 caption vectors min-max scaled to [0, 1] per dimension; SGD lr 0.001, momentum 0.9, weight decay 2e-4,
 batch 120; random 224 crops of the 256-resized image with mirroring; validation loss each epoch, best
-checkpoint kept. The frozen trunk runs once per cached view (``train.trunk_cache``), so epochs only run the
-trained top; the losses are in ``train.losses``.
+checkpoint kept. The frozen trunk runs once per cached view (:mod:`.trunk_cache`), so epochs only run the
+trained top; the losses are in :mod:`.losses`.
 
 Under ``torchrun`` the head trains data-parallel (DistributedDataParallel: gloo on CPU, NCCL on GPUs): rank 0
 builds the trunk cache while the others wait, every rank draws the same permutation and dropout masks, and
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from train.distributed import (
+from train.image.distributed import (
     DistContext,
     all_reduce_sum,
     barrier,
@@ -45,9 +45,10 @@ from train.distributed import (
     gather_order,
     process_group,
 )
-from train.googlenet import FEATURE_DIM
-from train.image_config import ImageConfig
-from train.image_data import (
+from train.image.googlenet import FEATURE_DIM
+from train.progress import ProgressCallback, throttled
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.data import (
     Rows,
     checked_targets,
     split_indices,
@@ -55,9 +56,8 @@ from train.image_data import (
     trunk_caches,
     validation_rows,
 )
-from train.losses import PER_ROW_LOSSES, LossFn, loss_function
-from train.progress import ProgressCallback, throttled
-from train.regressor import Regressor, build_regressor, ridge_init
+from train.recipes.seed.losses import PER_ROW_LOSSES, LossFn, loss_function
+from train.recipes.seed.regressor import Regressor, build_regressor, ridge_init
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class _Loop:
 # -- the checkpoint --------------------------------------------------------------------------------------
 def _save_checkpoint(path: Path, cfg: ImageConfig, best: _Best, tmin: np.ndarray, tmax: np.ndarray,
                      n_train_views: int, n_val: int, world_size: int) -> None:
-    """Write the best weights with what rebuilds and explains them (``train.regressor.load_checkpoint``)."""
+    """Write the best weights with what rebuilds and explains them (``regressor.load_checkpoint``)."""
     ckpt = {
         "config": cfg.to_dict(),
         "model": best.state,

@@ -2,7 +2,7 @@
 
 The new layer's outputs are logits of caption vectors min-max scaled to [0, 1] **per dimension**; the
 model undoes that scaling itself (sigmoid, then the per-dimension affine map), so its ``forward`` — and
-the exported ONNX graph — returns word-space vectors. Checkpoints (``train.image_model``) carry the
+the exported ONNX graph — returns word-space vectors. Checkpoints (``train.recipes.seed.training``) carry the
 config and the target range needed to rebuild it.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.googlenet import FEATURE_DIM, build_backbone
-from train.image_config import ImageConfig
+from train.image.googlenet import FEATURE_DIM, build_backbone
+from train.recipes.seed.config import ImageConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from space.tokenize import tokenize
-from train.corpus import Post
+from train.corpus.posts import Post
 
 log = logging.getLogger(__name__)
 

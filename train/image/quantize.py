@@ -83,7 +83,7 @@ def load_inputs(images: Sequence[Path]) -> np.ndarray:
 
 
 def _is_lrn_window(node: Any) -> bool:
-    """The 3-D average pool over channels that :mod:`train.export` writes for each LRN."""
+    """The 3-D average pool over channels that :mod:`train.image.export` writes for each LRN."""
     return node.op_type == "AveragePool" and any(
         a.name == "kernel_shape" and len(a.ints) == 3 for a in node.attribute)
 

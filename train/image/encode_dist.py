@@ -2,14 +2,15 @@
 
 One machine, two workers::
 
-    torchrun --standalone --nproc_per_node 2 -m train.encode_dist --onnx ENC.onnx --images LIST.txt --out DIR
+    torchrun --standalone --nproc_per_node 2 -m train.image.encode_dist \
+        --onnx ENC.onnx --images LIST.txt --out DIR
 
 Several machines (DIR on a filesystem every node sees), the same command on each node::
 
     torchrun --nnodes 2 --node_rank R --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
-        -m train.encode_dist --onnx ENC.onnx --images LIST.txt --out DIR
+        -m train.image.encode_dist --onnx ENC.onnx --images LIST.txt --out DIR
 
-torchrun is the scheduler: rank r takes rows r, r+W, r+2W, … (:func:`train.distributed.shard_indices`),
+torchrun is the scheduler: rank r takes rows r, r+W, r+2W, … (:func:`train.image.distributed.shard_indices`),
 encodes them with the resumable chunked encoder into ``DIR/shards/`` (a rerun resumes each shard), waits
 for every rank, and rank 0 writes ``DIR/images.npy`` (corpus order, built through a memory map),
 ``DIR/failed.json`` and ``DIR/images.usearch`` (key = corpus row; unreadable images left out).
@@ -31,8 +32,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from train.distributed import DistContext, barrier, process_group, shard_indices
-from train.encode import EncodeConfig, encode_corpus
+from train.image.distributed import DistContext, barrier, process_group, shard_indices
+from train.image.encode import EncodeConfig, encode_corpus
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def run(cfg: DistEncodeConfig) -> dict[str, Any] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (run it under torchrun, or plainly for one process)."""
-    p = argparse.ArgumentParser(prog="python -m train.encode_dist", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m train.image.encode_dist", description=__doc__.splitlines()[0])
     p.add_argument("--onnx", type=Path, required=True, help="the exported image encoder")
     p.add_argument("--images", type=Path, required=True, help="text file, one image path per line")
     p.add_argument("--out", type=Path, required=True, help="output folder (shared by every node)")
@@ -205,7 +206,7 @@ def config_from_args(args: argparse.Namespace) -> DistEncodeConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m train.encode_dist`` (usually under torchrun)."""
+    """Entry point: ``python -m train.image.encode_dist`` (usually under torchrun)."""
     args = build_parser().parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO,

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from space.errors import SpaceError
-from train.distributed import DistContext
-from train.image_config import ImageConfig
+from train.image.distributed import DistContext
 from train.progress import ProgressCallback
-from train.regressor import Regressor, scale_targets
-from train.trunk_cache import FeatureCache, cache_key_parts, cache_trunk_features, shared_cache
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import Regressor, scale_targets
+from train.recipes.seed.trunk_cache import FeatureCache, cache_key_parts, cache_trunk_features, shared_cache
 
 log = logging.getLogger(__name__)
 

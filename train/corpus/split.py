@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from train.config import SplitConfig
-from train.corpus import Post
+from train.corpus.posts import Post
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from space.textspace import TextSpace, unit
 from space.tokenize import tokenize
-from train.corpus import Post
+from train.corpus.posts import Post
 from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """The default recipe's image side: frozen GoogLeNet features → joint space → encoder, vectors, hashtags.
 
 Stages (each cached like every other): ``features`` (every kept image's pooled GoogLeNet features, the
-mean of ``crops`` views, through ONNX Runtime, resumable), ``joint`` (:mod:`train.joint`), ``export``
+mean of ``crops`` views, through ONNX Runtime, resumable), ``joint`` (:mod:`.model`), ``export``
 (GoogLeNet + the learned linear map as one ONNX encoder, parity-checked against torch), ``quantize``
-(the int8 copy), ``hashtags`` (:mod:`train.hashtag_head`). Because the CNN is frozen, the bundle's
+(the int8 copy), ``hashtags`` (:mod:`.hashtags`). Because the CNN is frozen, the bundle's
 image vectors are the cached features through the learned map: no second pass over the images.
 """
 
@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,32 +21,19 @@ from space import bundle as bundle_format
 from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from space.tokenize import tokenize
-from train.assemble import ImageSide, Kept, TextSide
+from train.assemble import ImageSide, Kept, RecipeBuild, TextSide
 from train.config import config_hash, to_jsonable
-from train.corpus import EmptyCorpus, Post
-from train.encode import encode_images
-from train.hashtag_head import train_hashtags
-from train.joint import JOINT_FILE, JointModel, train_joint
-from train.stages import Stage
-
-if TYPE_CHECKING:
-    from train.pipeline import Pipeline
+from train.corpus.posts import EmptyCorpus, Post
+from train.image.encode import encode_images
+from train.recipes.int8 import quantize_stage
+from train.recipes.joint.hashtags import train_hashtags
+from train.recipes.joint.model import JOINT_FILE, JointModel, train_joint
+from train.stages import Stage, StageRunner
 
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.npy"
 PARITY_IMAGES = 8
-
-
-@dataclass(frozen=True)
-class JointBuild:
-    """What the joint recipe adds to a bundle beyond :class:`ImageSide` and :class:`Kept`."""
-
-    image_side: ImageSide
-    kept: Kept
-    space: TextSpace  # the text space with its joint word vectors
-    hashtags: Hashtagger
-    captions: np.ndarray  # (N, D) each kept post's caption in the joint space (for text search)
 
 
 def caption_vectors(space: TextSpace, posts: Sequence[Post]) -> np.ndarray:
@@ -61,20 +47,19 @@ def caption_vectors(space: TextSpace, posts: Sequence[Post]) -> np.ndarray:
 
 
 class JointRecipe:
-    """The joint recipe's stages, run inside a :class:`~train.pipeline.Pipeline`."""
+    """The joint recipe's stages, run by a :class:`~train.stages.StageRunner`."""
 
-    def __init__(self, pipe: Pipeline) -> None:
-        self.pipe = pipe
-        self.cfg = pipe.cfg
+    def __init__(self, runner: StageRunner) -> None:
+        self.runner = runner
+        self.cfg = runner.cfg
 
-    def build(self, side: TextSide) -> JointBuild:
+    def build(self, side: TextSide) -> RecipeBuild:
         """Features, joint space, encoder (+ int8), image vectors and hashtags of the text side's posts."""
         text = side.text
         feat_st, features, failed = self.features(text.posts)
         joint_st, model = self.joint(side.stage, feat_st, text.posts, text.space, features, failed)
         export_st, onnx_path, parity = self.export(joint_st, model, text.posts)
-        int8_path, int8_report = (self.pipe.quantize(export_st, onnx_path, text) if self.cfg.encoder_int8
-                                  else (None, {"published": False, "reason": "disabled"}))
+        int8_path, int8_report = quantize_stage(self.runner, export_st, onnx_path, text.posts)
         failed_set = set(failed)
         rows = [i for i in range(len(text.posts)) if i not in failed_set]
         if not rows:
@@ -89,74 +74,75 @@ class JointRecipe:
         config = {"recipe": "joint", "joint": to_jsonable(self.cfg.joint), "backbone": self.cfg.backbone,
                   "crops": self.cfg.crops, "history": model.history}
         image_side = ImageSide(config, onnx_path, parity, int8_path, int8_report)
-        return JointBuild(image_side, kept, space, hashtags, captions)
+        # No centring: the joint space is trained on normalised vectors, and centring measured no gain.
+        return RecipeBuild(image_side, kept, space, hashtags, None)
 
     def features(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
         """Pooled frozen-GoogLeNet features of every post's image (cached, resumable)."""
         weights = self.cfg.weights
-        from train.googlenet import weights_fingerprint
+        from train.image.googlenet import weights_fingerprint
 
         fingerprint = weights_fingerprint(weights) if weights is not None else "none"
         # Keyed by the images alone (not the text stages): a changed text setting reuses the features.
         images = config_hash([str(p.image) for p in posts])
-        st = self.pipe.stage("features", images, self.cfg.backbone, fingerprint, self.cfg.crops)
+        st = self.runner.stage("features", images, self.cfg.backbone, fingerprint, self.cfg.crops)
 
         def run() -> dict[str, Any]:
-            from train.export import export_features
+            from train.image.export import export_features
 
             onnx_path = st.dir / "features.onnx"
             export_features(self.cfg.backbone, weights, onnx_path, [p.image for p in posts[:PARITY_IMAGES]])
             feats, failed = encode_images(onnx_path, [p.image for p in posts], self.cfg.encode_batch_size,
-                                          progress=self.pipe.progress.callback, work_dir=st.dir / "chunks",
+                                          progress=self.runner.progress.callback, work_dir=st.dir / "chunks",
                                           crops=self.cfg.crops)
             np.save(st.dir / FEATURES_FILE, np.asarray(feats, dtype=np.float32))
             shutil.rmtree(st.dir / "chunks", ignore_errors=True)
             return {"failed": [int(i) for i in failed]}
 
-        info = self.pipe.run_stage(st, run)
+        info = self.runner.run_stage(st, run)
         return st, np.load(st.dir / FEATURES_FILE), list(info["failed"])
 
     def joint(self, text_st: Stage, feat_st: Stage, posts: Sequence[Post], space: TextSpace,
               features: np.ndarray, failed: Sequence[int]) -> tuple[Stage, JointModel]:
         """Learn the joint space (cached)."""
-        st = self.pipe.stage("joint", text_st.key, feat_st.key, to_jsonable(self.cfg.joint))
+        st = self.runner.stage("joint", text_st.key, feat_st.key, to_jsonable(self.cfg.joint))
 
         def run() -> dict[str, Any]:
             usable = np.ones(len(posts), bool)
             usable[list(failed)] = False
-            model = train_joint(self.cfg.joint, features, posts, space, usable, self.pipe.progress.callback)
+            model = train_joint(self.cfg.joint, features, posts, space, usable, self.runner.progress.callback)
             model.save(st.dir / JOINT_FILE)
             return {"history": model.history}
 
-        self.pipe.run_stage(st, run)
+        self.runner.run_stage(st, run)
         return st, JointModel.load(st.dir / JOINT_FILE)
 
     def export(self, prev: Stage, model: JointModel,
                posts: Sequence[Post]) -> tuple[Stage, Path, dict[str, Any]]:
         """GoogLeNet + the learned map as one ONNX encoder, parity-checked (cached)."""
-        st = self.pipe.stage("export", prev.key)
+        st = self.runner.stage("export", prev.key)
         onnx_path = st.dir / bundle_format.ENCODER
 
         def run() -> dict[str, Any]:
-            from train.export import export_joint
+            from train.image.export import export_joint
 
             check = [p.image for p in posts[:PARITY_IMAGES]]
             return {"parity": export_joint(self.cfg.backbone, self.cfg.weights, model, onnx_path, check)}
 
-        info = self.pipe.run_stage(st, run)
+        info = self.runner.run_stage(st, run)
         return st, onnx_path, info["parity"]
 
     def hashtags(self, prev: Stage, vectors: np.ndarray, posts: Sequence[Post],
                  space: TextSpace) -> Hashtagger:
         """The word head and the neighbour votes (cached)."""
-        st = self.pipe.stage("hashtags", prev.key, to_jsonable(self.cfg.hashtags), len(posts))
+        st = self.runner.stage("hashtags", prev.key, to_jsonable(self.cfg.hashtags), len(posts))
 
         def run() -> dict[str, Any]:
             tagger = train_hashtags(self.cfg.hashtags, vectors, posts, space)
             tagger.save(st.dir)
             return {"candidates": len(tagger.rows)}
 
-        self.pipe.run_stage(st, run)
+        self.runner.run_stage(st, run)
         tagger = Hashtagger.load(st.dir)
         assert tagger is not None
         return tagger

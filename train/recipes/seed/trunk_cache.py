@@ -27,10 +27,10 @@ from tqdm import tqdm
 from space.errors import SpaceError
 from space.images import CROP, center_crop, open_image, resize_short_side, to_network_input
 from space.ort import open_session
-from train.distributed import DistContext, barrier
-from train.googlenet import TRUNK_SHAPE, weights_fingerprint
-from train.image_config import ImageConfig
+from train.image.distributed import DistContext, barrier
+from train.image.googlenet import TRUNK_SHAPE, weights_fingerprint
 from train.progress import ProgressCallback, throttled
+from train.recipes.seed.config import ImageConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from train.image_config import ImageConfig
-from train.regressor import Regressor
+from train.recipes.seed.config import ImageConfig
+from train.recipes.seed.regressor import Regressor
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Losses that are a mean of per-row terms: under torchrun each rank's share is weighted
-# (``train.distributed.batch_share``). Any other loss (the in-batch contrastive one) couples the rows of a
-# batch, so its logits are gathered across ranks first.
+# (``train.image.distributed.batch_share``). Any other loss (the in-batch contrastive one) couples the
+# rows of a batch, so its logits are gathered across ranks first.
 PER_ROW_LOSSES = ("bce", "cosine")
 
 

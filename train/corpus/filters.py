@@ -24,9 +24,9 @@ from space.errors import SpaceError
 from space.images import open_image
 from space.tokenize import word_count, words
 from train.config import FilterConfig
-from train.corpus import Post
+from train.corpus.posts import Post
+from train.corpus.topic import fold
 from train.progress import ProgressCallback
-from train.topic import fold
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from space.query import parse_query
 from space.textspace import TextSpace
 from space.tokenize import tokenize
 from train.config import TextConfig
-from train.corpus import Post
+from train.corpus.posts import Post
 from train.progress import ProgressCallback
 
 log = logging.getLogger(__name__)

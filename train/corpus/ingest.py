@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from train.config import IngestConfig
-from train.corpus import Post
+from train.corpus.posts import Post
 from train.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,8 @@ def read_flickr8k(root: Path, stats: IngestStats) -> Iterator[Post]:
 
 
 def read_instaloader(root: Path, stats: IngestStats) -> Iterator[Post]:
-    """Posts of an instaloader download folder, whatever its file-name pattern (:mod:`train.insta_folder`)."""
-    from train.insta_folder import read_folder
+    """Posts of an instaloader download folder, whatever its file-name pattern (:mod:`.instaloader`)."""
+    from train.corpus.instaloader import read_folder
 
     return read_folder(root, stats)
 

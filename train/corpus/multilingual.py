@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from train.ingest import FLICKR_SPLITS, FLICKR_TOKENS, POSTS_FILE
+from train.corpus.ingest import FLICKR_SPLITS, FLICKR_TOKENS, POSTS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from torch import nn
 from space.errors import SpaceError
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
-from train.joint import JointModel
-from train.regressor import load_checkpoint
+from train.recipes.joint.model import JointModel
+from train.recipes.seed.regressor import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class _Features(nn.Module):
 def export_features(backbone: str, weights: Path | None, out_path: Path,
                     check_images: Sequence[Path]) -> dict[str, Any]:
     """The frozen backbone's pooled features as an ONNX graph (:func:`export_verified`)."""
-    from train.googlenet import build_backbone
+    from train.image.googlenet import build_backbone
 
     return export_verified(_Features(build_backbone(backbone, weights)).eval(), out_path, check_images)
 
@@ -168,7 +168,7 @@ def export_features(backbone: str, weights: Path | None, out_path: Path,
 def export_joint(backbone: str, weights: Path | None, model: JointModel, out_path: Path,
                  check_images: Sequence[Path]) -> dict[str, Any]:
     """The bundle encoder of the joint recipe: the frozen backbone and the learned linear map."""
-    from train.googlenet import build_backbone
+    from train.image.googlenet import build_backbone
 
     linear = nn.Linear(model.weight.shape[0], model.weight.shape[1])
     with torch.no_grad():

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from train.corpus import Post
+from train.corpus.posts import Post
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # train.ingest reads the same kinds
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # train.corpus.ingest reads the same kinds
 DATE_FORMAT = "%Y-%m-%d_%H-%M-%S"  # instaloader's {date_utc}
 _DATE_STEM = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})_UTC")
 _TYPES = {1: "GraphImage", 2: "GraphVideo", 8: "GraphSidecar"}  # the iPhone API's media_type
@@ -213,7 +213,7 @@ def _taken_at(node: Node | None, stem: str) -> str | None:
 
 
 def read_folder(root: Path, stats: Any) -> Iterator[Post]:
-    """Posts of an instaloader folder (``stats`` is the reader's :class:`train.ingest.IngestStats`)."""
+    """Posts of an instaloader folder (``stats`` is the reader's :class:`train.corpus.ingest.IngestStats`)."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     folders = scan(root)

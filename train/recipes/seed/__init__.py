@@ -1,0 +1,1 @@
+"""The seed recipe: the original system's GoogLeNet regression onto fixed Word2Vec caption vectors."""
