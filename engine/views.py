@@ -243,7 +243,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     image_id = request.match_info["id"]
     size = _int(request, "size", 0, 0, 100_000)
     with runtime.holder.use() as model:
-        key = model.by_id.get(image_id)
+        key = model.row_of(image_id)
         if key is None:
             raise NotFound(f"No image {image_id!r} in bundle {model.version}.")
         path = Path(model.items[key]["path"])
