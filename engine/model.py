@@ -100,17 +100,13 @@ class Model:
             self.hits = hit_templates(self.ids, self.items)
             self.hit_json = [json_around_score(hit) for hit in self.hits]
         else:
-            hit = functools.lru_cache(maxsize=TEMPLATE_CACHE)(self._hit)
+            hit = _hit_maker(self.table)
             self.items = Records(self.table)
             self.ids = _Lazy(n, lambda row: str(hit(row)["id"]))
             self.hits = _Lazy(n, hit)
             self.hit_json = _Lazy(n, functools.lru_cache(maxsize=TEMPLATE_CACHE)(
                 lambda row: json_around_score(hit(row))))
         self.word_json = [json_around_score({"word": w, "score": 0.0})[0] for w in self.space.words]
-
-    def _hit(self, row: int) -> dict[str, Any]:
-        record = self.table.record(row)
-        return hit_templates([str(record["id"])], [record])[0]
 
     @property
     def n_images(self) -> int:
@@ -145,6 +141,20 @@ class Model:
         """A text query as a unit query over ``image_vectors`` and its unknown words (or ``UnknownWords``)."""
         centre = None if self.centering is None else self.centering.text_mean
         return self.space.embed_query(query, centre, joint=True)
+
+
+def _hit_maker(table: ItemTable) -> Callable[[int], dict[str, Any]]:
+    """Row → its answer template, remembered in a bounded LRU.
+
+    The function holds the table, never the model: the model holds it, and a cycle through the model
+    would outlive a swap (the engine freezes loaded objects out of the cycle collector's reach).
+    """
+    @functools.lru_cache(maxsize=TEMPLATE_CACHE)
+    def hit(row: int) -> dict[str, Any]:
+        record = table.record(row)
+        return hit_templates([str(record["id"])], [record])[0]
+
+    return hit
 
 
 class _Lazy(Sequence[Any]):
