@@ -276,7 +276,11 @@ async def map_cell(request: web.Request) -> web.Response:
         pyramid = _pyramid(request, model)
         if pyramid is None:
             raise NotFound(f"Bundle {model.version} has no map tiles.")
-        key = pyramid.row_at(_map_int(request, "col"), _map_int(request, "row"))
+        col, row = _map_int(request, "col"), _map_int(request, "row")
+        grid = int(pyramid.geometry["grid"])
+        if not (col < grid and row < grid):
+            raise NotFound(f"No cell {col}/{row} on the {grid}×{grid} map.")
+        key = pyramid.row_at(col, row)
         image_id = model.ids[key] if key is not None and 0 <= key < model.n_images else None
     return web.json_response({"id": image_id}, headers={"Cache-Control": IMMUTABLE})
 

@@ -127,7 +127,7 @@ def _vocabulary(src_words: list[str], translations: dict[str, dict[str, str]], s
         if word not in seen and 3 <= len(word) <= 18:
             seen.add(word)
             words.append(word)
-    return words[:size]
+    return words[:max(size, len(src_words))]
 
 
 def _word_vectors(source: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
