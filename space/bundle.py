@@ -2,7 +2,8 @@
 
 Layout of ``<models>/<version>/`` (see docs/architecture.md): ``manifest.json``, ``words.npy`` +
 ``vocab.json`` (text space), ``image_encoder.onnx``, ``images.npy`` + ``images.json`` (image vectors and
-their metadata, row i = key i), ``images.usearch`` + ``words.usearch`` (cosine indexes) and ``report/``.
+their metadata, row i = key i), ``items/`` (the same items as a table the engine maps, ``space.items``,
+written here by :func:`publish`), ``images.usearch`` + ``words.usearch`` (cosine indexes) and ``report/``.
 
 A bundle is written under ``<models>/.tmp-*`` and renamed into place only when complete; the active
 version is the name inside ``<models>/ACTIVE``, replaced atomically. Readers never see half a bundle,
