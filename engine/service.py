@@ -197,7 +197,14 @@ def hashtags(model: Model, vec: np.ndarray, k: int, lang: str | None = None) -> 
         [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k])
         return _body((("hashtags", _word_hits(model, keys, sims, set(), k)), ("version", _version(model))))
     # Keys are positions in the pool, exactly ranked or through the pool's index alike.
-    [(near, sims)] = nearest(model.pool_index, model.pool_vectors, unit(vec)[None], [NEIGHBOURS])
+    query = unit(vec)[None]
+    [(near, sims)] = nearest(model.pool_index, model.pool_vectors, query, [NEIGHBOURS])
+    if model.pool_index is not None and not exact_for(len(model.pool_vectors)) and len(near):
+        # The votes weigh each neighbour by its similarity: the exact one of its float row (40 rows read),
+        # not the index's (f16) approximation of it.
+        sims = (query @ np.asarray(model.pool_vectors[near]).T)[0]
+        order = np.lexsort((near, -sims))
+        near, sims = near[order], sims[order]
     scores = tagger.scores_at(vec, near, sims)
     words = model.space.words
     best = tagger.best(scores, words, k, lang)
