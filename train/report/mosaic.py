@@ -373,6 +373,8 @@ class PyramidConfig:
     tile: int = 256  # pixels a tile side (a multiple of ``cell``)
     quality: int = 80  # JPEG quality of the tiles
     workers: int = 0  # photo decoding threads (0: one per core)
+    # Decode a photo whose path several posts share once (False: every time, as for distinct photos).
+    reuse_repeated: bool = True
 
 
 @dataclass(frozen=True)
@@ -491,7 +493,7 @@ def draw_pyramid(
     total = levels[-1].base + deepest.cols * deepest.rows
     pack = _Pack(report_dir / PYRAMID_TILES, total, cfg.quality)
     pyramid = _Levels(levels, tile, pack)
-    thumbs = _Thumbnails(image_paths, cell, layout.indices)
+    thumbs = _Thumbnails(image_paths, cell, layout.indices if cfg.reuse_repeated else np.zeros(0, np.int64))
     unreadable: list[int] = []
     drawn = 0
     workers = cfg.workers or os.cpu_count() or 1
