@@ -121,12 +121,17 @@ def _vocabulary(src_words: list[str], translations: dict[str, dict[str, str]], s
                     seen.add(token)
                     extra.append(token)
     words += extra[: max(0, size - len(words))]
-    syllables = sorted({w[i:i + 3] for w in words if w.isalpha() for i in range(0, max(1, len(w) - 2), 2)})
-    while len(words) < size:
-        word = "".join(rng.choice(syllables, size=int(rng.integers(2, 5))))
-        if word not in seen and 3 <= len(word) <= 18:
-            seen.add(word)
-            words.append(word)
+    syllables = np.array(sorted({w[i:i + 3] for w in words if w.isalpha()
+                                 for i in range(0, max(1, len(w) - 2), 2)}))
+    for _ in range(1000):  # rounds of 1,024 tries; a tiny source runs out of new combinations
+        if len(words) >= size or not len(syllables):
+            break
+        for parts in np.split(rng.choice(syllables, size=4 * 1024), 1024):
+            word = "".join(parts[:int(rng.integers(2, 5))])
+            if word not in seen and 3 <= len(word) <= 18 and len(words) < size:
+                seen.add(word)
+                words.append(word)
+    words += [f"word{i}" for i in range(size - len(words))]
     return words[:max(size, len(src_words))]
 
 
