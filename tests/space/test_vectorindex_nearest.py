@@ -108,12 +108,13 @@ def test_rows_read_on_demand_rank_like_rows_in_memory(dtype: str, monkeypatch: p
     monkeypatch.setattr(vectorindex, "EXACT_ROWS", 1000)
     queries = clustered(8, 32, seed=18)
     read.clear()
-    lazy_answers, array_answers = nearest(index, lazy, queries, [50] * 8), nearest(index, rows, queries, [50] * 8)
+    ks = [50] * len(queries)
+    lazy_answers, array_answers = nearest(index, lazy, queries, ks), nearest(index, rows, queries, ks)
     for (k1, s1), (k2, s2) in zip(lazy_answers, array_answers, strict=True):
         assert k1.tolist() == k2.tolist()
         np.testing.assert_array_equal(s1, s2)
     assert sum(read) <= 8 * 4 * 64 and (sum(read) > 0) == (dtype == "i8")  # candidates only, and only for i8
     monkeypatch.setattr(vectorindex, "EXACT_ROWS", 20_000)
-    lazy_answers, array_answers = nearest(None, lazy, queries, [50] * 8), nearest(None, rows, queries, [50] * 8)
+    lazy_answers, array_answers = nearest(None, lazy, queries, ks), nearest(None, rows, queries, ks)
     for (k1, _), (k2, _) in zip(lazy_answers, array_answers, strict=True):
         assert k1.tolist() == k2.tolist()
