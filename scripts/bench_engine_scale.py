@@ -7,10 +7,12 @@ Usage (docs/benchmarks.md, "Engine at scale"):
 
 ``BUNDLE`` is a published bundle folder; its models folder's ACTIVE must name it. For each source tree
 (this one, and with ``--baseline`` another, e.g. ``/work/main``: its ``engine`` package run on the same
-bundle, alternating with this tree's ``--rounds`` times, medians reported):
+bundle; both engines run at once and are asked in turn, request by request, so that both meet the same
+background load on a shared machine):
 
-- start-up: ``python -m engine`` spawned until ``/readyz`` answers 200 (the second and later starts of a
-  tree; ``first_start_s`` is the first start after the bundle's verification stamp was removed);
+- start-up: ``python -m engine`` spawned until ``/readyz`` answers 200, the median of ``--starts`` starts
+  of each tree in turn (``first_start_s``: this tree's first start after the bundle's verification stamp
+  was removed);
 - latency, one keep-alive connection, every request a new cache key (random pairs of the vocabulary's
   5,000 most frequent words, ``k`` 10), after a warm-up of other queries: ``/v1/related``,
   ``/v1/images``, ``/v1/images`` with ``lang`` (each of the bundle's languages in turn),
@@ -194,22 +196,35 @@ KINDS = ("related", "images", "images_lang", "similar_id", "hashtags")
 
 
 def latency(engine: Engine, work: Workload, n: int, salt: int) -> dict[str, dict[str, float]]:
-    """p50/p90 in ms of each kind of request, one connection, after a warm-up of other queries."""
-    client = Client(engine.port)
-    out = {}
+    """p50/p90 in ms of each kind of request to one engine (:func:`interleaved` with one engine)."""
+    return interleaved({"one": engine}, work, n, salt)["one"]
+
+
+def interleaved(engines: dict[str, Engine], work: Workload, n: int, salt: int) -> dict[str, dict[str, Any]]:
+    """p50/p90 in ms of each kind of request, one connection per engine, the engines asked in turn.
+
+    Request i goes to every engine before request i + 1 goes to any (the order rotating), so on a shared
+    machine each engine meets the same background load; each engine first answers a warm-up of other keys.
+    """
+    clients = {name: Client(engine.port) for name, engine in engines.items()}
+    names = list(engines)
+    out: dict[str, dict[str, Any]] = {name: {} for name in names}
     for j, kind in enumerate(KINDS):
         count = max(20, n // 4) if kind == "hashtags" else n
-        for method, path, body in work.requests(kind, 20, salt + 500 + j):  # warm-up: other keys
-            client.call(method, path, body)
-        times = []
-        for method, path, body in work.requests(kind, count, salt + j):
-            status, _, ms = client.call(method, path, body,
-                                        {"Content-Type": "application/octet-stream"} if body else None)
-            if status != 200:
-                raise SystemExit(f"{path[:80]} answered {status}")
-            times.append(ms)
-        out[kind] = {"p50_ms": round(statistics.median(times), 3),
-                     "p90_ms": round(float(np.percentile(times, 90)), 3), "n": len(times)}
+        for client in clients.values():
+            for method, path, body in work.requests(kind, 20, salt + 500 + j):  # warm-up: other keys
+                client.call(method, path, body)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for i, (method, path, body) in enumerate(work.requests(kind, count, salt + j)):
+            headers = {"Content-Type": "application/octet-stream"} if body else None
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                status, _, ms = clients[name].call(method, path, body, headers)
+                if status != 200:
+                    raise SystemExit(f"{name}: {path[:80]} answered {status}")
+                times[name].append(ms)
+        for name in names:
+            out[name][kind] = {"p50_ms": round(statistics.median(times[name]), 3),
+                               "p90_ms": round(float(np.percentile(times[name], 90)), 3), "n": count}
     return out
 
 
@@ -387,19 +402,6 @@ def swap_memory(engine: Engine, version: str, work: Workload, n: int) -> dict[st
             "peak_over_steady_pss": round(peak_pss / steady["Pss"], 3), "answer": body[:200].decode()}
 
 
-def measure_tree(tree: Path, bundle: Path, work: Workload, args: argparse.Namespace, round_no: int,
-                 compare: bool) -> dict[str, Any]:
-    """One round of start-up, latency and memory for one source tree."""
-    out: dict[str, Any] = {}
-    with running(tree, bundle.parent) as engine:
-        out["start_s"] = round(engine.started_s, 2)
-        out["latency"] = latency(engine, work, args.requests, salt=round_no * 10)
-        out["memory"] = memory(engine.pid)
-        if compare:
-            out["bodies"] = bodies(engine, work, args.compare)
-    return out
-
-
 def two_processes(tree: Path, bundle: Path, work: Workload, n: int) -> dict[str, Any]:
     """One engine alone, then two on the same bundle, each warmed with the same queries."""
     with running(tree, bundle.parent) as one:
@@ -432,7 +434,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--baseline", type=Path, default=None, help="another source tree to compare with")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per tree")
+    parser.add_argument("--starts", type=int, default=3, help="start-ups timed per tree (in turn)")
     parser.add_argument("--requests", type=int, default=300, help="requests per text scenario")
     parser.add_argument("--compare", type=int, default=150, help="queries whose answers are compared")
     parser.add_argument("--recall-queries", type=int, default=300)
@@ -456,28 +458,27 @@ def main() -> None:
         with running(ROOT, bundle.parent) as engine:
             report["first_start_s"] = round(engine.started_s, 2)
         print("first start (full verification):", report["first_start_s"], "s", flush=True)
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
-    for r in range(args.rounds):
+    starts: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(args.starts):
         for name, tree in trees.items():
-            result = measure_tree(tree, bundle, work, args, r, compare=bool(args.baseline) and r == 0)
-            rounds[name].append(result)
-            print(name, r, json.dumps({k: v for k, v in result.items() if k != "bodies"}), flush=True)
+            with running(tree, bundle.parent) as engine:
+                starts[name].append(engine.started_s)
+    print("starts (s):", json.dumps(starts), flush=True)
     summary: dict[str, Any] = {}
-    for name, results in rounds.items():
-        summary[name] = {
-            "start_s": statistics.median(x["start_s"] for x in results),
-            "latency_p50_ms": {kind: statistics.median(x["latency"][kind]["p50_ms"] for x in results)
-                               for kind in KINDS},
-            "latency_p90_ms": {kind: statistics.median(x["latency"][kind]["p90_ms"] for x in results)
-                               for kind in KINDS},
-            "memory": results[-1]["memory"],
-            "inprocess": inprocess(trees[name], bundle, 300, work.photos),
-        }
+    with contextlib.ExitStack() as stack:
+        engines = {name: stack.enter_context(running(tree, bundle.parent)) for name, tree in trees.items()}
+        lat = interleaved(engines, work, args.requests, salt=1)
+        for name, engine in engines.items():
+            summary[name] = {"start_s": round(statistics.median(starts[name]), 2), "latency": lat[name],
+                             "memory": memory(engine.pid)}
+        if args.baseline:
+            a = bodies(engines["this"], work, args.compare)
+            b = bodies(engines["baseline"], work, args.compare)
+            summary["identical_answers"] = f"{sum(x == y for x, y in zip(a, b, strict=True))} of {len(a)}"
+            print("identical answers:", summary["identical_answers"], flush=True)
+    for name, tree in trees.items():
+        summary[name]["inprocess"] = inprocess(tree, bundle, 300, work.photos)
         print(name, json.dumps(summary[name]), flush=True)
-    if args.baseline:
-        a, b = rounds["this"][0]["bodies"], rounds["baseline"][0]["bodies"]
-        summary["identical_answers"] = f"{sum(x == y for x, y in zip(a, b, strict=True))} of {len(a)}"
-        print("identical answers:", summary["identical_answers"], flush=True)
     summary["recall_at_10"] = recalls(ROOT, bundle, args.recall_queries, work.words)
     print("recall@10:", json.dumps(summary["recall_at_10"]), flush=True)
     summary["two_processes"] = two_processes(ROOT, bundle, work, args.requests // 3)
