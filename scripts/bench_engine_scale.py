@@ -17,7 +17,8 @@ background load on a shared machine):
   5,000 most frequent words, ``k`` 10), after a warm-up of other queries: ``/v1/related``,
   ``/v1/images``, ``/v1/images`` with ``lang`` (each of the bundle's languages in turn),
   ``/v1/similar/{id}`` (a corpus photo's neighbours) and ``/v1/hashtags`` (a real photo, bytes varied so
-  no two share a key: decoding and the encoder included); p50 and p90;
+  no two share a key: decoding and the encoder included); p50 and p90, and the engine's CPU time per
+  request (user + system, from ``/proc``: less swayed by other jobs on a shared machine than a latency);
 - in-process (a child process of the tree): the hashtags answer alone, given a photo's vector
   (``engine.service.hashtags``: excluding the decoder and the encoder), and the encoder alone;
 - memory of the engine process after the latency runs (``/proc``: RSS, its anonymous part — what the
@@ -62,6 +63,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -215,6 +223,7 @@ def interleaved(engines: dict[str, Engine], work: Workload, n: int, salt: int) -
             for method, path, body in work.requests(kind, 20, salt + 500 + j):  # warm-up: other keys
                 client.call(method, path, body)
         times: dict[str, list[float]] = {name: [] for name in names}
+        cpu = {name: cpu_seconds(engine.pid) for name, engine in engines.items()}
         for i, (method, path, body) in enumerate(work.requests(kind, count, salt + j)):
             headers = {"Content-Type": "application/octet-stream"} if body else None
             for name in names[i % len(names):] + names[:i % len(names)]:
@@ -223,8 +232,10 @@ def interleaved(engines: dict[str, Engine], work: Workload, n: int, salt: int) -
                     raise SystemExit(f"{name}: {path[:80]} answered {status}")
                 times[name].append(ms)
         for name in names:
+            used = cpu_seconds(engines[name].pid) - cpu[name]
             out[name][kind] = {"p50_ms": round(statistics.median(times[name]), 3),
-                               "p90_ms": round(float(np.percentile(times[name], 90)), 3), "n": count}
+                               "p90_ms": round(float(np.percentile(times[name], 90)), 3), "n": count,
+                               "cpu_ms": round(1000 * used / count, 3)}
     return out
 
 
