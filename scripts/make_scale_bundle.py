@@ -22,7 +22,8 @@ joint-recipe bundle (e.g. the default recipe on Flickr8k, 300-d):
   ``space.bundle.publish`` (item table and verification stamp included); with ``--map``, the report's
   t-SNE of all photos, its mosaics and the map's tile pyramid (``train.report.write_image_maps``).
 
-``--photos 0`` republishes the source unchanged in the current bundle format (with ``--map``, its map).
+``--photos 0`` republishes the source unchanged in the current bundle format (with ``--map``, its map;
+with ``--map-from DIR``, the pyramid ``scripts/bench_map_scale.py`` drew into ``DIR/map``).
 
     python scripts/make_scale_bundle.py --source var/full/$(cat var/full/ACTIVE) --models var/scale \\
         --multilingual ../shared/data/flickr8k-multilingual/flickr8k_multi30k_es_ca.tsv [--map]
@@ -70,6 +71,7 @@ class ScaleConfig:
     seed: int
     map: bool
     tsne_max_fit: int
+    map_from: Path | None = None  # a report folder whose map/ (scripts/bench_map_scale.py drew it) is copied
 
 
 def _noise_scale(vectors: np.ndarray, rng: np.random.Generator, sample: int = 2000) -> float:
@@ -187,6 +189,9 @@ def build(cfg: ScaleConfig) -> Path:
         started = time.monotonic()
         build_bundle_indexes(tmp, dtype=cfg.index_dtype)
         log.info("indexes built in %.0f s", time.monotonic() - started)
+        if cfg.map_from is not None:
+            shutil.rmtree(tmp / bundle.REPORT_DIR / "map", ignore_errors=True)
+            shutil.copytree(cfg.map_from / "map", tmp / bundle.REPORT_DIR / "map")
         if cfg.map:
             from train.report import ReportConfig, write_image_maps
 
@@ -333,10 +338,13 @@ def main() -> None:
     parser.add_argument("--map", action="store_true", help="draw the report's map of every photo (slow)")
     parser.add_argument("--tsne-max-fit", type=int, default=100_000,
                         help="t-SNE fits this many photos and places the others into it")
+    parser.add_argument("--map-from", type=Path, default=None,
+                        help="copy the map pyramid drawn under this folder (bench_map_scale.py's OUT_DIR)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = ScaleConfig(args.source.resolve(), args.models.resolve(), args.photos, args.train_share, args.langs,
-                      args.words, args.multilingual, args.index_dtype, args.seed, args.map, args.tsne_max_fit)
+                      args.words, args.multilingual, args.index_dtype, args.seed, args.map, args.tsne_max_fit,
+                      args.map_from)
     print(build(cfg))
 
 
