@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from space import bundle
-from space.hashtags import HASHTAGS_FILE, Hashtagger
+from space.hashtags import HASHTAGS_FILE, POOL_INDEX, Hashtagger
 from space.textspace import JOINT_WORDS_FILE, VOCAB_FILE, WORDS_FILE, unit
 from space.tokenize import tokenize
 from space.vectorindex import build_bundle_indexes
@@ -177,7 +177,7 @@ def build(cfg: ScaleConfig) -> Path:
     with bundle.staging(cfg.models) as tmp:
         if cfg.photos == 0:
             for p in src.iterdir():
-                if p.name in (bundle.MANIFEST, bundle.STAMP) or p.suffix == ".usearch" or p.name == "items":
+                if p.name in (bundle.MANIFEST, bundle.STAMP) or p.name == "items":
                     continue
                 (shutil.copytree if p.is_dir() else shutil.copy2)(p, tmp / p.name)
             items = src_items
@@ -186,9 +186,11 @@ def build(cfg: ScaleConfig) -> Path:
         else:
             items, image_paths, vectors_for_map = _synthesise(cfg, tmp, rng, src, meta, images, captions,
                                                               tagger)
-        started = time.monotonic()
-        build_bundle_indexes(tmp, dtype=cfg.index_dtype)
-        log.info("indexes built in %.0f s", time.monotonic() - started)
+        # A republished bundle of the current format keeps its own indexes.
+        if cfg.photos or not (tmp / POOL_INDEX).is_file():
+            started = time.monotonic()
+            build_bundle_indexes(tmp, dtype=cfg.index_dtype)
+            log.info("indexes built in %.0f s", time.monotonic() - started)
         if cfg.map_from is not None:
             shutil.rmtree(tmp / bundle.REPORT_DIR / "map", ignore_errors=True)
             shutil.copytree(cfg.map_from / "map", tmp / bundle.REPORT_DIR / "map")
