@@ -94,7 +94,7 @@ class Model:
             self.pool_vectors = np.asarray(self.image_vectors[self.hashtagger.pool])
         n = len(self.table)
         if self.eager:
-            records = [self.table.record(i) for i in range(n)]
+            records = self.table.records()
             self.items = [{k: v for k, v in r.items() if k != "id"} for r in records]
             self.ids = [str(r["id"]) for r in records]
             self.hits = hit_templates(self.ids, self.items)

@@ -54,11 +54,14 @@ def public_ids(items: Sequence[dict[str, Any]]) -> list[str]:
 class ItemTable:
     """Random access to the items of one bundle: records by row, rows by public id, rows by language."""
 
-    def __init__(self, records: Any, offsets: np.ndarray, ids: np.ndarray, id_rows: np.ndarray,
+    def __init__(self, records: Any, offsets: np.ndarray | None, ids: np.ndarray, id_rows: np.ndarray,
                  langs: np.ndarray, languages: Sequence[str]) -> None:
-        if len(offsets) != len(langs) + 1 or len(ids) != len(langs) or len(id_rows) != len(langs):
+        if (offsets is not None and len(offsets) != len(langs) + 1) or len(ids) != len(langs) \
+                or len(id_rows) != len(langs):
             raise ValueError("the item table's arrays disagree on the number of rows")
-        self._records = records  # bytes, or a read-only mmap of records.jsonl
+        # A read-only mmap of records.jsonl with its line offsets, or (a bundle without a table, read from
+        # images.json) the parsed records themselves and no offsets.
+        self._records = records
         self._offsets = offsets
         self._ids = ids
         self._id_rows = id_rows
@@ -70,11 +73,19 @@ class ItemTable:
 
     def record(self, row: int) -> dict[str, Any]:
         """Row ``row``'s item (the images.json fields and ``id``), parsed from its line."""
+        if self._offsets is None:
+            return dict(self._records[row])
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
         value = json.loads(self._records[start:end])
         if not isinstance(value, dict):
             raise ValueError(f"item {row} is not a JSON object")
         return value
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record, in row order (a bundle small enough to hold them all)."""
+        if self._offsets is None:
+            return list(self._records)
+        return [self.record(i) for i in range(len(self))]
 
     def row_of(self, public_id: str) -> int | None:
         """The row of the image with public id ``public_id``, or None."""
@@ -96,9 +107,10 @@ class ItemTable:
 
     @classmethod
     def from_items(cls, items: Sequence[dict[str, Any]]) -> ItemTable:
-        """The table of ``items`` (an images.json ``items`` list), in memory."""
-        blob, offsets, ids, id_rows, langs, languages = _columns(items)
-        return cls(blob, offsets, ids, id_rows, langs, languages)
+        """The table of ``items`` (an images.json ``items`` list), in memory: the records themselves."""
+        ids, id_rows, langs, languages = _index_columns(items)
+        records = [{**item, "id": pid} for item, pid in zip(items, public_ids(items), strict=True)]
+        return cls(records, None, ids, id_rows, langs, languages)
 
     @classmethod
     def open(cls, directory: Path) -> ItemTable | None:
@@ -119,20 +131,26 @@ class ItemTable:
         return cls(records, offsets, ids, id_rows, langs, [str(code) for code in languages])
 
 
-def _columns(items: Sequence[dict[str, Any]]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                       list[str]]:
+def _index_columns(items: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The sorted public ids (UTF-8 bytes), their rows, each row's language number and the languages."""
     ids = public_ids(items)
-    lines = [json.dumps({**item, "id": pid}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-             for item, pid in zip(items, ids, strict=True)]
-    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
-    np.cumsum([len(line) + 1 for line in lines], out=offsets[1:])
-    blob = b"".join(line + b"\n" for line in lines)
     encoded = np.array([pid.encode("utf-8") for pid in ids], dtype=bytes) if ids else np.zeros(0, "S1")
     order = np.argsort(encoded, kind="stable").astype(np.int64)
     languages = sorted({str(item["lang"]) for item in items if item.get("lang")})
     code_of = {code: i for i, code in enumerate(languages)}
     langs = np.array([code_of.get(str(item.get("lang") or ""), -1) for item in items], dtype=np.int16)
-    return blob, offsets, encoded[order], order, langs, languages
+    return encoded[order], order, langs, languages
+
+
+def _columns(items: Sequence[dict[str, Any]]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                       list[str]]:
+    ids, id_rows, langs, languages = _index_columns(items)
+    lines = [json.dumps({**item, "id": pid}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+             for item, pid in zip(items, public_ids(items), strict=True)]
+    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    np.cumsum([len(line) + 1 for line in lines], out=offsets[1:])
+    blob = b"".join(line + b"\n" for line in lines)
+    return blob, offsets, ids, id_rows, langs, languages
 
 
 def write_table(directory: Path, items: Sequence[dict[str, Any]]) -> list[str]:
