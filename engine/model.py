@@ -75,6 +75,7 @@ class Model:
     hashtagger: Hashtagger | None = None  # the bundle's hashtag model; None: the nearest words instead
     pool_vectors: np.ndarray | LazyRows | None = None  # unit image vectors of the hashtagger's voting posts
     pool_index: Any = None  # their index (key = pool position), searched above EXACT_ROWS voting posts
+    word_rows: np.ndarray | LazyRows | None = None  # the unit word vectors (key = word row); None: space's
     eager: bool = True  # every answer template made at load (a bundle ranked exactly) or on demand
     inflight: int = 0
     retired: bool = field(default=False)
@@ -90,6 +91,8 @@ class Model:
     def __post_init__(self) -> None:
         if self.search_vectors is None:
             self.search_vectors, self.search_index = self.image_vectors, self.images_index
+        if self.word_rows is None:
+            self.word_rows = self.space.unit_vectors
         if self.hashtagger is not None and self.pool_vectors is None:
             self.pool_vectors = np.asarray(self.image_vectors[self.hashtagger.pool])
         n = len(self.table)
@@ -319,8 +322,11 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model
     """Check (``space.bundle.verify_once``) and load the bundle at ``path``; raises ``BundleInvalid``."""
     started = time.perf_counter()
     manifest = bundle.verify_once(path)
-    space = TextSpace.load(path)
+    space = TextSpace.load(path, mmap=True)
     space.speller.prepare()
+    words = space.vectors
+    word_rows = (space.unit_vectors if vectorindex.exact_for(len(words))
+                 else LazyRows(len(words), words.shape[1], lambda k: unit(np.asarray(words[k], np.float32))))
     centering = Centering.load(path)
     table = _items(path)
     n = len(table)
@@ -366,6 +372,7 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model
         images_index=images_index,
         centering=centering,
         words_index=_index(path / bundle.WORD_INDEX, space.vectors, bundle.WORD_INDEX),
+        word_rows=word_rows,
         session=session,
         input_name=session.get_inputs()[0].name,
         output_name=session.get_outputs()[0].name,

@@ -167,7 +167,8 @@ def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
     embedded = [_embed(model, job.query) for job in jobs]
     excluded = [model.space.query_words(job.query) for job in jobs]
     asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
-    found = nearest(model.words_index, model.space.unit_vectors,
+    assert model.word_rows is not None  # Model.__post_init__ sets it
+    found = nearest(model.words_index, model.word_rows,
                     np.stack([unit(embedded[i][0]) for i in asked]),  # type: ignore[arg-type]
                     [jobs[i].k + len(excluded[i]) for i in asked]) if asked else []
     hits = dict(zip(asked, found, strict=True))
@@ -194,7 +195,8 @@ def hashtags(model: Model, vec: np.ndarray, k: int, lang: str | None = None) -> 
     without one answers the words nearest to the vector."""
     tagger = model.hashtagger
     if tagger is None or model.pool_vectors is None:
-        [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k])
+        assert model.word_rows is not None
+        [(keys, sims)] = nearest(model.words_index, model.word_rows, unit(vec)[None], [k])
         return _body((("hashtags", _word_hits(model, keys, sims, set(), k)), ("version", _version(model))))
     # Keys are positions in the pool, exactly ranked or through the pool's index alike.
     query = unit(vec)[None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,6 @@ class TextSpace:
     # of raw Word2Vec vectors only.
     joint: np.ndarray | None = None
     index: dict[str, int] = field(init=False, repr=False)
-    unit_vectors: np.ndarray = field(init=False, repr=False)
     speller: Speller = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +60,12 @@ class TextSpace:
                 raise ValueError(f"{len(self.joint)} joint word vectors for {len(self.words)} words")
         self.speller = Speller(self.words, self.counts)
         self.index = self.speller.index
-        self.unit_vectors = unit(self.vectors)
+
+    @cached_property
+    def unit_vectors(self) -> np.ndarray:
+        """(V, D) the word vectors scaled to unit length, made when first needed (a server ranking a large
+        vocabulary through its index reads single rows instead, ``space.vectorindex.LazyRows``)."""
+        return unit(self.vectors)
 
     def lookup(self, token: str) -> int | None:
         """The row a query token stands for: as typed, without accents, or its nearest known spelling.
@@ -175,10 +180,11 @@ class TextSpace:
         return names
 
     @classmethod
-    def load(cls, directory: Path) -> TextSpace:
-        """Read a text space written by :meth:`save`."""
+    def load(cls, directory: Path, mmap: bool = False) -> TextSpace:
+        """Read a text space written by :meth:`save`; ``mmap``: its vectors memory-mapped, not read (every
+        process on a host then shares one copy, and a query reads only its words' rows)."""
         payload = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
-        vectors = np.load(directory / WORDS_FILE)
+        vectors = np.load(directory / WORDS_FILE, mmap_mode="r" if mmap else None)
         joint_file = directory / JOINT_WORDS_FILE
-        joint = np.load(joint_file) if joint_file.is_file() else None
+        joint = np.load(joint_file, mmap_mode="r" if mmap else None) if joint_file.is_file() else None
         return cls(payload["words"], vectors, np.array(payload["idf"]), np.array(payload["counts"]), joint)
