@@ -357,7 +357,7 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model
             index = None if name is None else _optional_index(path / name, text_rows, name, len(rows), rows)
             if index is not None:
                 lang_indexes[lang] = index
-    tagger = Hashtagger.load(path)
+    tagger = Hashtagger.load(path, mmap=True)
     pool_vectors = _pool_vectors(tagger, vectors.images)
     pool_index = (None if tagger is None or pool_vectors is None
                   else _optional_index(path / POOL_INDEX, pool_vectors, POOL_INDEX, len(tagger.pool)))
