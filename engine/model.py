@@ -318,12 +318,19 @@ def _pool_vectors(tagger: Hashtagger | None, images: np.ndarray | LazyRows) -> n
     return LazyRows(len(pool), images.shape[1], lambda p: images[pool[p]])
 
 
-def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32") -> Model:
-    """Check (``space.bundle.verify_once``) and load the bundle at ``path``; raises ``BundleInvalid``."""
+def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32", previous: Model | None = None,
+               spelling: bool = True) -> Model:
+    """Check (``space.bundle.verify_once``) and load the bundle at ``path``; raises ``BundleInvalid``.
+
+    ``previous``: the model being served, whose spelling index is kept when the new bundle has the same
+    vocabulary. ``spelling`` False leaves the spelling index to be built later (``Model.space.speller
+    .prepare``: the engine's first start serves before it; a lookup before then builds it itself).
+    """
     started = time.perf_counter()
     manifest = bundle.verify_once(path)
-    space = TextSpace.load(path, mmap=True)
-    space.speller.prepare()
+    space = TextSpace.load(path, mmap=True, share_speller=previous.space.speller if previous else None)
+    if spelling:
+        space.speller.prepare()
     words = space.vectors
     word_rows = (space.unit_vectors if vectorindex.exact_for(len(words))
                  else LazyRows(len(words), words.shape[1], lambda k: unit(np.asarray(words[k], np.float32))))

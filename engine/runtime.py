@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import logging
@@ -76,6 +77,15 @@ class Pool:
         self.executor.shutdown(wait=True)
 
 
+def _settle(model: Model) -> None:
+    """After a swap: build the served model's spelling index if it has none yet, and hand the memory the
+    retired model freed back to the system (glibc keeps freed heap pages otherwise: ~100 MB at 325,000
+    posts stayed resident after each swap)."""
+    model.space.speller.prepare()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class Runtime:
     """Worker pools + model holder + reload logic of one app.
 
@@ -96,6 +106,7 @@ class Runtime:
         # Loads get their own thread so a big bundle never blocks queries (and vice versa).
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
         self.reload_lock = asyncio.Lock()
+        self._after_swap: asyncio.Future[None] | None = None  # _settle of the last swap (kept referenced)
         self.seen_active: str | None = None
         self.flight: SingleFlight[bytes] = SingleFlight()
         self.queries = QueryBatcher(metrics)  # inline text queries of one loop iteration, answered together
@@ -150,8 +161,12 @@ class Runtime:
                 return current
             loop = asyncio.get_running_loop()
             try:
+                # The first bundle is served before its spelling index is built (start-up is the time to
+                # /readyz); a swap builds it first, while the old model still serves.
                 model = await loop.run_in_executor(
-                    self.loader, load_model, path, self.settings.ort_threads, self.settings.encoder
+                    self.loader, functools.partial(load_model, path, self.settings.ort_threads,
+                                                   self.settings.encoder, previous=current,
+                                                   spelling=current is not None)
                 )
             except SpaceError as exc:
                 self.metrics.reloads.labels(result="refused").inc()
@@ -168,6 +183,8 @@ class Runtime:
                               current.version if current else "nothing")
                 raise bundle.BundleInvalid(f"{path.name} cannot be loaded: {exc}") from exc
             old = self.holder.swap(model)
+            previous = old.version if old else "nothing"
+            del old, current  # the retired model's memory goes with its last request, not with this frame
             if self.settings.gc_freeze:
                 # The model's ~10^5 long-lived objects (hit templates, vocabulary) leave the collector's
                 # view: a full collection no longer walks them in the middle of requests. Refcounting
@@ -176,7 +193,9 @@ class Runtime:
             self.holder.last_error = None
             self.metrics.reloads.labels(result="ok").inc()
             self.metrics.set_bundle(model.version)
-            log.info("serving bundle %s (was %s)", model.version, old.version if old else "nothing")
+            log.info("serving bundle %s (was %s)", model.version, previous)
+            # The spelling index of a first bundle, and the C heap a retired model freed, off the loop.
+            self._after_swap = loop.run_in_executor(self.loader, _settle, model)
             return model
 
     async def check_active(self, catch_up: bool = False) -> None:
