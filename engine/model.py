@@ -36,6 +36,7 @@ from space.hashtags import POOL_INDEX, Hashtagger
 from space.items import ItemTable, Records, public_ids
 from space.query import Query
 from space.search import SEARCH_INDEX, load_search_vectors, search_vectors
+from space.spelling import Speller
 from space.textspace import TextSpace, unit
 from space.vectorindex import LazyRows, build_index, language_index_name, load_index, map_rows
 
@@ -210,34 +211,58 @@ def json_around_score(template: dict[str, Any]) -> tuple[str, str]:
     return head, tail
 
 
-def _index(path: Path, vectors: Any, name: str, usable: bool = True) -> Any:
+@dataclass(frozen=True)
+class _Graph:
+    """Build and search settings of an index."""
+
+    connectivity: int
+    expansion_add: int
+    expansion_search: int
+
+    def build(self, rows: np.ndarray, keys: np.ndarray | None = None) -> Any:
+        # A background load must not starve the workers: one thread.
+        return build_index(rows, None, threads=1, keys=keys, connectivity=self.connectivity,
+                           expansion_add=self.expansion_add, expansion_search=self.expansion_search)
+
+
+def _graph(count: int, text: bool) -> _Graph:
+    """The settings of an index of ``count`` rows; ``text``: one text queries walk (denser, wider)."""
+    if not text:
+        return _Graph(vectorindex.CONNECTIVITY, vectorindex.EXPANSION_ADD,
+                      vectorindex.expansion_search_for(count))
+    return _Graph(vectorindex.TEXT_CONNECTIVITY, vectorindex.TEXT_EXPANSION_ADD,
+                  vectorindex.text_expansion_search_for(count))
+
+
+def _index(path: Path, vectors: Any, name: str, usable: bool = True, text: bool = False) -> Any:
+    graph = _graph(len(vectors), text)
     if path.is_file() and not usable:
         log.warning("%s holds other vectors than the ones served (uncentred): rebuilding it in memory", path)
     elif path.is_file():
-        index = load_index(path)
+        index = load_index(path, expansion_search=graph.expansion_search)
         if len(index) == len(vectors):
             return index
         log.warning("%s holds %d vectors, the .npy %d: rebuilding it in memory",
                     path, len(index), len(vectors))
     else:
         log.info("bundle has no %s: building it in memory from %d vectors", name, len(vectors))
-    # A background load must not starve the workers: one thread.
-    return build_index(np.asarray(vectors), None, threads=1)
+    return graph.build(np.asarray(vectors))
 
 
-def _optional_index(path: Path, vectors: Any, name: str, count: int, keys: np.ndarray | None = None) -> Any:
+def _optional_index(path: Path, vectors: Any, name: str, count: int, keys: np.ndarray | None = None,
+                    text: bool = False) -> Any:
     """An index that only a set above EXACT_ROWS needs: its file when it holds ``count`` vectors, else
     (an older bundle) one built in memory when the set is searched through an index at all."""
+    graph = _graph(count, text)
     if path.is_file():
-        index = load_index(path)
+        index = load_index(path, expansion_search=graph.expansion_search)
         if len(index) == count:
             return index
         log.warning("%s holds %d vectors, expected %d: not used", path, len(index), count)
     if vectorindex.exact_for(count):
         return None
     log.info("bundle has no %s: building it in memory from %d vectors", name, count)
-    rows = np.asarray(vectors[keys] if keys is not None else vectors)
-    return build_index(rows, None, threads=1, keys=keys)
+    return graph.build(np.asarray(vectors[keys] if keys is not None else vectors), keys)
 
 
 def _encoder_session(path: Path, manifest: dict[str, Any], ort_threads: int, encoder: str) -> Any:
@@ -318,17 +343,18 @@ def _pool_vectors(tagger: Hashtagger | None, images: np.ndarray | LazyRows) -> n
     return LazyRows(len(pool), images.shape[1], lambda p: images[pool[p]])
 
 
-def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32", previous: Model | None = None,
+def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32", speller: Speller | None = None,
                spelling: bool = True) -> Model:
     """Check (``space.bundle.verify_once``) and load the bundle at ``path``; raises ``BundleInvalid``.
 
-    ``previous``: the model being served, whose spelling index is kept when the new bundle has the same
-    vocabulary. ``spelling`` False leaves the spelling index to be built later (``Model.space.speller
-    .prepare``: the engine's first start serves before it; a lookup before then builds it itself).
+    ``speller``: the served model's, kept when the new bundle has the same vocabulary (only the speller is
+    handed over: nothing here may keep the served model, whose memory must go with the swap). ``spelling``
+    False leaves the spelling index to be built later (``Model.space.speller.prepare``: the engine's first
+    start serves before it; a lookup before then builds it itself).
     """
     started = time.perf_counter()
     manifest = bundle.verify_once(path)
-    space = TextSpace.load(path, mmap=True, share_speller=previous.space.speller if previous else None)
+    space = TextSpace.load(path, mmap=True, share_speller=speller)
     if spelling:
         space.speller.prepare()
     words = space.vectors
@@ -345,9 +371,10 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32", previous
     langs = table.language_rows()
     session = _encoder_session(path, manifest, ort_threads, encoder)
     images_index = _index(path / bundle.IMAGE_INDEX, vectors.images, bundle.IMAGE_INDEX,
-                          usable=centering is None or bool(manifest.get("image_index_centred")))
+                          usable=centering is None or bool(manifest.get("image_index_centred")),
+                          text=vectors.search is None)  # text queries walk it in a bundle without captions
     search_index = (None if vectors.search is None
-                    else _index(path / SEARCH_INDEX, vectors.search, SEARCH_INDEX))
+                    else _index(path / SEARCH_INDEX, vectors.search, SEARCH_INDEX, text=True))
     text_rows = vectors.images if vectors.search is None else vectors.search
     lang_vectors: dict[str, np.ndarray] = {}
     lang_indexes: dict[str, Any] = {}
@@ -361,7 +388,8 @@ def load_model(path: Path, ort_threads: int = 1, encoder: str = "fp32", previous
             lang_vectors[lang] = np.asarray(text_rows)[rows]
         else:
             name = language_index_name(lang)
-            index = None if name is None else _optional_index(path / name, text_rows, name, len(rows), rows)
+            index = None if name is None else _optional_index(path / name, text_rows, name, len(rows), rows,
+                                                              text=True)
             if index is not None:
                 lang_indexes[lang] = index
     tagger = Hashtagger.load(path, mmap=True)

@@ -163,11 +163,11 @@ class Runtime:
             try:
                 # The first bundle is served before its spelling index is built (start-up is the time to
                 # /readyz); a swap builds it first, while the old model still serves.
-                model = await loop.run_in_executor(
-                    self.loader, functools.partial(load_model, path, self.settings.ort_threads,
-                                                   self.settings.encoder, previous=current,
-                                                   spelling=current is not None)
-                )
+                load = functools.partial(load_model, path, self.settings.ort_threads, self.settings.encoder,
+                                         current.space.speller if current is not None else None,
+                                         spelling=current is not None)
+                model = await loop.run_in_executor(self.loader, load)
+                del load
             except SpaceError as exc:
                 self.metrics.reloads.labels(result="refused").inc()
                 self.holder.last_error = str(exc)

@@ -65,6 +65,14 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
 EXPANSION_SEARCH_LARGE = 128
 LARGE = 1_000_000
+# Text queries are not like the rows they rank (a caption's words against image + caption vectors): a
+# graph walk from them misses more neighbours than one from a photo. On the 325,253-post synthetic bundle
+# (docs/benchmarks.md, Engine at scale) the default graph searched at 64 recalled 0.68 of the exact top 10
+# and needed a breadth of ~600 for 0.95 (9 ms); the indexes text queries walk (search.usearch, the
+# per-language ones, or images.usearch in a bundle without captions) are therefore built denser and
+# searched wider (text_expansion_search_for).
+TEXT_CONNECTIVITY = 32
+TEXT_EXPANSION_ADD = 256
 # Vectors added per call when building: bounds the float32 copy and paces the progress bar.
 CHUNK = 50_000
 # One index per language over what text queries compare with (key = the bundle's row), so a
@@ -181,28 +189,44 @@ def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]
     centering = Centering.load(bundle_dir)
     raw = np.load(bundle_dir / bundle.IMAGE_VECTORS, mmap_mode="r")
     images = raw if centering is None else centering.images(raw)
+    texts_walk_images = not (bundle_dir / bundle.CAPTION_VECTORS).is_file()
     for vectors, out in ((images, bundle.IMAGE_INDEX), (np.load(bundle_dir / "words.npy", mmap_mode="r"),
                                                         bundle.WORD_INDEX)):
-        build_index(vectors, bundle_dir / out, dtype=dtype)
+        dense = texts_walk_images and out == bundle.IMAGE_INDEX
+        build_index(vectors, bundle_dir / out, dtype=dtype,
+                    connectivity=TEXT_CONNECTIVITY if dense else CONNECTIVITY,
+                    expansion_add=TEXT_EXPANSION_ADD if dense else EXPANSION_ADD)
         info[out] = index_info(bundle_dir / out)
         log.info("indexed %d vectors into %s (%s)", len(vectors), out, dtype)
-    search = load_search_vectors(bundle_dir, raw)
-    if search is not None:
-        build_index(search, bundle_dir / SEARCH_INDEX, dtype=dtype)
-        info[SEARCH_INDEX] = index_info(bundle_dir / SEARCH_INDEX)
-    text_rows = unit(np.asarray(images, np.float32)) if search is None else search
-    for lang, rows in _language_rows(bundle_dir, len(raw)).items():
-        name = language_index_name(lang)
-        if name is None or len(rows) in (0, len(raw)):
-            continue
-        build_index(text_rows[rows], bundle_dir / name, dtype=dtype, keys=rows)
-        info[name] = index_info(bundle_dir / name)
-    del text_rows, search
+    info.update(build_text_indexes(bundle_dir, dtype))
     if (bundle_dir / HASHTAGS_FILE).is_file():
         tagger = Hashtagger.load(bundle_dir)
         assert tagger is not None
         build_index(unit(np.asarray(images[tagger.pool], np.float32)), bundle_dir / POOL_INDEX, dtype=dtype)
         info[POOL_INDEX] = index_info(bundle_dir / POOL_INDEX)
+    return info
+
+
+def build_text_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
+    """Write the indexes text queries walk: ``search.usearch`` (a bundle with caption vectors) and one
+    ``search-<lang>.usearch`` per language holding some but not all rows; their info."""
+    info = {}
+    centering = Centering.load(bundle_dir)
+    raw = np.load(bundle_dir / bundle.IMAGE_VECTORS, mmap_mode="r")
+    search = load_search_vectors(bundle_dir, raw)
+    if search is not None:
+        build_index(search, bundle_dir / SEARCH_INDEX, dtype=dtype, connectivity=TEXT_CONNECTIVITY,
+                    expansion_add=TEXT_EXPANSION_ADD)
+        info[SEARCH_INDEX] = index_info(bundle_dir / SEARCH_INDEX)
+    images = raw if centering is None else centering.images(raw)
+    text_rows = unit(np.asarray(images, np.float32)) if search is None else search
+    for lang, rows in _language_rows(bundle_dir, len(raw)).items():
+        name = language_index_name(lang)
+        if name is None or len(rows) in (0, len(raw)):
+            continue
+        build_index(text_rows[rows], bundle_dir / name, dtype=dtype, keys=rows,
+                    connectivity=TEXT_CONNECTIVITY, expansion_add=TEXT_EXPANSION_ADD)
+        info[name] = index_info(bundle_dir / name)
     return info
 
 
@@ -236,6 +260,11 @@ def index_info(path: Path) -> dict[str, Any]:
 def expansion_search_for(count: int) -> int:
     """The ``expansion_search`` an index of ``count`` vectors is searched with unless told otherwise."""
     return EXPANSION_SEARCH_LARGE if count > LARGE else EXPANSION_SEARCH
+
+
+def text_expansion_search_for(count: int) -> int:
+    """The ``expansion_search`` an index that text queries walk is searched with (see TEXT_CONNECTIVITY)."""
+    return 64 if count <= 50_000 else 128 if count <= 150_000 else 256
 
 
 def load_index(path: Path, view: bool = True, expansion_search: int | None = None) -> Index:
