@@ -48,7 +48,7 @@ from space import bundle
 from space.hashtags import HASHTAGS_FILE, POOL_INDEX, Hashtagger
 from space.textspace import JOINT_WORDS_FILE, VOCAB_FILE, WORDS_FILE, unit
 from space.tokenize import tokenize
-from space.vectorindex import build_bundle_indexes
+from space.vectorindex import build_bundle_indexes, build_text_indexes
 
 log = logging.getLogger("make_scale_bundle")
 
@@ -72,6 +72,7 @@ class ScaleConfig:
     map: bool
     tsne_max_fit: int
     map_from: Path | None = None  # a report folder whose map/ (scripts/bench_map_scale.py drew it) is copied
+    reindex_text: bool = False  # rebuild the indexes text queries walk (space.vectorindex.build_text_indexes)
 
 
 def _noise_scale(vectors: np.ndarray, rng: np.random.Generator, sample: int = 2000) -> float:
@@ -191,6 +192,10 @@ def build(cfg: ScaleConfig) -> Path:
             started = time.monotonic()
             build_bundle_indexes(tmp, dtype=cfg.index_dtype)
             log.info("indexes built in %.0f s", time.monotonic() - started)
+        elif cfg.reindex_text:
+            started = time.monotonic()
+            build_text_indexes(tmp, dtype=cfg.index_dtype)
+            log.info("text indexes built in %.0f s", time.monotonic() - started)
         if cfg.map_from is not None:
             shutil.rmtree(tmp / bundle.REPORT_DIR / "map", ignore_errors=True)
             shutil.copytree(cfg.map_from / "map", tmp / bundle.REPORT_DIR / "map")
@@ -340,13 +345,15 @@ def main() -> None:
     parser.add_argument("--map", action="store_true", help="draw the report's map of every photo (slow)")
     parser.add_argument("--tsne-max-fit", type=int, default=100_000,
                         help="t-SNE fits this many photos and places the others into it")
+    parser.add_argument("--reindex-text", action="store_true",
+                        help="with --photos 0: rebuild the indexes text queries walk")
     parser.add_argument("--map-from", type=Path, default=None,
                         help="copy the map pyramid drawn under this folder (bench_map_scale.py's OUT_DIR)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = ScaleConfig(args.source.resolve(), args.models.resolve(), args.photos, args.train_share, args.langs,
                       args.words, args.multilingual, args.index_dtype, args.seed, args.map, args.tsne_max_fit,
-                      args.map_from)
+                      args.map_from, args.reindex_text)
     print(build(cfg))
 
 
