@@ -171,15 +171,22 @@ class Parser(argparse.ArgumentParser):
     def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
         """Parse the flags, then fill what they left unset from the environment (one line, exit 2, for
         a value a flag or a variable does not accept)."""
-        args = self.parse_args(argv)
+        return self.parse_args(argv)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's, then the variables of the options left unset (so ``parse_args`` reads them too)."""
+        parsed, extras = super().parse_known_args(args, namespace)
         try:
             for item in self._registry:
-                if hasattr(args, item.dest) and getattr(args, item.dest) is None:
+                if hasattr(parsed, item.dest) and getattr(parsed, item.dest) is None:
                     raw = self.env.get(item.env, "")
-                    setattr(args, item.dest, item.kind.parse(raw, item.env) if raw.strip() else item.default)
+                    value = item.kind.parse(raw, item.env) if raw.strip() else item.default
+                    setattr(parsed, item.dest, value)
         except SettingError as exc:
             self.error(str(exc))
-        return args
+        return parsed, extras
 
     def log_settings(self, args: argparse.Namespace) -> LogSettings:
         """``LOG_LEVEL`` and ``LOG_FORMAT`` as parsed."""
