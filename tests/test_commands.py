@@ -183,3 +183,27 @@ def test_announce_logs_json_when_asked(tmp_path: Path) -> None:
     assert out.returncode == 1
     entry = json.loads(out.stderr.strip().splitlines()[-1])
     assert entry["level"] == "ERROR" and "REDIS_URL is not set" in entry["message"]
+
+
+def test_arq_is_optional_and_a_clear_line_when_asked_for(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """RETRAIN_MODE=arq without the arq package: one line naming the extra (bot and worker), exit 2."""
+    import importlib.util
+
+    import bot.__main__ as bot_main
+    from bot.settings import BotSettings
+    from train import worker
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "arq" else real(name, *a))
+    problem = bot_main._startup_error(BotSettings.from_env({"TELEGRAM_TOKEN": "1:x", "RETRAIN_MODE": "arq"}),
+                                      chat=False)
+    assert problem is not None and "pip install 'topicspace[arq]'" in problem
+    assert bot_main._startup_error(BotSettings.from_env({"TELEGRAM_TOKEN": "1:x"}), chat=False) is None
+    monkeypatch.setitem(sys.modules, "arq.worker", None)  # import arq.worker raises ImportError
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(SystemExit) as stop:
+        worker.main([])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "topicspace[arq]" in err[0]
