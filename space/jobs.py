@@ -113,34 +113,6 @@ class RetrainStatus:
         """Whether the job has ended (in any way)."""
         return self.state in {"done", "failed", "cancelled"}
 
-    def describe(self) -> str:
-        """A short human-readable progress line."""
-        if self.state == "idle":
-            return "No retraining is running."
-        if self.state == "done":
-            return f"Retraining done: version {self.version or '?'}."
-        if self.state == "failed":
-            return f"Retraining failed: {self.error or 'unknown error'}."
-        if self.state == "cancelled":
-            return "Retraining was cancelled."
-        parts = [f"Retraining — stage: {self.stage or 'starting'}"]
-        if self.done is not None and self.total:
-            parts.append(
-                f"{self.done:g}/{self.total:g} {self.unit} ({100 * self.done / self.total:.0f}%)".rstrip()
-            )
-        if self.rate:
-            parts.append(f"{self.rate:.1f} {self.unit or 'items'}/s")
-        if self.elapsed is not None:
-            parts.append(f"elapsed {_duration(self.elapsed)}")
-        if self.eta is not None:
-            parts.append(f"ETA {_duration(self.eta)}")
-        return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
 
 def read_progress(path: Path) -> dict[str, Any] | None:
     """The last complete JSON line of a progress file (None when there is none yet)."""
