@@ -7,7 +7,7 @@ rule, from the catalog's ``Plural-Forms``) and passes ``n`` as ``{n}``. Numbers 
 written as the language writes them (``8,089`` in English, ``8.089`` in Spanish and Catalan; ``0.76`` /
 ``0,76``), by Babel from CLDR.
 
-The ``.po`` files are compiled in memory when first used (Babel's ``write_mo``, about a millisecond each),
+The ``.po`` files are compiled in memory when first used (Babel's ``write_mo``, tens of milliseconds once),
 so what ships is what is reviewed and nothing compiled can fall out of step with it. Adding a message:
 ``python scripts/add_message.py KEY EN ES CA`` (``--plural`` for one with a count) appends it to the three
 catalogs; tests/bot/test_messages.py checks that they have the same keys and ``{fields}`` and that every
