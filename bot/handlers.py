@@ -9,22 +9,25 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import Update
-from telegram.constants import ChatAction
+from telegram import InlineKeyboardMarkup, Update
+from telegram.constants import ChatAction, ChatType
 from telegram.ext import ApplicationHandlerStop
 
 from bot import corpus_answers, search_answers
-from bot.callbacks import IMAGES, MORE, RELATED, SIMILAR, as_button
-from bot.context import BotContext
+from bot.callbacks import IMAGES, LANGUAGE, MORE, RELATED, SIMILAR, as_button
+from bot.callbacks import button as make_button
+from bot.context import CHOSEN_LANGUAGE, BotContext
 from bot.engine_client import EngineRequestError
 from bot.greeting import help_text
-from bot.messages import EN, text
+from bot.menus import chat_menu
+from bot.messages import EN, LANGUAGE_NAMES, LANGUAGES, language, text
 from bot.sending import chat_action
 from bot.services import services
 
 log = logging.getLogger(__name__)
 
 SLOW_DOWN = text(EN, "slow_down")
+ES_EXAMPLE = "es"
 
 
 async def _download(context: BotContext, file_id: str) -> bytes:
@@ -115,6 +118,46 @@ async def button(update: Update, context: BotContext) -> None:
         await search_answers.answer_images(context, chat.id, pressed.value)
     elif pressed.kind == SIMILAR:
         await search_answers.answer_similar(context, chat.id, await _download(context, pressed.value))
+    elif pressed.kind == LANGUAGE:
+        await set_language(update, context, pressed.value)
+
+
+AUTO = "auto"  # /language auto: follow the Telegram app's language again
+
+
+async def language_cmd(update: Update, context: BotContext) -> None:
+    """/language [en|es|ca|auto]: choose the language the bot answers this user in (buttons without one)."""
+    message = update.effective_message
+    assert message is not None
+    if context.args:
+        await set_language(update, context, context.args[0].lower())
+        return
+    chosen = (context.user_data or {}).get(CHOSEN_LANGUAGE)
+    current = LANGUAGE_NAMES[chosen] if chosen in LANGUAGES else context.t("language_auto")
+    rows = [[make_button(LANGUAGE_NAMES[code], LANGUAGE, code) for code in LANGUAGES],
+            [make_button(context.t("language_auto"), LANGUAGE, AUTO)]]
+    await message.reply_text(context.t("language_pick", current=current),
+                             reply_markup=InlineKeyboardMarkup(rows))
+
+
+async def set_language(update: Update, context: BotContext, code: str) -> None:
+    """Make ``code`` (a language, or ``auto``) the user's language, kept in their user data (persisted),
+    answer in it, and put the private chat's command menu in it."""
+    user, chat = update.effective_user, update.effective_chat
+    assert user is not None and chat is not None
+    if code not in (*LANGUAGES, AUTO) or context.user_data is None:
+        await context.bot.send_message(chat.id, context.t("language_unknown", example=ES_EXAMPLE))
+        return
+    if code == AUTO:
+        context.user_data.pop(CHOSEN_LANGUAGE, None)
+        context.lang = language(user.language_code)
+    else:
+        context.user_data[CHOSEN_LANGUAGE] = code
+        context.lang = code
+    await context.bot.send_message(chat.id, context.t("language_auto_set" if code == AUTO else
+                                                      "language_set"))
+    if chat.type == ChatType.PRIVATE:
+        await chat_menu(context.bot, chat.id, None if code == AUTO else code, context.is_admin)
 
 
 async def expired_button(update: Update, context: BotContext) -> None:

@@ -116,8 +116,9 @@ class JobLock(Protocol):
         """Drop the lock: only while ``token`` holds it, or whoever holds it when ``token`` is None."""
 
 
-class FileLock:
-    """A lock file created with O_EXCL under the models directory."""
+class LockFile:
+    """A lock file created with O_EXCL under the models directory (not ``filelock.FileLock``: this one
+    holds the job's info and is released by token)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.joblock import LAUNCHING, FileLock, JobLock, RedisLock, is_stale, job_pid, new_info
+from bot.joblock import LAUNCHING, JobLock, LockFile, RedisLock, is_stale, job_pid, new_info
 from space.jobs import (
     PROGRESS_KEY,
     RetrainSettings,
@@ -57,7 +57,7 @@ class RetrainManager:
                 lock = RedisLock(settings.redis_url)
             else:
                 base = Path(settings.models_dir) if settings.models_dir else Path(tempfile.gettempdir())
-                lock = FileLock(base / ".retrain.lock")
+                lock = LockFile(base / ".retrain.lock")
         self.lock = lock
         self._proc: asyncio.subprocess.Process | None = None
         self._token: str | None = None

@@ -16,7 +16,7 @@ from telegram.error import BadRequest, TelegramError
 from bot.context import BotContext
 from bot.engine_answers import ImageHit
 from bot.engine_client import EngineRequestError
-from bot.messages import EN, text
+from bot.messages import EN, number, text
 from bot.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def credit(hit: ImageHit, lang: str = EN) -> str:
 
 def hit_caption(hit: ImageHit, width: int = 90, lang: str = EN) -> str:
     """A picture's caption: its score and shortened text, then the post's credit when there is one."""
-    caption = f"{hit.score:.2f} · {shorten(hit.caption, width)}"
+    caption = f"{number(lang, hit.score, 2)} · {shorten(hit.caption, width)}"
     by = credit(hit, lang)
     return f"{caption}\n{by}" if by else caption
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from cachetools import LRUCache
 from telegram.ext import Application, CallbackContext
 
 from bot.engine_client import EngineClient
@@ -31,7 +31,7 @@ class FileIdCache:
     ) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
-        self._lru: OrderedDict[str, str] = OrderedDict()
+        self._lru: LRUCache[str, str] = LRUCache(maxsize=capacity)
         self._redis = None
         if redis_url:
             import redis.asyncio as aioredis
@@ -46,10 +46,7 @@ class FileIdCache:
                 return raw.decode() if isinstance(raw, bytes) else raw
             except Exception as exc:  # a cache outage must not break answers
                 log.warning("file_id cache read failed: %s", type(exc).__name__)
-        value = self._lru.get(key)
-        if value is not None:
-            self._lru.move_to_end(key)
-        return value
+        return self._lru.get(key)
 
     async def set(self, key: str, file_id: str) -> None:
         """Remember a file_id."""
@@ -60,9 +57,6 @@ class FileIdCache:
             except Exception as exc:  # fall back to memory, see get()
                 log.warning("file_id cache write failed: %s", type(exc).__name__)
         self._lru[key] = file_id
-        self._lru.move_to_end(key)
-        while len(self._lru) > self.capacity:
-            self._lru.popitem(last=False)
 
     async def close(self) -> None:
         """Close the Redis pool."""
@@ -70,13 +64,18 @@ class FileIdCache:
             await self._redis.aclose()
 
 
-@dataclass
 class UserRateLimiter:
-    """A token bucket per user: ``burst`` requests at once, refilled at ``per_minute``."""
+    """A token bucket per user: ``burst`` requests at once, refilled at ``per_minute``.
 
-    per_minute: int = 20
-    burst: int = 5
-    _buckets: dict[int, tuple[float, float]] = field(default_factory=dict)
+    At most ``users`` buckets are kept (memory stays bounded however many people write): beyond that
+    the least recently seen user's bucket is forgotten, which costs that user nothing (a new bucket is
+    full), while an active user's empty bucket is never the one dropped.
+    """
+
+    def __init__(self, per_minute: int = 20, burst: int = 5, users: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self.burst = burst
+        self._buckets: LRUCache[int, tuple[float, float]] = LRUCache(maxsize=users)
 
     def allow(self, user_id: int, now: float | None = None) -> bool:
         """Take one token for this user; False when the bucket is empty."""
@@ -87,9 +86,6 @@ class UserRateLimiter:
             self._buckets[user_id] = (tokens, now)
             return False
         self._buckets[user_id] = (tokens - 1.0, now)
-        if len(self._buckets) > 100_000:  # bound memory: forget the oldest users
-            for key in list(self._buckets)[:10_000]:
-                del self._buckets[key]
         return True
 
 

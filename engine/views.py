@@ -24,6 +24,7 @@ from engine.querybatch import AnswerMany
 from space import bundle
 from space.errors import BadImage, ImageTooLarge
 from space.images import thumbnail_jpeg
+from space.version import __version__
 
 JSON = "application/json"
 MIN_THUMB = 16
@@ -304,6 +305,7 @@ async def healthz(request: web.Request) -> web.Response:
         "cache_up": cache.up,
         "bus_up": request.app[BUS].up,
         "pid": os.getpid(),  # which engine process answered (several may share the port)
+        "topicspace_version": __version__,  # the software's (``version`` is the served bundle's)
     })
 
 

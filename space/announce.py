@@ -5,12 +5,11 @@ that share one Redis switch at once instead of at their next poll. Publishing ne
 with Redis down the poll still gets there.
 
 ``python -m space.announce --models DIR`` announces the ACTIVE version (``REDIS_URL`` from the
-environment); ``--version V`` announces another one.
+environment); ``--bundle-version V`` announces another one (``--version`` prints the program's).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -19,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-from redis.exceptions import RedisError
+from space.cli import Parser
+from space.envvars import text
+from space.logs import env_secrets, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ def default_origin() -> str:
 
 def announce(redis_url: str, version: str, *, channel: str = CHANNEL, timeout_s: float = 2.0) -> int:
     """Publish ``version``; the number of subscribers that got it, or -1 when Redis failed (logged)."""
+    # Imported here: the core (space) does not depend on redis; the processes that announce (the trainer,
+    # the engine) declare it in their extras.
+    import redis
+    from redis.exceptions import RedisError
+
     message = Announcement(version, default_origin()).encode()
     try:
         with redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s) as r:
@@ -78,17 +83,25 @@ def announce_from_env(version: str, env: Mapping[str, str] | None = None) -> int
     return announce(url, version) if url else None
 
 
+def build_parser() -> Parser:
+    """The command line: the models folder, optionally a version; ``REDIS_URL`` from the environment."""
+    p = Parser("space.announce", __doc__)
+    p.add_argument("--models", type=Path, required=True, metavar="DIR", help="the models folder")
+    p.add_argument("--bundle-version", dest="announce", default=None, metavar="VERSION",
+                   help="the version to announce (default: the ACTIVE one)")
+    p.variable("REDIS_URL", text(secret=True), None, "the Redis the engines subscribe to (required)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Announce the ACTIVE (or the given) version; 1 when there is nothing to announce or Redis failed."""
     from space import bundle
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m space.announce", description=__doc__)
-    p.add_argument("--models", type=Path, required=True)
-    p.add_argument("--version", default=None, help="default: the ACTIVE version")
-    a = p.parse_args(argv)
-    url = os.environ.get("REDIS_URL")
-    version = a.version or bundle.active_version(a.models)
+    p = build_parser()
+    a = p.parse(argv)
+    setup_logging(p.log_settings(a), env_secrets(p.env))
+    url = a.redis_url
+    version = a.announce or bundle.active_version(a.models)
     if not url or not version:
         reason = "REDIS_URL is not set" if not url else f"no ACTIVE bundle in {a.models}"
         log.error("nothing to announce: %s", reason)

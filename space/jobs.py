@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from space.envvars import Kind, Variable, choice, read, text
+
 LOCK_KEY = "topicspace:retrain:lock"
 PROGRESS_KEY = "topicspace:retrain:progress"
 LOCK_TTL_S = 7 * 24 * 3600
+ARQ_MISSING = ("RETRAIN_MODE=arq needs the arq package, which is not installed: "
+               "pip install 'topicspace[arq]' (or RETRAIN_MODE=local)")
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,8 @@ class RetrainSettings:
     def from_env(cls, env: Mapping[str, str]) -> RetrainSettings:
         """The job as the environment describes it (``TRAIN_COMMAND`` replaces `python -m train all`)."""
 
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+        def get(name: str) -> Any:
+            return read(env, name, _JOB_KINDS.get(name, _TEXT))
 
         command = get("TRAIN_COMMAND")
         return cls(
@@ -59,11 +62,33 @@ class RetrainSettings:
             format=get("TRAIN_FORMAT") or "flickr8k",
             weights=get("TRAIN_WEIGHTS"),
             models_dir=get("MODELS_DIR"),
-            extra_args=tuple(shlex.split(get("TRAIN_ARGS") or "")),
-            command=tuple(shlex.split(command)) if command else cls.command,
+            extra_args=tuple(get("TRAIN_ARGS") or ()),
+            command=tuple(command) if command else cls.command,
             redis_url=get("REDIS_URL"),
-            mode=(get("RETRAIN_MODE") or "local").lower(),
+            mode=get("RETRAIN_MODE") or "local",
         )
+
+
+def _split(raw: str) -> list[str]:
+    return shlex.split(raw)  # ValueError on an unclosed quote
+
+
+_TEXT = text()
+_ARGS = Kind("shell-quoted arguments", _split)
+_JOB_KINDS = {"TRAIN_FORMAT": choice("flickr8k", "instaloader", "jsonl"), "TRAIN_ARGS": _ARGS,
+              "TRAIN_COMMAND": _ARGS, "RETRAIN_MODE": choice("local", "arq")}
+# The job's variables, as the launcher's --help lists them.
+JOB_VARIABLES = (
+    Variable("RETRAIN_MODE", _JOB_KINDS["RETRAIN_MODE"], "local",
+             "local: /retrain runs the trainer as a subprocess; arq: a job for the trainer service "
+             "(needs the arq extra)"),
+    Variable("TRAIN_CORPUS", _TEXT, "unset, /retrain is off", "the corpus /retrain trains on"),
+    Variable("TRAIN_FORMAT", _JOB_KINDS["TRAIN_FORMAT"], "flickr8k", "the corpus's format"),
+    Variable("TRAIN_WEIGHTS", _TEXT, "unset", "the BVLC GoogLeNet weights folder"),
+    Variable("MODELS_DIR", _TEXT, "unset, /retrain is off", "the models folder the engine serves"),
+    Variable("TRAIN_ARGS", _ARGS, "empty", "extra `train all` flags, e.g. --quick"),
+    Variable("TRAIN_COMMAND", _ARGS, "python -m train all", "replaces the trainer's command (tests)"),
+)
 
 
 @dataclass(frozen=True)
@@ -87,34 +112,6 @@ class RetrainStatus:
     def finished(self) -> bool:
         """Whether the job has ended (in any way)."""
         return self.state in {"done", "failed", "cancelled"}
-
-    def describe(self) -> str:
-        """A short human-readable progress line."""
-        if self.state == "idle":
-            return "No retraining is running."
-        if self.state == "done":
-            return f"Retraining done: version {self.version or '?'}."
-        if self.state == "failed":
-            return f"Retraining failed: {self.error or 'unknown error'}."
-        if self.state == "cancelled":
-            return "Retraining was cancelled."
-        parts = [f"Retraining — stage: {self.stage or 'starting'}"]
-        if self.done is not None and self.total:
-            parts.append(
-                f"{self.done:g}/{self.total:g} {self.unit} ({100 * self.done / self.total:.0f}%)".rstrip()
-            )
-        if self.rate:
-            parts.append(f"{self.rate:.1f} {self.unit or 'items'}/s")
-        if self.elapsed is not None:
-            parts.append(f"elapsed {_duration(self.elapsed)}")
-        if self.eta is not None:
-            parts.append(f"ETA {_duration(self.eta)}")
-        return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:

@@ -142,6 +142,12 @@ def test_images_install_from_the_lock_and_own_their_volumes() -> None:
         mkdir = text.index("mkdir -p /models")
         assert "chown app:app /models" in text[mkdir:] and mkdir < text.index("USER app"), name
         assert "useradd --create-home --uid 10001 app" in text, name
+        # pyproject's license-files: a build without LICENSE fails.
+        assert "COPY requirements.lock pyproject.toml README.md LICENSE ./" in text, name
+    # RETRAIN_MODE=arq in compose: the bot's image and the worker's carry the optional arq extra.
+    assert {_compose()["services"][s]["environment"]["RETRAIN_MODE"] for s in ("bot", "trainer")} == {"arq"}
+    assert '".[engine,bot,arq]"' in dockerfiles["Dockerfile.serve"]
+    assert '".[train,engine,arq]"' in dockerfiles["Dockerfile.train"]
     assert "torch" not in dockerfiles["Dockerfile.serve"].split("FROM", 1)[1].replace("no torch", "")
     train = dockerfiles["Dockerfile.train"]
     assert "ARG TORCH_INDEX_URL" in train and "grep -E '^torch==' requirements.lock" in train
@@ -154,7 +160,8 @@ def test_images_install_from_the_lock_and_own_their_volumes() -> None:
 def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".git", ".venv", "models", "var", "**/__pycache__"} <= ignored
-    needed = {"requirements.lock", "pyproject.toml", "README.md", "space", "engine", "bot", "train", "topics"}
+    needed = {"requirements.lock", "pyproject.toml", "README.md", "LICENSE", "space", "engine", "bot",
+              "train", "topics"}
     assert not needed & ignored
 
 

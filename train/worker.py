@@ -23,7 +23,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from space.jobs import LOCK_KEY, PROGRESS_KEY, RetrainSettings, read_progress
+from space.cli import Parser
+from space.envvars import text
+from space.jobs import ARQ_MISSING, JOB_VARIABLES, LOCK_KEY, PROGRESS_KEY, RetrainSettings, read_progress
+from space.logs import env_secrets, setup_logging
+from space.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +114,30 @@ def worker_settings(redis_url: str) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """Entry point of ``python -m train.worker`` / ``topicspace-trainer-worker``."""
-    from arq.worker import run_worker
+def build_parser() -> Parser:
+    """The command line: no flags, the environment variables listed in --help."""
+    parser = Parser("train.worker", __doc__)
+    parser.variable("REDIS_URL", text(secret=True), None, "where the jobs come from (required)")
+    for v in JOB_VARIABLES:
+        if v.name != "RETRAIN_MODE":
+            parser.variable(v.name, v.kind, None, v.help, shown_default=v.default,
+                            dest=f"env_{v.name.lower()}")
+    return parser
 
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        raise SystemExit("REDIS_URL must be set: the worker takes its jobs from Redis.")
-    run_worker(worker_settings(redis_url))
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m train.worker`` / ``topicspace-trainer-worker``."""
+    parser = build_parser()
+    args = parser.parse(argv)
+    if not args.redis_url:
+        parser.error("REDIS_URL must be set: the worker takes its jobs from Redis")
+    try:
+        from arq.worker import run_worker
+    except ImportError:
+        parser.error(ARQ_MISSING)
+    setup_logging(parser.log_settings(args), env_secrets(parser.env))
+    log.info("topicspace %s: trainer worker", __version__)
+    run_worker(worker_settings(args.redis_url))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import aiohttp
 
 from engine.app import create_app
 from space import bundle
+from space.version import __version__
 from tests.conftest import free_port
 from tests.engine.helpers import make_settings, publish_copy
 
@@ -22,6 +23,9 @@ async def test_ready_only_once_a_bundle_is_served(aiohttp_client: Any, tmp_path:
     # A first deploy: alive (the bot may start and /retrain), not ready (no bundle to answer with).
     health = await client.get("/healthz")
     assert health.status == 200 and (await health.json())["status"] == "degraded"
+    # The software's version beside the bundle's (issue 25), and the trainer's manifest carries it too.
+    assert (await health.json())["topicspace_version"] == __version__
+    assert bundle.read_manifest(small_bundle)["topicspace_version"] == __version__
     ready = await client.get("/readyz")
     assert ready.status == 503 and (await ready.json())["error"] == "no_bundle"
     version = publish_copy(models, small_bundle)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from space.cli import Parser
+from space.logs import env_secrets, setup_logging
 from train.image.distributed import DistContext, barrier, process_group, shard_indices
 from train.image.encode import EncodeConfig, encode_corpus
 
@@ -173,20 +175,24 @@ def run(cfg: DistEncodeConfig) -> dict[str, Any] | None:
         return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The command line (run it under torchrun, or plainly for one process)."""
-    p = argparse.ArgumentParser(prog="python -m train.image.encode_dist", description=__doc__.splitlines()[0])
+    p = Parser("train.image.encode_dist", (__doc__ or "").splitlines()[0])
     p.add_argument("--onnx", type=Path, required=True, help="the exported image encoder")
     p.add_argument("--images", type=Path, required=True, help="text file, one image path per line")
     p.add_argument("--out", type=Path, required=True, help="output folder (shared by every node)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk-size", type=int, default=EncodeConfig.chunk_size)
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    p.add_argument("--chunk-size", type=int, default=EncodeConfig.chunk_size,
+                   help="images per chunk written (a killed run resumes at its last chunk)")
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime threads per rank (default: the node's cores / ranks on the node)")
     p.add_argument("--decode-workers", type=int, default=None, help="decode threads per rank (same default)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f16")
-    p.add_argument("--barrier-hours", type=float, default=24.0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where ONNX Runtime encodes (auto: CUDA when it sees a GPU)")
+    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f16",
+                   help="usearch index precision")
+    p.add_argument("--barrier-hours", type=float, default=24.0,
+                   help="how long a rank waits for the others before giving up")
     return p
 
 
@@ -207,10 +213,11 @@ def config_from_args(args: argparse.Namespace) -> DistEncodeConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m train.image.encode_dist`` (usually under torchrun)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse(argv)
     rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s rank{rank} %(name)s %(levelname)s %(message)s")
+    setup_logging(parser.log_settings(args), env_secrets(parser.env),
+                  fmt=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
     summary = run(config_from_args(args))
     if summary is not None:
         print(json.dumps(summary))
