@@ -131,13 +131,18 @@ def configure_logging(
     secrets: Iterable[str | None], level: int | str = logging.INFO, stream: IO[str] | None = None,
     fmt: str = FORMAT, json_lines: bool = False,
 ) -> None:
-    """Log to ``stream`` (stderr) through the redacting filter, replacing the root logger's handlers."""
+    """Log to ``stream`` (stderr) through the redacting filter, replacing the root logger's stream handlers.
+
+    Only plain stream handlers are replaced (a second call, or ``basicConfig``'s): a handler of another
+    kind on the root logger (a file, a test's log capture) was put there on purpose and stays.
+    """
     handler: logging.StreamHandler[IO[str]] = _Stderr() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(fmt))
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if type(old) in (logging.StreamHandler, _Stderr):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
 
