@@ -146,7 +146,8 @@ async def answer_inline(update: Update, context: BotContext) -> None:
     assert iq is not None
     s = services(context)
     words, lang = split_lang(iq.query)
-    offset = int(iq.offset) if iq.offset.isdigit() else 0
+    # isdigit() alone accepts "²", which int() refuses: an offset is ASCII digits (the client echoes ours).
+    offset = int(iq.offset) if iq.offset.isascii() and iq.offset.isdigit() else 0
     user = iq.from_user.id
     try:
         if not words:
