@@ -39,6 +39,10 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
     p.add_argument("--cache-ttl", type=int, default=int(env.get("ENGINE_CACHE_TTL", "3600")))
     p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
     p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))
+    p.add_argument("--upload-timeout", type=float, default=float(env.get("ENGINE_UPLOAD_TIMEOUT_S", "30")),
+                   help="seconds a photo's body may take to arrive (408 after)")
+    p.add_argument("--uploads-per-client", type=int, default=int(env.get("ENGINE_UPLOADS_PER_CLIENT", "16")),
+                   help="photo uploads one client address may have in flight (429 beyond; 0: no limit)")
     p.add_argument("--poll", type=float, default=float(env.get("ENGINE_POLL_S", "2")), help="ACTIVE poll (s)")
     metrics_port = env.get("ENGINE_METRICS_PORT", "").strip()
     p.add_argument("--metrics-port", type=int, default=int(metrics_port) if metrics_port else None,
@@ -60,6 +64,8 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         cache_ttl_s=a.cache_ttl,
         confident_cutoff=a.confident_cutoff,
         max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
+        upload_timeout_s=a.upload_timeout,
+        uploads_per_client=a.uploads_per_client,
         poll_s=a.poll,
         redis_retry_s=float(env.get("ENGINE_REDIS_RETRY_S", "3")),
         bundle_channel=env.get("ENGINE_BUNDLE_CHANNEL") or "topicspace:bundle",

@@ -38,6 +38,11 @@ class Settings:
     encode_batch: int = 16
     encode_wait_s: float = 0.003
     max_upload_bytes: int = DEFAULT_MAX_BYTES
+    # A photo's body must have arrived within this many seconds (a stalled client holds a photo slot and
+    # up to max_upload_bytes of memory until then); 408 after.
+    upload_timeout_s: float = 30.0
+    # Photo uploads one client (peer address) may have in flight; 429 beyond. 0: no per-client limit.
+    uploads_per_client: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     default_k: int = 10
     max_k: int = 100

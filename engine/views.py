@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -18,7 +19,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from engine import service
 from engine.cache import cache_key
-from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized, UnknownVersion
+from engine.errors import AdminDisabled, BadParameter, NotFound, SlowUpload, Unauthorized, UnknownVersion
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
 from engine.model import Model
 from engine.openapi import spec
@@ -225,8 +226,15 @@ async def _photo(request: web.Request, endpoint: str) -> web.Response:
     runtime = request.app[RUNTIME]
     settings = request.app[SETTINGS]
     k = k_param(request)
-    data = await _upload(request)
     lang = _lang(request) if endpoint == "hashtags" else None
+    # Admitted before a byte of the body is read: a full photo queue answers at once, and a client that
+    # stalls mid-body gives its slot back after upload_timeout_s.
+    with runtime.uploading(request.remote or "?"):
+        try:
+            async with asyncio.timeout(settings.upload_timeout_s):
+                data = await _upload(request)
+        except TimeoutError:
+            raise SlowUpload(f"The upload did not arrive within {settings.upload_timeout_s:g} s.") from None
     answer = functools.partial(service.hashtags, lang=lang) if endpoint == "hashtags" else service.similar
     digest = hashlib.sha256(data).hexdigest()
     with runtime.holder.use() as model:

@@ -142,3 +142,64 @@ async def test_made_up_languages_share_one_cache_entry(client: TestClient) -> No
         assert (r.status, (await r.json())["error"]) == (400, "bad_parameter")
     en = await client.get("/v1/images", params={"q": "dog", "lang": "en"})
     assert en.status == 200 and len(cache.data) == before + 1
+
+
+# ---- limits before work: a photo is admitted before its body is read ---------------------------------
+
+async def _stalled_upload(client: TestClient) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A photo upload whose client sends the headers and half the body, then nothing."""
+    assert client.server.host is not None and client.server.port is not None
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST /v1/hashtags HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" + b"\0" * 5000)
+    await writer.drain()
+    return reader, writer
+
+
+async def _status_of(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    body = await asyncio.wait_for(reader.readexactly(length), 60)
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_a_full_photo_queue_answers_before_reading_the_body(aiohttp_client: Any,
+                                                                   small_bundle_models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models, image_queue_limit=1)))
+    _, writer = await _stalled_upload(client)
+    runtime = client.app[RUNTIME]
+    for _ in range(200):  # until the stalled upload is admitted (its handler runs)
+        if runtime.uploads:
+            break
+        await asyncio.sleep(0.05)
+    assert runtime.uploads == 1
+    r = await client.post("/v1/hashtags", data=b"\xff\xd8" + b"\0" * 1000,
+                          headers={"Content-Type": "application/octet-stream"})
+    assert (r.status, (await r.json())["error"]) == (503, "busy")
+    writer.close()
+
+
+async def test_a_stalled_upload_times_out_and_gives_its_slot_back(aiohttp_client: Any,
+                                                                   small_bundle_models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models, upload_timeout_s=0.5)))
+    reader, writer = await _stalled_upload(client)
+    status, body = await _status_of(reader)
+    assert (status, body["error"]) == (408, "request_timeout")
+    assert client.app[RUNTIME].uploads == 0 and client.app[RUNTIME].uploads_by_client == {}
+    writer.close()
+
+
+async def test_one_client_has_a_bounded_number_of_uploads(aiohttp_client: Any,
+                                                          small_bundle_models: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models, uploads_per_client=2)))
+    stalled = [await _stalled_upload(client) for _ in range(2)]
+    runtime = client.app[RUNTIME]
+    for _ in range(200):
+        if runtime.uploads == 2:
+            break
+        await asyncio.sleep(0.05)
+    r = await client.post("/v1/hashtags", data=b"x", headers={"Content-Type": "application/octet-stream"})
+    assert (r.status, (await r.json())["error"]) == (429, "too_many_uploads")
+    for _, writer in stalled:
+        writer.close()
