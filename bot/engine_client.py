@@ -67,8 +67,11 @@ class EngineClient:
         timeout_s: float = 10.0,
         admin_token: str | None = None,
         stats_ttl_s: float = 30.0,
+        admin_url: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # The admin endpoints may live on the engine's internal port only (ENGINE_METRICS_PORT).
+        self.admin_url = (admin_url or base_url).rstrip("/")
         self.timeout_s = timeout_s
         self.admin_token = admin_token
         self.stats_ttl_s = stats_ttl_s
@@ -100,7 +103,7 @@ class EngineClient:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        url = f"{self.base_url}{path}"
+        url = f"{self.admin_url if path.startswith('/v1/admin/') else self.base_url}{path}"
         clean = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with self._session.request(method, url, params=clean, data=data, headers=headers) as resp:

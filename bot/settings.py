@@ -29,6 +29,9 @@ class BotSettings:
     # Where buttons and user data persist across restarts: a redis:// URL, a file path, or None (memory).
     state_store: str | None = None
     engine_admin_token: str | None = None
+    # Where the engine's admin endpoints are (its internal port when ENGINE_METRICS_PORT is set); None:
+    # engine_url.
+    engine_admin_url: str | None = None
     engine_timeout_s: float = 10.0
     admin_ids: frozenset[int] = frozenset()
     telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
@@ -69,6 +72,7 @@ class BotSettings:
             cache_chat_id=int(cache_chat) if cache_chat else None,
             state_store=get("BOT_STATE") or redis_url or DEFAULT_STATE_FILE,
             engine_admin_token=get("ENGINE_ADMIN_TOKEN"),
+            engine_admin_url=(get("ENGINE_ADMIN_URL") or "").rstrip("/") or None,
             engine_timeout_s=float(get("ENGINE_TIMEOUT") or 10.0),
             admin_ids=parse_ids(get("ADMIN_IDS") or ""),
             telegram_api_url=(get("TELEGRAM_API_URL") or DEFAULT_TELEGRAM_API_URL).rstrip("/"),

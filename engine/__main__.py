@@ -53,6 +53,7 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         host=a.host,
         port=a.port,
         redis_url=env.get("REDIS_URL") or None,
+        cache_redis_url=env.get("ENGINE_CACHE_REDIS_URL") or None,
         admin_token=env.get("ENGINE_ADMIN_TOKEN") or None,
         workers=a.workers,
         queue_limit=a.queue_limit,

@@ -409,6 +409,13 @@ async def admin_activate(request: web.Request) -> web.Response:
     return web.json_response({"version": model.version, "previous": previous})
 
 
+def setup_admin_routes(app: web.Application) -> None:
+    """The admin endpoints (on the API port, or on the internal port alone: :mod:`engine.probes`)."""
+    app.router.add_post("/v1/admin/reload", admin_reload)
+    app.router.add_get("/v1/admin/versions", admin_versions)
+    app.router.add_post("/v1/admin/activate", admin_activate)
+
+
 def setup_routes(app: web.Application) -> None:
     """Register every route."""
     app.router.add_get("/v1/related", related)
@@ -418,9 +425,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/similar", similar)
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/report/{name:.+}", report_file)
-    app.router.add_post("/v1/admin/reload", admin_reload)
-    app.router.add_get("/v1/admin/versions", admin_versions)
-    app.router.add_post("/v1/admin/activate", admin_activate)
+    setup_admin_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
