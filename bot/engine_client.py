@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 _TRANSIENT_CODES = frozenset({"busy", "no_bundle", "bundle_invalid"})
 
 
+def image_path(image_id: str) -> str:
+    """The engine path of an image file: the id as one path segment (a '/' in it is %2F, as the engine's
+    own ``url`` writes it; ``quote``'s default keeps '/', which the engine reads as two segments)."""
+    return "/v1/images/" + quote(image_id, safe="")
+
+
 class EngineUnavailable(Exception):
     """The engine is down, slow, overloaded or has no bundle: the user should retry shortly."""
 
@@ -165,8 +171,7 @@ class EngineClient:
 
     async def image_bytes(self, image_id: str, size: int | None = None) -> bytes:
         """The image file (a thumbnail of at most ``size`` pixels when given)."""
-        path = f"/v1/images/{quote(image_id)}"
-        result: bytes = await self._request("GET", path, params={"size": size}, raw=True)
+        result: bytes = await self._request("GET", image_path(image_id), params={"size": size}, raw=True)
         return result
 
     async def stats(self, fresh: bool = False) -> Stats:

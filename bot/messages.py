@@ -104,6 +104,13 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     # ---- searches ----
     "cant_read_image": ("I can't read that image: {why}", "No puedo leer esa imagen: {why}",
                         "No puc llegir aquesta imatge: {why}"),
+    "photo_too_big": (
+        "That file is too big ({size:.1f} MB): send a picture of at most {limit:g} MB.",
+        "Ese archivo es demasiado grande ({size:.1f} MB): envía una imagen de {limit:g} MB como máximo.",
+        "Aquest fitxer és massa gran ({size:.1f} MB): envia una imatge de {limit:g} MB com a màxim."),
+    "not_an_image": ("That file is not a picture I can read (JPEG, PNG, WebP, GIF, BMP or TIFF).",
+                     "Ese archivo no es una imagen que pueda leer (JPEG, PNG, WebP, GIF, BMP o TIFF).",
+                     "Aquest fitxer no és una imatge que pugui llegir (JPEG, PNG, WebP, GIF, BMP o TIFF)."),
     "no_tags": ("I found no words for that picture.", "No he encontrado palabras para esa foto.",
                 "No he trobat paraules per a aquesta foto."),
     "dont_know": ("I don't know: {words}.", "No conozco: {words}.", "No conec: {words}."),

@@ -47,6 +47,9 @@ class BotSettings:
     # An inline query waits this long for the next keystroke before the engine is asked.
     inline_debounce_s: float = 0.35
     thumb_size: int = 512
+    # Photos and image documents larger than this are refused before they are downloaded (Telegram's own
+    # limit for bots is 20 MB; a local Bot API server allows 2 GB).
+    max_photo_mb: float = 10.0
     user_rate_per_minute: int = 20
     user_burst: int = 5
     telegram_max_retries: int = 3
@@ -83,6 +86,7 @@ class BotSettings:
             webhook_port=int(get("WEBHOOK_PORT") or 8443),
             # An album holds 2 to 10 pictures (Telegram's limits for sendMediaGroup).
             album_size=min(10, max(2, int(get("ALBUM_SIZE") or 6))),
+            max_photo_mb=float(get("BOT_MAX_PHOTO_MB") or 10.0),
             user_rate_per_minute=int(get("USER_RATE_PER_MINUTE") or 20),
             user_burst=int(get("USER_BURST") or 5),
             telegram_max_retries=int(get("TELEGRAM_MAX_RETRIES") or 3),

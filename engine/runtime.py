@@ -215,8 +215,28 @@ class Runtime:
         if active is None or active == compare:
             return
         # A refused bundle is logged in reload and tried again when ACTIVE changes.
-        with contextlib.suppress(SpaceError):
+        try:
             await self.reload()
+        except SpaceError:
+            if self.holder.current is None:
+                await self._serve_newest_valid(active)
+
+    async def _serve_newest_valid(self, refused: str) -> None:
+        """With nothing served and the ACTIVE bundle refused (corrupt, half-copied): serve the newest
+        published bundle that loads rather than none. ACTIVE is left alone (it is the trainer's and the
+        admin's word); a later ACTIVE change is loaded as usual."""
+        reason = self.holder.last_error
+        for version in reversed(bundle.list_versions(self.settings.models_dir)):
+            if version == refused:
+                continue
+            try:
+                model = await self.reload(version)
+            except SpaceError:
+                continue
+            log.error("the ACTIVE bundle %s was refused: serving %s, the newest bundle that loads, until "
+                      "ACTIVE changes (see /v1/admin/versions for why)", refused, model.version)
+            self.holder.last_error = f"ACTIVE bundle {refused} refused ({reason}); serving {model.version}"
+            return
 
     async def poll(self) -> None:
         """Watch ACTIVE forever (cancelled at shutdown)."""
