@@ -301,11 +301,11 @@ class ArqRetrainManager:
     async def cancel(self) -> bool:
         """Abort the job (the worker stops the trainer's process group); False when none was running.
 
-        A job no live worker runs (queued, or its worker killed: its heartbeat stopped) is dropped at once:
-        its lock is released, and the abort mark in arq keeps any worker from starting it later. A running
-        job's lock is left to its worker, which deletes it once the trainer has stopped; should the abort
-        not be acknowledged in ``ABORT_WAIT_S``, the lock is released only if the worker stopped beating
-        meanwhile, so two trainings never overlap.
+        The abort is marked in arq (a worker never starts an aborted job, and stops a running one), then the
+        lock decides: gone means the worker stopped the trainer and released it; a job no live worker runs
+        (still queued, or its heartbeat stopped: a killed worker) has its lock released here, at once or as
+        soon as the heartbeat is :data:`DEAD_AFTER_S` old. A live worker's lock is never taken from it, so
+        two trainings never overlap; after ``ABORT_WAIT_S`` the job is left stopping.
         """
         info = await self.lock.read()
         job = await self._job(info)
@@ -313,23 +313,29 @@ class ArqRetrainManager:
             return False
         assert info is not None
         job_id = str(info["job_id"])
-        dead = await self._dead(info)
-        aborted = False
         try:
-            aborted = bool(await job.abort(timeout=0.0 if dead else ABORT_WAIT_S))
+            await job.abort(timeout=0.0)  # the mark only: the lock, below, says when the job has stopped
         except TimeoutError:
             pass
-        except Exception as exc:  # a record arq cannot read: the lock decides below
+        except Exception as exc:  # e.g. a result record arq cannot read: the lock still decides
             log.warning("abort of retraining %s: %s", job_id, type(exc).__name__)
-        held = await self.lock.read()
-        if held is not None and held.get("job_id") == job_id and (aborted or dead or await self._dead(held)):
-            await self.lock.release(job_id)
-            held = None
-        stopped = held is None or held.get("job_id") != job_id
+        deadline = time.monotonic() + ABORT_WAIT_S
+        while True:
+            held = await self.lock.read()
+            if held is None or held.get("job_id") != job_id:
+                stopped = True
+                break
+            if await self._dead(held):
+                await self.lock.release(job_id)
+                stopped = True
+                break
+            if time.monotonic() > deadline:
+                stopped = False
+                break
+            await asyncio.sleep(self.poll_s / 5)
         if stopped:
             await self.lock.redis.set(PROGRESS_KEY, json.dumps({"stage": "cancelled"}))
-        log.info("retraining %s cancelled (abort acknowledged: %s, worker dead: %s, lock released: %s)",
-                 job_id, aborted, dead, stopped)
+        log.info("retraining %s cancelled (stopped: %s)", job_id, stopped)
         return True
 
     async def close(self) -> None:

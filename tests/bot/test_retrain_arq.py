@@ -130,14 +130,8 @@ async def test_cancel_after_the_trainer_service_was_killed_frees_retrain_at_once
         _kill_trainer_service(worker)
         info = await manager.lock.read()
         assert info is not None and info["state"] == "running"
-        # Once the heartbeat has stopped for a few beats, cancel knows no worker runs the job.
-        from bot.retrain import DEAD_AFTER_S
-        for _ in range(200):
-            age = await manager.lock.age_of_beat()
-            if age is None or age > DEAD_AFTER_S:
-                break
-            await asyncio.sleep(0.1)
-        assert await asyncio.wait_for(manager.cancel(), 10)
+        # Cancel right away: it returns once the heartbeat is a few beats old (no worker runs the job).
+        assert await asyncio.wait_for(manager.cancel(), 60)
         assert await manager.lock.read() is None
         assert (await manager.status()).state == "cancelled"
         assert (await manager.start()).state == "running"  # /retrain works again
