@@ -113,6 +113,8 @@ async def test_the_compose_services_come_up_healthy_together(tmp_path: Path, sma
         done = await api.wait_for("editMessageText", lambda c: "Retraining done" in c.params.get("text", ""),
                                   after=n, timeout=120)
         assert await _ready(engine) in done.params["text"]
+        # The bot reached the admin reload on the engine's internal port (ENGINE_ADMIN_URL).
+        assert "did not reload" not in done.params["text"], done.params["text"]
         n = len(api.calls)
         await api.push(api.text_update("/related dog", user_id=USER_ID))
         await api.wait_for("sendMessage", lambda c: "Words near «dog»" in c.text, after=n, timeout=30)
