@@ -15,7 +15,6 @@ one query asks for the same word several times.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -28,6 +27,7 @@ MIN_CORRECTED_LENGTH = 4
 MAX_CORRECTED_LENGTH = 30
 # Corrections remembered per speller (a query's word is looked up several times per request).
 REMEMBERED = 4096
+_UNKNOWN = object()
 
 
 def _deletes(word: str) -> set[str]:
@@ -68,7 +68,9 @@ class Speller:
         self._neighbours: dict[str, list[str]] | None = None
         # No correction is within reach of a word this much longer than every vocabulary word.
         self.longest = max((len(f) for f in self.folded), default=0)
-        self._remembered = functools.lru_cache(maxsize=REMEMBERED)(self._nearest)
+        # A plain dict, emptied when full: an lru_cache of the bound method would make a reference cycle,
+        # which the engine's gc.freeze() after a load would keep (and a retired bundle's speller with it).
+        self._remembered: dict[str, int | None] = {}
 
     def prepare(self) -> None:
         """Build the spelling index now (a server does it while loading, not on a user's first typo)."""
@@ -96,7 +98,16 @@ class Speller:
 
     def nearest(self, token: str) -> int | None:
         """The row of the closest known spelling within :func:`max_edits`, else None."""
-        return self._remembered(token) if self.correctable(token) else None
+        if not self.correctable(token):
+            return None
+        found = self._remembered.get(token, _UNKNOWN)  # one step: pool threads share the speller
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
+        row = self._nearest(token)
+        if len(self._remembered) >= REMEMBERED:
+            self._remembered.clear()
+        self._remembered[token] = row
+        return row
 
     def _nearest(self, token: str) -> int | None:
         form = fold(token)

@@ -96,3 +96,20 @@ def test_spells_says_which_queries_search(space: TextSpace) -> None:
     assert not space.spells(parse_query("dog " + "q" * 60))  # too long to correct
     assert space.spells(parse_query("dog baech"))
     assert space.spells(parse_query("dog -bicyle"))
+
+
+def test_a_speller_is_freed_by_reference_counting() -> None:
+    """No reference cycle: the engine freezes the collector's view after each load (gc.freeze), so a
+    retired bundle's speller that only a collection could free would stay in memory for good."""
+    import gc
+    import weakref
+
+    speller = Speller(WORDS, COUNTS)
+    assert speller.nearest("baech") is not None
+    ref = weakref.ref(speller)
+    gc.disable()
+    try:
+        del speller
+        assert ref() is None
+    finally:
+        gc.enable()
