@@ -320,17 +320,19 @@ async def report_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"No report file {name[:100]!r}.")
     if target.suffix == ".json":  # the report's JSON may name server paths (the layout's image files)
         body = await runtime.text.run(_public_json, target)
-        return web.Response(body=body, content_type=JSON)
+        if body is not None:
+            return web.Response(body=body, content_type=JSON)
     return web.FileResponse(target)
 
 
-def _public_json(path: Path) -> bytes:
-    """A report JSON file as the public may see it (:mod:`engine.public`)."""
+def _public_json(path: Path) -> bytes | None:
+    """A report JSON file as the public may see it (:mod:`engine.public`); None when it is so already."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise NotFound(f"The report file {path.name!r} cannot be read.") from exc
-    return json.dumps(public(data), ensure_ascii=False).encode("utf-8")
+    except (OSError, ValueError):
+        return None  # not JSON after all: served as the file it is
+    shown = public(data)
+    return None if shown == data else json.dumps(shown, ensure_ascii=False).encode("utf-8")
 
 
 async def healthz(request: web.Request) -> web.Response:
