@@ -30,22 +30,50 @@ SLOW_DOWN = text(EN, "slow_down")
 ES_EXAMPLE = "es"
 
 
-async def _download(context: BotContext, file_id: str) -> bytes:
-    """The bytes of a file the user sent."""
-    return bytes(await (await context.bot.get_file(file_id)).download_as_bytearray())
+# The first bytes of the formats the engine reads: a file's bytes, not the MIME type its sender claims,
+# decide whether it is an image.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts like a JPEG, PNG, GIF, BMP, TIFF or WebP file."""
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+class TooBig(Exception):
+    """A file over the bot's photo limit (its size in bytes is ``args[0]``)."""
+
+
+async def _download(context: BotContext, file_id: str, claimed: int | None = None) -> bytes:
+    """The bytes of a file the user sent, refused (:class:`TooBig`) before the download when the message
+    or the Bot API says it is over the limit, and after it when neither said."""
+    limit = int(services(context).settings.max_photo_mb * 1024 * 1024)
+    if claimed is not None and claimed > limit:
+        raise TooBig(claimed)
+    file = await context.bot.get_file(file_id)
+    if file.file_size is not None and file.file_size > limit:
+        raise TooBig(file.file_size)
+    data = bytes(await file.download_as_bytearray())
+    if len(data) > limit:
+        raise TooBig(len(data))
+    return data
 
 
 async def limit_users(update: Update, context: BotContext) -> None:
-    """Stop a user's message or button tap (with a friendly word) when they exceed their request rate.
-    Inline queries are not counted: :mod:`bot.inline` debounces them and answers every one."""
+    """Stop a user's message or button tap when they exceed their request rate, with a friendly word the
+    first time (a flood gets one reply, not one per message). Inline queries are counted by
+    :mod:`bot.inline` itself, per search: it debounces keystrokes and answers every one."""
     user = update.effective_user
-    if user is None or update.inline_query is not None or services(context).limiter.allow(user.id):
+    limiter = services(context).limiter
+    if user is None or update.inline_query is not None or limiter.allow(user.id):
         return
-    log.info("rate-limited user %d", user.id)
     if update.callback_query is not None:
-        await update.callback_query.answer(context.t("slow_down"))
-    elif update.effective_message is not None:
-        await update.effective_message.reply_text(context.t("slow_down"))
+        # A button tap must be answered (the client shows a spinner until then); the text only once.
+        await update.callback_query.answer(context.t("slow_down") if limiter.warn(user.id) else None)
+    elif limiter.warn(user.id):
+        log.info("rate-limited user %d", user.id)
+        if update.effective_message is not None:
+            await update.effective_message.reply_text(context.t("slow_down"))
     raise ApplicationHandlerStop
 
 
@@ -83,11 +111,19 @@ async def photo_msg(update: Update, context: BotContext) -> None:
     s = services(context)
     await chat_action(context, update.effective_chat.id, ChatAction.TYPING)
     if message.photo:
-        file_id = message.photo[-1].file_id
+        file_id, claimed = message.photo[-1].file_id, message.photo[-1].file_size
     else:
         assert message.document is not None
-        file_id = message.document.file_id
-    data = await _download(context, file_id)
+        file_id, claimed = message.document.file_id, message.document.file_size
+    try:
+        data = await _download(context, file_id, claimed)
+    except TooBig as big:
+        await message.reply_text(context.t("photo_too_big", size=context.num(int(big.args[0]) / 2**20, 1),
+                                           limit=context.num(s.settings.max_photo_mb)))
+        return
+    if not looks_like_image(data):
+        await message.reply_text(context.t("not_an_image"))
+        return
     try:
         tags = await s.engine.hashtags(data, k=s.settings.hashtags_k, lang=context.lang)
     except EngineRequestError as exc:

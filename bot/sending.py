@@ -81,9 +81,10 @@ async def send_album(
     s = services(context)
     version = version or (await s.engine.stats()).version
     keys = [picture_key(version, h, s.settings.thumb_size) for h in hits]
+    known = await s.file_ids.get_many(keys)  # one round trip for the album
 
     async def media_for(hit: ImageHit, key: str) -> str | bytes | None:
-        return await s.file_ids.get(key) or await _upload(s, hit)
+        return known.get(key) or await _upload(s, hit)
 
     media = list(await asyncio.gather(*(media_for(h, k) for h, k in zip(hits, keys, strict=True))))
     try:

@@ -31,6 +31,9 @@ class BotSettings:
     # Where buttons and user data persist across restarts: a redis:// URL, a file path, or None (memory).
     state_store: str | None = None
     engine_admin_token: str | None = None
+    # Where the engine's admin endpoints are (its internal port when ENGINE_METRICS_PORT is set); None:
+    # engine_url.
+    engine_admin_url: str | None = None
     engine_timeout_s: float = 10.0
     admin_ids: frozenset[int] = frozenset()
     telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
@@ -46,6 +49,9 @@ class BotSettings:
     # An inline query waits this long for the next keystroke before the engine is asked.
     inline_debounce_s: float = 0.35
     thumb_size: int = 512
+    # Photos and image documents larger than this are refused before they are downloaded (Telegram's own
+    # limit for bots is 20 MB; a local Bot API server allows 2 GB).
+    max_photo_mb: float = 10.0
     user_rate_per_minute: int = 20
     user_burst: int = 5
     telegram_max_retries: int = 3
@@ -69,6 +75,7 @@ class BotSettings:
             cache_chat_id=get("CACHE_CHAT_ID"),
             state_store=get("BOT_STATE") or redis_url or DEFAULT_STATE_FILE,
             engine_admin_token=get("ENGINE_ADMIN_TOKEN"),
+            engine_admin_url=(get("ENGINE_ADMIN_URL") or "").rstrip("/") or None,
             engine_timeout_s=_or(get("ENGINE_TIMEOUT"), 10.0),
             admin_ids=get("ADMIN_IDS") or frozenset(),
             telegram_api_url=(get("TELEGRAM_API_URL") or DEFAULT_TELEGRAM_API_URL).rstrip("/"),
@@ -79,6 +86,7 @@ class BotSettings:
             webhook_port=_or(get("WEBHOOK_PORT"), 8443),
             # An album holds 2 to 10 pictures (Telegram's limits for sendMediaGroup).
             album_size=min(10, max(2, _or(get("ALBUM_SIZE"), 6))),
+            max_photo_mb=_or(get("BOT_MAX_PHOTO_MB"), 10.0),
             user_rate_per_minute=_or(get("USER_RATE_PER_MINUTE"), 20),
             user_burst=_or(get("USER_BURST"), 5),
             telegram_max_retries=_or(get("TELEGRAM_MAX_RETRIES"), 3),
@@ -103,6 +111,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("ENGINE_TIMEOUT", number(0.1), "10", "seconds before an engine call counts as failed (busy)"),
     Variable("ENGINE_ADMIN_TOKEN", text(secret=True), "unset", "the engine's admin token (/retrain "
              "versions, rollback, reload)"),
+    Variable("ENGINE_ADMIN_URL", text(), "ENGINE_URL",
+             "where the engine's admin endpoints are (its internal port, e.g. http://engine:9090)"),
     Variable("CACHE_CHAT_ID", integer(), "unset",
              "a private channel (the bot an admin) inline pictures are uploaded to once"),
     Variable("BOT_STATE", text(secret=True), f"REDIS_URL, else {DEFAULT_STATE_FILE}",
@@ -115,6 +125,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("WEBHOOK_LISTEN", text(), "0.0.0.0", "the webhook listener's address"),
     Variable("WEBHOOK_PORT", integer(1, 65535), "8443", "the webhook listener's port"),
     Variable("ALBUM_SIZE", integer(), "6", "pictures per album (2 to 10)"),
+    Variable("BOT_MAX_PHOTO_MB", number(0.1), "10",
+             "photos and image documents over this many MB are refused before the download"),
     Variable("USER_RATE_PER_MINUTE", integer(1), "20", "requests a user may send a minute"),
     Variable("USER_BURST", integer(1), "5", "requests a user may send at once"),
     Variable("TELEGRAM_MAX_RETRIES", integer(0), "3", "retries on Telegram's 429 (flood control)"),

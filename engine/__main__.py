@@ -53,12 +53,19 @@ def build_parser(env: Mapping[str, str] | None = None) -> Parser:
              help="best score below which /v1/images says confident: false")
     p.option("--max-upload-mb", env="ENGINE_MAX_UPLOAD_MB", kind=number(0.001), default=10.0,
              help="largest photo accepted, in MiB")
+    p.option("--upload-timeout", env="ENGINE_UPLOAD_TIMEOUT_S", kind=number(0.1), default=30.0,
+             help="seconds a photo's body may take to arrive (408 after)")
+    p.option("--uploads-per-client", env="ENGINE_UPLOADS_PER_CLIENT", kind=integer(0), default=16,
+             help="photo uploads one client address may have in flight (429 beyond; 0: no limit)")
     p.option("--poll", env="ENGINE_POLL_S", kind=number(0.01), default=2.0,
              help="seconds between two looks at ACTIVE")
     p.option("--metrics-port", env="ENGINE_METRICS_PORT", kind=integer(0, 65535), default=None,
-             shown_default="the API port", help="serve /metrics on this port only")
+             shown_default="the API port",
+             help="serve /metrics and /v1/admin/* on this internal port only (the API port answers them 404)")
     p.variable("REDIS_URL", text(secret=True), None, "Redis for the shared answer cache and the bundle "
                "announcements", shown_default="unset, an in-process cache")
+    p.variable("ENGINE_CACHE_REDIS_URL", text(secret=True), None, "the answer cache's own (evicting) Redis",
+               shown_default="REDIS_URL")
     p.variable("ENGINE_ADMIN_TOKEN", text(secret=True), None, "bearer token of /v1/admin/*",
                shown_default="unset, the admin endpoints are off")
     p.variable("ENGINE_REDIS_RETRY_S", number(0.01), 3.0, "seconds between two Redis reconnections")
@@ -79,6 +86,7 @@ def _settings(a: argparse.Namespace) -> Settings:
         host=a.host,
         port=a.port,
         redis_url=a.redis_url,
+        cache_redis_url=a.engine_cache_redis_url,
         admin_token=a.engine_admin_token,
         workers=a.workers,
         queue_limit=a.queue_limit,
@@ -90,6 +98,8 @@ def _settings(a: argparse.Namespace) -> Settings:
         cache_ttl_s=a.cache_ttl,
         confident_cutoff=a.confident_cutoff,
         max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
+        upload_timeout_s=a.upload_timeout,
+        uploads_per_client=a.uploads_per_client,
         poll_s=a.poll,
         redis_retry_s=a.engine_redis_retry_s,
         bundle_channel=a.engine_bundle_channel,

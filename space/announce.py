@@ -4,16 +4,25 @@ The ACTIVE file stays the source of truth (engines also poll it); an announcemen
 that share one Redis switch at once instead of at their next poll. Publishing never fails the caller:
 with Redis down the poll still gets there.
 
+Redis is not trusted to choose a bundle: a replica follows an announcement only to the version ACTIVE
+names (what the trainer announces after activating, re-read from the shared models folder, which Redis
+cannot write), or, for an admin's reload of another published version, when the message is signed with
+the replicas' admin token (HMAC-SHA256 over version, origin and time, :data:`MAX_AGE_S` old at most). So
+whoever can publish on Redis can at most make replicas re-read ACTIVE.
+
 ``python -m space.announce --models DIR`` announces the ACTIVE version (``REDIS_URL`` from the
 environment); ``--bundle-version V`` announces another one (``--version`` prints the program's).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,18 +34,46 @@ from space.logs import env_secrets, setup_logging
 log = logging.getLogger(__name__)
 
 CHANNEL = "topicspace:bundle"
+# A signed announcement older (or newer: clocks differ) than this is refused: a recorded one cannot be
+# replayed later to switch replicas back.
+MAX_AGE_S = 300.0
 
 
 @dataclass(frozen=True)
 class Announcement:
-    """One message on the channel: switch to ``version`` (``origin`` names the sender, for logs)."""
+    """One message on the channel: switch to ``version`` (``origin`` names the sender, for logs).
+
+    ``sent`` and ``signature`` are set by :meth:`signed` (an admin's switch to a version that may not be
+    ACTIVE); an unsigned announcement is followed only to the ACTIVE version.
+    """
 
     version: str
     origin: str = ""
+    sent: float = 0.0
+    signature: str = ""
+
+    def _mac(self, key: str) -> str:
+        payload = json.dumps([self.version, self.origin, self.sent]).encode("utf-8")
+        return hmac.new(key.encode("utf-8"), payload, hashlib.sha256).hexdigest()
+
+    def signed(self, key: str, now: float | None = None) -> Announcement:
+        """This announcement, stamped now and signed with ``key`` (the replicas' admin token)."""
+        stamped = Announcement(self.version, self.origin, time.time() if now is None else now)
+        return Announcement(stamped.version, stamped.origin, stamped.sent, stamped._mac(key))
+
+    def verified(self, key: str | None, now: float | None = None) -> bool:
+        """Whether the signature is ``key``'s and the message is at most :data:`MAX_AGE_S` old."""
+        if not key or not self.signature:
+            return False
+        now = time.time() if now is None else now
+        return abs(now - self.sent) <= MAX_AGE_S and hmac.compare_digest(self._mac(key), self.signature)
 
     def encode(self) -> bytes:
         """The wire form (JSON)."""
-        return json.dumps({"version": self.version, "origin": self.origin}).encode("utf-8")
+        payload: dict[str, object] = {"version": self.version, "origin": self.origin}
+        if self.signature:
+            payload |= {"sent": self.sent, "signature": self.signature}
+        return json.dumps(payload).encode("utf-8")
 
     @classmethod
     def decode(cls, data: bytes | str) -> Announcement | None:
@@ -50,7 +87,11 @@ class Announcement:
         version = payload.get("version")
         if not isinstance(version, str) or not version or "/" in version or version.startswith("."):
             return None
-        return cls(version=version, origin=str(payload.get("origin") or ""))
+        sent, signature = payload.get("sent", 0.0), payload.get("signature", "")
+        if not isinstance(sent, int | float) or not isinstance(signature, str):
+            return None
+        return cls(version=version, origin=str(payload.get("origin") or "")[:200], sent=float(sent),
+                   signature=signature[:128])
 
 
 def default_origin() -> str:

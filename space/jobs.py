@@ -4,10 +4,19 @@ The job is `python -m train all` with its settings from ``TRAIN_CORPUS``, ``TRAI
 ``TRAIN_WEIGHTS``, ``MODELS_DIR`` and ``TRAIN_ARGS`` (docs/architecture.md, "Retraining"); it reports
 through the trainer's JSON-lines progress file (``train/progress.py``). Run locally (a subprocess of the
 bot) or in the trainer service (an arq job, ``train/worker.py``), the job looks the same to the admin.
+
+In the trainer service the one-job lock (``LOCK_KEY``) names its job (``job_id``, also its ``token``). The
+bot takes it for :data:`QUEUED_TTL_S` while the job waits for a worker; the worker claims it (``CLAIM``)
+and keeps it alive with a heartbeat (``BEAT``: a beat count, and the key's expiry pushed to
+:data:`HEARTBEAT_TTL_S`) until the job ends and it deletes the lock, only while it still names the job
+(``RELEASE``). A killed worker's lock so expires within the heartbeat timeout, and a job that finds the
+lock naming another job (or none) is not run. Jobs and results cross Redis as JSON
+(:func:`job_serializer`), never pickle: whoever can write to Redis must not run code in the bot or worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import sys
@@ -23,6 +32,75 @@ PROGRESS_KEY = "topicspace:retrain:progress"
 LOCK_TTL_S = 7 * 24 * 3600
 ARQ_MISSING = ("RETRAIN_MODE=arq needs the arq package, which is not installed: "
                "pip install 'topicspace[arq]' (or RETRAIN_MODE=local)")
+# The trainer service's job lock: how long a queued job may wait for a worker, how often a running job's
+# worker beats, and how long the lock outlives its last beat (a killed worker's lock is gone by then).
+QUEUED_TTL_S = 600
+HEARTBEAT_S = 2.0
+HEARTBEAT_TTL_S = 15.0
+
+# Lock scripts (KEYS[1] = LOCK_KEY, ARGV[1] = the job id), each one atomic step in Redis.
+CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local info = cjson.decode(held)
+if info['job_id'] ~= ARGV[1] then return 0 end
+info['state'] = 'running'
+info['beat'] = 0
+redis.call('SET', KEYS[1], cjson.encode(info), 'PX', ARGV[2])
+return 1
+"""
+BEAT = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local info = cjson.decode(held)
+if info['job_id'] ~= ARGV[1] then return 0 end
+info['beat'] = (info['beat'] or 0) + 1
+redis.call('SET', KEYS[1], cjson.encode(info), 'PX', ARGV[2])
+return 1
+"""
+RELEASE = """
+local held = redis.call('GET', KEYS[1])
+if held and cjson.decode(held)['job_id'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class JobFailed(Exception):
+    """A job's exception as it crossed Redis: its type's name and message only."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, asyncio.CancelledError):
+        return {"__exception__": "CancelledError", "message": ""}
+    if isinstance(value, BaseException):
+        return {"__exception__": type(value).__name__, "message": str(value)[:1000]}
+    raise TypeError(f"{type(value).__name__} does not cross Redis")
+
+
+def job_serializer(data: dict[str, Any]) -> bytes:
+    """arq's job and result records as JSON (exceptions as their name and message)."""
+    return json.dumps(data, default=_plain).encode("utf-8")
+
+
+def _revive(obj: dict[str, Any]) -> Any:
+    name = obj.get("__exception__")
+    if not isinstance(name, str) or set(obj) != {"__exception__", "message"}:
+        return obj
+    # Only what arq itself looks for is rebuilt as its own class (an aborted job's result); any other
+    # exception is a JobFailed carrying the name: nothing from Redis picks a class to instantiate.
+    if name == "CancelledError":
+        return asyncio.CancelledError()
+    return JobFailed(f"{name}: {obj['message']}")
+
+
+def job_deserializer(data: bytes) -> dict[str, Any]:
+    """The inverse of :func:`job_serializer`; refuses anything that is not a JSON object."""
+    value = json.loads(data, object_hook=_revive)
+    if not isinstance(value, dict):
+        raise ValueError("a job record must be a JSON object")
+    return value
 
 
 @dataclass(frozen=True)

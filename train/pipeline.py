@@ -204,6 +204,11 @@ def run_text_stages(
 ) -> dict[str, Any]:
     """Run ingest … ``until`` (one of ingest, filter, split, text) with caching; return a summary."""
     pipe = Pipeline(cfg, progress)
+    with pipe.exclusive():
+        return _text_stages(pipe, until)
+
+
+def _text_stages(pipe: Pipeline, until: str) -> dict[str, Any]:
     ingest_st, posts, stats = pipe.ingest()
     summary: dict[str, Any] = {"work": str(pipe.work), "ingest": {"posts": len(posts), **stats}}
     if until == "ingest":
@@ -227,7 +232,9 @@ def run_text_stages(
 def build_bundle(cfg: PipelineConfig, progress: ProgressReporter | None = None,
                  dist: DistContext | None = None) -> Path:
     """The whole chain; returns the published bundle's path (under torchrun: on rank 0)."""
-    return Pipeline(cfg, progress, dist).run()
+    pipe = Pipeline(cfg, progress, dist)
+    with pipe.exclusive():
+        return pipe.run()
 
 
 def train_cnn_share(cfg: PipelineConfig, dist: DistContext) -> Path:
