@@ -10,8 +10,10 @@ image vectors are the cached features through the learned map: no second pass ov
 from __future__ import annotations
 
 import logging
-import shutil
+import os
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,13 @@ from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from space.tokenize import tokenize
 from train.assemble import ImageSide, Kept, RecipeBuild, TextSide
-from train.config import config_hash, to_jsonable
+from train.config import to_jsonable
 from train.corpus.posts import EmptyCorpus, Post
-from train.image.encode import encode_images
+from train.image.distributed import broadcast_object
+from train.image.encode import EncodeConfig
+from train.image.features import BACKBONES, FeatureSpec, FeatureStore, encode_into, missing
+from train.image.photokeys import digest_of, photo_keys
+from train.image.runtime import open_encoder, pick_runtime
 from train.recipes.int8 import quantize_stage
 from train.recipes.joint.hashtags import train_hashtags
 from train.recipes.joint.model import JOINT_FILE, JointModel, train_joint
@@ -33,6 +39,8 @@ from train.stages import Stage, StageRunner
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.npy"
+STORE_DIR = "feature-store"  # under the work dir: train.image.features
+HASH_CACHE = "photo-sha256.sqlite"  # under the work dir: train.image.photokeys
 PARITY_IMAGES = 8
 
 
@@ -77,30 +85,133 @@ class JointRecipe:
         # No centring: the joint space is trained on normalised vectors, and centring measured no gain.
         return RecipeBuild(image_side, kept, space, hashtags, None)
 
-    def features(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
-        """Pooled frozen-GoogLeNet features of every post's image (cached, resumable)."""
+    # -- features: the per-photo store (train.image.features), shared by torchrun ranks --------------------
+    def feature_spec(self) -> FeatureSpec:
+        """The encoder setting the features depend on: backbone, weights fingerprint, crops."""
         weights = self.cfg.weights
-        from train.image.googlenet import weights_fingerprint
+        if weights is not None and (weights / "SHA256SUMS").is_file():
+            from train.image.googlenet import weights_fingerprint
 
-        fingerprint = weights_fingerprint(weights) if weights is not None else "none"
-        # Keyed by the images alone (not the text stages): a changed text setting reuses the features.
-        images = config_hash([str(p.image) for p in posts])
-        st = self.runner.stage("features", images, self.cfg.backbone, fingerprint, self.cfg.crops)
+            fingerprint = weights_fingerprint(weights)
+        else:
+            fingerprint = "none"
+        return FeatureSpec(BACKBONES.get(self.cfg.backbone, self.cfg.backbone), fingerprint, self.cfg.crops)
+
+    def features(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
+        """Pooled frozen-GoogLeNet features of every post's photo (rank 0; the others run
+        :meth:`features_share`): photos the store holds are read, only the others encoded."""
+        st, keys, _ = self._features_stage(posts)
+
+        def run() -> dict[str, Any]:
+            stats = self._encode_share(posts, keys)
+            store = FeatureStore(self.runner.work / STORE_DIR, self.feature_spec())
+            _, failed = store.gather(keys, st.dir / FEATURES_FILE)
+            log.info("features: %d photos, %d unreadable", len(keys), len(failed))
+            return {"failed": failed, **stats}
+
+        info = self.runner.run_stage(st, run)
+        return st, np.load(st.dir / FEATURES_FILE), list(info["failed"])
+
+    def features_share(self, posts: Sequence[Post]) -> None:
+        """A torchrun rank other than 0: its share of the photos the store lacks (rank 0 merges)."""
+        _, keys, done = self._features_stage(posts)
+        if not done:
+            self._encode_share(posts, keys)
+
+    def _features_stage(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, bool]:
+        """The photos' keys (hashed on rank 0, shared), the stage they key, and whether it is done."""
+        dist = self.runner.dist
+        main = dist is None or dist.is_main
+        keys = None
+        if main:
+            keys = photo_keys([p.image for p in posts], self.runner.work / HASH_CACHE,
+                              progress=self.runner.progress.callback)
+        keys = broadcast_object(keys, dist)
+        assert keys is not None
+        # Keyed by the photos' content and the encoder setting, not the text stages or paths.
+        st = self.runner.stage("features", digest_of(keys), asdict(self.feature_spec()))
+        done = bool(broadcast_object(st.done if main else False, dist))
+        return st, keys, done
+
+    def features_onnx(self, posts: Sequence[Post]) -> Path:
+        """The frozen backbone's features as an ONNX graph: a cached stage of its own (one export per
+        backbone and weights, whatever the photos)."""
+        spec = self.feature_spec()
+        st = self.runner.stage("features-onnx", spec.backbone, spec.weights)
+        onnx_path = st.dir / "features.onnx"
 
         def run() -> dict[str, Any]:
             from train.image.export import export_features
 
-            onnx_path = st.dir / "features.onnx"
-            export_features(self.cfg.backbone, weights, onnx_path, [p.image for p in posts[:PARITY_IMAGES]])
-            feats, failed = encode_images(onnx_path, [p.image for p in posts], self.cfg.encode_batch_size,
-                                          progress=self.runner.progress.callback, work_dir=st.dir / "chunks",
-                                          crops=self.cfg.crops)
-            np.save(st.dir / FEATURES_FILE, np.asarray(feats, dtype=np.float32))
-            shutil.rmtree(st.dir / "chunks", ignore_errors=True)
-            return {"failed": [int(i) for i in failed]}
+            check = [p.image for p in posts[:PARITY_IMAGES]]
+            return {"parity": export_features(self.cfg.backbone, self.cfg.weights, onnx_path, check)}
 
-        info = self.runner.run_stage(st, run)
-        return st, np.load(st.dir / FEATURES_FILE), list(info["failed"])
+        self.runner.run_stage(st, run)
+        return onnx_path
+
+    def _encode_share(self, posts: Sequence[Post], keys: np.ndarray) -> dict[str, int]:
+        """Encode this rank's share of the photos the store lacks (all of them in one process)."""
+        from train.image.distributed import DistContext, barrier
+
+        dist = self.runner.dist or DistContext()
+        spec = self.feature_spec()
+        store = FeatureStore(self.runner.work / STORE_DIR, spec)
+        ecfg = self._encode_config(dist)
+        runtime = pick_runtime(ecfg.runtime, ecfg.device)
+        onnx_path: Path | None = None
+        imported = 0
+        if dist.is_main:
+            if self.cfg.features_import is not None:
+                imported = store.import_folder(self.cfg.features_import, keys)
+            if runtime == "onnx" and len(missing(store.index(), keys).positions) > 0:
+                onnx_path = self.features_onnx(posts)
+        onnx_path = broadcast_object(onnx_path, dist)
+        barrier(dist)  # the import's part and the export are in place before anyone reads the store
+        todo = missing(store.index(), keys)
+        mine = todo.positions[dist.rank::dist.world_size]
+        log.info("features: %d of %d photos already encoded%s, %d to encode%s", todo.already, todo.distinct,
+                 f" ({imported} imported)" if imported else "", len(todo.positions),
+                 f" ({len(mine)} on rank {dist.rank} of {dist.world_size})" if dist.enabled else "")
+        photos = [p.image for p in posts]
+        if mine:
+            from train.image.decode import Decoder
+            from train.image.encode import decode_workers, encode_views
+
+            def module() -> Any:
+                from train.image.export import features_module
+
+                return features_module(self.cfg.backbone, self.cfg.weights)
+
+            def network() -> Path:
+                assert onnx_path is not None, "rank 0 exports the ONNX graph when ONNX Runtime encodes"
+                return onnx_path
+
+            encoder = open_encoder(runtime, onnx_path=network, module=module, device=ecfg.device,
+                                   device_id=ecfg.device_id, threads=ecfg.threads, half=ecfg.half)
+            with Decoder(decode_workers(ecfg), ecfg.crops, processes=ecfg.decode_processes) as decoder:
+                encode_into(store, photos, keys, mine,
+                            lambda order: encode_views(encoder, decoder, photos, order, ecfg.batch_size),
+                            tag=f"r{dist.rank}-{os.getpid()}-{time.time_ns()}", already=todo.already,
+                            total=todo.distinct, scale=dist.world_size,
+                            progress=self.runner.progress.callback if dist.is_main else None,
+                            show_bar=dist.is_main, flush_rows=self.cfg.feature_part_rows)
+        barrier(dist)  # every rank's parts are in the store before rank 0 gathers them
+        return {"photos": len(keys), "already": todo.already, "imported": imported,
+                "encoded": len(todo.positions)}
+
+    def _encode_config(self, dist: Any) -> EncodeConfig:
+        """This rank's encoder settings: its share of the cores, its GPU."""
+        from train.image.runtime import cuda_available
+
+        gpus = 0
+        if cuda_available():
+            import torch
+
+            gpus = torch.cuda.device_count()
+        share = dist.cpu_threads() if dist.enabled else None
+        return EncodeConfig(batch_size=self.cfg.encode_batch_size, threads=share, decode_workers=share,
+                            device=self.cfg.device, device_id=dist.local_rank % gpus if gpus else 0,
+                            crops=self.cfg.crops, runtime=self.cfg.encode_runtime)
 
     def joint(self, text_st: Stage, feat_st: Stage, posts: Sequence[Post], space: TextSpace,
               features: np.ndarray, failed: Sequence[int]) -> tuple[Stage, JointModel]:
