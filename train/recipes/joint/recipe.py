@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FEATURES_FILE = "features.npy"
 STORE_DIR = "feature-store"  # under the work dir: train.image.features
 HASH_CACHE = "photo-sha256.sqlite"  # under the work dir: train.image.photokeys
+CHECKPOINT_FILE = "checkpoint.pt"  # the joint stage's state after its last finished epoch
 PARITY_IMAGES = 8
 
 
@@ -221,8 +222,11 @@ class JointRecipe:
         def run() -> dict[str, Any]:
             usable = np.ones(len(posts), bool)
             usable[list(failed)] = False
-            model = train_joint(self.cfg.joint, features, posts, space, usable, self.runner.progress.callback)
+            checkpoint = st.dir / CHECKPOINT_FILE  # a killed run resumes after its last finished epoch
+            model = train_joint(self.cfg.joint, features, posts, space, usable, self.runner.progress.callback,
+                                device=self.cfg.device, checkpoint=checkpoint)
             model.save(st.dir / JOINT_FILE)
+            checkpoint.unlink(missing_ok=True)
             return {"history": model.history}
 
         self.runner.run_stage(st, run)
