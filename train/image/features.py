@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +32,9 @@ from tqdm import tqdm
 from space.errors import SpaceError
 from train.image.photokeys import KEY_BYTES, UNREADABLE
 from train.progress import ProgressCallback, throttled
+
+if TYPE_CHECKING:
+    from train.image.encode import EncodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -331,3 +334,39 @@ def encode_into(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray, p
         return w.written, failed
     finally:
         bar.close()
+
+
+def encode_missing(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray, cfg: EncodeConfig, *,
+                   rank: int = 0, world: int = 1, onnx_path: Path | None, module: Callable[[], Any],
+                   progress: ProgressCallback | None = None, flush_rows: int = FLUSH_ROWS,
+                   note: str = "") -> Todo:
+    """Encode this rank's share (every ``world``-th) of the photos the store lacks; return what was to do.
+
+    The log line (and the progress's first report) say how many photos were already encoded. ``onnx_path``:
+    the exported network, when ONNX Runtime encodes; ``module()``: the torch module, when torch does.
+    """
+    from train.image.decode import Decoder
+    from train.image.encode import decode_workers, encode_views
+    from train.image.runtime import open_encoder
+
+    todo = missing(store.index(), keys)
+    mine = todo.positions[rank::world]
+    log.info("features: %d of %d photos already encoded%s, %d to encode%s", todo.already, todo.distinct,
+             note, len(todo.positions), f" ({len(mine)} on rank {rank} of {world})" if world > 1 else "")
+    if not mine:
+        return todo
+
+    def network() -> Path:
+        if onnx_path is None:
+            raise RuntimeError("ONNX Runtime encodes, but no ONNX graph was exported")
+        return onnx_path
+
+    encoder = open_encoder(cfg.runtime, onnx_path=network, module=module, device=cfg.device,
+                           device_id=cfg.device_id, threads=cfg.threads, half=cfg.half)
+    with Decoder(decode_workers(cfg), cfg.crops, processes=cfg.decode_processes) as decoder:
+        encode_into(store, photos, keys, mine,
+                    lambda order: encode_views(encoder, decoder, photos, order, cfg.batch_size),
+                    tag=f"r{rank}-{os.getpid()}-{time.time_ns()}", already=todo.already, total=todo.distinct,
+                    scale=world, progress=progress, show_bar=progress is None and rank == 0,
+                    flush_rows=flush_rows)
+    return todo

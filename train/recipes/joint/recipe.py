@@ -10,8 +10,6 @@ image vectors are the cached features through the learned map: no second pass ov
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,9 +26,9 @@ from train.config import to_jsonable
 from train.corpus.posts import EmptyCorpus, Post
 from train.image.distributed import broadcast_object
 from train.image.encode import EncodeConfig
-from train.image.features import BACKBONES, FeatureSpec, FeatureStore, encode_into, missing
+from train.image.features import BACKBONES, FeatureSpec, FeatureStore, encode_missing, missing
 from train.image.photokeys import digest_of, photo_keys
-from train.image.runtime import open_encoder, pick_runtime
+from train.image.runtime import pick_runtime
 from train.recipes.int8 import quantize_stage
 from train.recipes.joint.hashtags import train_hashtags
 from train.recipes.joint.model import JOINT_FILE, JointModel, train_joint
@@ -168,34 +166,17 @@ class JointRecipe:
                 onnx_path = self.features_onnx(posts)
         onnx_path = broadcast_object(onnx_path, dist)
         barrier(dist)  # the import's part and the export are in place before anyone reads the store
-        todo = missing(store.index(), keys)
-        mine = todo.positions[dist.rank::dist.world_size]
-        log.info("features: %d of %d photos already encoded%s, %d to encode%s", todo.already, todo.distinct,
-                 f" ({imported} imported)" if imported else "", len(todo.positions),
-                 f" ({len(mine)} on rank {dist.rank} of {dist.world_size})" if dist.enabled else "")
-        photos = [p.image for p in posts]
-        if mine:
-            from train.image.decode import Decoder
-            from train.image.encode import decode_workers, encode_views
 
-            def module() -> Any:
-                from train.image.export import features_module
+        def module() -> Any:
+            from train.image.export import features_module
 
-                return features_module(self.cfg.backbone, self.cfg.weights)
+            return features_module(self.cfg.backbone, self.cfg.weights)
 
-            def network() -> Path:
-                assert onnx_path is not None, "rank 0 exports the ONNX graph when ONNX Runtime encodes"
-                return onnx_path
-
-            encoder = open_encoder(runtime, onnx_path=network, module=module, device=ecfg.device,
-                                   device_id=ecfg.device_id, threads=ecfg.threads, half=ecfg.half)
-            with Decoder(decode_workers(ecfg), ecfg.crops, processes=ecfg.decode_processes) as decoder:
-                encode_into(store, photos, keys, mine,
-                            lambda order: encode_views(encoder, decoder, photos, order, ecfg.batch_size),
-                            tag=f"r{dist.rank}-{os.getpid()}-{time.time_ns()}", already=todo.already,
-                            total=todo.distinct, scale=dist.world_size,
-                            progress=self.runner.progress.callback if dist.is_main else None,
-                            show_bar=dist.is_main, flush_rows=self.cfg.feature_part_rows)
+        todo = encode_missing(store, [p.image for p in posts], keys, ecfg, rank=dist.rank,
+                              world=dist.world_size, onnx_path=onnx_path, module=module,
+                              progress=self.runner.progress.callback if dist.is_main else None,
+                              flush_rows=self.cfg.feature_part_rows,
+                              note=f" ({imported} imported)" if imported else "")
         barrier(dist)  # every rank's parts are in the store before rank 0 gathers them
         return {"photos": len(keys), "already": todo.already, "imported": imported,
                 "encoded": len(todo.positions)}
