@@ -6,9 +6,11 @@
 Rates: the trainer's own path (`train.image.features.encode_missing`: decoding in worker processes, ONNX
 Runtime on every core, into a fresh per-photo store) from the JPEG files, steady rate (from the first
 photo stored to the last; the workers' start-up, paid once per run, left out), with decoding in processes
-(the default) and in threads, alternating. Kill: the same encoding in a child process with the default
-parts (4,096 photos or 30 s), SIGKILLed after ``--kill-after`` seconds; photos lost = photos it had
-encoded (its last progress line, at most 0.5 s old) − photos the store kept. One JSON line.
+(the default) and in threads, alternating. Then the CPU time of one photo's decoding (a worker's part) and
+of cutting its views into float32 network inputs (the main process's part with ONNX Runtime). Kill: the
+same encoding in a child process with the default parts (4,096 photos or 30 s), SIGKILLed after
+``--kill-after`` seconds; photos lost = photos it had encoded (its last progress line, at most 0.5 s old)
+minus photos the store kept. One JSON line.
 """
 
 from __future__ import annotations
@@ -46,6 +48,24 @@ def rate(photos: list[Path], onnx: Path, store_dir: Path, cfg: EncodeConfig) -> 
     encode_missing(store, photos, keys, cfg, onnx_path=onnx, module=lambda: None, progress=progress)
     (t0, d0), (t1, d1) = marks[0], marks[-1]
     return (d1 - d0) / (t1 - t0)
+
+
+def decode_cost(photos: list[Path], crops: int) -> tuple[float, float]:
+    """CPU milliseconds per photo (one process, one thread): decoding it to the pixels its views need (a
+    worker's part), and cutting the views into float32 network inputs (the main process's part with ONNX
+    Runtime; torch does that on the GPU). Load-independent, so a GPU box's decode rate is cores / this."""
+    from train.image.decode import decode_pixels, network_batch, views_of
+
+    worker = main = 0.0
+    for p in photos:
+        t0 = time.process_time()
+        pixels = decode_pixels(str(p), crops)
+        t1 = time.process_time()
+        if not isinstance(pixels, str):
+            network_batch(views_of(pixels, crops))
+        worker += t1 - t0
+        main += time.process_time() - t1
+    return 1000 * worker / len(photos), 1000 * main / len(photos)
 
 
 def child(photos_file: Path, onnx: Path, store_dir: Path) -> None:
@@ -107,6 +127,10 @@ def main() -> None:
                     cfg = replace(EncodeConfig(), crops=crops, decode_processes=decode == "processes")
                     got = rate(photos[:n], onnx, work / f"s-{crops}-{decode}-{r}", cfg)
                     out.setdefault(f"photos_per_s_{crops}crop_{decode}", []).append(round(got, 1))
+        for crops in (1, 10):
+            worker, main = decode_cost(photos[:300], crops)
+            out[f"decode_cpu_ms_per_photo_{crops}crop"] = round(worker, 2)
+            out[f"views_cpu_ms_per_photo_{crops}crop"] = round(main, 2)
         out["kill"] = kill_test(photos[: 20 * args.photos], onnx, work, args.kill_after)
     out["load_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
