@@ -7,10 +7,10 @@ Rates: the trainer's own path (`train.image.features.encode_missing`: decoding i
 Runtime on every core, into a fresh per-photo store) from the JPEG files, steady rate (from the first
 photo stored to the last; the workers' start-up, paid once per run, left out), with decoding in processes
 (the default) and in threads, alternating. Then the CPU time of one photo's decoding (a worker's part) and
-of cutting its views into float32 network inputs (the main process's part with ONNX Runtime). Kill: the
-same encoding in a child process with the default parts (4,096 photos or 30 s), SIGKILLed after
-``--kill-after`` seconds; photos lost = photos it had encoded (its last progress line, at most 0.5 s old)
-minus photos the store kept. One JSON line.
+of cutting its views into float32 network inputs (the main process's part with ONNX Runtime), and the
+photo keys' rate, first run and cached. Kill: the same encoding in a child process with the default parts
+(4,096 photos or 30 s), SIGKILLed after ``--kill-after`` seconds; photos lost = photos it had encoded (its
+last progress line, at most 0.5 s old) minus photos the store kept. One JSON line.
 """
 
 from __future__ import annotations
@@ -66,6 +66,21 @@ def decode_cost(photos: list[Path], crops: int) -> tuple[float, float]:
         worker += t1 - t0
         main += time.process_time() - t1
     return 1000 * worker / len(photos), 1000 * main / len(photos)
+
+
+def hashing(photos: list[Path], work: Path) -> dict[str, float]:
+    """Photos/s of the SHA-256 keys: first run (every byte read and hashed, the cache written), and a
+    rerun (one stat and one cache lookup per photo)."""
+    cache = work / "sha.sqlite"
+    t0 = time.perf_counter()
+    photo_keys(photos, cache)
+    t1 = time.perf_counter()
+    photo_keys(photos, cache)
+    t2 = time.perf_counter()
+    size = sum(p.stat().st_size for p in photos) / len(photos)
+    return {"photos": len(photos), "mean_kb": round(size / 1024, 1),
+            "first_photos_per_s": round(len(photos) / (t1 - t0)),
+            "cached_photos_per_s": round(len(photos) / (t2 - t1))}
 
 
 def child(photos_file: Path, onnx: Path, store_dir: Path) -> None:
@@ -127,6 +142,7 @@ def main() -> None:
                     cfg = replace(EncodeConfig(), crops=crops, decode_processes=decode == "processes")
                     got = rate(photos[:n], onnx, work / f"s-{crops}-{decode}-{r}", cfg)
                     out.setdefault(f"photos_per_s_{crops}crop_{decode}", []).append(round(got, 1))
+        out["hash"] = hashing(photos, work)
         for crops in (1, 10):
             worker, main = decode_cost(photos[:300], crops)
             out[f"decode_cpu_ms_per_photo_{crops}crop"] = round(worker, 2)
