@@ -7,8 +7,9 @@ Rates: the trainer's own path (`train.image.features.encode_missing`: decoding i
 Runtime on every core, into a fresh per-photo store) from the JPEG files, steady rate (from the first
 photo stored to the last; the workers' start-up, paid once per run, left out), with decoding in processes
 (the default) and in threads, alternating. Then the CPU time of one photo's decoding (a worker's part) and
-of cutting its views into float32 network inputs (the main process's part with ONNX Runtime), and the
-photo keys' rate, first run and cached. Kill: the same encoding in a child process with the default parts
+of cutting its views into float32 network inputs (the main process's part with ONNX Runtime), for Flickr8k
+photos and for Instagram-sized copies (1080 px, JPEG quality 90), and the photo keys' rate, first run and
+cached. Kill: the same encoding in a child process with the default parts
 (4,096 photos or 30 s), SIGKILLed after ``--kill-after`` seconds; photos lost = photos it had encoded (its
 last progress line, at most 0.5 s old) minus photos the store kept. One JSON line.
 """
@@ -26,6 +27,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from train.image.encode import EncodeConfig
 from train.image.export import export_features
@@ -143,10 +146,15 @@ def main() -> None:
                     got = rate(photos[:n], onnx, work / f"s-{crops}-{decode}-{r}", cfg)
                     out.setdefault(f"photos_per_s_{crops}crop_{decode}", []).append(round(got, 1))
         out["hash"] = hashing(photos, work)
-        for crops in (1, 10):
-            worker, main = decode_cost(photos[:300], crops)
-            out[f"decode_cpu_ms_per_photo_{crops}crop"] = round(worker, 2)
-            out[f"views_cpu_ms_per_photo_{crops}crop"] = round(main, 2)
+        large = work / "large"  # Instagram-sized: 1080 × 1080, JPEG quality 90 (about 140 KB)
+        large.mkdir()
+        for i, p in enumerate(photos[:100]):
+            Image.open(p).convert("RGB").resize((1080, 1080)).save(large / f"{i}.jpg", quality=90)
+        for name, sample in (("flickr8k", photos[:300]), ("1080px", sorted(large.glob("*.jpg")))):
+            for crops in (1, 10):
+                worker, main = decode_cost(sample, crops)
+                out[f"decode_cpu_ms_per_photo_{name}_{crops}crop"] = round(worker, 2)
+                out[f"views_cpu_ms_per_photo_{name}_{crops}crop"] = round(main, 2)
         out["kill"] = kill_test(photos[: 20 * args.photos], onnx, work, args.kill_after)
     out["load_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
