@@ -110,10 +110,14 @@ def test_killed_run_resumes_and_a_filter_change_encodes_only_new_photos(
 
     # The rerun, same settings: what the killed run stored is read, only the rest is encoded.
     caplog.set_level(logging.INFO)
-    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en"))
+    progress = tmp_path / "progress.jsonl"
+    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en", "--progress-file", str(progress)))
     feats, failed, posts = _features(cfg)
     assert failed == [] and len(posts) == N_EN
     assert f"features: {kept} of {N_EN} photos already encoded, {N_EN - kept} to encode" in caplog.text
+    encode = [json.loads(line) for line in progress.read_text().splitlines() if '"encode"' in line]
+    assert (encode[0]["done"], encode[0]["total"]) == (kept, N_EN)  # the progress starts where it stopped
+    assert encode[-1]["done"] == N_EN
     assert _stored_rows(work) == N_EN
     onnx = next(work.glob("features-onnx-*/features.onnx"))
     np.testing.assert_allclose(feats, _reference(onnx, [p.image for p in posts]), atol=1e-4)

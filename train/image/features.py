@@ -309,13 +309,13 @@ def encode_into(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray, p
                 flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS) -> tuple[int, list[int]]:
     """Encode ``photos[positions]`` through ``batches`` into the store; return (stored, failed positions).
 
-    ``batches(positions)`` yields (position, vector or None when unreadable). Progress counts distinct
-    photos from ``already`` up to ``total``; ``scale``: this writer's share of the work is 1/scale (torchrun
-    ranks report their own share times the world size).
+    ``batches(positions)`` yields (position, vector or None when unreadable). Progress (stage "encode")
+    counts distinct photos from ``already`` up to ``total``; ``scale``: this writer's share of the work is
+    1/scale (torchrun ranks report their own share times the world size).
     """
     report = throttled(progress)
     if report:
-        report("features", already, total, "photos")
+        report("encode", already, total, "photos")
     failed: list[int] = []
     bar = tqdm(total=total, initial=already, desc="features", unit="photo", mininterval=1.0,
                disable=not show_bar)
@@ -330,7 +330,7 @@ def encode_into(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray, p
                 done += 1
                 bar.update(scale)
                 if report:
-                    report("features", min(total, already + done * scale), total, "photos")
+                    report("encode", min(total, already + done * scale), total, "photos")
         return w.written, failed
     finally:
         bar.close()
