@@ -5,8 +5,9 @@
 
 Rates: the trainer's own path (`train.image.features.encode_missing`: decoding in worker processes, ONNX
 Runtime on every core, into a fresh per-photo store) from the JPEG files, steady rate (from the first
-photo stored to the last; the workers' start-up, paid once per run, left out), with decoding in processes
-(the default) and in threads, alternating. Then the CPU time of one photo's decoding (a worker's part) and
+photo stored to the last; the workers' start-up, paid once per run, left out) and CPU time per photo (what
+two idle cores would give: 2,000 / ms), with decoding in processes (the default) and in threads,
+alternating. Then the CPU time of one photo's decoding (a worker's part) and
 of cutting its views into float32 network inputs (the main process's part with ONNX Runtime), for Flickr8k
 photos and for Instagram-sized copies (1080 px, JPEG quality 90), and the photo keys' rate, first run and
 cached. Kill: the same encoding in a child process with the default parts
@@ -38,8 +39,9 @@ from train.image.photokeys import KEY_BYTES, photo_keys
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rate(photos: list[Path], onnx: Path, store_dir: Path, cfg: EncodeConfig) -> float:
-    """Steady photos/s of one run into a fresh store."""
+def rate(photos: list[Path], onnx: Path, store_dir: Path, cfg: EncodeConfig) -> tuple[float, float]:
+    """Steady photos/s of one run into a fresh store, and its CPU milliseconds per photo (this process and
+    its decoding workers, start-up included): 2,000 / that is what two idle cores would give."""
     keys = photo_keys(photos)
     store = FeatureStore(store_dir, FeatureSpec("bvlc_googlenet", "bench", cfg.crops))
     marks: list[tuple[float, int]] = []
@@ -48,9 +50,12 @@ def rate(photos: list[Path], onnx: Path, store_dir: Path, cfg: EncodeConfig) -> 
         if done > 0:
             marks.append((time.perf_counter(), done))
 
+    before = os.times()
     encode_missing(store, photos, keys, cfg, onnx_path=onnx, module=lambda: None, progress=progress)
+    after = os.times()
+    cpu = sum(after[i] - before[i] for i in range(4))  # user, system, children's user and system
     (t0, d0), (t1, d1) = marks[0], marks[-1]
-    return (d1 - d0) / (t1 - t0)
+    return (d1 - d0) / (t1 - t0), 1000 * cpu / len(photos)
 
 
 def decode_cost(photos: list[Path], crops: int) -> tuple[float, float]:
@@ -143,8 +148,9 @@ def main() -> None:
             for r in range(args.rounds):
                 for decode in ("processes", "threads"):
                     cfg = replace(EncodeConfig(), crops=crops, decode_processes=decode == "processes")
-                    got = rate(photos[:n], onnx, work / f"s-{crops}-{decode}-{r}", cfg)
+                    got, cpu = rate(photos[:n], onnx, work / f"s-{crops}-{decode}-{r}", cfg)
                     out.setdefault(f"photos_per_s_{crops}crop_{decode}", []).append(round(got, 1))
+                    out.setdefault(f"cpu_ms_per_photo_{crops}crop_{decode}", []).append(round(cpu, 1))
         out["hash"] = hashing(photos, work)
         large = work / "large"  # Instagram-sized: 1080 × 1080, JPEG quality 90 (about 140 KB)
         large.mkdir()
@@ -155,7 +161,8 @@ def main() -> None:
                 worker, main = decode_cost(sample, crops)
                 out[f"decode_cpu_ms_per_photo_{name}_{crops}crop"] = round(worker, 2)
                 out[f"views_cpu_ms_per_photo_{name}_{crops}crop"] = round(main, 2)
-        out["kill"] = kill_test(photos[: 20 * args.photos], onnx, work, args.kill_after)
+        if args.kill_after > 0:
+            out["kill"] = kill_test(photos[: 20 * args.photos], onnx, work, args.kill_after)
     out["load_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 
