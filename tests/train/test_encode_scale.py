@@ -51,7 +51,8 @@ def plain(encoder: Path, images: list[Path]) -> np.ndarray:
 
 def test_streaming_matches_one_plain_batch(tmp_path: Path, encoder: Path, images: list[Path],
                                           plain: np.ndarray) -> None:
-    cfg = EncodeConfig(batch_size=5, chunk_size=8, decode_workers=3, device="cpu")
+    cfg = EncodeConfig(batch_size=5, chunk_size=8, decode_workers=3, decode_processes=True,
+                       device="cpu")
     calls: list[tuple[str, int, int | None, str]] = []
     result = encode_corpus(encoder, images[:24], tmp_path / "work", cfg, out_path=tmp_path / "vectors.npy",
                            progress=lambda *a: calls.append(a))

@@ -7,8 +7,9 @@ so the pipes between processes carry a quarter of the bytes. The views equal
 :func:`space.images.network_views`' exactly (the same crops and mirrors, the same BGR mean subtraction).
 
 Workers are processes (``spawn``: the trainer holds torch and ONNX Runtime threads, which must not be
-forked), or threads with ``processes=False``; tasks of a few photos each, with a bounded number in flight,
-so memory stays bounded whatever the corpus size.
+forked; the default when a GPU runs the network), or threads (``processes=False``; on the CPU, where the
+network takes the cores anyway and threads cost less); tasks of a few photos each, with a bounded number in
+flight, so memory stays bounded whatever the corpus size.
 """
 
 from __future__ import annotations

@@ -53,9 +53,10 @@ class EncodeConfig:
     chunk_size: int = CHUNK_SIZE
     threads: int | None = None  # ONNX Runtime intra-op threads; None: every core
     decode_workers: int | None = None  # image-decoding workers; None: every core
-    # Decode in worker processes (True) or threads: processes never contend for the GIL with the feeding
-    # loop, which matters once a GPU runs the network (docs/benchmarks.md "Image features").
-    decode_processes: bool = True
+    # Decode in worker processes (True) or threads (False); None: processes when a GPU runs the network (they
+    # never contend for the GIL with the loop feeding it), threads on the CPU, where the network takes the
+    # cores anyway and threads cost less CPU per photo (docs/benchmarks.md "Image features").
+    decode_processes: bool | None = None
     device: str = "auto"  # "auto": CUDA when one is usable, else CPU; "cpu"; "cuda"
     device_id: int = 0
     # ONNX Runtime's idle threads busy-wait by default; here they share the cores with the decode workers,
@@ -74,6 +75,13 @@ class EncodeConfig:
 def decode_workers(cfg: EncodeConfig) -> int:
     """Decoding workers: as asked, else one per core."""
     return cfg.decode_workers or os.cpu_count() or 1
+
+
+def decode_in_processes(cfg: EncodeConfig, provider: str) -> bool:
+    """Whether to decode in processes: as asked, else when ``provider`` (the encoder's) is a GPU."""
+    if cfg.decode_processes is not None:
+        return cfg.decode_processes
+    return "cuda" in provider.lower()
 
 
 @dataclass(frozen=True)
@@ -257,7 +265,8 @@ def encode_corpus(
     report = throttled(progress)
     bar = tqdm(total=n, initial=done, desc="encode", unit="img", mininterval=1.0)
     try:
-        with Decoder(decode_workers(cfg), cfg.crops, processes=cfg.decode_processes) as decoder:
+        with Decoder(decode_workers(cfg), cfg.crops,
+                     processes=decode_in_processes(cfg, provider)) as decoder:
             for c in todo:
                 rows = chunks[c]
                 vectors = np.zeros((len(rows), dim), dtype=np.float32)

@@ -346,7 +346,7 @@ def encode_missing(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray
     the exported network, when ONNX Runtime encodes; ``module()``: the torch module, when torch does.
     """
     from train.image.decode import Decoder
-    from train.image.encode import decode_workers, encode_views
+    from train.image.encode import decode_in_processes, decode_workers, encode_views
     from train.image.runtime import open_encoder
 
     todo = missing(store.index(), keys)
@@ -363,7 +363,8 @@ def encode_missing(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray
 
     encoder = open_encoder(cfg.runtime, onnx_path=network, module=module, device=cfg.device,
                            device_id=cfg.device_id, threads=cfg.threads, half=cfg.half)
-    with Decoder(decode_workers(cfg), cfg.crops, processes=cfg.decode_processes) as decoder:
+    processes = decode_in_processes(cfg, encoder.provider)
+    with Decoder(decode_workers(cfg), cfg.crops, processes=processes) as decoder:
         encode_into(store, photos, keys, mine,
                     lambda order: encode_views(encoder, decoder, photos, order, cfg.batch_size),
                     tag=f"r{rank}-{os.getpid()}-{time.time_ns()}", already=todo.already, total=todo.distinct,
