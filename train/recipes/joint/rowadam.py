@@ -13,8 +13,10 @@ update, the parameter moves to
 with a_j = lr_j · √(1 − β2^j) / (1 − β1^j), r = β1 / √β2 and c_j = Σ_{i≤j} log(1 − lr_i·wd). The whole
 schedule is known in advance, so the sum is R_s − r^k · R_t with R_j = Σ_{i>j} a_i · e^(−c_i) · r^(i−j),
 computed once backwards: a catch-up costs O(1) per row. The only approximation is ε: dense AdamW divides
-by √v̂ + ε, the catch-up by √v̂ (for a row that has had a gradient √v̂ is orders above ε = 1e-8).
-Everything else is torch's AdamW, step for step: a test runs both on the same gradients.
+each step's m̂ by √v̂ + ε, the catch-up all of them by the first missed step's (√v_s + ε·√(1 − β2^(s+1))/√β2
+in √v_s's scale), exact for a row that missed one step and off by ε's share of √v̂ drifting over the
+missed steps otherwise, which matters only for gradients near ε. Everything else is torch's AdamW, step
+for step: a test runs both on the same gradients.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class RowAdamW:
             suffix[j] = r * (g[j + 1] + suffix[j + 1])
         self._c = torch.from_numpy(c).to(dev)
         self._suffix = torch.from_numpy(suffix).to(dev)
+        # ε in the first missed step's denominator, in √v_s's scale: √v̂_j + ε = (β2^(k/2)·√v_s + ε·√bc2_j)
+        # / √bc2_j, so with k = 1 the catch-up divides by √v_s + ε·√bc2_(s+1) / √β2 exactly as dense AdamW.
+        self._eps_scale = torch.from_numpy(np.append(np.sqrt(1 - self.b2 ** steps[1:]), 1.0) * eps
+                                           / math.sqrt(self.b2)).to(dev)
         self._log_r = math.log(r)
 
     def _caught_up(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,7 +77,8 @@ class RowAdamW:
         moved = torch.exp(self._c[t]) * (self._suffix.index_select(0, s)
                                          - torch.exp(k * self._log_r) * self._suffix[t])
         p, m, v = (x.index_select(0, rows) for x in (self.table, self.m, self.v))
-        ratio = m / v.sqrt().clamp_min(1e-30)  # m is 0 wherever v is (a row never given a gradient)
+        # m is 0 wherever v is (a row never given a gradient)
+        ratio = m / (v.sqrt() + self._eps_scale.index_select(0, s).to(v.dtype)[:, None]).clamp_min(1e-30)
         dtype = self.table.dtype
         p = p * decay.to(dtype)[:, None] - ratio * moved.to(dtype)[:, None]
         m = m * torch.exp(k * math.log(self.b1)).to(dtype)[:, None]
