@@ -3,7 +3,7 @@
 A `train all` killed (SIGKILL, the whole process group) during the features stage keeps every finished
 part; the rerun says how many photos were already encoded and encodes only the rest; a filter change
 that keeps more posts encodes only the new photos; features imported with `--features DIR` are used and
-a folder of another crop count is refused in one line.
+a folder of another crop count is refused in one line; a work folder of the earlier layout is adopted.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from space.images import network_views, open_image
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
 from train.__main__ import build_parser, pipeline_config
-from train.config import PipelineConfig
+from train.config import PipelineConfig, config_hash
 from train.image.features import FeatureImportMismatch, FeatureStore, write_folder
 from train.image.photokeys import KEY_BYTES, file_sha256, photo_keys
 from train.pipeline import Pipeline
@@ -115,6 +115,7 @@ def test_killed_run_resumes_and_a_filter_change_encodes_only_new_photos(
     feats, failed, posts = _features(cfg)
     assert failed == [] and len(posts) == N_EN
     assert f"features: {kept} of {N_EN} photos already encoded, {N_EN - kept} to encode" in caplog.text
+    assert "features-onnx: inputs and config unchanged" in caplog.text  # exported once, by the killed run
     encode = [json.loads(line) for line in progress.read_text().splitlines() if '"encode"' in line]
     assert (encode[0]["done"], encode[0]["total"]) == (kept, N_EN)  # the progress starts where it stopped
     assert encode[-1]["done"] == N_EN
@@ -191,3 +192,28 @@ def test_imported_features_are_used_and_another_crop_count_is_refused(
     assert _stored_rows(work) == 0
     with pytest.raises(FeatureImportMismatch):
         FeatureStore(tmp_path / "store", spec).import_folder(folder, keys)
+
+
+def test_a_work_folder_of_the_earlier_layout_is_not_encoded_again(
+        corpus: Path, weights_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A finished features stage written before the store (one features.npy keyed by the image paths,
+    DONE.json listing unreadable rows) moves into the store: nothing is encoded again."""
+    work = tmp_path / "work"
+    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en"))
+    pipe = Pipeline(cfg)
+    posts = pipe._through_text().text.posts
+    spec = JointRecipe(pipe).feature_spec()
+    old = work / ("features-" + config_hash("features", config_hash([str(p.image) for p in posts]), "bvlc",
+                                            spec.weights, spec.crops))
+    old.mkdir()
+    earlier = np.random.default_rng(1).standard_normal((len(posts), 1024)).astype(np.float32)
+    np.save(old / "features.npy", earlier)
+    (old / "DONE.json").write_text(json.dumps({"failed": [3]}))  # row 3 was unreadable then: encoded now
+    caplog.set_level(logging.INFO)
+    feats, failed, _ = _features(cfg)
+    assert failed == []
+    assert (f"features: {N_EN - 1} of {N_EN} photos already encoded ({N_EN - 1} imported), 1 to encode"
+            in caplog.text)
+    keep = [i for i in range(N_EN) if i != 3]
+    np.testing.assert_array_equal(feats[keep], earlier[keep])
+    assert float(np.abs(feats[3]).max()) > 1.0 and not np.allclose(feats[3], earlier[3])

@@ -9,7 +9,10 @@ image vectors are the cached features through the learned map: no second pass ov
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +25,7 @@ from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from space.tokenize import tokenize
 from train.assemble import ImageSide, Kept, RecipeBuild, TextSide
-from train.config import to_jsonable
+from train.config import config_hash, to_jsonable
 from train.corpus.posts import EmptyCorpus, Post
 from train.image.distributed import broadcast_object
 from train.image.encode import EncodeConfig
@@ -162,6 +165,7 @@ class JointRecipe:
         if dist.is_main:
             if self.cfg.features_import is not None:
                 imported = store.import_folder(self.cfg.features_import, keys)
+            imported += self._adopt_chunked_features(store, posts, keys)
             if runtime == "onnx" and len(missing(store.index(), keys).positions) > 0:
                 onnx_path = self.features_onnx(posts)
         onnx_path = broadcast_object(onnx_path, dist)
@@ -180,6 +184,30 @@ class JointRecipe:
         barrier(dist)  # every rank's parts are in the store before rank 0 gathers them
         return {"photos": len(keys), "already": todo.already, "imported": imported,
                 "encoded": len(todo.positions)}
+
+    def _adopt_chunked_features(self, store: FeatureStore, posts: Sequence[Post], keys: np.ndarray) -> int:
+        """Features a finished stage of the earlier layout (one ``features.npy`` keyed by the image paths)
+        holds for exactly these photos, moved into the store once, so a work folder from before the store
+        is not encoded again."""
+        spec = self.feature_spec()
+        paths = config_hash([str(p.image) for p in posts])
+        key = config_hash("features", paths, self.cfg.backbone, spec.weights, spec.crops)  # that layout's
+        old = self.runner.work / f"features-{key}"
+        if not (old / "DONE.json").is_file() or not (old / FEATURES_FILE).is_file():
+            return 0
+        failed = set(json.loads((old / "DONE.json").read_text(encoding="utf-8")).get("failed", []))
+        matrix = np.load(old / FEATURES_FILE, mmap_mode="r")
+        if matrix.shape != (len(posts), spec.dim):
+            return 0
+        have = store.index()
+        rows = [i for i in range(len(posts)) if i not in failed and bytes(keys[i]) not in have]
+        with store.writer(f"adopted-{os.getpid()}-{time.time_ns()}", flush_rows=65536,
+                          flush_seconds=float("inf")) as w:
+            for i in rows:
+                w.add(bytes(keys[i]), matrix[i])
+        if rows:
+            log.info("features: moved %d photos' features from %s into the store", len(rows), old)
+        return len(rows)
 
     def _encode_config(self, dist: Any) -> EncodeConfig:
         """This rank's encoder settings: its share of the cores, its GPU."""
