@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 # The console scripts and the tests that run them as real processes.
@@ -223,3 +224,16 @@ def test_gpu_override_reserves_the_gpu_for_the_trainer() -> None:
     assert set(override) == {"trainer"}
     devices = override["trainer"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    # The GPU image: CUDA torch (no CPU wheel index) and ONNX Runtime's CUDA build, pinned, swapped in only
+    # for GPU=1, so the CPU image stays as it was.
+    assert override["trainer"]["build"]["args"] == {"GPU": "1", "TORCH_INDEX_URL": ""}
+    train = (ROOT / "docker" / "Dockerfile.train").read_text()
+    assert "ARG GPU=0" in train and "COPY requirements.lock requirements-gpu.lock" in train
+    swap = train.index('if [ "$GPU" = 1 ]')
+    assert "pip uninstall -y onnxruntime && pip install --no-deps -r requirements-gpu.lock" in train[swap:]
+    pins = [line for line in (ROOT / "requirements-gpu.lock").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert pins == ["onnxruntime-gpu==1.31.1"]
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert [Requirement(r).name for r in extra] == ["onnxruntime-gpu"]
+    assert all(Requirement(r).specifier.contains("1.31.1") for r in extra)

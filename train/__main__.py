@@ -72,6 +72,15 @@ def _corpus_args(p: Parser) -> None:
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
                    help="views averaged per bundle image: centre; + mirror; + corners (default: 10 for the "
                    "joint recipe, 1 with --quick or --recipe seed)")
+    p.add_argument("--features", type=Path, default=None, metavar="DIR",
+                   help="import image features computed elsewhere (keys.txt, features.npy, meta.json, as "
+                   "python -m train.image.encode_dist writes them); photos without a row are encoded here")
+    p.add_argument("--feature-part-rows", type=int, default=4096, metavar="N",
+                   help="photos per feature-store part: a killed run loses at most one part or 30 s")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the image side runs (auto: a CUDA GPU when torch sees one)")
+    p.add_argument("--encode-runtime", choices=("auto", "onnx", "torch"), default="auto",
+                   help="what encodes the features (auto: torch on a GPU, ONNX Runtime on the CPU)")
     p.add_argument("--joint-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one JointConfig field (repeatable), e.g. --joint-set epochs=5")
     p.add_argument("--text-set", action="append", default=[], metavar="FIELD=VALUE",
@@ -170,6 +179,17 @@ def _shares(raw: str) -> list[float]:
     return shares
 
 
+def check_feature_import(cfg: PipelineConfig) -> None:
+    """``--features DIR`` of another backbone, crop count or width: refused in one line before any stage."""
+    if cfg.features_import is None:
+        return
+    if cfg.recipe != "joint":
+        raise ValueError("--features imports the joint recipe's CNN features; the seed recipe has none")
+    from train.image.features import BACKBONES, FeatureSpec, open_import
+
+    open_import(cfg.features_import, FeatureSpec(BACKBONES.get(cfg.backbone, cfg.backbone), "", cfg.crops))
+
+
 def _filters(args: argparse.Namespace, topic: Topic | None) -> FilterConfig:
     """The filters: languages from the flag, else the topic, else en/es/ca; other cities from the topic."""
     languages = args.languages
@@ -212,6 +232,10 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f16"),
         encode_crops=getattr(args, "encode_crops", None),
+        features_import=getattr(args, "features", None),
+        feature_part_rows=max(1, getattr(args, "feature_part_rows", 4096)),
+        device=getattr(args, "device", "auto"),
+        encode_runtime=getattr(args, "encode_runtime", "auto"),
         topic=topic,
     )
 
@@ -319,6 +343,7 @@ def _train_all(cfg: PipelineConfig) -> int:
         progress = ProgressReporter(cfg.progress_file)
         try:
             check_weights(cfg)
+            check_feature_import(cfg)
             bundle = build_bundle(cfg, progress, dist)
         except BaseException as exc:
             progress.failed(f"{exc.__class__.__name__}: {exc}")

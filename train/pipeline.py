@@ -132,11 +132,14 @@ class Pipeline(StageRunner):
         return TextSide(len(posts), ingest_stats, filter_report, split_method, text_st, text)
 
     def follow(self) -> Path:
-        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN
-        (the seed recipe's; the joint recipe trains no CNN, so rank 0 does all of it)."""
+        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the image
+        side's heavy stage (the seed recipe's CNN training; the joint recipe's features), rank 0 the rest."""
         self._sync()
         side = self._through_text()
         if self.cfg.recipe != "seed":
+            from train.recipes.joint.recipe import JointRecipe
+
+            JointRecipe(self).features_share(side.text.posts)
             return side.stage.dir
         from train.recipes.seed.recipe import SeedRecipe
 
