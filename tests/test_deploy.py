@@ -228,7 +228,7 @@ def test_gpu_override_reserves_the_gpu_for_the_trainer() -> None:
     # for GPU=1, so the CPU image stays as it was.
     assert override["trainer"]["build"]["args"] == {"GPU": "1", "TORCH_INDEX_URL": ""}
     train = (ROOT / "docker" / "Dockerfile.train").read_text()
-    assert "ARG GPU=0" in train and "COPY requirements.lock requirements-gpu.lock" in train
+    assert "ARG GPU=0" in train and "COPY requirements-gpu.lock ./" in train
     swap = train.index('if [ "$GPU" = 1 ]')
     assert "pip uninstall -y onnxruntime && pip install --no-deps -r requirements-gpu.lock" in train[swap:]
     pins = [line for line in (ROOT / "requirements-gpu.lock").read_text().splitlines()
