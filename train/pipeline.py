@@ -132,11 +132,14 @@ class Pipeline(StageRunner):
         return TextSide(len(posts), ingest_stats, filter_report, split_method, text_st, text)
 
     def follow(self) -> Path:
-        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN
-        (the seed recipe's; the joint recipe trains no CNN, so rank 0 does all of it)."""
+        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the image
+        side's heavy stage (the seed recipe's CNN training; the joint recipe's features), rank 0 the rest."""
         self._sync()
         side = self._through_text()
         if self.cfg.recipe != "seed":
+            from train.recipes.joint.recipe import JointRecipe
+
+            JointRecipe(self).features_share(side.text.posts)
             return side.stage.dir
         from train.recipes.seed.recipe import SeedRecipe
 
@@ -204,6 +207,11 @@ def run_text_stages(
 ) -> dict[str, Any]:
     """Run ingest … ``until`` (one of ingest, filter, split, text) with caching; return a summary."""
     pipe = Pipeline(cfg, progress)
+    with pipe.exclusive():
+        return _text_stages(pipe, until)
+
+
+def _text_stages(pipe: Pipeline, until: str) -> dict[str, Any]:
     ingest_st, posts, stats = pipe.ingest()
     summary: dict[str, Any] = {"work": str(pipe.work), "ingest": {"posts": len(posts), **stats}}
     if until == "ingest":
@@ -227,7 +235,9 @@ def run_text_stages(
 def build_bundle(cfg: PipelineConfig, progress: ProgressReporter | None = None,
                  dist: DistContext | None = None) -> Path:
     """The whole chain; returns the published bundle's path (under torchrun: on rank 0)."""
-    return Pipeline(cfg, progress, dist).run()
+    pipe = Pipeline(cfg, progress, dist)
+    with pipe.exclusive():
+        return pipe.run()
 
 
 def train_cnn_share(cfg: PipelineConfig, dist: DistContext) -> Path:

@@ -159,3 +159,36 @@ def test_reference_ranking_spearman(tmp_path: Path, multilingual_space: TextSpac
     assert by_name["Sagrada Família"]["reference_rank"] == 1 and by_name["Tibidabo"]["reference_rank"] is None
     assert stats["attractions"]["reference"]["shared"] == 3
     assert stats["attractions"]["reference"]["spearman"] is not None
+
+
+def test_analyses_count_each_posts_own_caption_not_its_translations(
+    tmp_path: Path, multilingual_tsv: Path, flickr8k_dir: Path, multilingual_space: TextSpace
+) -> None:
+    """Posts of the demo corpus's shape carry their image's captions in the other languages as references
+    (the trainer learns from them); every analysis counts only what the post's author wrote."""
+    with multilingual_tsv.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    columns = dict((lang, column) for lang, column, _ in SLICES)
+    posts = []
+    for lang, _, span in SLICES:
+        for i in span:
+            row = rows[i]
+            own = row[columns[lang]]
+            others = tuple(row[c] for code, c in columns.items() if code != lang)
+            posts.append(Post(id=f"{lang}-{i}", image=flickr8k_dir / "images" / row["image"], caption=own,
+                              lang=lang, captions=(own, *others)))
+    attractions = (Attraction("Beach", ("beach",)),)
+    cfg = ReportConfig(show_progress=False, word_map_words=120, attractions=attractions)
+    stats = write_report(tmp_path, posts, multilingual_space, None, {"kept": len(posts)}, cfg)
+
+    per = {code: [e["word"] for e in entries] for code, entries in stats["top_words_by_language"].items()}
+    assert per["ca"][0] == "gos" and per["es"][0] == "perro" and per["en"][0] == "dog"
+    assert not {"dog", "perro"} & set(per["ca"]) and not {"dog", "gos"} & set(per["es"])
+    assert not {"perro", "gos"} & set(per["en"])
+    own_dog = sum(tokenize(p.caption, language=p.lang).count("dog") for p in posts)
+    overall = {e["word"]: e["count"] for e in stats["top_words"]}
+    assert overall["dog"] == own_dog
+    word_map = json.loads((tmp_path / "word_map.json").read_text(encoding="utf-8"))
+    assert {e["word"]: e["count"] for e in word_map["words"]}["dog"] == own_dog
+    beach = sum(1 for p in posts if "beach" in tokenize(p.caption, language=p.lang))
+    assert stats["attractions"]["ranking"][0]["posts"] == beach

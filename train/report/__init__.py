@@ -226,8 +226,9 @@ def write_report(
 
     text_steps = 4
     step("text", 0, text_steps, "counting words")
-    overall = text_analyses.top_words(posts, max(cfg.top_words, cfg.stats_top_words))
-    corpus_vocab = len(text_analyses.count_words(posts))
+    own_counts = text_analyses.count_words(posts)
+    overall = text_analyses.ranked(own_counts, max(cfg.top_words, cfg.stats_top_words))
+    corpus_vocab = len(own_counts)
     plots.word_bars(overall[: cfg.top_words], f"top {cfg.top_words} words ({len(posts)} posts)",
                     report_dir / "top_words.png")
     _write_json(report_dir / "top_words.json", _pairs(overall[: cfg.top_words]))
@@ -272,7 +273,7 @@ def write_report(
     files["attractions"] = "attractions.png"
     step("text", 4, text_steps, "text analyses done")
 
-    wmap = word_map_layout(space, cfg.word_map_words, seed=cfg.seed,
+    wmap = word_map_layout(space, cfg.word_map_words, seed=cfg.seed, counts=own_counts,
                            progress=_tqdm_progress(progress, cfg.show_progress))
     plots.word_map(wmap["words"], wmap["points"], wmap["counts"], report_dir / "word_map.png")
     _write_json(report_dir / "word_map.json", {

@@ -65,61 +65,22 @@ def tsne_2d(
     stage: str = "tsne",
     max_fit: int | None = None,
 ) -> tuple[np.ndarray, str]:
-    """A seeded 2-D t-SNE of the rows of ``x`` (cosine metric); openTSNE, else scikit-learn.
+    """A seeded 2-D t-SNE of the rows of ``x`` (cosine metric, openTSNE: a declared dependency of the
+    trainer, so there is no second implementation to keep in step).
 
-    Above ``max_fit`` rows (openTSNE only) a seeded sample of ``max_fit`` rows is fitted and the others
-    are placed into its embedding (``TSNEEmbedding.transform``: each new point optimised against the
-    fixed fitted ones), which costs far less than fitting them all.
+    Above ``max_fit`` rows a seeded sample of ``max_fit`` rows is fitted and the others are placed into
+    its embedding (``TSNEEmbedding.transform``: each new point optimised against the fixed fitted ones),
+    which costs far less than fitting them all.
     """
     n = len(x)
     if n < 4:
         # t-SNE is undefined on a handful of points: spread them on a line instead.
         return np.column_stack([np.arange(n, dtype=float), np.zeros(n)]), "line"
     if max_fit is not None and n > max_fit >= 4:
-        try:
-            import openTSNE  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            return _tsne_fit_transform(x, seed=seed, perplexity=perplexity, n_iter=n_iter, progress=progress,
-                                       stage=stage, max_fit=max_fit)
-    perplexity = max(2.0, min(perplexity, (n - 1) / 3.0))
-    x = np.asarray(x, dtype=np.float64)
-    early = 250  # openTSNE's early-exaggeration phase, before the n_iter proper
-    total = early + n_iter
-    try:
-        from openTSNE import TSNE as OpenTSNE
-    except ImportError:
-        from sklearn.manifold import TSNE
-
-        emb = TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(x)
-        method = "sklearn"
-    else:
-        # openTSNE restarts its iteration count in each phase: keep a running offset so progress only grows.
-        state = {"offset": 0, "last": 0}
-
-        def callback(iteration: int, error: float, embedding: Any) -> bool:
-            if iteration < state["last"]:
-                state["offset"] += state["last"]
-            state["last"] = iteration
-            if progress is not None:
-                done = min(state["offset"] + iteration, total - 1)
-                progress(stage, done, total, f"t-SNE of {n} points: iteration {done}, KL {error:.3f}")
-            return False
-
-        emb = OpenTSNE(
-            perplexity=perplexity,
-            n_iter=n_iter,
-            early_exaggeration_iter=early,
-            metric="cosine",
-            random_state=seed,
-            n_jobs=-1 if n >= TSNE_PARALLEL_FROM else 1,
-            callbacks=callback,
-            callbacks_every_iters=50,
-        ).fit(x)
-        method = "openTSNE"
-    if progress is not None:
-        progress(stage, total, total, f"t-SNE of {n} points done ({method})")
+        return _tsne_fit_transform(x, seed=seed, perplexity=perplexity, n_iter=n_iter, progress=progress,
+                                   stage=stage, max_fit=max_fit)
+    emb, method = _open_tsne_fit(np.asarray(x, dtype=np.float64), seed=seed, perplexity=perplexity,
+                                 n_iter=n_iter, progress=progress, stage=stage)
     return np.asarray(emb, dtype=float), method
 
 

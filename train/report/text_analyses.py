@@ -17,22 +17,33 @@ UNKNOWN_LANGUAGE = "unknown"
 
 
 def post_texts(post: Post) -> tuple[str, ...]:
-    """The texts a post contributes to the analyses: every reference caption."""
-    return post.reference_captions
+    """The texts a post contributes to the analyses: its own caption, what its author wrote.
+
+    Not its other reference captions: a multilingual corpus keeps the image's translations there for the
+    trainer to learn from, and counting them would put Spanish and English words at the top of the
+    Catalan posts' list (the original counted each post's own caption under its own language).
+    """
+    return (post.caption,)
 
 
 def count_words(posts: Iterable[Post]) -> Counter[str]:
-    """Content-word frequencies (``space.tokenize.tokenize``) over all of the posts' captions."""
+    """Content-word frequencies (``space.tokenize.tokenize``, in each post's language) of the posts' own
+    captions."""
     counts: Counter[str] = Counter()
     for post in posts:
         for text in post_texts(post):
-            counts.update(tokenize(text))
+            counts.update(tokenize(text, language=post.lang))
     return counts
 
 
+def ranked(counts: Counter[str], n: int) -> list[tuple[str, int]]:
+    """The ``n`` most frequent words, ties broken alphabetically so runs are reproducible."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
 def top_words(posts: Sequence[Post], n: int) -> list[tuple[str, int]]:
-    """The ``n`` most frequent content words, ties broken alphabetically so runs are reproducible."""
-    return sorted(count_words(posts).items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    """The ``n`` most frequent content words of the posts' own captions."""
+    return ranked(count_words(posts), n)
 
 
 def language_of(post: Post) -> str:
@@ -87,7 +98,7 @@ def count_attractions(posts: Sequence[Post], attractions: Sequence[Attraction]) 
     mentions = [0] * len(attractions)
     posts_with = [0] * len(attractions)
     for post in posts:
-        tokenised = [words(t) for t in post_texts(post)]
+        tokenised = [words(t) for t in post_texts(post)]  # stop words kept: "la rambla"
         for j, aliases in enumerate(alias_tokens):
             hits = sum(_count_spans(toks, aliases) for toks in tokenised)
             mentions[j] += hits
