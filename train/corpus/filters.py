@@ -162,9 +162,11 @@ class FilterResult:
 
 def _image_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
     except OSError:
         return None
+    # Empty files (failed downloads) are all "the same": the unreadable filter counts them, not this one.
+    return hashlib.sha256(data).hexdigest() if data else None
 
 
 def _readable(path: Path) -> bool:
