@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from space.errors import SpaceError
 from space.images import open_image
 from space.tokenize import word_count, words
 from train.config import FilterConfig
+from train.corpus.language_cache import CHUNK, DetectionStore
 from train.corpus.posts import Post
 from train.corpus.topic import fold
 from train.progress import ProgressCallback
@@ -39,11 +40,13 @@ __all__ = ["REASONS", "FilterConfig", "FilterResult", "LanguageDetector", "run_f
 PARALLEL_MIN_TEXTS = 2_000  # fewer: starting the worker processes costs more than it saves
 
 
+SEED = 0  # langdetect samples n-grams at random: seeded, a run is reproducible
+
+
 def _seed_langdetect() -> None:
     from langdetect import DetectorFactory
 
-    # langdetect samples n-grams at random: seed it so a run is reproducible.
-    DetectorFactory.seed = 0
+    DetectorFactory.seed = SEED
 
 
 def _detection_key(text: str) -> str:
@@ -63,11 +66,13 @@ def _detect(key: str) -> list[tuple[str, float]]:
 
 
 class LanguageDetector:
-    """langdetect with a fixed seed and a per-text cache (repeated sentences are detected once)."""
+    """langdetect with a fixed seed and a per-text cache (repeated sentences are detected once), kept on
+    disk in ``cache_dir`` when given (:mod:`train.corpus.language_cache`): a rerun detects only new texts."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path | None = None) -> None:
         _seed_langdetect()
-        self._cache: dict[str, list[tuple[str, float]]] = {}
+        self._store = DetectionStore(cache_dir) if cache_dir is not None else None
+        self._cache: dict[str, list[tuple[str, float]]] = self._store.load() if self._store else {}
 
     def languages(self, text: str) -> list[tuple[str, float]]:
         """Candidate languages of ``text`` with their probabilities, most likely first (empty: no feature)."""
@@ -77,28 +82,48 @@ class LanguageDetector:
         return self._cache[key]
 
     def warm(self, texts: Iterable[str], workers: int,
-             progress: Callable[[int, int], None] | None = None) -> None:
-        """Detect many texts ahead over ``workers`` processes. The answers are those of one-by-one
-        detection (langdetect reseeds every detection); langdetect is pure Python, about 4 ms a
-        caption, and was the longest part of a quick run's filters."""
+             progress: Callable[[int, int], None] | None = None) -> int:
+        """Detect every text not cached yet, over ``workers`` processes, saving the detections in chunks
+        when the detector has a cache folder; return how many were detected. The answers are those of
+        one-by-one detection (langdetect reseeds every detection); langdetect is pure Python, about 4 ms
+        a caption, and was the longest part of a quick run's filters."""
         keys = sorted({_detection_key(t) for t in texts} - self._cache.keys())
-        if workers <= 1 or len(keys) < PARALLEL_MIN_TEXTS:
-            return  # detected one by one as the filter meets them
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
+        if not keys:
+            return 0
+        pending: list[tuple[str, list[tuple[str, float]]]] = []
+        for i, (key, found) in enumerate(zip(keys, self._detections(keys, workers), strict=True), 1):
+            self._cache[key] = found
+            pending.append((key, found))
+            if len(pending) >= CHUNK or i == len(keys):
+                if self._store is not None:
+                    self._store.write(pending)
+                pending = []
+            if progress is not None and (i % 500 == 0 or i == len(keys)):
+                progress(i, len(keys))
+        return len(keys)
 
-        if "fork" not in multiprocessing.get_all_start_methods():
-            return  # spawn would re-import the caller's main module, which may not be import-safe
-        # fork: the children run pure-Python langdetect only, never the parent's threads' code.
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                for i, found in enumerate(pool.map(_detect, keys, chunksize=200), 1):
-                    self._cache[keys[i - 1]] = found
-                    if progress is not None and (i % 500 == 0 or i == len(keys)):
-                        progress(i, len(keys))
-        except (BrokenProcessPool, OSError) as exc:
-            log.warning("language detection in %d processes failed (%s): detecting in this one", workers, exc)
+    def _detections(self, keys: list[str], workers: int) -> Iterator[list[tuple[str, float]]]:
+        """Each key's detection, in order: in worker processes when it pays, else here."""
+        done = 0
+        if workers > 1 and len(keys) >= PARALLEL_MIN_TEXTS:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
+
+            # spawn would re-import the caller's main module, which may not be import-safe; fork children
+            # run pure-Python langdetect only, never the parent's threads' code.
+            if "fork" in multiprocessing.get_all_start_methods():
+                try:
+                    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                        for found in pool.map(_detect, keys, chunksize=200):
+                            done += 1
+                            yield found
+                    return
+                except (BrokenProcessPool, OSError) as exc:
+                    log.warning("language detection in %d processes failed (%s): detecting the other %d in "
+                                "this one", workers, exc, len(keys) - done)
+        for key in keys[done:]:
+            yield _detect(key)
 
     def pick(self, text: str, allowed: Iterable[str], min_prob: float) -> tuple[str | None, bool]:
         """(language to record, kept?): the likeliest allowed language with at least ``min_prob``."""
@@ -229,8 +254,9 @@ def run_filters(
             if progress is not None:
                 progress("filter:language", done, total, "posts")
 
-        det.warm(unknown, workers or os.cpu_count() or 1, detected)
+        fresh = det.warm(unknown, workers or os.cpu_count() or 1, detected)
         bar.close()
+        log.info("languages: %d captions, %d detected now (the others cached)", len(unknown), fresh)
 
         def by_language(p: Post) -> Post | None:
             if p.lang:  # the corpus says which language the post is in (a posts.jsonl "lang"): trust it
