@@ -7,8 +7,10 @@ An arq abort (``/retrain cancel``) stops the whole process group; the old bundle
 a bundle becomes visible only when the trainer publishes it complete.
 
 Run: ``python -m train.worker`` (console script ``topicspace-trainer-worker``), settings from the
-environment: ``REDIS_URL`` and the job variables of ``space.jobs.RetrainSettings``; the job inherits the
-worker's environment (``TRAIN_TOPIC``, ``LOG_LEVEL``…) and writes its log to the worker's stdout/stderr.
+environment: ``REDIS_URL``, ``TRAIN_JOB_TIMEOUT_HOURS`` (a job still running after it is stopped like a
+cancelled one; default :data:`DEFAULT_TIMEOUT_HOURS`) and the job variables of
+``space.jobs.RetrainSettings``; the job inherits the worker's environment (``TRAIN_TOPIC``, ``LOG_LEVEL``…)
+and writes its log to the worker's stdout/stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import os
 import signal
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,25 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 RECORD_TTL_S = 7 * 24 * 3600
+# The default recipe on a crawl of the original's size (623,199 posts read, 325,253 kept) on the reference
+# machine's two cores takes about 30 hours, nearly all of it the image features at 10 crops
+# (docs/benchmarks.md, "Original scale"); 48 hours leave room for a busier machine. A GPU machine or
+# `--quick` needs far less: set it lower there to free a stuck worker sooner.
+DEFAULT_TIMEOUT_HOURS = 48.0
+
+
+def job_timeout_s(env: Mapping[str, str]) -> float:
+    """``TRAIN_JOB_TIMEOUT_HOURS`` in seconds (unset or empty: :data:`DEFAULT_TIMEOUT_HOURS`)."""
+    raw = env.get("TRAIN_JOB_TIMEOUT_HOURS", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_HOURS * 3600
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours < float("inf"):
+        raise ValueError(f"TRAIN_JOB_TIMEOUT_HOURS={raw!r}: give the hours a retraining may take, e.g. 48")
+    return hours * 3600
 
 
 async def _mirror(redis: Any, record: dict[str, Any] | None) -> None:
@@ -91,8 +113,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["retrain_settings"] = RetrainSettings.from_env(os.environ)
 
 
-def worker_settings(redis_url: str) -> dict[str, Any]:
-    """arq worker settings: abortable jobs, no time limit short of a day.
+def worker_settings(redis_url: str, job_timeout: float = DEFAULT_TIMEOUT_HOURS * 3600) -> dict[str, Any]:
+    """arq worker settings: abortable jobs stopped after ``job_timeout`` seconds.
 
     One job at a time is the launcher's Redis lock (``LOCK_KEY``), not ``max_jobs=1``: with a single
     slot, arq's poll loop waits on that slot and never sees an abort request for the running job.
@@ -104,7 +126,7 @@ def worker_settings(redis_url: str) -> dict[str, Any]:
         "on_startup": _startup,
         "redis_settings": RedisSettings.from_dsn(redis_url),
         "max_jobs": 2,
-        "job_timeout": 24 * 3600,
+        "job_timeout": job_timeout,
         "allow_abort_jobs": True,
         "keep_result": 7 * 24 * 3600,
     }
@@ -120,7 +142,12 @@ def main() -> None:
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         raise SystemExit("REDIS_URL must be set: the worker takes its jobs from Redis.")
-    run_worker(worker_settings(redis_url))
+    try:
+        timeout = job_timeout_s(os.environ)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    log.info("retraining jobs are stopped after %.1f hours (TRAIN_JOB_TIMEOUT_HOURS)", timeout / 3600)
+    run_worker(worker_settings(redis_url, timeout))
 
 
 if __name__ == "__main__":
