@@ -74,9 +74,11 @@ def compute_base_features(images: list[Path], weights: Path, folder: Path) -> Fe
     if not onnx_path.is_file():
         export_features("bvlc", weights, onnx_path, images[:8])
     feats, failed = encode_images(onnx_path, images, work_dir=folder / "chunks", crops=1)
-    good = sorted(set(range(len(images))) - set(failed))
-    table = FeatureTable(tuple(file_sha256(images[i]) for i in good),
-                         np.asarray(feats, np.float32)[good],
+    keys: dict[str, int] = {}
+    for i in sorted(set(range(len(images))) - set(failed)):
+        keys.setdefault(file_sha256(images[i]), i)  # a photo in the set twice (Flickr8k has one) is one row
+    good = list(keys.values())
+    table = FeatureTable(tuple(keys), np.asarray(feats, np.float32)[good],
                          {"backbone": BACKBONE, "crops": 1, "dim": int(np.asarray(feats).shape[1])})
     table.save(folder)
     log.info("base features: %d photos (%d unreadable) in %s", len(good), len(failed), folder)
