@@ -25,6 +25,7 @@ from space.images import open_image
 from space.tokenize import word_count, words
 from train.config import FilterConfig
 from train.corpus.language_cache import CHUNK, DetectionStore
+from train.corpus.parallel import forked_map
 from train.corpus.posts import Post
 from train.corpus.topic import fold
 from train.progress import ProgressCallback
@@ -38,6 +39,8 @@ __all__ = ["REASONS", "FilterConfig", "FilterResult", "LanguageDetector", "run_f
 
 
 PARALLEL_MIN_TEXTS = 2_000  # fewer: starting the worker processes costs more than it saves
+PARALLEL_MIN_IMAGES = 1_000
+MAX_READ_BYTES = 64 << 20  # a larger photo file is hashed and decoded from disk, never read whole
 
 
 SEED = 0  # langdetect samples n-grams at random: seeded, a run is reproducible
@@ -104,26 +107,7 @@ class LanguageDetector:
 
     def _detections(self, keys: list[str], workers: int) -> Iterator[list[tuple[str, float]]]:
         """Each key's detection, in order: in worker processes when it pays, else here."""
-        done = 0
-        if workers > 1 and len(keys) >= PARALLEL_MIN_TEXTS:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            from concurrent.futures.process import BrokenProcessPool
-
-            # spawn would re-import the caller's main module, which may not be import-safe; fork children
-            # run pure-Python langdetect only, never the parent's threads' code.
-            if "fork" in multiprocessing.get_all_start_methods():
-                try:
-                    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                        for found in pool.map(_detect, keys, chunksize=200):
-                            done += 1
-                            yield found
-                    return
-                except (BrokenProcessPool, OSError) as exc:
-                    log.warning("language detection in %d processes failed (%s): detecting the other %d in "
-                                "this one", workers, exc, len(keys) - done)
-        for key in keys[done:]:
-            yield _detect(key)
+        return forked_map(_detect, keys, workers, PARALLEL_MIN_TEXTS)
 
     def pick(self, text: str, allowed: Iterable[str], min_prob: float) -> tuple[str | None, bool]:
         """(language to record, kept?): the likeliest allowed language with at least ``min_prob``."""
@@ -185,22 +169,28 @@ class FilterResult:
         path.write_text(json.dumps(self.report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
-def _image_sha256(path: Path) -> str | None:
+def image_check(path: Path) -> tuple[str | None, bool]:
+    """(the SHA-256 of the photo's bytes, None for an empty or unreadable file; whether it decodes), from one
+    read of the file. A draft decode (JPEG scales down 1/8 while decoding) is cheap and still fails on
+    truncated files."""
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if size > MAX_READ_BYTES:  # hashed and decoded from the file, never held whole
+            with path.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            source: bytes | Path = path
+        else:
+            source = path.read_bytes()
+            digest = hashlib.sha256(source).hexdigest()
     except OSError:
-        return None
-    # Empty files (failed downloads) are all "the same": the unreadable filter counts them, not this one.
-    return hashlib.sha256(data).hexdigest() if data else None
-
-
-def _readable(path: Path) -> bool:
-    # A draft decode (JPEG scales down 1/8 while decoding) is cheap and still fails on truncated files.
+        return None, False
+    if size == 0:  # failed downloads are all "the same": the unreadable filter counts them, not duplicates
+        return None, False
     try:
-        open_image(path, draft=32)
+        open_image(source, draft=32, max_bytes=max(size, 1))
     except SpaceError:
-        return False
-    return True
+        return digest, False
+    return digest, True
 
 
 def run_filters(
@@ -286,11 +276,25 @@ def run_filters(
     else:
         skipped.append("city (no other cities configured: no --topic file or --cities list)")
 
+    # Both image filters from one read of each photo, over the worker processes.
+    checks: dict[Path, tuple[str | None, bool]] = {}
+    if cfg.drop_duplicates or cfg.check_images:
+        paths = list(dict.fromkeys(p.image for p in current))
+        bar = tqdm(total=len(paths), desc="filter: reading photos", unit="images", leave=False,
+                   disable=progress is not None)
+        for i, found in enumerate(forked_map(image_check, paths, workers or os.cpu_count() or 1,
+                                             PARALLEL_MIN_IMAGES, chunksize=64), 1):
+            checks[paths[i - 1]] = found
+            bar.update(1)
+            if progress is not None and (i % 500 == 0 or i == len(paths)):
+                progress("filter:images", i, len(paths), "images")
+        bar.close()
+
     if cfg.drop_duplicates:
         seen: set[str] = set()
 
         def first_copy(p: Post) -> Post | None:
-            digest = _image_sha256(p.image)
+            digest = checks[p.image][0]
             if digest is None:
                 return p  # unreadable: the next filter counts it
             if digest in seen:
@@ -303,7 +307,7 @@ def run_filters(
         skipped.append("duplicate (disabled)")
 
     if cfg.check_images:
-        step("unreadable", lambda p: p if _readable(p.image) else None, unit="images")
+        step("unreadable", lambda p: p if checks[p.image][1] else None, unit="images")
     else:
         skipped.append("unreadable (disabled)")
 
