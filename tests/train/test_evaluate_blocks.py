@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from space.textspace import unit
-from train.evaluate import retrieval_metrics, retrieval_ranks, score_test_split
+from train.evaluate import format_table, retrieval_metrics, retrieval_ranks, score_test_split
 
 
 def full_matrix_ranks(image_vecs: np.ndarray, caption_vecs: np.ndarray,
@@ -76,6 +76,9 @@ def test_a_test_split_over_5000_images_is_also_scored_on_seeded_samples() -> Non
     assert protocols["5k"] == retrieval_metrics(images[picked], captions[picked], np.arange(5_000))
     assert score_test_split(images, captions, owner) == metrics
     assert "protocols" not in score_test_split(images[:5_000], captions[:5_000], owner[:5_000])
+    table = format_table({"b": metrics})  # `train eval` says which figures are which
+    assert "b, 1K (mean of 5 samples)" in table and "b, 5K sample" in table and "b, whole test split" in table
+    assert protocols["about"] in table
 
 
 def test_a_real_bundle_scores_as_with_the_full_matrix(small_bundle: Path) -> None:
