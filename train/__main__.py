@@ -122,7 +122,48 @@ def build_parser() -> Parser:
     ml.add_argument("--all-images", action="store_true",
                     help="Flickr8k images missing from the TSV become English posts with their five captions")
     _setup_args(sub)
+    _synth_args(sub)
     return parser
+
+
+def _synth_args(sub: Any) -> None:
+    """`synth`: a scale corpus shaped like a real crawl, from Flickr8k (train.corpus.synth)."""
+    s = sub.add_parser("synth", help="write a scale corpus shaped like a real crawl, from Flickr8k's photos")
+    s.add_argument("--posts", type=int, required=True, help="posts to write (the original read 623,199)")
+    s.add_argument("--from", dest="source", type=Path, required=True, help="the Flickr8k folder")
+    s.add_argument("--multilingual", type=Path, required=True,
+                   help="flickr8k_multi30k_es_ca.tsv (Spanish, Catalan, German and French captions)")
+    s.add_argument("--out", type=Path, required=True, help="an empty folder to write the corpus into")
+    s.add_argument("--layout", choices=("jsonl", "instaloader"), default="jsonl")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="processes writing photos (default: one a core)")
+    s.add_argument("--topic", type=Path, default=None,
+                   help="topic file whose other cities the captions name (default: a built-in list)")
+    s.add_argument("--features", type=Path, default=None,
+                   help="also write a features folder for `train all --features` (keys.txt, features.npy, "
+                   "meta.json) from the base photos' features")
+    s.add_argument("--base-features", type=Path, default=None,
+                   help="the base photos' features folder: read, or computed there with --weights")
+    s.add_argument("--weights", type=Path, default=None, help="BVLC GoogLeNet weights (base features)")
+
+
+def _synth_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Run `synth`; the summary printed as JSON."""
+    from train.corpus.synth import read_base_captions, synth_config, write_synth
+
+    cfg = synth_config(args.posts, args.source, args.out, args.multilingual, args.layout, args.seed,
+                       args.workers, args.topic)
+    table = None
+    if args.features is not None:
+        from train.corpus.synth_features import base_features
+        from train.corpus.synth_photos import BaseImages
+
+        if args.base_features is None:
+            raise ValueError("--features needs --base-features DIR (with --weights the first time)")
+        names = read_base_captions(cfg.source, cfg.multilingual).names
+        images = BaseImages(cfg.source, names)
+        table = base_features(args.base_features, [images.path(i) for i in range(len(names))], args.weights)
+    return write_synth(cfg, args.features, table)
 
 
 def _setup_args(sub: Any) -> None:
@@ -287,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                                          args.relative, parallel=args.parallel, references=args.references,
                                          all_images=args.all_images)
             print(json.dumps(summary, ensure_ascii=False))
+            return 0
+        if args.command == "synth":
+            print(json.dumps(_synth_command(args), ensure_ascii=False, indent=2))
             return 0
         if args.command in ("weights", "data"):
             print(json.dumps(_setup_command(args), ensure_ascii=False, indent=2))

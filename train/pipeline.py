@@ -24,8 +24,10 @@ from train.assemble import (
     stage_files,
 )
 from train.config import PipelineConfig
-from train.corpus.filters import FilterResult, run_filters
+from train.corpus.filters import SEED as LANGDETECT_SEED
+from train.corpus.filters import FilterResult, LanguageDetector, run_filters
 from train.corpus.ingest import IngestStats, ingest, load_posts, save_posts
+from train.corpus.language_cache import cache_folder
 from train.corpus.posts import EmptyCorpus, Post
 from train.corpus.split import assign_splits
 from train.progress import ProgressReporter
@@ -73,7 +75,11 @@ class Pipeline(StageRunner):
         st = self.stage("filter", prev.key, self.cfg.filters)
 
         def run() -> dict[str, Any]:
-            result: FilterResult = run_filters(posts, self.cfg.filters, self.progress.callback)
+            # Detections are cached apart from the stage (keyed by the text alone): a killed or changed
+            # filter stage reuses every caption detected before.
+            languages = self.cfg.filters.languages
+            detector = LanguageDetector(cache_folder(self.work, LANGDETECT_SEED)) if languages else None
+            result: FilterResult = run_filters(posts, self.cfg.filters, self.progress.callback, detector)
             save_posts(result.kept, st.dir / "kept.jsonl")
             result.save(st.dir / "filter_report.json")
             print(result.summary(), flush=True)
@@ -127,9 +133,11 @@ class Pipeline(StageRunner):
         """Ingest, filter, split and text, with what the published bundle reports of them."""
         ingest_st, posts, ingest_stats = self.ingest()
         filter_st, kept, filter_report = self.filter(ingest_st, posts)
+        n_read = len(posts)
+        del posts  # every post read (600,000 at the original's scale): only the kept ones go on
         split_st, kept, split_method = self.split(filter_st, kept)
         text_st, text = self.text(split_st, kept)
-        return TextSide(len(posts), ingest_stats, filter_report, split_method, text_st, text)
+        return TextSide(n_read, ingest_stats, filter_report, split_method, text_st, text)
 
     def follow(self) -> Path:
         """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the image

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,17 +58,45 @@ def work_lock(work: Path) -> Iterator[None]:
 
 
 def corpus_fingerprint(path: Path) -> str:
-    """A cheap fingerprint of the corpus files (names, sizes, mtimes): a changed corpus re-ingests."""
+    """A cheap fingerprint of the corpus files (names, sizes, mtimes): a changed corpus re-ingests.
+
+    A folder is walked depth first, one directory listing at a time, and hashed as it goes: the memory of
+    one listing (1.8 million files at the original's scale in an instaloader folder), never a path object
+    for each file. The walk and the hash are those of ``config_hash`` over the sorted ``rglob`` entries, so
+    a fingerprint is the same as before.
+    """
     path = path.resolve()
     if path.is_file():
         st = path.stat()
         return config_hash([path.name, st.st_size, st.st_mtime_ns])
-    entries = []
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            entries.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
-    return config_hash(entries)
+    digest = hashlib.sha256(b"[[")
+    first = True
+    for rel, st in _walk(path, ""):
+        entry = json.dumps([rel, st.st_size, st.st_mtime_ns], ensure_ascii=False)
+        digest.update((entry if first else ", " + entry).encode("utf-8"))
+        first = False
+    digest.update(b"]]")
+    return digest.hexdigest()[:16]
+
+
+def _walk(folder: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, stat) of every file under ``folder`` in sorted path order; links to files count as
+    their target, links to folders are not entered (as ``Path.rglob``)."""
+    try:
+        with os.scandir(folder) as it:
+            names = sorted(entry.name for entry in it)
+    except OSError:
+        return
+    for name in names:
+        full = folder / name
+        try:
+            st = full.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield prefix + name, st
+        elif stat.S_ISDIR(st.st_mode) and not full.is_symlink():
+            yield from _walk(full, prefix + name + "/")
 
 
 @dataclass

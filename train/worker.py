@@ -12,8 +12,10 @@ killed worker, is skipped, and a job whose lock is lost (expired while Redis was
 so two trainings never overlap. Jobs and results are JSON (``space.jobs.job_serializer``), never pickle.
 
 Run: ``python -m train.worker`` (console script ``topicspace-trainer-worker``), settings from the
-environment: ``REDIS_URL`` and the job variables of ``space.jobs.RetrainSettings``; the job inherits the
-worker's environment (``TRAIN_TOPIC``, ``LOG_LEVEL``…) and writes its log to the worker's stdout/stderr.
+environment: ``REDIS_URL``, ``TRAIN_JOB_TIMEOUT_HOURS`` (a job still running after it is stopped like a
+cancelled one; default :data:`DEFAULT_TIMEOUT_HOURS`) and the job variables of
+``space.jobs.RetrainSettings``; the job inherits the worker's environment (``TRAIN_TOPIC``, ``LOG_LEVEL``…)
+and writes its log to the worker's stdout/stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from space.cli import Parser
-from space.envvars import text
+from space.envvars import number, text
 from space.jobs import (
     ARQ_MISSING,
     BEAT,
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 RECORD_TTL_S = 7 * 24 * 3600
+# The default recipe on a crawl of the original's size (623,199 posts read, 325,253 kept) on the reference
+# machine's two cores takes about 30 hours, nearly all of it the image features at 10 crops
+# (docs/benchmarks.md, "Original scale"); 48 hours leave room for a busier machine. A GPU machine or
+# `--quick` needs far less: set it lower there to free a stuck worker sooner.
+DEFAULT_TIMEOUT_HOURS = 48.0
 
 
 async def _mirror(redis: Any, record: dict[str, Any] | None) -> None:
@@ -155,8 +162,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["retrain_settings"] = RetrainSettings.from_env(os.environ)
 
 
-def worker_settings(redis_url: str) -> dict[str, Any]:
-    """arq worker settings: abortable jobs, no time limit short of a day, JSON records, no retries.
+def worker_settings(redis_url: str, job_timeout: float = DEFAULT_TIMEOUT_HOURS * 3600) -> dict[str, Any]:
+    """arq worker settings: abortable jobs stopped after ``job_timeout`` seconds, JSON records, no retries.
 
     One job at a time is the launcher's Redis lock (``LOCK_KEY``), not ``max_jobs=1``: with a single
     slot, arq's poll loop waits on that slot and never sees an abort request for the running job. A job
@@ -170,7 +177,7 @@ def worker_settings(redis_url: str) -> dict[str, Any]:
         "on_startup": _startup,
         "redis_settings": RedisSettings.from_dsn(redis_url),
         "max_jobs": 2,
-        "job_timeout": 24 * 3600,
+        "job_timeout": job_timeout,
         "allow_abort_jobs": True,
         "keep_result": 7 * 24 * 3600,
         "max_tries": 1,
@@ -183,6 +190,8 @@ def build_parser() -> Parser:
     """The command line: no flags, the environment variables listed in --help."""
     parser = Parser("train.worker", __doc__)
     parser.variable("REDIS_URL", text(secret=True), None, "where the jobs come from (required)")
+    parser.variable("TRAIN_JOB_TIMEOUT_HOURS", number(low=0.0001, high=24 * 365), DEFAULT_TIMEOUT_HOURS,
+                    "hours a job may run before it is stopped like a cancelled one")
     for v in JOB_VARIABLES:
         if v.name != "RETRAIN_MODE":
             parser.variable(v.name, v.kind, None, v.help, shown_default=v.default,
@@ -201,8 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         parser.error(ARQ_MISSING)
     setup_logging(parser.log_settings(args), env_secrets(parser.env))
-    log.info("topicspace %s: trainer worker", __version__)
-    run_worker(worker_settings(args.redis_url))
+    log.info("topicspace %s: trainer worker; jobs are stopped after %g hours (TRAIN_JOB_TIMEOUT_HOURS)",
+             __version__, args.train_job_timeout_hours)
+    run_worker(worker_settings(args.redis_url, args.train_job_timeout_hours * 3600))
 
 
 if __name__ == "__main__":
