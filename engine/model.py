@@ -226,12 +226,9 @@ class _Graph:
 
 
 def _graph(count: int, text: bool) -> _Graph:
-    """The settings of an index of ``count`` rows; ``text``: one text queries walk (denser, wider)."""
-    if not text:
-        return _Graph(vectorindex.CONNECTIVITY, vectorindex.EXPANSION_ADD,
-                      vectorindex.expansion_search_for(count))
-    return _Graph(vectorindex.TEXT_CONNECTIVITY, vectorindex.TEXT_EXPANSION_ADD,
-                  vectorindex.text_expansion_search_for(count))
+    """The settings of an index of ``count`` rows; ``text``: one text queries walk (searched wider)."""
+    width = (vectorindex.text_expansion_search_for if text else vectorindex.expansion_search_for)(count)
+    return _Graph(vectorindex.CONNECTIVITY, vectorindex.EXPANSION_ADD, width)
 
 
 def _index(path: Path, vectors: Any, name: str, usable: bool = True, text: bool = False) -> Any:

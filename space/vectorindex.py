@@ -66,13 +66,20 @@ EXPANSION_SEARCH = 64
 EXPANSION_SEARCH_LARGE = 128
 LARGE = 1_000_000
 # Text queries are not like the rows they rank (a caption's words against image + caption vectors): a
-# graph walk from them misses more neighbours than one from a photo. On the 325,253-post synthetic bundle
-# (docs/benchmarks.md, Engine at scale) the default graph searched at 64 recalled 0.68 of the exact top 10
-# and needed a breadth of ~600 for 0.95 (9 ms); the indexes text queries walk (search.usearch, the
-# per-language ones, or images.usearch in a bundle without captions) are therefore built denser and
-# searched wider (text_expansion_search_for).
-TEXT_CONNECTIVITY = 32
-TEXT_EXPANSION_ADD = 256
+# graph walk from them misses more neighbours than one from a photo, and more as the index grows. On the
+# 325,253-post synthetic bundle (docs/benchmarks.md, Engine at scale) the graph above searched at 64
+# recalled 0.69 of the exact top 10 (not near-ties: the missed rows' stand-ins scored a median 0.02 below
+# the exact 10th; the f16 vectors searched exhaustively recall 0.998), and the same rows at 8,088 behave
+# like Flickr8k's own photos (0.95 at 64 both). So the indexes text queries walk (search.usearch, the
+# per-language ones, images.usearch in a bundle without captions) are searched wider by size
+# (text_expansion_search_for). A denser graph (connectivity 32, expansion_add 256) bought no more recall
+# per millisecond than the wider search on 65,263 rows (0.974 at 128 against 0.972 at 256 here, both
+# 1.4 ms) for twice the build time, so every index keeps one graph.
+# (index size up to, expansion_search) for text queries. Measured recall@10 against exact, 300 two-word
+# queries (docs/benchmarks.md, Engine at scale): 65,263 rows 0.972 at 256; 114,118 0.965 at 256 and 0.986
+# at 512; 145,872 0.948 at 256 and 0.985 at 512; 325,253 0.956 at 512, 0.974 at 768, 0.986 at 1,024.
+# Above 400,000 not measured: the widest measured.
+TEXT_WIDTHS = ((20_000, EXPANSION_SEARCH), (120_000, 256), (250_000, 512), (400_000, 768))
 # Vectors added per call when building: bounds the float32 copy and paces the progress bar.
 CHUNK = 50_000
 # One index per language over what text queries compare with (key = the bundle's row), so a
@@ -189,13 +196,9 @@ def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]
     centering = Centering.load(bundle_dir)
     raw = np.load(bundle_dir / bundle.IMAGE_VECTORS, mmap_mode="r")
     images = raw if centering is None else centering.images(raw)
-    texts_walk_images = not (bundle_dir / bundle.CAPTION_VECTORS).is_file()
     for vectors, out in ((images, bundle.IMAGE_INDEX), (np.load(bundle_dir / "words.npy", mmap_mode="r"),
                                                         bundle.WORD_INDEX)):
-        dense = texts_walk_images and out == bundle.IMAGE_INDEX
-        build_index(vectors, bundle_dir / out, dtype=dtype,
-                    connectivity=TEXT_CONNECTIVITY if dense else CONNECTIVITY,
-                    expansion_add=TEXT_EXPANSION_ADD if dense else EXPANSION_ADD)
+        build_index(vectors, bundle_dir / out, dtype=dtype)
         info[out] = index_info(bundle_dir / out)
         log.info("indexed %d vectors into %s (%s)", len(vectors), out, dtype)
     info.update(build_text_indexes(bundle_dir, dtype))
@@ -215,8 +218,7 @@ def build_text_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
     raw = np.load(bundle_dir / bundle.IMAGE_VECTORS, mmap_mode="r")
     search = load_search_vectors(bundle_dir, raw)
     if search is not None:
-        build_index(search, bundle_dir / SEARCH_INDEX, dtype=dtype, connectivity=TEXT_CONNECTIVITY,
-                    expansion_add=TEXT_EXPANSION_ADD)
+        build_index(search, bundle_dir / SEARCH_INDEX, dtype=dtype)
         info[SEARCH_INDEX] = index_info(bundle_dir / SEARCH_INDEX)
     images = raw if centering is None else centering.images(raw)
     text_rows = unit(np.asarray(images, np.float32)) if search is None else search
@@ -224,8 +226,7 @@ def build_text_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
         name = language_index_name(lang)
         if name is None or len(rows) in (0, len(raw)):
             continue
-        build_index(text_rows[rows], bundle_dir / name, dtype=dtype, keys=rows,
-                    connectivity=TEXT_CONNECTIVITY, expansion_add=TEXT_EXPANSION_ADD)
+        build_index(text_rows[rows], bundle_dir / name, dtype=dtype, keys=rows)
         info[name] = index_info(bundle_dir / name)
     return info
 
@@ -263,8 +264,8 @@ def expansion_search_for(count: int) -> int:
 
 
 def text_expansion_search_for(count: int) -> int:
-    """The ``expansion_search`` an index that text queries walk is searched with (see TEXT_CONNECTIVITY)."""
-    return 64 if count <= 50_000 else 128 if count <= 150_000 else 256
+    """The ``expansion_search`` an index that text queries walk is searched with (see TEXT_WIDTHS)."""
+    return next((width for up_to, width in TEXT_WIDTHS if count <= up_to), TEXT_WIDTHS[-1][1])
 
 
 def load_index(path: Path, view: bool = True, expansion_search: int | None = None) -> Index:
