@@ -75,9 +75,18 @@ async def test_loop_and_pool_answer_the_same(aiohttp_client: Any, small_bundle_m
             b = await in_pool.get(path, params=params)
             assert a.status == b.status == 200
             assert await a.read() == await b.read()
-    # No query touched the text pool of the first app: a language's rows are kept apart at load, so a
-    # filtered query on an exactly ranked bundle is answered on the loop like an unfiltered one.
-    assert not on_loop.app[RUNTIME].text.executor._threads
+    plain = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    # No query without a word to correct touches the text pool: a language's rows are kept apart at load,
+    # so a filtered query on an exactly ranked bundle is answered on the loop like an unfiltered one.
+    for text in [t for t in QUERIES if "zzqx" not in t]:
+        assert (await plain.get("/v1/images", params={"q": text, "k": "9"})).status == 200
+        assert (await plain.get("/v1/images", params={"q": text, "k": "4", "lang": "en"})).status == 200
+        assert (await plain.get("/v1/related", params={"q": text})).status == 200
+    assert not plain.app[RUNTIME].text.executor._threads
+    # Queries with a word to correct ("zzqx": a spelling search) go to the pool (issue 28).
+    assert (await plain.get("/v1/related", params={"q": "zzqx dog"})).status == 200
+    assert plain.app[RUNTIME].text.executor._threads
+    assert in_pool.app[RUNTIME].text.executor._threads
     plain = await aiohttp_client(create_app(make_settings(small_bundle_models)))
     # Queries with a word to correct ("zzqx": a spelling search) go to the pool too (issue 28).
     for text in [t for t in QUERIES if "zzqx" not in t]:
