@@ -103,3 +103,21 @@ async def test_language_filtered_pages_stay_in_their_language(
             assert len(every) == 100 and {lang_of[h["id"]] for h in every} == {lang}
     assert {id(model.lang_indexes[lang]) for lang in LANGS} <= {id(index) for index in searched}
     assert not any(index is model.search_index for index in searched)  # never the unfiltered index
+
+
+def test_indexes_text_queries_walk_are_searched_wider(small_bundle: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search index and each language's are searched as wide as TEXT_WIDTHS gives for their size (a
+    graph walk from a caption's words misses more neighbours than one from a photo); the word, image and
+    hashtag-pool indexes keep the default breadth."""
+    monkeypatch.setattr(vectorindex, "EXACT_ROWS", 50)
+    monkeypatch.setattr(vectorindex, "TEXT_WIDTHS", ((90, 100), (200, 300), (400, 700)))
+    model = load_model(small_bundle)
+    widths = {len(rows): model.lang_indexes[lang].expansion_search for lang, rows in model.langs.items()
+              if lang in model.lang_indexes}
+    assert model.lang_indexes and all(w == (100 if n <= 90 else 300 if n <= 200 else 700)
+                                      for n, w in widths.items())
+    assert len(model.search_index) == 300 and model.search_index.expansion_search == 700
+    default = vectorindex.EXPANSION_SEARCH
+    assert model.words_index.expansion_search == model.images_index.expansion_search == default
+    assert model.pool_index.expansion_search == default
