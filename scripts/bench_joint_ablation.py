@@ -70,9 +70,37 @@ def text_side(flickr8k: Path, work: Path) -> TextResult:
     return Pipeline(cfg)._through_text().text
 
 
-def parse_views(spec: str) -> tuple[int, ...] | None:
-    """'all' → None (every one of the 10 views); '0,1' → (0, 1)."""
-    return None if spec == "all" else tuple(int(v) for v in spec.split(","))
+def parse_views(spec: str) -> list[tuple[int, ...] | None]:
+    """The caches a run reads, side by side: 'all' → [None] (one cache of every one of the 10 views);
+    '0,1' → [(0, 1)]; '0,1+2,3,4,5,6,7,8,9' → two caches, the views in that order."""
+    if spec == "all":
+        return [None]
+    return [tuple(int(v) for v in part.split(",")) for part in spec.split("+")]
+
+
+class ConcatViews:
+    """Arrays (N, V_k, ...) side by side on the view axis, read like one (N, ΣV_k, ...) array (the ways
+    :class:`ViewSource` reads: ``[rows]``, ``[rows, views]`` pairwise, ``[row_slice, :v]``)."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        widths = [p.shape[1] for p in parts]
+        self.offsets = np.cumsum([0, *widths])
+        self.shape = (parts[0].shape[0], int(self.offsets[-1]), *parts[0].shape[2:])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            return np.concatenate([np.asarray(p[key]) for p in self.parts], axis=1)
+        rows, views = key
+        if isinstance(views, slice):
+            return np.concatenate([np.asarray(p[rows]) for p in self.parts], axis=1)[:, views]
+        rows, views = np.asarray(rows), np.asarray(views)
+        out = np.empty((len(rows), *self.shape[2:]), self.parts[0].dtype)
+        for k, part in enumerate(self.parts):
+            mine = (views >= self.offsets[k]) & (views < self.offsets[k + 1])
+            if mine.any():
+                out[mine] = part[rows[mine], views[mine] - self.offsets[k]]
+        return out
 
 
 def activation_cache(text: TextResult, weights: Path, work: Path, views: tuple[int, ...] | None,
@@ -115,9 +143,81 @@ def frozen_outputs(cache: ActivationCache, weights: Path,
     return frozen_outputs(cache, weights, grids)
 
 
+def grid_extras(grid: np.ndarray, extras: list[str]) -> np.ndarray:
+    """Pooled features the head's config cannot name, from the frozen grids (N, V, 1024, 7, 7): ``max``
+    (the max over the grid, 1,024) and ``quad`` (the means of its four 4×4 corners, overlapping, 4,096)."""
+    chunks: list[np.ndarray] = []
+    for s in range(0, len(grid), 256):
+        g = np.asarray(grid[s : s + 256], np.float32)
+        row: list[np.ndarray] = []
+        if "max" in extras:
+            row.append(g.max(axis=(3, 4)))
+        if "quad" in extras:
+            row.extend(g[..., a : a + 4, b : b + 4].mean(axis=(3, 4)) for a in (0, 3) for b in (0, 3))
+        if not row:
+            raise ValueError(f"unknown extras {extras} (max, quad)")
+        chunks.append(np.concatenate(row, axis=2))
+    return np.concatenate(chunks, axis=0)
+
+
+TRUNK_LEVELS = ("3b", "4a", "4b", "4c", "4d")
+
+
+class TrunkLevels(torch.nn.Module):
+    """The BVLC GoogLeNet's trunk, returning the global means of its inception blocks' outputs."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Network inputs → (B, 2544): the means of 3b, 4a, 4b, 4c and 4d, in that order."""
+        net: Any = self.net
+        b = net.blocks
+        x = net.stem(x)
+        x = b["3b"](b["3a"](x))
+        out = [x.mean(dim=(2, 3))]
+        x = net.pool3(x)
+        for name in ("4a", "4b", "4c", "4d"):
+            x = b[name](x)
+            out.append(x.mean(dim=(2, 3)))
+        return torch.cat(out, dim=1)
+
+
+def trunk_levels(text: TextResult, weights: Path, work: Path, views: tuple[int, ...]) -> np.ndarray:
+    """(N, len(views), 2544) pooled trunk levels of every post's image (computed once, ONNX Runtime)."""
+    from space.images import network_views, open_image
+    from space.ort import open_session
+    from train.image.export import with_onnx_lrn
+
+    path = work / "activations" / f"trunk-levels-{'-'.join(map(str, views))}.npy"
+    if path.is_file():
+        return np.load(path)
+    onnx_path = path.with_suffix(".onnx")
+    model = with_onnx_lrn(TrunkLevels(load_bvlc_googlenet(weights))).eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(onnx_path), input_names=["images"],
+                          output_names=["levels"], opset_version=17, dynamo=False,
+                          dynamic_axes={"images": {0: "batch"}, "levels": {0: "batch"}})
+    session = open_session(onnx_path, 1, spin=False)
+    out = np.zeros((len(text.posts), len(views), 2544), np.float32)
+    from tqdm import tqdm
+
+    step = 16
+    for s in tqdm(range(0, len(text.posts), step), desc="trunk levels", mininterval=5.0):
+        batch = [network_views(open_image(p.image), 10)[list(views)] for p in text.posts[s : s + step]]
+        y = session.run(["levels"], {"images": np.concatenate(batch)})[0]
+        out[s : s + len(batch)] = y.reshape(len(batch), len(views), -1)
+    np.save(path, out)
+    return out
+
+
 def parse_variant(spec: str) -> tuple[str, FinetuneConfig | None]:
-    """``"linear views=random head.hidden=1024"`` → (the spec, its config); ``"default"`` → (…, None)."""
-    parts = spec.split()
+    """``"linear views=random head.hidden=1024"`` → (the spec, its config); ``"default"`` → (…, None).
+
+    Words starting with ``+`` name :func:`grid_extras` (the harness adds them to the pooled input).
+    """
+    parts = [w for w in spec.split() if not w.startswith("+")]
     if not parts:
         raise ValueError("empty variant")
     if parts[0] == "default":
@@ -163,15 +263,34 @@ def test_queries(text: TextResult, words: np.ndarray) -> tuple[np.ndarray, list[
     return rows, owner, vecs
 
 
-def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, cache: ActivationCache,
-                weights: Path) -> dict[str, Any]:
+def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, caches: list[ActivationCache],
+                parts: list[tuple[int, ...] | None], weights: Path) -> dict[str, Any]:
     """Train one variant and score it on the test images (the mean over every cached view)."""
-    needs_grid = cfg is not None and cfg.head.input_kind() == "grid"
-    pooled, levels, grid = frozen_outputs(cache, weights, needs_grid)
+    extras = [w[1:] for w in spec.split() if w.startswith("+")]
+    trunk, sqrt = "trunk" in extras, "sqrt" in extras
+    extras = [e for e in extras if e not in ("trunk", "sqrt")]
+    needs_grid = cfg is not None and (cfg.head.input_kind() == "grid" or bool(extras))
+    outputs = [frozen_outputs(c, weights, needs_grid) for c in caches]
+    pooled = np.concatenate([o[0] for o in outputs], axis=1)
     if cfg is not None and cfg.head.levels:
-        pooled = np.concatenate([levels, pooled], axis=2)
+        pooled = np.concatenate([np.concatenate([o[1] for o in outputs], axis=1), pooled], axis=2)
+    grids = [o[2] for o in outputs]
+    grid: Any = None
+    if needs_grid:
+        grid = grids[0] if len(grids) == 1 else ConcatViews([g for g in grids if g is not None])
+    if extras:
+        assert cfg is not None and cfg.head.input_kind() == "pooled"
+        more = [grid_extras(g, extras) for g in grids if g is not None]
+        pooled = np.concatenate([pooled, np.concatenate(more, axis=1)], axis=2)
+    if trunk:
+        assert cfg is not None and cfg.head.input_kind() == "pooled"
+        work = caches[0].path.parents[1]
+        low = [trunk_levels(text, weights, work, part or tuple(range(10))) for part in parts]
+        pooled = np.concatenate([np.concatenate(low, axis=1), pooled], axis=2)
+    if sqrt:  # the pooled features are means of ReLU outputs: never negative
+        pooled = np.sqrt(np.maximum(pooled, 0))
     usable = np.ones(len(text.posts), bool)
-    usable[list(cache.failed)] = False
+    usable[[i for c in caches for i in c.failed]] = False
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     if cfg is None:
@@ -188,7 +307,10 @@ def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, cache: 
         dim = cfg.head.dim or text.space.dim
         head = build_head(cfg.head, upper.block_5a, upper.block_5b, dim, mu, sd, cfg.dropout)
         kind = cfg.head.input_kind()
-        data = {"pooled": pooled, "grid": grid, "pool4": cache.open() if kind == "pool4" else None}[kind]
+        maps: Any = None
+        if kind == "pool4":
+            maps = caches[0].open() if len(caches) == 1 else ConcatViews([c.open() for c in caches])
+        data = {"pooled": pooled, "grid": grid, "pool4": maps}[kind]
         assert data is not None
         source = ViewSource(data)
         fmodel = train_finetune(cfg, source, head, text.posts, text.space, usable)
@@ -197,7 +319,7 @@ def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, cache: 
         images = fmodel.encode(source, rows)
         history = fmodel.history
     metrics = retrieval_metrics(images, caps, owner)
-    return {"variant": spec, "views": cache.views, "image_search": metrics["image_search"],
+    return {"variant": spec, "views": sum(c.views for c in caches), "image_search": metrics["image_search"],
             "annotation": metrics["annotation"], "n_images": metrics["n_images"],
             "n_queries": metrics["n_queries"], "train_seconds": round(seconds, 1),
             "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "history": history,
@@ -221,7 +343,7 @@ def format_results(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["cache", "frozen", "run", "table"])
+    p.add_argument("command", choices=["cache", "frozen", "trunk", "run", "table"])
     p.add_argument("--flickr8k", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--work", type=Path, required=True)
@@ -245,16 +367,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: bad --configs: {exc}", file=sys.stderr)
         return 2
     text = text_side(args.flickr8k, args.work)
-    cache = activation_cache(text, args.weights, args.work, parse_views(args.views))
+    parts = parse_views(args.views)
+    caches = [activation_cache(text, args.weights, args.work, part) for part in parts]
     if args.command == "cache":
-        print(cache)
+        print(caches)
         return 0
     if args.command == "frozen":
-        frozen_outputs(cache, args.weights, args.grids)
+        for cache in caches:
+            frozen_outputs(cache, args.weights, args.grids)
+        return 0
+    if args.command == "trunk":
+        for part in parts:
+            trunk_levels(text, args.weights, args.work, part or tuple(range(10)))
         return 0
     done = []
     for spec, cfg in variants:
-        result = run_variant(spec, cfg, text, cache, args.weights)
+        result = run_variant(spec, cfg, text, caches, parts, args.weights)
         with results_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(result) + "\n")
         done.append(result)

@@ -123,9 +123,10 @@ def test_the_learned_space_finds_held_out_images(small: Small, net: BVLCGoogLeNe
     head, source = head_for(cfg, small, net)
     model = train_finetune(cfg, source, head, small.text.posts, small.text.space, np.ones(N_IMAGES, bool))
     search = val_search(model, source, small.text.posts, small.text)
-    # 24 held-out images, 120 captions: chance R@10 is 42 %, R@1 4 %.
+    # 24 held-out images, 120 captions: by chance R@10 is 42 % and the median rank 12.5 (measured: R@10
+    # 67-77, median rank 6, over seeds and thread counts).
     assert search["r10"] >= 60
-    assert search["r1"] >= 10
+    assert search["medr"] <= 8
     assert len(model.history) == cfg.epochs and "val_r10" in model.history[0]
 
 

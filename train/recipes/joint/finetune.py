@@ -81,6 +81,9 @@ class FinetuneConfig:
     hard_margin: float = 0.2
     hard_from: float = 0.3  # the share of training steps before the hinge joins
     word_dropout: float = 0.0  # each training caption word left out with this probability
+    word_lr: float = 1.0  # the word table's learning rate, relative to the head's
+    text_dropout: float = 0.0  # dropout on the training captions' vectors
+    ema: float = 0.0  # >0: validate and keep an exponential moving average of the weights (decay per step)
     val_views: int = 2  # views of each validation image (the first ones: the centre and its mirror)
     seed: int = 0
     num_threads: int | None = None  # None: all cores
@@ -330,7 +333,8 @@ def train_finetune(
     elif dim < init.shape[1]:
         raise ValueError(f"the joint space ({dim}) cannot be narrower than the text space ({init.shape[1]})")
     words = nn.Parameter(torch.from_numpy(init))
-    groups: list[dict[str, Any]] = [{"params": [*head.head_parameters(), words], "lr": cfg.lr}]
+    groups: list[dict[str, Any]] = [{"params": head.head_parameters(), "lr": cfg.lr},
+                                    {"params": [words], "lr": cfg.lr * cfg.word_lr}]
     if head.block_parameters():
         groups.append({"params": head.block_parameters(), "lr": cfg.lr * cfg.head.block_lr})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -366,6 +370,19 @@ def train_finetune(
         imgs = model.encode(source, val_rows, views=min(cfg.val_views, source.views))
         return recall_at(imgs, val_caps.embed(model.words), np.searchsorted(val_rows, val_caps.owner))
 
+    # The averaged weights live beside the trained ones; swapping twice restores both.
+    tracked = [(n, p) for n, p in head.named_parameters() if p.requires_grad] + [("~words", words)]
+    ema = {n: p.detach().clone() for n, p in tracked} if cfg.ema > 0 else None
+
+    def swap_ema() -> None:
+        if ema is None:
+            return
+        with torch.no_grad():
+            for n, p in tracked:
+                held = p.detach().clone()
+                p.copy_(ema[n])
+                ema[n].copy_(held)
+
     best: tuple[dict[str, Any], np.ndarray] | None = None
     best_r10 = -1.0
     history: list[dict[str, float]] = []
@@ -385,8 +402,8 @@ def train_finetune(
                 else:
                     x = source.take(batch, rng.integers(0, source.views, len(batch)))
                 img = nn.functional.normalize(head(x), dim=1)
-                txt = nn.functional.normalize(
-                    _caption_batch(train_caps, words, caps, ids_t, w_t, cfg.word_dropout, gen), dim=1)
+                txt = _caption_batch(train_caps, words, caps, ids_t, w_t, cfg.word_dropout, gen)
+                txt = nn.functional.normalize(nn.functional.dropout(txt, cfg.text_dropout), dim=1)
                 cos = img @ txt.T
                 labels = torch.arange(len(batch))
                 loss = (ce(cos / cfg.temperature, labels) + ce(cos.T / cfg.temperature, labels)) / 2
@@ -397,12 +414,17 @@ def train_finetune(
                 opt.step()
                 sched.step()
                 step += 1
+                if ema is not None:
+                    with torch.no_grad():
+                        for n, p in tracked:
+                            ema[n].mul_(cfg.ema).add_(p.detach(), alpha=1 - cfg.ema)
                 running += float(loss.detach()) * len(batch)
                 seen += len(batch)
                 bar.update(1)
                 if report:
                     report("joint", step, total, "batches")
         bar.close()
+        swap_ema()
         r10 = validate()
         entry = {"epoch": epoch, "loss": running / max(seen, 1),
                  "seconds": round(time.monotonic() - started, 1)}
@@ -414,6 +436,7 @@ def train_finetune(
         if r10 is None or r10 >= best_r10:
             best = (copy.deepcopy(head.state_dict()), words_np())
             best_r10 = r10 if r10 is not None else best_r10
+        swap_ema()
     assert best is not None
     head.load_state_dict(best[0])
     head.eval()
