@@ -268,7 +268,8 @@ def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, caches:
     """Train one variant and score it on the test images (the mean over every cached view)."""
     extras = [w[1:] for w in spec.split() if w.startswith("+")]
     trunk, sqrt = "trunk" in extras, "sqrt" in extras
-    extras = [e for e in extras if e not in ("trunk", "sqrt")]
+    members = next((int(e[3:]) for e in extras if e.startswith("ens")), 1)
+    extras = [e for e in extras if e not in ("trunk", "sqrt") and not e.startswith("ens")]
     needs_grid = cfg is not None and (cfg.head.input_kind() == "grid" or bool(extras))
     outputs = [frozen_outputs(c, weights, needs_grid) for c in caches]
     pooled = np.concatenate([o[0] for o in outputs], axis=1)
@@ -313,11 +314,22 @@ def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, caches:
         data = {"pooled": pooled, "grid": grid, "pool4": maps}[kind]
         assert data is not None
         source = ViewSource(data)
-        fmodel = train_finetune(cfg, source, head, text.posts, text.space, usable)
+        # An ensemble is one wider space: each member's image vectors and word vectors side by side.
+        image_parts: list[np.ndarray] = []
+        word_parts: list[np.ndarray] = []
+        history = []
+        for k in range(members):
+            member = dataclasses.replace(cfg, seed=cfg.seed + k)
+            if k:
+                head = build_head(cfg.head, upper.block_5a, upper.block_5b, dim, mu, sd, cfg.dropout)
+            fmodel = train_finetune(member, source, head, text.posts, text.space, usable)
+            rows = np.array([i for i, p in enumerate(text.posts) if p.split == "test"], np.int64)
+            image_parts.append(fmodel.encode(source, rows))
+            word_parts.append(fmodel.words)
+            history.extend(fmodel.history)
         seconds = time.monotonic() - started
-        rows, owner, caps = test_queries(text, fmodel.words)
-        images = fmodel.encode(source, rows)
-        history = fmodel.history
+        rows, owner, caps = test_queries(text, np.concatenate(word_parts, axis=1))
+        images = np.concatenate(image_parts, axis=1)
     metrics = retrieval_metrics(images, caps, owner)
     return {"variant": spec, "views": sum(c.views for c in caches), "image_search": metrics["image_search"],
             "annotation": metrics["annotation"], "n_images": metrics["n_images"],
