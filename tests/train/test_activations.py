@@ -1,4 +1,4 @@
-"""The pool4 activation cache: what it holds is what the bundle encoder computes, and a stopped fill resumes."""
+"""The pool4 activation cache holds what the bundle encoder computes, and a stopped fill resumes."""
 
 from __future__ import annotations
 
