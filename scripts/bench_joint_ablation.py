@@ -212,18 +212,24 @@ def trunk_levels(text: TextResult, weights: Path, work: Path, views: tuple[int, 
     return out
 
 
-def parse_variant(spec: str) -> tuple[str, FinetuneConfig | None]:
-    """``"linear views=random head.hidden=1024"`` → (the spec, its config); ``"default"`` → (…, None).
+def parse_variant(spec: str) -> tuple[str, FinetuneConfig | JointConfig]:
+    """``"linear views=random head.hidden=1024"`` → (the spec, its config); ``"default dropout=0.4"`` → (…,
+    a :class:`JointConfig`: the default recipe's own trainer).
 
-    Words starting with ``+`` name :func:`grid_extras` (the harness adds them to the pooled input).
+    Words starting with ``+`` change the pooled input: ``+levels`` (pool4's and 5a's means beside 5b's,
+    for ``default``; ``head.levels=true`` for the others), ``+trunk`` (3b … 4d's means), ``+sqrt``,
+    ``+max``/``+quad`` (:func:`grid_extras`), ``+ensK`` (K members of different seeds side by side).
     """
     parts = [w for w in spec.split() if not w.startswith("+")]
     if not parts:
         raise ValueError("empty variant")
     if parts[0] == "default":
-        if len(parts) > 1:
-            raise ValueError("'default' takes no overrides")
-        return spec, None
+        joint = JointConfig()
+        for item in parts[1:]:
+            name, _, raw = item.partition("=")
+            current = getattr(joint, name)
+            joint = dataclasses.replace(joint, **{name: type(current)(raw)})
+        return spec, joint
     if parts[0] not in PRESETS:
         raise ValueError(f"unknown preset {parts[0]!r} (one of default, {', '.join(PRESETS)})")
     cfg = PRESETS[parts[0]]
@@ -263,28 +269,30 @@ def test_queries(text: TextResult, words: np.ndarray) -> tuple[np.ndarray, list[
     return rows, owner, vecs
 
 
-def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, caches: list[ActivationCache],
-                parts: list[tuple[int, ...] | None], weights: Path) -> dict[str, Any]:
+def run_variant(spec: str, config: FinetuneConfig | JointConfig, text: TextResult,
+                caches: list[ActivationCache], parts: list[tuple[int, ...] | None],
+                weights: Path) -> dict[str, Any]:
     """Train one variant and score it on the test images (the mean over every cached view)."""
     extras = [w[1:] for w in spec.split() if w.startswith("+")]
-    trunk, sqrt = "trunk" in extras, "sqrt" in extras
+    trunk, sqrt, levels = "trunk" in extras, "sqrt" in extras, "levels" in extras
     members = next((int(e[3:]) for e in extras if e.startswith("ens")), 1)
-    extras = [e for e in extras if e not in ("trunk", "sqrt") and not e.startswith("ens")]
-    needs_grid = cfg is not None and (cfg.head.input_kind() == "grid" or bool(extras))
+    extras = [e for e in extras if e not in ("trunk", "sqrt", "levels") and not e.startswith("ens")]
+    cfg = config if isinstance(config, FinetuneConfig) else None
+    needs_grid = (cfg is not None and cfg.head.input_kind() == "grid") or bool(extras)
     outputs = [frozen_outputs(c, weights, needs_grid) for c in caches]
     pooled = np.concatenate([o[0] for o in outputs], axis=1)
-    if cfg is not None and cfg.head.levels:
+    if levels or (cfg is not None and cfg.head.levels):
         pooled = np.concatenate([np.concatenate([o[1] for o in outputs], axis=1), pooled], axis=2)
     grids = [o[2] for o in outputs]
     grid: Any = None
     if needs_grid:
         grid = grids[0] if len(grids) == 1 else ConcatViews([g for g in grids if g is not None])
     if extras:
-        assert cfg is not None and cfg.head.input_kind() == "pooled"
+        assert cfg is None or cfg.head.input_kind() == "pooled"
         more = [grid_extras(g, extras) for g in grids if g is not None]
         pooled = np.concatenate([pooled, np.concatenate(more, axis=1)], axis=2)
     if trunk:
-        assert cfg is not None and cfg.head.input_kind() == "pooled"
+        assert cfg is None or cfg.head.input_kind() == "pooled"
         work = caches[0].path.parents[1]
         low = [trunk_levels(text, weights, work, part or tuple(range(10))) for part in parts]
         pooled = np.concatenate([np.concatenate(low, axis=1), pooled], axis=2)
@@ -295,7 +303,8 @@ def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, caches:
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     if cfg is None:
-        model = train_joint(JointConfig(), pooled.mean(axis=1), text.posts, text.space, usable)
+        assert isinstance(config, JointConfig) and members == 1
+        model = train_joint(config, pooled.mean(axis=1), text.posts, text.space, usable)
         seconds = time.monotonic() - started
         rows, owner, caps = test_queries(text, model.words)
         images = model.images(pooled[rows].mean(axis=1))
@@ -335,7 +344,7 @@ def run_variant(spec: str, cfg: FinetuneConfig | None, text: TextResult, caches:
             "annotation": metrics["annotation"], "n_images": metrics["n_images"],
             "n_queries": metrics["n_queries"], "train_seconds": round(seconds, 1),
             "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "history": history,
-            "config": None if cfg is None else cfg.to_dict()}
+            "config": config.to_dict()}
 
 
 def format_results(results: list[dict[str, Any]]) -> str:
