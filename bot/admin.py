@@ -15,9 +15,10 @@ from telegram.error import TelegramError
 from bot.context import BotContext
 from bot.engine_answers import BundleSummary
 from bot.engine_client import EngineRequestError, EngineUnavailable
-from bot.messages import text
+from bot.messages import number, percent, plural, text
 from bot.retrain import RetrainError
 from bot.services import Services, services
+from space.jobs import RetrainStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ async def retrain_cmd(update: Update, context: BotContext) -> None:
         await message.reply_text(reply)
         return
     if action == "status":
-        await message.reply_text((await s.retrain.status()).describe())
+        await message.reply_text(status_text(await s.retrain.status(), context.lang))
         return
     if action == "cancel":
         done = await s.retrain.cancel()
@@ -52,17 +53,61 @@ async def retrain_cmd(update: Update, context: BotContext) -> None:
     except RetrainError as exc:
         await message.reply_text(context.t("cant_retrain", why=exc))
         return
-    progress = await message.reply_text(status.describe())
+    progress = await message.reply_text(status_text(status, context.lang))
     context.application.create_task(_follow_retrain(context, progress), update=update)
+
+
+def status_text(status: RetrainStatus, lang: str) -> str:
+    """Where a retraining stands, in ``lang``: one line the admin's message is edited to."""
+    if status.state == "idle":
+        return text(lang, "retrain_idle")
+    if status.state == "done":
+        return text(lang, "retrain_finished", version=status.version or "?")
+    if status.state == "failed":
+        return text(lang, "retrain_failed", error=status.error or text(lang, "retrain_unknown_error"))
+    if status.state == "cancelled":
+        return text(lang, "retrain_was_cancelled")
+    stage = status.stage or "starting"
+    stage_key = f"stage_{stage}"
+    named = text(lang, stage_key)
+    parts = [text(lang, "retrain_stage", stage=stage if named == stage_key else named)]
+    unit = _unit(lang, status.unit, int(status.total or 0))
+    if status.done is not None and status.total:
+        parts.append(text(lang, "retrain_count", done=status.done, total=status.total, unit=unit,
+                          percent=percent(lang, status.done / status.total)).replace("  ", " "))
+    if status.rate:
+        parts.append(text(lang, "retrain_rate", rate=number(lang, status.rate, 1),
+                          unit=_unit(lang, status.unit or "items", 2)))
+    if status.elapsed is not None:
+        parts.append(text(lang, "retrain_elapsed", time=_duration(status.elapsed)))
+    if status.eta is not None:
+        parts.append(text(lang, "retrain_eta", time=_duration(status.eta)))
+    return " · ".join(parts)
+
+
+def _unit(lang: str, unit: str, n: int) -> str:
+    """The trainer's unit ("images", "epochs") in ``lang`` (as it is when the catalogs lack it)."""
+    if not unit:
+        return ""
+    key = f"unit_{unit}"
+    named = plural(lang, key, n)
+    return unit if named == key else named
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _summary_line(entry: BundleSummary | None, lang: str) -> str:
     """One bundle's filter and retrieval figures, for comparing versions."""
     if entry is None:
         return "—"
-    parts = [text(lang, "kept_posts", kept=entry.kept, total=entry.total)]
+    kept = "?" if entry.kept is None else entry.kept
+    parts = [plural(lang, "kept_posts", entry.total, kept=kept) if entry.total is not None
+             else text(lang, "kept_posts_unknown", kept=kept)]
     if entry.image_search:
-        recalls = "/".join(f"{entry.image_search.get(k, 0):.1f}" for k in ("r1", "r5", "r10"))
+        recalls = "/".join(number(lang, entry.image_search.get(k, 0), 1) for k in ("r1", "r5", "r10"))
         parts.append(text(lang, "recalls", recalls=recalls))
     return ", ".join(parts)
 
@@ -112,7 +157,7 @@ async def _follow_retrain(context: BotContext, progress: Message, every_s: float
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(waiter), every_s)
         status = waiter.result() if waiter.done() else await s.retrain.status()
-        reply = status.describe()
+        reply = status_text(status, context.lang)
         if status.state == "done":
             try:
                 await s.engine.reload()

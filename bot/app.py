@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from telegram import BotCommand, BotCommandScopeChat, Update
+from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -30,7 +30,8 @@ from bot.context import BotContext
 from bot.engine_client import EngineClient, EngineRequestError, EngineUnavailable, NoBundle
 from bot.greeting import no_model_text
 from bot.inline import answer_inline
-from bot.messages import EN, LANGUAGES, text
+from bot.menus import register_commands
+from bot.messages import EN, text
 from bot.persistence import make_persistence
 from bot.retrain import make_retrain_manager
 from bot.services import SERVICES, FileIdCache, Services, UserRateLimiter, application_services
@@ -40,17 +41,6 @@ log = logging.getLogger(__name__)
 
 BUSY = text(EN, "busy")
 OOPS = text(EN, "oops")
-
-# The command menu, in order; its descriptions are in bot.messages ("cmd_<name>").
-COMMANDS = ("images", "related", "stats", "attractions", "map", "words", "top", "languages", "help")
-ADMIN_COMMANDS = ("retrain",)
-
-
-def command_list(lang: str, admin: bool = False) -> list[BotCommand]:
-    """The command menu in ``lang`` (with the admins' commands for an admin's chat)."""
-    names = COMMANDS + (ADMIN_COMMANDS if admin else ())
-    return [BotCommand(name, text(lang, f"cmd_{name}")) for name in names]
-
 
 async def on_error(update: object, context: BotContext) -> None:
     """Log the error with its traceback and answer the user briefly, in their language."""
@@ -74,29 +64,11 @@ async def on_error(update: object, context: BotContext) -> None:
             await update.inline_query.answer([], cache_time=5)
 
 
-async def _register_commands(application: Application) -> None:
-    """The command menu per language; the admins' chats get /retrain too. A menu is a convenience: a
-    refusal (e.g. an admin who never opened the bot: "chat not found") is logged, not fatal."""
-    s = application_services(application)
-    bot = application.bot
-    for lang in LANGUAGES:
-        language_code = None if lang == EN else lang
-        admins = sorted(s.settings.admin_ids)
-        menus: list[tuple[list[BotCommand], BotCommandScopeChat | None]] = [(command_list(lang), None)]
-        menus += [(command_list(lang, admin=True), BotCommandScopeChat(a)) for a in admins]
-        for commands, scope in menus:
-            try:
-                await bot.set_my_commands(commands, scope=scope, language_code=language_code)
-            except TelegramError as exc:
-                whom = f"chat {scope.chat_id}" if scope else "everyone"
-                log.warning("could not register the %s command list for %s: %s", lang, whom, exc)
-
-
 async def post_init(application: Application) -> None:
     """Open the engine client and register the command lists."""
     s = application_services(application)
     await s.engine.start()
-    await _register_commands(application)
+    await register_commands(application)
     try:
         log.info(
             "engine at %s serves version %s", s.settings.engine_url, (await s.engine.stats()).version
@@ -142,7 +114,8 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
     application = builder.build()
     application.bot_data[SERVICES] = Services(
         settings=settings,
-        engine=EngineClient(settings.engine_url, settings.engine_timeout_s, settings.engine_admin_token),
+        engine=EngineClient(settings.engine_url, settings.engine_timeout_s, settings.engine_admin_token,
+                            admin_url=settings.engine_admin_url),
         file_ids=FileIdCache(settings.redis_url),
         limiter=UserRateLimiter(settings.user_rate_per_minute, settings.user_burst),
         retrain=make_retrain_manager(settings.retrain),
@@ -157,6 +130,7 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
     application.add_handler(CommandHandler("top", handlers.top_cmd))
     application.add_handler(CommandHandler("languages", handlers.languages_cmd))
     application.add_handler(CommandHandler("attractions", handlers.attractions_cmd))
+    application.add_handler(CommandHandler("language", handlers.language_cmd))
     application.add_handler(CommandHandler("retrain", retrain_cmd))
     application.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, handlers.photo_msg))
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, handlers.text_msg))

@@ -18,6 +18,7 @@ MORE = "m"  # the next page of an image search; offset = the first image of the 
 RELATED = "r"  # words near a word
 IMAGES = "i"  # images for a query
 SIMILAR = "s"  # images like a photo; the value is its Telegram file_id
+LANGUAGE = "l"  # the bot's language for this user: en, es, ca, or auto (the Telegram app's)
 
 
 class Button(NamedTuple):

@@ -4,15 +4,17 @@ figures too for admins), /top, /languages and /attractions from the engine's
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Sequence
 
+from babel.dates import format_date
 from telegram.constants import ChatAction
 
 from bot.context import BotContext
 from bot.engine_answers import Stats
 from bot.engine_client import ReportMissing
-from bot.messages import EN, text
+from bot.messages import EN, LANGUAGES, number, percent, plural, text
 from bot.sending import chat_action
 from bot.services import services
 
@@ -22,22 +24,24 @@ TOP_IN_STATS = 10  # words /stats lists
 
 
 def language_shares(stats: Stats, lang: str = EN) -> str:
-    """The language shares as text, like "en 62% · es 25% · ca 13%"."""
+    """The language shares as text, like "en 62% · es 25% · ca 13%" (es/ca: "62 %")."""
     total = sum(stats.languages.values())
     if not total:
         return text(lang, "unknown")
     ranked = sorted(stats.languages.items(), key=lambda kv: -kv[1])
-    return " · ".join(f"{code} {100 * n / total:.0f}%" for code, n in ranked[:8])
+    return " · ".join(f"{code} {percent(lang, n / total)}" for code, n in ranked[:8])
 
 
-def _or_unknown(value: int | None) -> str:
-    return "?" if value is None else str(value)
+def _or_unknown(value: int | None) -> int | str:
+    return "?" if value is None else value
 
 
 def about_text(stats: Stats, lang: str = EN) -> str:
     """What /start says of the corpus."""
-    kept = text(lang, "some") if stats.kept is None else stats.kept
-    return text(lang, "about", kept=kept, languages=language_shares(stats, lang))
+    shares = language_shares(stats, lang)
+    if stats.kept is None:
+        return text(lang, "about_some", languages=shares)
+    return plural(lang, "about", stats.kept, languages=shares)
 
 
 def _more_lines(stats: Stats, lang: str) -> list[str]:
@@ -46,8 +50,19 @@ def _more_lines(stats: Stats, lang: str) -> list[str]:
     if stats.top_words:
         lines.append(text(lang, "top_line", words=", ".join(w.word for w in stats.top_words[:TOP_IN_STATS])))
     if stats.dates is not None:
-        lines.append(text(lang, "dates_line", first=stats.dates[0][:10], last=stats.dates[1][:10]))
+        first, last = (date_text(lang, d) for d in stats.dates)
+        lines.append(text(lang, "dates_line", first=first, last=last))
     return lines
+
+
+def date_text(lang: str, stamp: str) -> str:
+    """An ISO date (or time) as ``lang`` writes a date ("May 1, 2016", "1 may 2016"); as given when it is
+    not one."""
+    try:
+        day = datetime.date.fromisoformat(stamp[:10])
+    except ValueError:
+        return stamp[:10]
+    return format_date(day, format="medium", locale=lang if lang in LANGUAGES else EN)
 
 
 def corpus_text(stats: Stats, lang: str = EN) -> str:
@@ -66,13 +81,13 @@ def stats_text(stats: Stats, lang: str = EN) -> str:
         text(lang, "posts_kept", kept=_or_unknown(stats.kept), total=_or_unknown(stats.total)),
     ]
     if stats.dropped is not None:
-        reasons = [f"{k.replace('_', ' ')} {v}" for k, v in stats.dropped.items() if v]
+        reasons = [f"{k.replace('_', ' ')} {number(lang, v)}" for k, v in stats.dropped.items() if v]
         reasons_text = ", ".join(reasons) if reasons else text(lang, "none")
         lines.append(text(lang, "dropped_line", reasons=reasons_text))
     lines.append(text(lang, "sizes_line", images=stats.n_images, words=stats.n_words))
     lines.append(text(lang, "languages_line", shares=language_shares(stats, lang)))
     if stats.image_search is not None:
-        figures = ", ".join(f"{k} {v:.3g}" for k, v in stats.image_search.items())
+        figures = ", ".join(f"{k} {number(lang, float(f'{v:.3g}'))}" for k, v in stats.image_search.items())
         lines.append(text(lang, "search_line", figures=figures))
     return "\n".join(lines)
 
@@ -85,9 +100,8 @@ def top_text(stats: Stats, language: str | None, lang: str = EN) -> str:
         if language:
             return text(lang, "no_top_lang", lang=language, known=known)
         return text(lang, "no_top", known=known)
-    body = "\n".join(
-        f"{i}. {w.word}" + (f"  {w.count:g}" if w.count else "") for i, w in enumerate(words[:20], 1)
-    )
+    body = "\n".join(f"{i}. {w.word}" + (f"  {number(lang, w.count)}" if w.count else "")
+                     for i, w in enumerate(words[:20], 1))
     return f"{top_title(language, lang)}:\n{body}"
 
 
@@ -97,14 +111,18 @@ def top_title(language: str | None, lang: str = EN) -> str:
 
 
 def attractions_text(stats: Stats, lang: str = EN) -> str:
-    """/attractions: the report's places, most mentioned first (or why there is no ranking)."""
+    """/attractions: the report's places, most mentioned first (or why there is no ranking: no topic file
+    named any place, or none of its places is mentioned)."""
     if stats.attractions is None:
         return text(lang, "attractions_missing")
+    if not stats.attractions:
+        return text(lang, "attractions_no_topic")
     mentioned = [a for a in stats.attractions if a.mentions > 0]
     if not mentioned:
-        return text(lang, "attractions_none", n=len(stats.attractions))
+        return plural(lang, "attractions_none", len(stats.attractions))
     lines = [text(lang, "attractions_title")]
-    lines += [text(lang, "attraction_line", rank=a.rank or i, name=a.name, mentions=a.mentions, posts=a.posts)
+    lines += [text(lang, "attraction_line", rank=a.rank or i, name=a.name,
+                   mentions=plural(lang, "n_mentions", a.mentions), posts=plural(lang, "n_posts", a.posts))
               for i, a in enumerate(mentioned[:20], 1)]
     return "\n".join(lines)
 

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 _TRANSIENT_CODES = frozenset({"busy", "no_bundle", "bundle_invalid"})
 
 
+def image_path(image_id: str) -> str:
+    """The engine path of an image file: the id as one path segment (a '/' in it is %2F, as the engine's
+    own ``url`` writes it; ``quote``'s default keeps '/', which the engine reads as two segments)."""
+    return "/v1/images/" + quote(image_id, safe="")
+
+
 class EngineUnavailable(Exception):
     """The engine is down, slow, overloaded or has no bundle: the user should retry shortly."""
 
@@ -67,8 +73,11 @@ class EngineClient:
         timeout_s: float = 10.0,
         admin_token: str | None = None,
         stats_ttl_s: float = 30.0,
+        admin_url: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # The admin endpoints may live on the engine's internal port only (ENGINE_METRICS_PORT).
+        self.admin_url = (admin_url or base_url).rstrip("/")
         self.timeout_s = timeout_s
         self.admin_token = admin_token
         self.stats_ttl_s = stats_ttl_s
@@ -100,7 +109,7 @@ class EngineClient:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        url = f"{self.base_url}{path}"
+        url = f"{self.admin_url if path.startswith('/v1/admin/') else self.base_url}{path}"
         clean = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with self._session.request(method, url, params=clean, data=data, headers=headers) as resp:
@@ -162,8 +171,7 @@ class EngineClient:
 
     async def image_bytes(self, image_id: str, size: int | None = None) -> bytes:
         """The image file (a thumbnail of at most ``size`` pixels when given)."""
-        path = f"/v1/images/{quote(image_id)}"
-        result: bytes = await self._request("GET", path, params={"size": size}, raw=True)
+        result: bytes = await self._request("GET", image_path(image_id), params={"size": size}, raw=True)
         return result
 
     async def stats(self, fresh: bool = False) -> Stats:

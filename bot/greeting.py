@@ -9,6 +9,7 @@ from bot.corpus_answers import about_text
 from bot.engine_client import EngineRequestError, EngineUnavailable, NoBundle
 from bot.examples import Examples
 from bot.services import services
+from space.version import __version__
 
 
 def no_model_text(context: BotContext) -> str:
@@ -33,10 +34,13 @@ def _how_to_ask(context: BotContext, examples: Examples | None) -> list[str]:
         context.t("help_photo"),
         context.t("help_corpus"),
         context.t("help_inline", bot=context.bot.username, q=examples.inline if examples else words),
+        context.t("help_language"),
         context.t("help_plain"),
     ]
     if context.is_admin and examples is not None:
         lines.append(context.t("help_admin", placeholder=context.t("placeholder", q=examples.inline)))
+    if context.is_admin:
+        lines.append(context.t("version_software", version=__version__))
     return lines
 
 

@@ -6,13 +6,14 @@ URL, and only when ``ENGINE_PUBLIC_URL`` says where Telegram can fetch it. A bur
 debounced instead of rate-limited: each query waits ``inline_debounce_s`` and only the user's newest is
 searched; the others are answered with the last pictures the user was shown (personal, uncached), so the
 list does not flicker and no query is left unanswered. Answers are remembered (:mod:`bot.inline_memory`).
+Each search (a first page after the debounce, or a later page) takes one of the user's rate-limit tokens,
+as a message does: over the limit a query gets the stand-in, and no search, thumbnail fetch or upload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import quote
 
 from telegram import (
     InlineQuery,
@@ -26,7 +27,7 @@ from telegram.error import TelegramError
 
 from bot.context import BotContext
 from bot.engine_answers import ImageAnswer
-from bot.engine_client import EngineRequestError, EngineUnavailable, NoBundle
+from bot.engine_client import EngineRequestError, EngineUnavailable, NoBundle, image_path
 from bot.inline_memory import InlinePage
 from bot.search_answers import split_lang
 from bot.sending import hit_caption, picture_key, send_album
@@ -46,11 +47,9 @@ def _button(label: str) -> InlineQueryResultsButton:
 async def _file_ids(context: BotContext, answer: ImageAnswer) -> dict[str, str]:
     """The Telegram file id of each hit the bot holds or (with a cache chat) uploads now."""
     s = services(context)
-    held: dict[str, str] = {}
-    for hit in answer.images:
-        file_id = await s.file_ids.get(picture_key(answer.version, hit, s.settings.thumb_size))
-        if file_id:
-            held[hit.id] = file_id
+    keys = {hit.id: picture_key(answer.version, hit, s.settings.thumb_size) for hit in answer.images}
+    known = await s.file_ids.get_many(list(keys.values()))  # one round trip for the page
+    held = {hit_id: known[key] for hit_id, key in keys.items() if key in known}
     missing = [h for h in answer.images if h.id not in held]
     cache_chat = s.settings.cache_chat_id
     if cache_chat is None:
@@ -78,17 +77,22 @@ async def photo_results(context: BotContext, answer: ImageAnswer, offset: int) -
         elif public:
             # Bounded in size: Telegram fetches inline photos itself and refuses JPEGs over 5 MB.
             results.append(InlineQueryResultPhoto(
-                result_id, photo_url=f"{public}/v1/images/{quote(hit.id)}?size=1024",
-                thumbnail_url=f"{public}/v1/images/{quote(hit.id)}?size=160", caption=caption,
+                result_id, photo_url=f"{public}{image_path(hit.id)}?size=1024",
+                thumbnail_url=f"{public}{image_path(hit.id)}?size=160", caption=caption,
             ))
     return results
+
+
+def _page_key(context: BotContext, version: str, words: str, lang: str | None,
+              offset: int) -> tuple[str, str, str | None, int, str]:
+    """What an inline page is remembered by."""
+    return (version, words.lower(), lang, offset, context.lang)
 
 
 async def _search(context: BotContext, words: str, lang: str | None, offset: int) -> InlinePage:
     """One page of pictures for the query, remembered for the next identical query."""
     s = services(context)
-    version = (await s.engine.stats()).version
-    key = (version, words.lower(), lang, offset, context.lang)
+    key = _page_key(context, (await s.engine.stats()).version, words, lang, offset)
     page = s.inline.page(key)
     if page is None:
         k = s.settings.inline_page
@@ -146,7 +150,8 @@ async def answer_inline(update: Update, context: BotContext) -> None:
     assert iq is not None
     s = services(context)
     words, lang = split_lang(iq.query)
-    offset = int(iq.offset) if iq.offset.isdigit() else 0
+    # isdigit() alone accepts "²", which int() refuses: an offset is ASCII digits (the client echoes ours).
+    offset = int(iq.offset) if iq.offset.isascii() and iq.offset.isdigit() else 0
     user = iq.from_user.id
     try:
         if not words:
@@ -154,6 +159,12 @@ async def answer_inline(update: Update, context: BotContext) -> None:
             return
         if not offset and await _superseded(context, user, iq.id):
             await _answer(iq, await s.inline.stand_in(user, STAND_IN_WAIT_S), personal=True)
+            return
+        remembered = s.inline.page(_page_key(context, (await s.engine.stats()).version, words, lang, offset))
+        if remembered is None and not s.limiter.allow(user):
+            log.info("rate-limited inline search of user %d", user)
+            await _answer(iq, s.inline.shown.get(user) if not offset else None, personal=True,
+                          button=context.t("slow_down") if s.limiter.warn(user) else None)
             return
         page = await _users_search(context, user, words, lang, offset)
     except NoBundle:

@@ -5,15 +5,13 @@ newest query (so only the last keystroke of a burst is searched) and the last pa
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
+from cachetools import LRUCache
 from telegram import InlineQueryResult
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
+CAPACITY = 2048  # answers remembered; ten times as many users
 
 
 @dataclass(frozen=True)
@@ -29,30 +27,29 @@ class InlineMemory:
     """Recent pages by (bundle version, query, language, offset, user language); per user, the newest
     query id and the last page with pictures they were shown."""
 
-    capacity: int = 2048
-    pages: OrderedDict[Hashable, InlinePage] = field(default_factory=OrderedDict)
-    latest: OrderedDict[int, str] = field(default_factory=OrderedDict)
-    shown: OrderedDict[int, InlinePage] = field(default_factory=OrderedDict)
+    capacity: int = CAPACITY
+    pages: LRUCache[Hashable, InlinePage] = field(init=False)
+    latest: LRUCache[int, str] = field(init=False)
+    shown: LRUCache[int, InlinePage] = field(init=False)
     searches: dict[int, int] = field(default_factory=dict)  # per user: searches finished so far
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
+    def __post_init__(self) -> None:
+        self.pages = LRUCache(maxsize=self.capacity)
+        self.latest = LRUCache(maxsize=10 * self.capacity)
+        self.shown = LRUCache(maxsize=10 * self.capacity)
+
     def page(self, key: Hashable) -> InlinePage | None:
         """A remembered answer."""
-        found = self.pages.get(key)
-        if found is not None:
-            self.pages.move_to_end(key)
-        return found
+        return self.pages.get(key)
 
     def keep(self, key: Hashable, page: InlinePage) -> None:
-        """Remember an answer (the oldest beyond ``capacity`` are forgotten)."""
+        """Remember an answer (the least recently used beyond ``capacity`` are forgotten)."""
         self.pages[key] = page
-        _bound(self.pages, self.capacity)
 
     def typed(self, user: int, query_id: str) -> None:
         """``query_id`` is now the user's newest query."""
         self.latest[user] = query_id
-        self.latest.move_to_end(user)
-        _bound(self.latest, 10 * self.capacity)
 
     def is_latest(self, user: int, query_id: str) -> bool:
         """Whether no newer query of the user came since ``query_id``."""
@@ -63,8 +60,6 @@ class InlineMemory:
         async with self._changed:
             if page is not None and page.results:
                 self.shown[user] = page
-                self.shown.move_to_end(user)
-                _bound(self.shown, 10 * self.capacity)
             self.searches[user] = self.searches.get(user, 0) + 1
             self._changed.notify_all()
 
@@ -83,7 +78,3 @@ class InlineMemory:
                 return None
             return self.shown.get(user)
 
-
-def _bound(items: OrderedDict[K, V], capacity: int) -> None:
-    while len(items) > capacity:
-        items.popitem(last=False)

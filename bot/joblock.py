@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from space.jobs import LOCK_KEY, LOCK_TTL_S
+from space.jobs import HEARTBEAT_TTL_S, LOCK_KEY, LOCK_TTL_S
 
 # Launching a subprocess takes milliseconds; a launch this old without a pid is a crashed one.
 LAUNCH_GRACE_S = 120.0
@@ -116,8 +116,9 @@ class JobLock(Protocol):
         """Drop the lock: only while ``token`` holds it, or whoever holds it when ``token`` is None."""
 
 
-class FileLock:
-    """A lock file created with O_EXCL under the models directory."""
+class LockFile:
+    """A lock file created with O_EXCL under the models directory (not ``filelock.FileLock``: this one
+    holds the job's info and is released by token)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -161,16 +162,26 @@ class FileLock:
 
 
 class RedisLock:
-    """A lock key in Redis, so a restarted bot still knows about the running job."""
+    """A lock key in Redis, so a restarted bot still knows about the running job.
 
-    def __init__(self, url: str) -> None:
+    Its calls time out (``timeout_s``) like the bot's other Redis calls: a slow Redis makes /retrain
+    answer with an error, never hang a handler.
+    """
+
+    def __init__(self, url: str, ttl_s: float = LOCK_TTL_S, timeout_s: float = 5.0) -> None:
         import redis.asyncio as aioredis
 
-        self.redis = aioredis.from_url(url)
+        self.redis = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.ttl_s = ttl_s
 
     async def acquire(self, info: dict[str, Any]) -> bool:
         """Take the lock with the job's info; False when it is held."""
-        return bool(await self.redis.set(LOCK_KEY, json.dumps(info), nx=True, ex=LOCK_TTL_S))
+        return bool(await self.redis.set(LOCK_KEY, json.dumps(info), nx=True, px=int(self.ttl_s * 1000)))
+
+    async def age_of_beat(self) -> float | None:
+        """Seconds since the lock's holder last renewed it for :data:`HEARTBEAT_TTL_S` (None: no lock)."""
+        left = int(await self.redis.pttl(LOCK_KEY))
+        return None if left < 0 else max(0.0, HEARTBEAT_TTL_S - left / 1000.0)
 
     async def read(self) -> dict[str, Any] | None:
         """The holder's info, or None."""

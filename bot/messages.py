@@ -1,253 +1,89 @@
-"""Every text the bot shows people, in English, Spanish and Catalan: one table, one lookup.
+"""Every text the bot shows people, in English, Spanish and Catalan: gettext catalogs read with Babel.
 
-``text(lang, key, **fields)`` formats the entry of ``key`` in ``lang`` (a code from :func:`language`);
-every entry has the same ``{fields}`` in each language (tests/bot/test_i18n.py checks it).
+The catalogs are ``bot/locale/{en,es,ca}.po`` (package data). Their message ids are keys ("busy",
+"images_for"); en.po holds the English. ``text(lang, key, **fields)`` is the entry of ``key`` with its
+``{fields}``; ``plural(lang, key, n, **fields)`` picks the entry's plural form for ``n`` (the language's
+rule, from the catalog's ``Plural-Forms``) and passes ``n`` as ``{n}``. Numbers among the fields are
+written as the language writes them (``8,089`` in English, ``8.089`` in Spanish and Catalan; ``0.76`` /
+``0,76``), by Babel from CLDR.
+
+The ``.po`` files are compiled in memory when first used (Babel's ``write_mo``, tens of milliseconds once),
+so what ships is what is reviewed and nothing compiled can fall out of step with it. Adding a message:
+``python scripts/add_message.py KEY EN ES CA`` (``--plural`` for one with a count) appends it to the three
+catalogs; tests/bot/test_messages.py checks that they have the same keys and ``{fields}`` and that every
+key the code asks for exists.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal, format_percent
+from babel.support import Translations
+
 EN, ES, CA = "en", "es", "ca"
 LANGUAGES = (EN, ES, CA)
-_COLUMN = {EN: 0, ES: 1, CA: 2}
+# Each language in its own words (the /language buttons).
+LANGUAGE_NAMES = {EN: "English", ES: "Español", CA: "Català"}
+LOCALE_DIR = Path(__file__).with_name("locale")
 
 
 def language(code: str | None) -> str:
     """The bot's language for a Telegram ``language_code`` ("es", "ca-ES", …); English otherwise."""
     base = (code or "").split("-")[0].lower()
-    return base if base in _COLUMN else EN
+    return base if base in LANGUAGES else EN
+
+
+def catalog_path(lang: str) -> Path:
+    """The ``.po`` file of ``lang``."""
+    return LOCALE_DIR / f"{lang}.po"
+
+
+@functools.cache
+def translations(lang: str) -> Translations:
+    """``lang``'s catalog, compiled in memory (English behind Spanish and Catalan for a missing entry)."""
+    with catalog_path(lang).open("rb") as f:
+        catalog = read_po(f, locale=lang)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    loaded = Translations(compiled, domain="bot")
+    if lang != EN:
+        loaded.add_fallback(translations(EN))
+    return loaded
+
+
+def number(lang: str, value: float, decimals: int | None = None) -> str:
+    """``value`` as ``lang`` writes it: grouped thousands, its decimal mark; ``decimals`` fixed when given."""
+    fmt = None if decimals is None else "#,##0" + ("." + "0" * decimals if decimals else "")
+    return format_decimal(value, format=fmt, locale=_locale(lang))
+
+
+def percent(lang: str, fraction: float) -> str:
+    """``fraction`` (0.53) as ``lang`` writes a whole percentage ("53%", "53 %")."""
+    return format_percent(fraction, locale=_locale(lang))
+
+
+def _locale(lang: str) -> str:
+    return lang if lang in LANGUAGES else EN
+
+
+def _fields(lang: str, fields: dict[str, object]) -> dict[str, object]:
+    """The fields, numbers written in ``lang`` (bools and text as they are)."""
+    return {k: number(lang, v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in fields.items()}
 
 
 def text(lang: str, key: str, /, **fields: object) -> str:
-    """The message ``key`` in ``lang`` (English for a language the table lacks), with its fields."""
-    return MESSAGES[key][_COLUMN.get(lang, 0)].format(**fields)
+    """The message ``key`` in ``lang`` (English for a language the bot lacks), with its fields."""
+    return translations(_locale(lang)).gettext(key).format(**_fields(lang, fields))
 
 
-MESSAGES: dict[str, tuple[str, str, str]] = {
-    # ---- failures and limits ----
-    "busy": ("The service is busy, try again shortly.",
-             "El servicio está ocupado; vuelve a intentarlo en un momento.",
-             "El servei està ocupat; torna-ho a provar d'aquí a una estona."),
-    "oops": ("Sorry, something went wrong. Please try again.",
-             "Lo siento, algo ha fallado. Vuelve a intentarlo.",
-             "Ho sento, alguna cosa ha fallat. Torna-ho a provar."),
-    "slow_down": ("You are sending requests a bit fast — please wait a few seconds.",
-                  "Estás enviando peticiones un poco rápido: espera unos segundos.",
-                  "Envies peticions una mica massa de pressa: espera uns segons."),
-    "no_model": ("No model yet — an admin can /retrain.",
-                 "Todavía no hay modelo: un administrador puede usar /retrain.",
-                 "Encara no hi ha cap model: un administrador pot fer /retrain."),
-    "no_model_retrain": (
-        "No model yet. Send /retrain to train the first one on {corpus}: it is published into {models} "
-        "and the engine loads it by itself.",
-        "Todavía no hay modelo. Envía /retrain para entrenar el primero con {corpus}: se publica en "
-        "{models} y el motor lo carga solo.",
-        "Encara no hi ha cap model. Envia /retrain per entrenar el primer amb {corpus}: es publica a "
-        "{models} i el motor el carrega sol."),
-    "no_model_setup": (
-        "No model yet, and /retrain is not set up. Give the bot TRAIN_CORPUS (with TRAIN_FORMAT and "
-        "TRAIN_WEIGHTS) and MODELS_DIR (the engine's models folder), restart it and send /retrain; or "
-        "train one by hand: python -m train all --corpus PATH --format FORMAT --models DIR",
-        "Todavía no hay modelo y /retrain no está configurado. Da al bot TRAIN_CORPUS (con TRAIN_FORMAT "
-        "y TRAIN_WEIGHTS) y MODELS_DIR (la carpeta de modelos del motor), reinícialo y envía /retrain; o "
-        "entrena uno a mano: python -m train all --corpus RUTA --format FORMATO --models CARPETA",
-        "Encara no hi ha cap model i /retrain no està configurat. Dona al bot TRAIN_CORPUS (amb "
-        "TRAIN_FORMAT i TRAIN_WEIGHTS) i MODELS_DIR (la carpeta de models del motor), reinicia'l i envia "
-        "/retrain; o entrena'n un a mà: python -m train all --corpus CAMÍ --format FORMAT --models CARPETA"),
-    "expired": ("That button has expired; please ask again.",
-                "Ese botón ha caducado; vuelve a preguntar.",
-                "Aquest botó ha caducat; torna a preguntar."),
-    # ---- /start and /help ----
-    "greeting": ("Hi! I place the words and pictures of a topic's posts in one space.",
-                 "¡Hola! Pongo las palabras y las fotos de las publicaciones de un tema en un mismo espacio.",
-                 "Hola! Poso les paraules i les fotos de les publicacions d'un tema en un mateix espai."),
-    "about": ("I know {kept} posts (languages: {languages}).",
-              "Conozco {kept} publicaciones (idiomas: {languages}).",
-              "Conec {kept} publicacions (llengües: {languages})."),
-    "some": ("some", "algunas", "algunes"),
-    "ask_me": ("Ask me:", "Pregúntame:", "Pregunta'm:"),
-    "help_images": ("• /images {q} — pictures for words",
-                    "• /images {q} — fotos para unas palabras",
-                    "• /images {q} — fotos per a unes paraules"),
-    "help_subtract": ("• /images {q} — take a word away with -word",
-                      "• /images {q} — quita una palabra con -palabra",
-                      "• /images {q} — treu una paraula amb -paraula"),
-    "help_lang": ("• /images {q} — only the posts in one language ({codes})",
-                  "• /images {q} — solo las publicaciones en un idioma ({codes})",
-                  "• /images {q} — només les publicacions en una llengua ({codes})"),
-    "help_related": ("• /related {q} — words near words",
-                     "• /related {q} — palabras cercanas",
-                     "• /related {q} — paraules properes"),
-    "help_photo": ("• send a photo — its hashtags, and similar pictures",
-                   "• envía una foto: sus hashtags y fotos parecidas",
-                   "• envia una foto: els seus hashtags i fotos semblants"),
-    "help_corpus": (
-        "• /stats, /top [language], /languages, /attractions, /map, /words — what the corpus looks like",
-        "• /stats, /top [idioma], /languages, /attractions, /map, /words — cómo es el corpus",
-        "• /stats, /top [llengua], /languages, /attractions, /map, /words — com és el corpus"),
-    "help_inline": ("• inline: type @{bot} {q} in any chat",
-                    "• en línea: escribe @{bot} {q} en cualquier chat",
-                    "• en línia: escriu @{bot} {q} a qualsevol xat"),
-    "help_plain": ("Plain text works as an image search too.",
-                   "El texto sin comando también busca fotos.",
-                   "El text sense ordre també cerca fotos."),
-    "help_admin": ("Admins: /retrain [status|cancel|versions|rollback]. Inline placeholder for "
-                   "@BotFather's /setinline: {placeholder}",
-                   "Administradores: /retrain [status|cancel|versions|rollback]. Texto de ayuda en línea "
-                   "para /setinline de @BotFather: {placeholder}",
-                   "Administradors: /retrain [status|cancel|versions|rollback]. Text d'ajuda en línia per "
-                   "a /setinline de @BotFather: {placeholder}"),
-    "placeholder": ("words, e.g. {q}", "palabras, p. ej. {q}", "paraules, p. ex. {q}"),
-    "words_arg": ("words", "palabras", "paraules"),
-    "tip": ("Tip: /related <word> finds words; /help lists everything.",
-            "Consejo: /related <palabra> busca palabras; /help lo explica todo.",
-            "Consell: /related <paraula> cerca paraules; /help ho explica tot."),
-    # ---- searches ----
-    "cant_read_image": ("I can't read that image: {why}", "No puedo leer esa imagen: {why}",
-                        "No puc llegir aquesta imatge: {why}"),
-    "no_tags": ("I found no words for that picture.", "No he encontrado palabras para esa foto.",
-                "No he trobat paraules per a aquesta foto."),
-    "dont_know": ("I don't know: {words}.", "No conozco: {words}.", "No conec: {words}."),
-    "corrected": ("Showing results for {words}.", "Mostrando resultados para {words}.",
-                  "Mostrant resultats per a {words}."),
-    "try": (" Try: {words}.", " Prueba: {words}.", " Prova: {words}."),
-    "ask_images": ("Tell me what to look for, e.g. /images {q}", "Dime qué buscar, p. ej. /images {q}",
-                   "Digues-me què he de cercar, p. ex. /images {q}"),
-    "ask_related": ("Tell me a word, e.g. /related {q}", "Dime una palabra, p. ej. /related {q}",
-                    "Digues-me una paraula, p. ex. /related {q}"),
-    "cant_search": ("I can't search that: {why}", "No puedo buscar eso: {why}", "No puc cercar això: {why}"),
-    "cant_relate": ("I can't relate that: {why}", "No puedo relacionar eso: {why}",
-                    "No puc relacionar això: {why}"),
-    "no_more": ("No more images.", "No hay más fotos.", "No hi ha més fotos."),
-    "no_images": ("No images found for «{q}».", "No he encontrado fotos para «{q}».",
-                  "No he trobat fotos per a «{q}»."),
-    "not_confident": ("There is no confident match for «{q}»; these are the closest images.",
-                      "No hay ninguna coincidencia clara para «{q}»; estas son las fotos más cercanas.",
-                      "No hi ha cap coincidència clara per a «{q}»; aquestes són les fotos més properes."),
-    "images_for": ("Images for «{q}» ({first}–{last}).", "Fotos para «{q}» ({first}–{last}).",
-                   "Fotos per a «{q}» ({first}–{last})."),
-    "more": ("More ▶", "Más ▶", "Més ▶"),
-    "only_lang": ("Only {lang}", "Solo {lang}", "Només {lang}"),
-    "unknown_lang": ("No posts in «{code}». Languages of this corpus: {codes}.",
-                     "No hay publicaciones en «{code}». Idiomas de este corpus: {codes}.",
-                     "No hi ha publicacions en «{code}». Llengües d'aquest corpus: {codes}."),
-    "words_near": ("Words near «{q}»:", "Palabras cercanas a «{q}»:", "Paraules properes a «{q}»:"),
-    "nothing_near": ("(nothing near enough)", "(nada lo bastante cerca)", "(res prou a prop)"),
-    "tap_word": ("Tap a word: 🔎 related words, 🖼 images.",
-                 "Toca una palabra: 🔎 palabras cercanas, 🖼 fotos.",
-                 "Toca una paraula: 🔎 paraules properes, 🖼 fotos."),
-    "no_similar": ("No similar images found.", "No he encontrado fotos parecidas.",
-                   "No he trobat fotos semblants."),
-    "similar": ("Similar images", "Fotos parecidas", "Fotos semblants"),
-    "unavailable": ("Those pictures are not available right now.",
-                    "Esas fotos no están disponibles ahora mismo.",
-                    "Aquestes fotos no estan disponibles ara mateix."),
-    "credit": ("by @{user}", "de @{user}", "de @{user}"),
-    "inline_try": ("Try: {q}", "Prueba: {q}", "Prova: {q}"),
-    "inline_none": ("No pictures for «{q}»", "No hay fotos para «{q}»", "No hi ha fotos per a «{q}»"),
-    "inline_open": ("Search in the bot", "Buscar en el bot", "Cerca al bot"),
-    # ---- the corpus ----
-    "unknown": ("unknown", "desconocidos", "desconegudes"),
-    "posts_kept": ("Posts kept: {kept} of {total}", "Publicaciones conservadas: {kept} de {total}",
-                   "Publicacions conservades: {kept} de {total}"),
-    "languages_line": ("Languages: {shares}", "Idiomas: {shares}", "Llengües: {shares}"),
-    "top_line": ("Top words: {words}", "Palabras más frecuentes: {words}", "Paraules més freqüents: {words}"),
-    "dates_line": ("Posts from {first} to {last}", "Publicaciones del {first} al {last}",
-                   "Publicacions del {first} al {last}"),
-    "version_line": ("Model version: {version}", "Versión del modelo: {version}",
-                     "Versió del model: {version}"),
-    "dropped_line": ("Dropped: {reasons}", "Descartadas: {reasons}", "Descartades: {reasons}"),
-    "none": ("none", "ninguna", "cap"),
-    "sizes_line": ("Images: {images}, words in the space: {words}",
-                   "Fotos: {images}, palabras en el espacio: {words}",
-                   "Fotos: {images}, paraules a l'espai: {words}"),
-    "search_line": ("Image search: {figures}", "Búsqueda de fotos: {figures}", "Cerca de fotos: {figures}"),
-    "no_top": ("No top words in the report yet (languages: {known}).",
-               "El informe aún no tiene palabras frecuentes (idiomas: {known}).",
-               "L'informe encara no té paraules freqüents (llengües: {known})."),
-    "no_top_lang": ("No top words for {lang} in the report yet (languages: {known}).",
-                    "El informe aún no tiene palabras frecuentes en {lang} (idiomas: {known}).",
-                    "L'informe encara no té paraules freqüents en {lang} (llengües: {known})."),
-    "none_yet": ("none yet", "ninguno todavía", "cap encara"),
-    "top_title": ("Top words", "Palabras más frecuentes", "Paraules més freqüents"),
-    "top_title_lang": ("Top words ({lang})", "Palabras más frecuentes ({lang})",
-                       "Paraules més freqüents ({lang})"),
-    "no_picture": ("The report has no {name} picture yet.", "El informe aún no tiene la imagen {name}.",
-                   "L'informe encara no té la imatge {name}."),
-    "no_map": ("The report has no t-SNE map picture yet.", "El informe aún no tiene el mapa t-SNE.",
-               "L'informe encara no té el mapa t-SNE."),
-    "map_caption": ("The images laid out by t-SNE", "Las fotos ordenadas por t-SNE",
-                    "Les fotos ordenades per t-SNE"),
-    "full_res": ("Full resolution", "Resolución completa", "Resolució completa"),
-    "words_caption": ("The words laid out by t-SNE", "Las palabras ordenadas por t-SNE",
-                      "Les paraules ordenades per t-SNE"),
-    "languages_text": ("Languages of the kept posts: {shares}",
-                       "Idiomas de las publicaciones conservadas: {shares}",
-                       "Llengües de les publicacions conservades: {shares}"),
-    "languages_caption": ("Languages of the kept posts", "Idiomas de las publicaciones conservadas",
-                          "Llengües de les publicacions conservades"),
-    "attractions_title": ("Places by mentions in the posts:", "Lugares por menciones en las publicaciones:",
-                          "Llocs per mencions a les publicacions:"),
-    "attraction_line": ("{rank}. {name} — {mentions} mentions in {posts} posts",
-                        "{rank}. {name}: {mentions} menciones en {posts} publicaciones",
-                        "{rank}. {name}: {mentions} mencions en {posts} publicacions"),
-    "attractions_none": ("No post mentions any of the {n} places the report looks for.",
-                         "Ninguna publicación menciona ninguno de los {n} lugares que busca el informe.",
-                         "Cap publicació no esmenta cap dels {n} llocs que cerca l'informe."),
-    "attractions_missing": ("This model's report has no ranking of places.",
-                            "El informe de este modelo no tiene clasificación de lugares.",
-                            "L'informe d'aquest model no té classificació de llocs."),
-    "attractions_caption": ("Places by mentions", "Lugares por menciones", "Llocs per mencions"),
-    # ---- the admins' /retrain ----
-    "admins_only": ("Sorry, only the bot's admins can retrain the model.",
-                    "Lo siento, solo los administradores del bot pueden reentrenar el modelo.",
-                    "Ho sento, només els administradors del bot poden reentrenar el model."),
-    "engine_refused": ("The engine refused: {why}", "El motor lo ha rechazado: {why}",
-                       "El motor ho ha rebutjat: {why}"),
-    "cancelled": ("Retraining cancelled.", "Reentrenamiento cancelado.", "Reentrenament cancel·lat."),
-    "not_running": ("No retraining is running.", "No hay ningún reentrenamiento en marcha.",
-                    "No hi ha cap reentrenament en marxa."),
-    "cant_retrain": ("Can't retrain: {why}.", "No puedo reentrenar: {why}.", "No puc reentrenar: {why}."),
-    "versions_title": ("Published bundles (newest first):", "Modelos publicados (el más nuevo primero):",
-                       "Models publicats (el més nou primer):"),
-    "serving": (" ← serving", " ← en servicio", " ← en servei"),
-    "rollback_hint": ("Roll back with /retrain rollback [VERSION] (default: the one before).",
-                      "Vuelve atrás con /retrain rollback [VERSIÓN] (por defecto, el anterior).",
-                      "Torna enrere amb /retrain rollback [VERSIÓ] (per defecte, l'anterior)."),
-    "no_bundle_named": ("No bundle named {name}. See /retrain versions.",
-                        "No hay ningún modelo llamado {name}. Mira /retrain versions.",
-                        "No hi ha cap model anomenat {name}. Mira /retrain versions."),
-    "no_older": ("There is no older bundle to roll back to.", "No hay ningún modelo anterior al que volver.",
-                 "No hi ha cap model anterior on tornar."),
-    "rolled_back": ("Rolled back: the engine now serves {version} (was {previous}).",
-                    "Vuelta atrás: el motor sirve ahora {version} (antes {previous}).",
-                    "Tornada enrere: el motor serveix ara {version} (abans {previous})."),
-    "retrain_done": ("Retraining done. The engine now serves version {version}.",
-                     "Reentrenamiento terminado. El motor sirve ahora la versión {version}.",
-                     "Reentrenament acabat. El motor serveix ara la versió {version}."),
-    "retrain_no_reload": ("Retraining done (version {version}), but the engine did not reload: {why}",
-                          "Reentrenamiento terminado (versión {version}), pero el motor no ha "
-                          "recargado: {why}",
-                          "Reentrenament acabat (versió {version}), però el motor no ha recarregat: {why}"),
-    "kept_posts": ("kept {kept} of {total} posts", "{kept} de {total} publicaciones conservadas",
-                   "{kept} de {total} publicacions conservades"),
-    "recalls": ("image search R@1/5/10 {recalls}", "búsqueda de fotos R@1/5/10 {recalls}",
-                "cerca de fotos R@1/5/10 {recalls}"),
-    "new_figures": ("new: {line}", "nuevo: {line}", "nou: {line}"),
-    "old_figures": ("old ({version}): {line}", "anterior ({version}): {line}",
-                    "anterior ({version}): {line}"),
-    # ---- the command menu (set_my_commands) ----
-    "cmd_images": ("pictures for words", "fotos para unas palabras", "fotos per a unes paraules"),
-    "cmd_related": ("words near words", "palabras cercanas", "paraules properes"),
-    "cmd_stats": ("what the corpus holds", "qué contiene el corpus", "què conté el corpus"),
-    "cmd_attractions": ("places ranked by mentions", "lugares por menciones", "llocs per mencions"),
-    "cmd_map": ("the map of the images", "el mapa de las fotos", "el mapa de les fotos"),
-    "cmd_words": ("the map of the words", "el mapa de las palabras", "el mapa de les paraules"),
-    "cmd_top": ("the most frequent words (of one language: /top es)",
-                "las palabras más frecuentes (de un idioma: /top es)",
-                "les paraules més freqüents (d'una llengua: /top ca)"),
-    "cmd_languages": ("the corpus's languages", "los idiomas del corpus", "les llengües del corpus"),
-    "cmd_help": ("how to ask", "cómo preguntar", "com preguntar"),
-    "cmd_retrain": ("admins: retrain, status, versions, rollback",
-                    "administradores: reentrenar, estado, versiones, volver atrás",
-                    "administradors: reentrenar, estat, versions, tornar enrere"),
-}
+def plural(lang: str, key: str, n: int, /, **fields: object) -> str:
+    """The plural message ``key`` in ``lang``, in its form for ``n`` (given as ``{n}``), with its fields."""
+    form = translations(_locale(lang)).ngettext(key, key, n)
+    return form.format(**_fields(lang, {"n": n, **fields}))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 from telegram.ext import BasePersistence, PersistenceInput, PicklePersistence
-from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,12 @@ UPDATE_INTERVAL_S = 5.0
 STORED = PersistenceInput(bot_data=False, chat_data=False, user_data=True, callback_data=True)
 
 Data = dict[Any, Any]
+# The shapes BasePersistence's methods take, as python-telegram-bot documents them (its own aliases live in
+# a private module): the buttons' data ([(keyboard id, access time, {button id: data})], {query id:
+# keyboard id}), and a ConversationHandler's states by key.
+CDCData = tuple[list[tuple[str, float, dict[str, Any]]], dict[str, str]]
+ConversationKey = tuple[int | str, ...]
+ConversationDict = MutableMapping[ConversationKey, object]
 
 
 class RedisPersistence(BasePersistence[Data, Data, Data]):

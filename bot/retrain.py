@@ -18,11 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.joblock import LAUNCHING, FileLock, JobLock, RedisLock, is_stale, job_pid, new_info
+from bot.joblock import LAUNCHING, JobLock, LockFile, RedisLock, is_stale, job_pid, new_info
 from space.jobs import (
+    HEARTBEAT_S,
     PROGRESS_KEY,
+    QUEUED_TTL_S,
     RetrainSettings,
     RetrainStatus,
+    job_deserializer,
+    job_serializer,
     read_progress,
     status_from_record,
 )
@@ -31,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # How long ``cancel`` waits for a job being launched to get its pid.
 CANCEL_LAUNCH_WAIT_S = 10.0
+# How long an arq cancel waits for the worker to acknowledge the abort (it stops the trainer first).
+ABORT_WAIT_S = 30.0
+# A running job's lock not renewed for this long belongs to a dead worker (it beats every HEARTBEAT_S).
+DEAD_AFTER_S = 3 * HEARTBEAT_S
 
 __all__ = [
     "ArqRetrainManager",
@@ -57,7 +65,7 @@ class RetrainManager:
                 lock = RedisLock(settings.redis_url)
             else:
                 base = Path(settings.models_dir) if settings.models_dir else Path(tempfile.gettempdir())
-                lock = FileLock(base / ".retrain.lock")
+                lock = LockFile(base / ".retrain.lock")
         self.lock = lock
         self._proc: asyncio.subprocess.Process | None = None
         self._token: str | None = None
@@ -214,8 +222,9 @@ class RetrainManager:
 class ArqRetrainManager:
     """The same interface, but the job runs in the trainer service: queued with arq through Redis.
 
-    The lock is the Redis key the worker deletes when the job ends; progress is the record the worker
-    mirrors into ``PROGRESS_KEY``.
+    The lock names the job (``space.jobs``): taken here for ``QUEUED_TTL_S`` while the job waits, then
+    claimed and kept alive by the worker's heartbeat, deleted by the worker when the job ends. Progress is
+    the record the worker mirrors into ``PROGRESS_KEY``. Jobs and results are JSON both ways.
     """
 
     def __init__(self, settings: RetrainSettings, poll_s: float = 1.0) -> None:
@@ -223,7 +232,7 @@ class ArqRetrainManager:
             raise RetrainError("RETRAIN_MODE=arq needs REDIS_URL")
         self.settings = settings
         self.poll_s = poll_s
-        self.lock = RedisLock(settings.redis_url)
+        self.lock = RedisLock(settings.redis_url, ttl_s=QUEUED_TTL_S)
         self._pool: Any = None
         self._last = RetrainStatus("idle")
 
@@ -232,30 +241,31 @@ class ArqRetrainManager:
             from arq import create_pool
             from arq.connections import RedisSettings
 
-            self._pool = await create_pool(RedisSettings.from_dsn(str(self.settings.redis_url)))
+            self._pool = await create_pool(RedisSettings.from_dsn(str(self.settings.redis_url)),
+                                           job_serializer=job_serializer, job_deserializer=job_deserializer)
         return self._pool
 
-    async def _job(self) -> Any:
-        info = await self.lock.read()
+    async def _job(self, info: dict[str, Any] | None) -> Any:
         if not info or not info.get("job_id"):
             return None
         from arq.jobs import Job
 
-        return Job(str(info["job_id"]), await self._arq())
+        return Job(str(info["job_id"]), await self._arq(), _deserializer=job_deserializer)
 
     async def start(self) -> RetrainStatus:
         """Queue a job; raises ``RetrainError`` when one is already queued or running."""
         job_id = f"retrain-{int(time.time() * 1000)}"
-        if not await self.lock.acquire({"job_id": job_id, "started": time.time()}):
+        info = {"job_id": job_id, "token": job_id, "state": "queued", "started": time.time()}
+        if not await self.lock.acquire(info):
             raise RetrainError("a retraining is already running")
         await self.lock.redis.delete(PROGRESS_KEY)
         try:
             job = await (await self._arq()).enqueue_job("retrain", _job_id=job_id)
         except Exception as exc:
-            await self.lock.release()
+            await self.lock.release(job_id)
             raise RetrainError(f"could not queue the job: {exc}") from exc
         if job is None:
-            await self.lock.release()
+            await self.lock.release(job_id)
             raise RetrainError("a job with this id exists already")
         log.info("retraining queued as %s", job_id)
         self._last = RetrainStatus("running")
@@ -281,15 +291,51 @@ class ArqRetrainManager:
                 return status
             await asyncio.sleep(self.poll_s)
 
+    async def _dead(self, info: dict[str, Any]) -> bool:
+        """Whether no worker runs the locked job: still queued, or its heartbeat stopped."""
+        if info.get("state") != "running":
+            return True
+        age = await self.lock.age_of_beat()
+        return age is None or age > DEAD_AFTER_S
+
     async def cancel(self) -> bool:
-        """Abort the job (the worker stops the trainer's process group); False when none was running."""
-        job = await self._job()
+        """Abort the job (the worker stops the trainer's process group); False when none was running.
+
+        The abort is marked in arq (a worker never starts an aborted job, and stops a running one), then the
+        lock decides: gone means the worker stopped the trainer and released it; a job no live worker runs
+        (still queued, or its heartbeat stopped: a killed worker) has its lock released here, at once or as
+        soon as the heartbeat is :data:`DEAD_AFTER_S` old. A live worker's lock is never taken from it, so
+        two trainings never overlap; after ``ABORT_WAIT_S`` the job is left stopping.
+        """
+        info = await self.lock.read()
+        job = await self._job(info)
         if job is None:
             return False
-        aborted = bool(await job.abort(timeout=30))
-        await self.lock.release()
-        await self.lock.redis.set(PROGRESS_KEY, json.dumps({"stage": "cancelled"}))
-        log.info("retraining %s cancelled (abort acknowledged: %s)", job.job_id, aborted)
+        assert info is not None
+        job_id = str(info["job_id"])
+        try:
+            await job.abort(timeout=0.0)  # the mark only: the lock, below, says when the job has stopped
+        except TimeoutError:
+            pass
+        except Exception as exc:  # e.g. a result record arq cannot read: the lock still decides
+            log.warning("abort of retraining %s: %s", job_id, type(exc).__name__)
+        deadline = time.monotonic() + ABORT_WAIT_S
+        while True:
+            held = await self.lock.read()
+            if held is None or held.get("job_id") != job_id:
+                stopped = True
+                break
+            if await self._dead(held):
+                await self.lock.release(job_id)
+                stopped = True
+                break
+            if time.monotonic() > deadline:
+                stopped = False
+                break
+            await asyncio.sleep(self.poll_s / 5)
+        if stopped:
+            await self.lock.redis.set(PROGRESS_KEY, json.dumps({"stage": "cancelled"}))
+        log.info("retraining %s cancelled (stopped: %s)", job_id, stopped)
         return True
 
     async def close(self) -> None:

@@ -175,7 +175,8 @@ async def answer_related(context: BotContext, chat_id: int, query: str) -> None:
     note = [await unknown_note(context, query, answer.unknown)] if answer.unknown else []
     note += corrected_note(context, answer.corrected)
     if answer.words:
-        lines = [context.t("words_near", q=query), *(f"{w.word}  {w.score:.2f}" for w in answer.words), *note,
+        lines = [context.t("words_near", q=query),
+                 *(f"{w.word}  {context.num(w.score, 2)}" for w in answer.words), *note,
                  context.t("tap_word")]
     else:  # only unknown words: say which (and what to try) rather than "words near" nothing
         lines = note or [context.t("words_near", q=query), context.t("nothing_near")]
@@ -201,6 +202,7 @@ def hashtags_reply(
     context: BotContext, tags: Sequence[ScoredWord], file_id: str
 ) -> tuple[str, InlineKeyboardMarkup]:
     """A photo's hashtags with their scores, and the button for images like it."""
-    text = " ".join(f"#{t.word}" for t in tags) + "\n" + ", ".join(f"{t.word} {t.score:.2f}" for t in tags)
+    scores = ", ".join(f"{t.word} {context.num(t.score, 2)}" for t in tags)
+    text = " ".join(f"#{t.word}" for t in tags) + "\n" + scores
     return text, InlineKeyboardMarkup([[button(context.t("similar"), SIMILAR, file_id)]])
 

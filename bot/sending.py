@@ -16,7 +16,7 @@ from telegram.error import BadRequest, TelegramError
 from bot.context import BotContext
 from bot.engine_answers import ImageHit
 from bot.engine_client import EngineRequestError
-from bot.messages import EN, text
+from bot.messages import EN, number, text
 from bot.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def credit(hit: ImageHit, lang: str = EN) -> str:
 
 def hit_caption(hit: ImageHit, width: int = 90, lang: str = EN) -> str:
     """A picture's caption: its score and shortened text, then the post's credit when there is one."""
-    caption = f"{hit.score:.2f} · {shorten(hit.caption, width)}"
+    caption = f"{number(lang, hit.score, 2)} · {shorten(hit.caption, width)}"
     by = credit(hit, lang)
     return f"{caption}\n{by}" if by else caption
 
@@ -81,9 +81,10 @@ async def send_album(
     s = services(context)
     version = version or (await s.engine.stats()).version
     keys = [picture_key(version, h, s.settings.thumb_size) for h in hits]
+    known = await s.file_ids.get_many(keys)  # one round trip for the album
 
     async def media_for(hit: ImageHit, key: str) -> str | bytes | None:
-        return await s.file_ids.get(key) or await _upload(s, hit)
+        return known.get(key) or await _upload(s, hit)
 
     media = list(await asyncio.gather(*(media_for(h, k) for h, k in zip(hits, keys, strict=True))))
     try:

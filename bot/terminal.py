@@ -152,7 +152,7 @@ async def _update_for(
 ) -> dict[str, Any] | None:
     """The Telegram update a typed line stands for (None when the line was handled here)."""
     update: dict[str, Any]
-    if line.startswith("!") and line[1:].isdigit():
+    if line.startswith("!") and line[1:].isascii() and line[1:].isdigit():
         n = int(line[1:])
         if not 1 <= n <= len(transcript.buttons):
             out.write(f"(no button !{n})\n")

@@ -1,10 +1,14 @@
-"""``python -m engine --models DIR [--host H] [--port P]``: run the engine service."""
+"""``python -m engine --models DIR [--host H] [--port P]``: serve the active bundle over HTTP.
+
+Every option can also be set by its environment variable (shown beside it); a flag wins over its variable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 # Before numpy loads: one BLAS thread. A text query's matrix-vector product (~0.1 ms) gains nothing from
@@ -14,42 +18,76 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from engine.serve import serve
 from engine.settings import Settings
-from space.logs import configure_logging
+from space.cli import Parser, bind_error, cannot_listen, fail
+from space.envvars import choice, flag, integer, number, text
+from space.logs import setup_logging
+from space.version import __version__
 
 
-def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Build the settings from the command line and the environment."""
-    env = dict(os.environ) if env is None else env
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
-    p.add_argument("--models", type=Path, required=True, help="models directory holding ACTIVE and bundles")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--processes", type=int, default=int(env.get("ENGINE_PROCESSES", "1")),
-                   help="engine processes sharing the port (SO_REUSEPORT): about one per core for text load")
-    p.add_argument("--workers", type=int, default=int(env.get("ENGINE_WORKERS", "2")))
-    p.add_argument("--queue-limit", type=int, default=int(env.get("ENGINE_QUEUE_LIMIT", "64")))
-    p.add_argument("--image-workers", type=int, default=int(env.get("ENGINE_IMAGE_WORKERS", "2")))
-    p.add_argument("--image-queue-limit", type=int, default=int(env.get("ENGINE_IMAGE_QUEUE_LIMIT", "64")))
-    p.add_argument("--encode-batch", type=int, default=int(env.get("ENGINE_ENCODE_BATCH", "16")),
-                   help="most photos per encoder call")
-    p.add_argument("--encode-wait-ms", type=float, default=float(env.get("ENGINE_ENCODE_WAIT_MS", "3")),
-                   help="how long a photo waits for others to share its encoder call")
-    p.add_argument("--encoder", choices=("fp32", "int8"), default=env.get("ENGINE_ENCODER", "fp32"),
-                   help="int8: the bundle's int8 encoder when it has one (faster photos)")
-    p.add_argument("--cache-ttl", type=int, default=int(env.get("ENGINE_CACHE_TTL", "3600")))
-    p.add_argument("--confident-cutoff", type=float, default=float(env.get("ENGINE_CONFIDENT_CUTOFF", "0.5")))
-    p.add_argument("--max-upload-mb", type=float, default=float(env.get("ENGINE_MAX_UPLOAD_MB", "10")))
-    p.add_argument("--poll", type=float, default=float(env.get("ENGINE_POLL_S", "2")), help="ACTIVE poll (s)")
-    metrics_port = env.get("ENGINE_METRICS_PORT", "").strip()
-    p.add_argument("--metrics-port", type=int, default=int(metrics_port) if metrics_port else None,
-                   help="serve /metrics on this port only (env ENGINE_METRICS_PORT; default: the API port)")
-    a = p.parse_args(argv)
+def build_parser(env: Mapping[str, str] | None = None) -> Parser:
+    """The command line: every option with its help, default and ``ENGINE_*`` variable."""
+    p = Parser("engine", __doc__, env=env)
+    p.option("--models", type=Path, required=True, metavar="DIR",
+             help="models directory holding ACTIVE and the bundles")
+    p.option("--host", default="127.0.0.1", metavar="ADDRESS",
+             help="address to listen on (0.0.0.0: every interface)")
+    p.option("--port", kind=integer(0, 65535), default=8080, help="API port (0: any free one)")
+    p.option("--processes", env="ENGINE_PROCESSES", kind=integer(1), default=1,
+             help="engine processes sharing the port (SO_REUSEPORT): about one per core for text load")
+    p.option("--workers", env="ENGINE_WORKERS", kind=integer(1), default=2, help="text worker threads")
+    p.option("--queue-limit", env="ENGINE_QUEUE_LIMIT", kind=integer(1), default=64,
+             help="text requests waiting or running beyond which the engine answers 503 busy")
+    p.option("--image-workers", env="ENGINE_IMAGE_WORKERS", kind=integer(1), default=2,
+             help="photo worker threads (their own pool)")
+    p.option("--image-queue-limit", env="ENGINE_IMAGE_QUEUE_LIMIT", kind=integer(1), default=64,
+             help="photo requests waiting or running beyond which the engine answers 503 busy")
+    p.option("--encode-batch", env="ENGINE_ENCODE_BATCH", kind=integer(1), default=16,
+             help="most photos per encoder call")
+    p.option("--encode-wait-ms", env="ENGINE_ENCODE_WAIT_MS", kind=number(0), default=3.0,
+             help="how long a photo waits for others to share its encoder call")
+    p.option("--encoder", env="ENGINE_ENCODER", kind=choice("fp32", "int8"), default="fp32",
+             help="int8: the bundle's int8 encoder when it has one (faster photos)")
+    p.option("--cache-ttl", env="ENGINE_CACHE_TTL", kind=integer(0), default=3600,
+             help="seconds an answer stays cached")
+    p.option("--confident-cutoff", env="ENGINE_CONFIDENT_CUTOFF", kind=number(), default=0.5,
+             help="best score below which /v1/images says confident: false")
+    p.option("--max-upload-mb", env="ENGINE_MAX_UPLOAD_MB", kind=number(0.001), default=10.0,
+             help="largest photo accepted, in MiB")
+    p.option("--upload-timeout", env="ENGINE_UPLOAD_TIMEOUT_S", kind=number(0.1), default=30.0,
+             help="seconds a photo's body may take to arrive (408 after)")
+    p.option("--uploads-per-client", env="ENGINE_UPLOADS_PER_CLIENT", kind=integer(0), default=16,
+             help="photo uploads one client address may have in flight (429 beyond; 0: no limit)")
+    p.option("--poll", env="ENGINE_POLL_S", kind=number(0.01), default=2.0,
+             help="seconds between two looks at ACTIVE")
+    p.option("--metrics-port", env="ENGINE_METRICS_PORT", kind=integer(0, 65535), default=None,
+             shown_default="the API port",
+             help="serve /metrics and /v1/admin/* on this internal port only (the API port answers them 404)")
+    p.variable("REDIS_URL", text(secret=True), None, "Redis for the shared answer cache and the bundle "
+               "announcements", shown_default="unset, an in-process cache")
+    p.variable("ENGINE_CACHE_REDIS_URL", text(secret=True), None, "the answer cache's own (evicting) Redis",
+               shown_default="REDIS_URL")
+    p.variable("ENGINE_ADMIN_TOKEN", text(secret=True), None, "bearer token of /v1/admin/*",
+               shown_default="unset, the admin endpoints are off")
+    p.variable("ENGINE_REDIS_RETRY_S", number(0.01), 3.0, "seconds between two Redis reconnections")
+    p.variable("ENGINE_BUNDLE_CHANNEL", text(), "topicspace:bundle",
+               "the Redis channel replicas announce bundle switches on")
+    p.variable("ENGINE_GC_FREEZE", flag(), True, "0: keep a loaded bundle in the garbage collector's passes")
+    return p
+
+
+def settings_from(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the command line and the environment (exit 2 with one line on a bad one)."""
+    return _settings(build_parser(env).parse(argv))
+
+
+def _settings(a: argparse.Namespace) -> Settings:
     return Settings(
         models_dir=a.models,
         host=a.host,
         port=a.port,
-        redis_url=env.get("REDIS_URL") or None,
-        admin_token=env.get("ENGINE_ADMIN_TOKEN") or None,
+        redis_url=a.redis_url,
+        cache_redis_url=a.engine_cache_redis_url,
+        admin_token=a.engine_admin_token,
         workers=a.workers,
         queue_limit=a.queue_limit,
         image_workers=a.image_workers,
@@ -60,24 +98,37 @@ def settings_from(argv: list[str] | None = None, env: dict[str, str] | None = No
         cache_ttl_s=a.cache_ttl,
         confident_cutoff=a.confident_cutoff,
         max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
+        upload_timeout_s=a.upload_timeout,
+        uploads_per_client=a.uploads_per_client,
         poll_s=a.poll,
-        redis_retry_s=float(env.get("ENGINE_REDIS_RETRY_S", "3")),
-        bundle_channel=env.get("ENGINE_BUNDLE_CHANNEL") or "topicspace:bundle",
+        redis_retry_s=a.engine_redis_retry_s,
+        bundle_channel=a.engine_bundle_channel,
         handle_sighup=True,
-        processes=max(1, a.processes),
-        gc_freeze=env.get("ENGINE_GC_FREEZE", "1") != "0",
+        processes=a.processes,
+        gc_freeze=a.engine_gc_freeze,
         metrics_port=a.metrics_port,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m engine`` and ``topicspace-engine``."""
-    settings = settings_from(argv)
-    configure_logging(settings.secrets(), os.environ.get("LOG_LEVEL", "INFO").upper())
-    logging.getLogger(__name__).info(
-        "engine on %s:%d over %s", settings.host, settings.port, settings.models_dir
-    )
-    raise SystemExit(serve(settings, settings.processes))
+    parser = build_parser()
+    args = parser.parse(argv)
+    settings = _settings(args)
+    setup_logging(parser.log_settings(args), settings.secrets())
+    logging.getLogger(__name__).info("topicspace %s: engine on %s:%d over %s", __version__, settings.host,
+                                     settings.port, settings.models_dir)
+    try:
+        status = serve(settings, settings.processes)
+    except OSError as exc:
+        if not bind_error(exc):
+            raise
+        if "/metrics" in str(exc):
+            fail(parser.prog, cannot_listen("serve /metrics", settings.host, settings.metrics_port, exc,
+                                            "choose another --metrics-port or ENGINE_METRICS_PORT"), status=1)
+        fail(parser.prog, cannot_listen("listen", settings.host, settings.port, exc,
+                                        "choose another --port"), status=1)
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":

@@ -105,13 +105,14 @@ async def _quiet_reload(runtime: Runtime) -> None:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Redis when ``redis_url`` is set (probed, never fatal), else an in-process LRU."""
+    """Redis (``cache_redis_url``, else ``redis_url``; probed, never fatal), else an in-process LRU."""
     settings = app[SETTINGS]
     metrics = app[METRICS]
     cache: Cache
-    if settings.redis_url:
+    url = settings.cache_redis_url or settings.redis_url
+    if url:
         redis_cache = RedisCache(
-            settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_s, settings.redis_retry_s,
+            url, settings.cache_ttl_s, settings.redis_timeout_s, settings.redis_retry_s,
             on_state=lambda up: metrics.redis_up.set(1 if up else 0),
         )
         up = await redis_cache.ping()

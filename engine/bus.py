@@ -4,6 +4,9 @@ An admin reload/activate on one replica publishes the version it now serves; eve
 loads it from the shared models dir with the same verify-or-refuse rules as a reload. The listener
 reconnects by itself when Redis goes away, and on every (re)subscription re-reads ACTIVE, so a switch
 made while it was deaf is not missed. The ACTIVE poll stays the fallback.
+
+An announcement is followed only to the version ACTIVE names, or when it is signed with this replica's
+admin token (``space.announce``): publishing on Redis cannot switch replicas to an arbitrary bundle.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from redis.exceptions import RedisError
 
 from engine.metrics import Metrics
 from engine.runtime import Runtime
+from space import bundle
 from space.announce import Announcement, default_origin
 from space.errors import SpaceError
 
@@ -63,9 +67,12 @@ class BundleBus:
         """Tell the other replicas to serve ``version``; subscribers reached, or -1 (logged, never raised)."""
         if self.publisher is None:
             return -1
+        message = Announcement(version, self.origin)
+        token = self.runtime.settings.admin_token
+        if token:
+            message = message.signed(token)
         try:
-            receivers = int(await self.publisher.publish(self.channel,
-                                                         Announcement(version, self.origin).encode()))
+            receivers = int(await self.publisher.publish(self.channel, message.encode()))
         except (RedisError, OSError) as exc:
             log.warning("could not announce bundle %s (%s): other replicas will poll ACTIVE", version, exc)
             return -1
@@ -82,6 +89,12 @@ class BundleBus:
         self.metrics.announcements.labels(direction="received").inc()
         current = self.runtime.holder.current
         if current is not None and current.version == message.version:
+            return
+        active = bundle.active_version(self.runtime.settings.models_dir)
+        if message.version != active and not message.verified(self.runtime.settings.admin_token):
+            log.warning("ignoring an announcement of bundle %s by %s: not the ACTIVE bundle (%s) and not "
+                        "signed with this replica's admin token", message.version[:100],
+                        message.origin[:100] or "?", active)
             return
         log.info("bundle %s announced by %s: switching", message.version, message.origin or "?")
         try:

@@ -31,6 +31,20 @@ class Busy(SpaceError):
     status = 503
 
 
+class SlowUpload(SpaceError):
+    """The request body did not arrive within the upload timeout (a slow or stalled client)."""
+
+    code = "request_timeout"
+    status = 408
+
+
+class TooManyUploads(SpaceError):
+    """This client already has as many uploads in flight as one client may."""
+
+    code = "too_many_uploads"
+    status = 429
+
+
 class Unauthorized(SpaceError):
     """The admin token is missing or wrong."""
 

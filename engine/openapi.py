@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from space.version import __version__
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -53,7 +55,7 @@ def spec() -> dict[str, Any]:
     unknown = {"type": "array", "items": {"type": "string"}}
     return {
         "openapi": "3.0.3",
-        "info": {"title": "topicspace engine", "version": "1"},
+        "info": {"title": "topicspace engine", "version": __version__},
         "paths": {
             "/v1/related": {"get": {
                 "summary": "Words near the query", "parameters": [Q, K],
@@ -133,7 +135,8 @@ def spec() -> dict[str, Any]:
                               "404": _json(_ref("Error"), "unknown_version: no such published version"),
                               **ERRORS},
             }},
-            "/healthz": {"get": {"summary": "Liveness; status ok or degraded, version, cache and bus state",
+            "/healthz": {"get": {"summary": "Liveness; status ok or degraded, the bundle's version, "
+                                 "topicspace_version, cache and bus state",
                                  "responses": {"200": _json({"type": "object"})}}},
             "/readyz": {"get": {"summary": "Readiness: 200 once a bundle is served, 503 no_bundle before",
                                 "responses": {"200": _json({"type": "object"}),

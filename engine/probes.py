@@ -1,13 +1,14 @@
-"""Readiness, and ``/metrics`` on an internal port.
+"""Readiness, and ``/metrics`` and the admin endpoints on an internal port.
 
 ``/healthz`` is liveness: 200 whenever the process answers, a bundle or not (a first deploy starts with
 none, and the bot must start too, since ``/retrain`` from the bot is how it gets one). ``/readyz`` is
 readiness, for load balancers and the operator: 503 ``no_bundle`` until a bundle is served, then 200.
 
 With ``metrics_port`` set (``ENGINE_METRICS_PORT``; the compose deployment sets it and publishes only the
-API port) ``/metrics`` is served on that port alone, by a second listener in each engine process, and the
-public port answers it 404: the API stays public while the metrics stay on the internal network. Without
-it, ``/metrics`` is on the API port as before.
+API port) ``/metrics`` and the admin endpoints (``/v1/admin/*``: reload, versions, activate) are served on
+that port alone, by a second listener in each engine process, and the public port answers them 404: the
+API stays public while the metrics and the bundle switches stay on the internal network (an admin token
+guessed or leaked is no use from outside). Without it, both are on the API port as before.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from engine import views
-from engine.keys import METRICS, RUNTIME, SETTINGS
+from engine.keys import BUS, METRICS, RUNTIME, SETTINGS
 
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
+ADMIN_PREFIX = "/v1/admin/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -38,21 +40,28 @@ async def readyz(request: web.Request) -> web.Response:
 
 @web.middleware
 async def metrics_not_public(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On the API port, ``/metrics`` does not exist when it has its own port."""
-    if request.path == METRICS_PATH:
-        raise web.HTTPNotFound(text=f"{METRICS_PATH} is served on the internal metrics port only.")
+    """On the API port, ``/metrics`` and ``/v1/admin/*`` do not exist when they have their own port."""
+    if request.path == METRICS_PATH or request.path.startswith(ADMIN_PREFIX):
+        raise web.HTTPNotFound(text=f"{request.path[:100]} is served on the internal port only.")
     return await handler(request)
 
 
 async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: ``/metrics`` on ``settings.metrics_port`` (SO_REUSEPORT: one port, every process)."""
+    """``cleanup_ctx``: ``/metrics`` and the admin endpoints on ``settings.metrics_port`` (SO_REUSEPORT:
+    one port, every process)."""
     settings = app[SETTINGS]
     if settings.metrics_port is None:
         yield
         return
-    side = web.Application()
+    from engine.app import observe  # the same JSON errors and request metrics as the API port
+
+    side = web.Application(middlewares=[observe])
     side[METRICS] = app[METRICS]
+    side[SETTINGS] = settings
+    side[RUNTIME] = app[RUNTIME]
+    side[BUS] = app[BUS]
     side.router.add_get(METRICS_PATH, views.metrics)
+    views.setup_admin_routes(side)
     runner = web.AppRunner(side, access_log=None)
     await runner.setup()
     try:
@@ -61,6 +70,6 @@ async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
         await runner.cleanup()
         where = f"{settings.host}:{settings.metrics_port}"
         raise OSError(f"cannot serve {METRICS_PATH} on {where}: {exc}") from exc
-    log.info("metrics on %s:%d%s (internal)", settings.host, settings.metrics_port, METRICS_PATH)
+    log.info("metrics and admin endpoints on %s:%d (internal)", settings.host, settings.metrics_port)
     yield
     await runner.cleanup()

@@ -11,14 +11,14 @@ import functools
 import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.batcher import EncodeBatcher
-from engine.errors import Busy, UnknownVersion
+from engine.errors import Busy, TooManyUploads, UnknownVersion
 from engine.metrics import Metrics
 from engine.model import Model, ModelHolder, load_model
 from engine.querybatch import QueryBatcher
@@ -93,6 +93,8 @@ class Runtime:
         self.batcher = EncodeBatcher(settings.encode_batch, settings.encode_wait_s, settings.image_workers,
                                      metrics)
         self.photos = 0  # photo requests admitted (decoding, waiting for or in an encoder batch)
+        self.uploads = 0  # photo requests whose body is still arriving
+        self.uploads_by_client: dict[str, int] = {}
         # Loads get their own thread so a big bundle never blocks queries (and vice versa).
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-load")
         self.reload_lock = asyncio.Lock()
@@ -119,9 +121,7 @@ class Runtime:
         :class:`Busy` at once when ``image_queue_limit`` photos are already admitted; a bad image raises
         its own ``BadImage``/``ImageTooLarge`` before it can join a batch.
         """
-        if self.photos >= self.settings.image_queue_limit:
-            self.metrics.busy.labels(pool="image").inc()
-            raise Busy("The engine is busy; retry in a moment.")
+        self._check_photo_room()
         self.photos += 1
         try:
             x = await self.images.run(
@@ -130,6 +130,30 @@ class Runtime:
             return await self.batcher.encode(model, x)
         finally:
             self.photos -= 1
+
+    def _check_photo_room(self) -> None:
+        if self.photos + self.uploads >= self.settings.image_queue_limit:
+            self.metrics.busy.labels(pool="image").inc()
+            raise Busy("The engine is busy; retry in a moment.")
+
+    @contextlib.contextmanager
+    def uploading(self, client: str) -> Iterator[None]:
+        """Admit one photo body from ``client`` before it is read: :class:`Busy` when the photo queue is
+        full (its body would only be thrown away after arriving), :class:`TooManyUploads` when the client
+        already sends ``uploads_per_client``."""
+        self._check_photo_room()
+        mine = self.uploads_by_client.get(client, 0)
+        if 0 < self.settings.uploads_per_client <= mine:
+            raise TooManyUploads(f"At most {self.settings.uploads_per_client} uploads at a time per client.")
+        self.uploads += 1
+        self.uploads_by_client[client] = mine + 1
+        try:
+            yield
+        finally:
+            self.uploads -= 1
+            left = self.uploads_by_client.pop(client) - 1
+            if left:
+                self.uploads_by_client[client] = left
 
     async def reload(self, version: str | None = None, force: bool = False) -> Model:
         """Load ``version`` (default: the ACTIVE one) off the loop and swap it in.
@@ -191,8 +215,28 @@ class Runtime:
         if active is None or active == compare:
             return
         # A refused bundle is logged in reload and tried again when ACTIVE changes.
-        with contextlib.suppress(SpaceError):
+        try:
             await self.reload()
+        except SpaceError:
+            if self.holder.current is None:
+                await self._serve_newest_valid(active)
+
+    async def _serve_newest_valid(self, refused: str) -> None:
+        """With nothing served and the ACTIVE bundle refused (corrupt, half-copied): serve the newest
+        published bundle that loads rather than none. ACTIVE is left alone (it is the trainer's and the
+        admin's word); a later ACTIVE change is loaded as usual."""
+        reason = self.holder.last_error
+        for version in reversed(bundle.list_versions(self.settings.models_dir)):
+            if version == refused:
+                continue
+            try:
+                model = await self.reload(version)
+            except SpaceError:
+                continue
+            log.error("the ACTIVE bundle %s was refused: serving %s, the newest bundle that loads, until "
+                      "ACTIVE changes (see /v1/admin/versions for why)", refused, model.version)
+            self.holder.last_error = f"ACTIVE bundle {refused} refused ({reason}); serving {model.version}"
+            return
 
     async def poll(self) -> None:
         """Watch ACTIVE forever (cancelled at shutdown)."""

@@ -165,11 +165,7 @@ def serve(settings: Settings, processes: int = 1) -> int:
     if processes <= 1:
         run_single(settings)
         return 0
-    try:
-        reservation = reserve_port(settings.host, settings.port)
-    except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
-        return 1
+    reservation = reserve_port(settings.host, settings.port)  # a port in use: OSError, for main() to say
     port = int(reservation.getsockname()[1])
     settings = replace(settings, port=port)
     given = os.environ.get(METRICS_DIR_ENV) or None

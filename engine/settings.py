@@ -17,6 +17,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    # The answer cache's own Redis (one that may evict: maxmemory + allkeys-lru); None: the cache uses
+    # redis_url. Kept apart so a flood of distinct queries can never evict the bot's state, the retrain
+    # lock or the job queue, which live in redis_url's Redis.
+    cache_redis_url: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)  # never logged
     cache_ttl_s: int = 3600
     lru_entries: int = 4096
@@ -38,6 +42,11 @@ class Settings:
     encode_batch: int = 16
     encode_wait_s: float = 0.003
     max_upload_bytes: int = DEFAULT_MAX_BYTES
+    # A photo's body must have arrived within this many seconds (a stalled client holds a photo slot and
+    # up to max_upload_bytes of memory until then); 408 after.
+    upload_timeout_s: float = 30.0
+    # Photo uploads one client (peer address) may have in flight; 429 beyond. 0: no per-client limit.
+    uploads_per_client: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     default_k: int = 10
     max_k: int = 100
@@ -59,4 +68,5 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """What must never reach a log line: the admin token and the Redis URL's password."""
-        return ([self.admin_token] if self.admin_token else []) + url_secrets(self.redis_url)
+        return ([self.admin_token] if self.admin_token else []) + url_secrets(self.redis_url) \
+            + url_secrets(self.cache_redis_url)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
+import json
 import os
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,20 +19,23 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from engine import service
 from engine.cache import cache_key
-from engine.errors import AdminDisabled, BadParameter, NotFound, Unauthorized, UnknownVersion
+from engine.errors import AdminDisabled, BadParameter, NotFound, SlowUpload, Unauthorized, UnknownVersion
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
 from engine.model import Model
 from engine.openapi import spec
+from engine.public import public
 from engine.querybatch import AnswerMany
 from space import bundle
 from space.errors import BadImage, ImageTooLarge
 from space.images import thumbnail_jpeg
+from space.version import __version__
 
 JSON = "application/json"
 MIN_THUMB = 16
 IMAGE_HEADERS = {"Cache-Control": "public, max-age=3600"}
 # What a multipart body may hold beyond the image itself (boundaries, headers, small fields).
 FRAMING_BYTES = 64 * 1024
+LANG_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -45,7 +51,8 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
-def _k(request: web.Request) -> int:
+def k_param(request: web.Request) -> int:
+    """The ``k`` of a request: 1 to ``max_k``, ``default_k`` when absent."""
     s = request.app[SETTINGS]
     return _int(request, "k", s.default_k, 1, s.max_k)
 
@@ -94,9 +101,13 @@ async def _cached(
 
 async def _text(request: web.Request, endpoint: str, key: str, answer: AnswerMany, model: Model, job: Any,
                 rows: int, filtered: bool = False) -> web.Response:
-    """A text endpoint's cached answer: computed on the loop (batched) or in the text pool."""
+    """A text endpoint's cached answer: computed on the loop (batched) or in the text pool.
+
+    A query with a word to correct goes to the pool whatever the bundle's size: a spelling search costs
+    up to ~1 ms a word, more than the loop may spend on one request while others wait.
+    """
     runtime = request.app[RUNTIME]
-    inline = runtime.inline(rows, filtered)
+    inline = runtime.inline(rows, filtered) and not model.space.spells(job.query)
     now = functools.partial(runtime.queries.run, answer, model, job) if inline else None
     return await _cached(request, endpoint, key, lambda: runtime.text.run(_alone, answer, model, job), now)
 
@@ -105,7 +116,7 @@ async def related(request: web.Request) -> web.Response:
     """Words near the query."""
     runtime = request.app[RUNTIME]
     query = runtime.parse(request.query.get("q", ""))
-    k = _k(request)
+    k = k_param(request)
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
         job = service.WordJob(query, k)
@@ -113,8 +124,17 @@ async def related(request: web.Request) -> web.Response:
 
 
 def _lang(request: web.Request) -> str | None:
-    """The ``lang`` filter of a request (a language code), or None."""
-    return request.query.get("lang", "").strip().lower() or None
+    """The ``lang`` filter of a request (a language code such as ``en`` or ``pt-br``), or None."""
+    lang = request.query.get("lang", "").strip().lower() or None
+    if lang is not None and not LANG_CODE.fullmatch(lang):
+        raise BadParameter(f"lang must be a language code such as 'en', got {lang[:20]!r}.")
+    return lang
+
+
+def _lang_key(lang: str | None, known: Collection[str]) -> str | None:
+    """The language as the cache knows it: every language the bundle lacks answers alike, so it shares one
+    key (otherwise each made-up code would fill the cache with copies of one answer)."""
+    return lang if lang is None or lang in known else "-"
 
 
 async def images(request: web.Request) -> web.Response:
@@ -122,11 +142,11 @@ async def images(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     settings = request.app[SETTINGS]
     query = runtime.parse(request.query.get("q", ""))
-    k = _k(request)
+    k = k_param(request)
     offset = _int(request, "offset", 0, 0, settings.max_offset)
     lang = _lang(request)
     with runtime.holder.use() as model:
-        key = cache_key(model.version, "images", query.normalised(), k, offset, lang)
+        key = cache_key(model.version, "images", query.normalised(), k, offset, _lang_key(lang, model.langs))
         job = service.ImageJob(query, k, offset, lang, settings.confident_cutoff)
         return await _text(request, "images", key, service.images, model, job, len(model.image_vectors),
                            filtered=lang is not None)
@@ -206,13 +226,23 @@ async def _read_upload(request: web.Request) -> bytes:
 async def _photo(request: web.Request, endpoint: str) -> web.Response:
     runtime = request.app[RUNTIME]
     settings = request.app[SETTINGS]
-    k = _k(request)
-    data = await _upload(request)
+    k = k_param(request)
     lang = _lang(request) if endpoint == "hashtags" else None
+    # Admitted before a byte of the body is read: a full photo queue answers at once, and a client that
+    # stalls mid-body gives its slot back after upload_timeout_s.
+    with runtime.uploading(request.remote or "?"):
+        try:
+            async with asyncio.timeout(settings.upload_timeout_s):
+                data = await _upload(request)
+        except TimeoutError:
+            raise SlowUpload(f"The upload did not arrive within {settings.upload_timeout_s:g} s.") from None
     answer = functools.partial(service.hashtags, lang=lang) if endpoint == "hashtags" else service.similar
     digest = hashlib.sha256(data).hexdigest()
     with runtime.holder.use() as model:
-        key = cache_key(model.version, endpoint, digest, k, *([lang] if lang else []))
+        # Hashtags depend on the language only where the bundle's hashtag model has per-language words.
+        known = model.hashtagger.languages if model.hashtagger is not None else ()
+        lang_key = _lang_key(lang, known)
+        key = cache_key(model.version, endpoint, digest, k, *([lang_key] if lang_key else []))
 
         async def compute() -> bytes:
             # Decode in the image pool, encode in a batch with concurrent photos, answer in the pool. The
@@ -260,7 +290,7 @@ async def stats(request: web.Request) -> web.Response:
     """Corpus, filter and report statistics of the active bundle."""
     runtime = request.app[RUNTIME]
     with runtime.holder.use() as model:
-        return web.json_response(await runtime.text.run(service.stats, model))
+        return web.json_response(public(await runtime.text.run(service.stats, model)))
 
 
 def report_target(root: Path, name: str) -> Path | None:
@@ -280,7 +310,7 @@ def report_target(root: Path, name: str) -> Path | None:
     return target if target.is_relative_to(real_root) and target.is_file() else None
 
 
-async def report_file(request: web.Request) -> web.FileResponse:
+async def report_file(request: web.Request) -> web.StreamResponse:
     """A file from the bundle's ``report/`` (no path may leave that folder)."""
     runtime = request.app[RUNTIME]
     name = request.match_info["name"]
@@ -289,7 +319,21 @@ async def report_file(request: web.Request) -> web.FileResponse:
     target = report_target(root, name)
     if target is None:
         raise NotFound(f"No report file {name[:100]!r}.")
+    if target.suffix == ".json":  # the report's JSON may name server paths (the layout's image files)
+        body = await runtime.text.run(_public_json, target)
+        if body is not None:
+            return web.Response(body=body, content_type=JSON)
     return web.FileResponse(target)
+
+
+def _public_json(path: Path) -> bytes | None:
+    """A report JSON file as the public may see it (:mod:`engine.public`); None when it is so already."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not JSON after all: served as the file it is
+    shown = public(data)
+    return None if shown == data else json.dumps(shown, ensure_ascii=False).encode("utf-8")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -304,6 +348,7 @@ async def healthz(request: web.Request) -> web.Response:
         "cache_up": cache.up,
         "bus_up": request.app[BUS].up,
         "pid": os.getpid(),  # which engine process answered (several may share the port)
+        "topicspace_version": __version__,  # the software's (``version`` is the served bundle's)
     })
 
 
@@ -325,7 +370,9 @@ def _require_admin(request: web.Request) -> None:
         raise AdminDisabled("Admin endpoints are disabled: no ENGINE_ADMIN_TOKEN is configured.")
     given = request.headers.get("Authorization", "")
     expected = f"Bearer {token}"
-    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+    # aiohttp decodes header bytes that are not UTF-8 into surrogates ("\xff" → "\udcff"): surrogateescape
+    # turns them back into the bytes the client sent instead of raising.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
         raise Unauthorized("A valid 'Authorization: Bearer <token>' header is required.")
 
 
@@ -366,6 +413,13 @@ async def admin_activate(request: web.Request) -> web.Response:
     return web.json_response({"version": model.version, "previous": previous})
 
 
+def setup_admin_routes(app: web.Application) -> None:
+    """The admin endpoints (on the API port, or on the internal port alone: :mod:`engine.probes`)."""
+    app.router.add_post("/v1/admin/reload", admin_reload)
+    app.router.add_get("/v1/admin/versions", admin_versions)
+    app.router.add_post("/v1/admin/activate", admin_activate)
+
+
 def setup_routes(app: web.Application) -> None:
     """Register every route."""
     app.router.add_get("/v1/related", related)
@@ -375,9 +429,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/similar", similar)
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/report/{name:.+}", report_file)
-    app.router.add_post("/v1/admin/reload", admin_reload)
-    app.router.add_get("/v1/admin/versions", admin_versions)
-    app.router.add_post("/v1/admin/activate", admin_activate)
+    setup_admin_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)

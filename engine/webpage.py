@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
+from engine import views
 from engine.cache import cache_key
-from engine.errors import BadParameter, NotFound
-from engine.keys import CACHE, METRICS, RUNTIME, SETTINGS
+from engine.errors import NotFound
+from engine.keys import CACHE, METRICS, RUNTIME
 from engine.model import Model
 from space import bundle
 from space.vectorindex import nearest
@@ -172,21 +173,11 @@ def similar_to(model: Model, key: int, k: int) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def _k(request: web.Request) -> int:
-    settings = request.app[SETTINGS]
-    raw = request.query.get("k", "")
-    if not raw:
-        return settings.default_k
-    if not raw.isdigit() or not 1 <= int(raw) <= settings.max_k:
-        raise BadParameter(f"k must be an integer between 1 and {settings.max_k}, got {raw[:20]!r}.")
-    return int(raw)
-
-
 async def similar_by_id(request: web.Request) -> web.Response:
     """Images like the corpus photo ``id``, and that photo's own fields (caption, url, lang)."""
     runtime = request.app[RUNTIME]
     image_id = request.match_info["id"]
-    k = _k(request)
+    k = views.k_param(request)
     with runtime.holder.use() as model:
         key = model.by_id.get(image_id)
         if key is None:

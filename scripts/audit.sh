@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Audit the locked dependencies (requirements.lock) for known vulnerabilities with pip-audit.
+# Audit the locked dependencies (requirements.lock, requirements-gpu.lock) for known vulnerabilities with
+# pip-audit. CI runs it (scripts/test.sh).
 #
 # Exit status: 1 when pip-audit found vulnerable packages; otherwise 0. When the vulnerability service
 # cannot be reached (offline CI, or a PyPI mirror without the JSON API) it prints a WARNING line saying
@@ -24,8 +25,9 @@ report="$(mktemp)"
 log="$(mktemp)"
 trap 'rm -f "$report" "$log"' EXIT
 if [[ "${AUDIT_TARGET:-lock}" == lock ]]; then
-  # Every line is pinned (pip freeze), so no resolver run: --no-deps --disable-pip.
-  target=(--requirement requirements.lock --no-deps --disable-pip)
+  # Every line is pinned (pip freeze), so no resolver run: --no-deps --disable-pip. The gpu extra's pin
+  # (requirements-gpu.lock, ONNX Runtime's CUDA build) is audited with it.
+  target=(--requirement requirements.lock --requirement requirements-gpu.lock --no-deps --disable-pip)
 else
   # --local: only this environment's packages; the editable project itself is not on PyPI, so skip it.
   target=(--local --skip-editable)

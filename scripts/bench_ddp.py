@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _worker(spec_path: Path, work: Path) -> int:
     """One training run (under torchrun: this rank's part of it)."""
-    import torch
-
     from train.recipes.seed.config import ImageConfig
+    from train.recipes.seed.regressor import read_checkpoint
     from train.recipes.seed.training import train_regressor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -36,7 +35,7 @@ def _worker(spec_path: Path, work: Path) -> int:
     path = train_regressor(cfg, [Path(p) for p in spec["images"]], np.load(spec["targets"]), spec["splits"],
                            Path(spec["weights"]), work, cache_dir=Path(spec["cache"]))
     if int(os.environ.get("RANK", "0")) == 0:
-        ckpt = torch.load(path, weights_only=False)
+        ckpt = read_checkpoint(path)
         views, seconds = ckpt["n_train_views"], ckpt["history"][-1]["seconds"]
         print(json.dumps({"world_size": ckpt["world_size"], "views": views, "seconds": seconds,
                           "views_per_s": views / seconds}))

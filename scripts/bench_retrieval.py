@@ -36,7 +36,7 @@ from train.image.encode import encode_images
 from train.image.export import export_onnx
 from train.image.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
 from train.recipes.seed.config import ImageConfig
-from train.recipes.seed.regressor import load_checkpoint
+from train.recipes.seed.regressor import load_checkpoint, read_checkpoint
 from train.recipes.seed.training import train_regressor
 from train.recipes.seed.trunk_cache import cache_key_parts, cache_trunk_features
 from train.text.word2vec import TextResult, build_text_space
@@ -297,7 +297,7 @@ def main() -> int:
         vecs, failed = encode_images(args.work / name / "image_encoder.onnx", [p.image for p in test])
         t_enc = time.monotonic() - t0
         m = retrieval_metrics(vecs, caption_vecs, owner)
-        history = torch.load(ckpt, weights_only=False)["history"]
+        history = read_checkpoint(ckpt)["history"]
         results[f"GoogLeNet regressor, {name} config (this run)"] = m
         train_out = model_outputs(ckpt, cache.open(), mean_rows)
         mc = centred_metrics(vecs, caption_vecs, owner, train_out, train_tgts)

@@ -1,16 +1,20 @@
-"""A short prepared check for a GPU machine: training and encoding throughput, one JSON line at the end.
+"""One prepared check for a GPU machine (issue 26): image features, the joint map and a short `train all`.
 
     python scripts/gpu_check.py --weights ../shared/weights/bvlc_googlenet --flickr8k ../shared/data/flickr8k
 
-Measures, on the first CUDA device (about two minutes in all):
-- training images/s of the CNN head (inception_4e … 5b + the new layer, the part the trainer fine-tunes)
-  on inception_4d activations, with mixed precision (torch.autocast float16 + GradScaler) and in float32;
-- BVLC GoogLeNet forward+backward images/s (whole network, mixed precision) and forward-only images/s;
-- ONNX Runtime CUDA encoding images/s, network only and end to end from JPEG files (needs onnxruntime-gpu;
-  otherwise the JSON says so).
-Inputs are real Flickr8k images with ``--flickr8k``, else synthetic. Human-readable lines go to stderr and
-the last stdout line is JSON naming the device. Without a CUDA device (or with ``--cpu-smoke``) every
-measurement runs once at a tiny size on the CPU, the script says "no CUDA device", and exits 0.
+About 5 minutes on one H100 (under 8 in all). Measures, on the first CUDA device:
+- image features photos/s, end to end from the JPEG files through the trainer's own path (decoding in
+  worker processes, one per core; :func:`train.image.features.encode_missing` into a fresh store), at 1
+  and at 10 crops, for each runtime: torch fp32 (the default on a GPU), torch under float16 autocast,
+  ONNX Runtime's CUDA provider (when onnxruntime-gpu is installed, see the README), and ONNX Runtime on
+  the CPU for scale; each GPU runtime's largest difference from the CPU features, and the network alone
+  (already decoded views) so a decode-bound figure shows as such;
+- the joint map's training step (train_joint, synthetic 80,000-word vocabulary, 300-d) on the GPU and on
+  the CPU;
+- `python -m train all --quick --limit 2000` on Flickr8k end to end (wall time, stage timings, figures).
+Human-readable lines go to stderr; the last stdout line is one JSON object. Without a CUDA device (or
+with ``--cpu-smoke``) every part runs once at a tiny size on the CPU, the script says "no CUDA device",
+and exits 0 (tests run it so).
 """
 
 from __future__ import annotations
@@ -18,218 +22,224 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch import nn
 
-from space.images import load_for_network
-from space.ort import CUDA, INPUT_NAME, OUTPUT_NAME
-from train.image.encode import EncodeConfig, encode_corpus, encoder_session
-from train.image.export import export_model
-from train.image.googlenet import TRUNK_SHAPE
-from train.recipes.seed.config import ImageConfig
-from train.recipes.seed.regressor import Regressor, build_regressor
+from space.ort import CUDA
+from space.textspace import TextSpace
+from train.corpus.posts import Post
+from train.image.decode import decode_pixels, views_of
+from train.image.encode import EncodeConfig
+from train.image.export import export_features, features_module
+from train.image.features import FeatureSpec, FeatureStore, encode_missing
+from train.image.photokeys import photo_keys
+from train.image.runtime import Encoder, OrtEncoder, TorchEncoder, pick_runtime
+from train.recipes.joint.model import JointConfig, train_joint
 
 log = logging.getLogger("gpu_check")
-DIM = 300
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """What to measure and how long."""
+    """What to measure and at what size."""
 
     weights: Path
-    flickr8k: Path | None
-    onnx: Path | None
-    batch: int
-    seconds: float
-    min_steps: int
-    encode_images: int
-    smoke: bool
+    flickr8k: Path
+    photos: int  # photos per features measurement
+    cpu_photos: int  # photos for ONNX Runtime on the CPU (slower)
+    words: int  # the joint map's vocabulary
+    joint_posts: int  # posts per joint epoch (batches of 128)
+    e2e_limit: int  # posts read by the end-to-end run
+    cuda: bool
 
 
-def rate(step: Callable[[], None], batch: int, cfg: CheckConfig, sync: Callable[[], None]) -> float:
-    """Images/s of ``step`` (one batch each) after one warm-up step, over ``cfg.seconds`` or min_steps."""
-    if not cfg.smoke:  # the first CUDA step pays for kernel selection and allocation
-        step()
-        sync()
-    steps, started = 0, time.perf_counter()
-    while steps < cfg.min_steps or time.perf_counter() - started < cfg.seconds:
-        step()
-        steps += 1
+def features_rate(cfg: CheckConfig, ecfg: EncodeConfig, photos: list[Path], onnx: Path,
+                  work: Path) -> tuple[float, np.ndarray]:
+    """Steady photos/s of ``ecfg`` from the JPEGs into a fresh store (from the first photo stored to the
+    last: the workers' start-up, paid once per run, left out), and the features in photo order."""
+    keys = photo_keys(photos)
+    spec = FeatureSpec("bvlc_googlenet", "check", ecfg.crops)
+    store = FeatureStore(work / "store", spec)
+    marks: list[tuple[float, int]] = []
+
+    def progress(stage: str, done: int, total: int | None, unit: str) -> None:
+        if done > 0:
+            marks.append((time.perf_counter(), done))
+
+    started = time.perf_counter()
+    encode_missing(store, photos, keys, ecfg, onnx_path=onnx, progress=progress,
+                   module=lambda: features_module("bvlc", cfg.weights))
+    seconds = time.perf_counter() - started
+    feats, _ = store.gather(keys)
+    if len(marks) >= 2 and marks[-1][1] > marks[0][1]:
+        (t0, d0), (t1, d1) = marks[0], marks[-1]
+        return (d1 - d0) / (t1 - t0), feats
+    return len(photos) / seconds, feats
+
+
+def network_rate(encoder: Encoder, views: np.ndarray, seconds: float, sync: Callable[[], None]) -> float:
+    """Views/s of the encoder alone on already-decoded uint8 views."""
+    encoder(views)
     sync()
-    return steps * batch / (time.perf_counter() - started)
+    n, started = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - started < seconds:
+        encoder(views)
+        n += len(views)
+    sync()
+    return n / (time.perf_counter() - started)
 
 
-def real_batch(cfg: CheckConfig, n: int) -> np.ndarray | None:
-    """``n`` real Flickr8k network inputs (repeated if needed), or None without ``--flickr8k``."""
-    if cfg.flickr8k is None:
-        return None
-    paths = sorted((cfg.flickr8k / "images").glob("*.jpg"))[:n]
-    if not paths:
-        raise SystemExit(f"no .jpg images under {cfg.flickr8k / 'images'}")
-    arrays = [load_for_network(p) for p in paths]
-    return np.stack([arrays[i % len(arrays)] for i in range(n)])
-
-
-def measure_head(cfg: CheckConfig, model: Regressor, device: torch.device, images: np.ndarray | None,
-                 sync: Callable[[], None]) -> dict[str, float]:
-    """Training images/s of the fine-tuned head on inception_4d activations, mixed precision and fp32."""
-    if images is None:
-        feats = torch.randn(cfg.batch, *TRUNK_SHAPE, device=device).relu_()
+def measure_features(cfg: CheckConfig, work: Path) -> dict[str, Any]:
+    """Every runtime at 1 and 10 crops (see the module docstring)."""
+    all_photos = sorted((cfg.flickr8k / "images").glob("*.jpg"))
+    work.mkdir(parents=True, exist_ok=True)
+    onnx = work / "features.onnx"
+    export_features("bvlc", cfg.weights, onnx, all_photos[:8])
+    cores = os.cpu_count() or 1
+    base = EncodeConfig(batch_size=256 if cfg.cuda else 8, decode_workers=cores, threads=None)
+    runtimes: dict[str, EncodeConfig] = {"ort_cpu": replace(base, runtime="onnx", device="cpu",
+                                                            batch_size=32)}
+    if cfg.cuda:
+        runtimes["torch_fp32"] = replace(base, runtime="torch", device="cuda")
+        runtimes["torch_fp16"] = replace(base, runtime="torch", device="cuda", half=True)
+        runtimes["ort_cuda"] = replace(base, runtime="onnx", device="cuda")
     else:
-        with torch.no_grad():
-            feats = model.backbone.trunk(torch.from_numpy(images).to(device))  # type: ignore[operator]
-    targets = torch.rand(cfg.batch, DIM, device=device)
-    params = [p for m in model.backbone.head_modules() for p in m.parameters()]  # type: ignore[operator]
-    params += list(model.proj.parameters())
-    model.train()
-    out: dict[str, float] = {}
-    # The CPU smoke path has no mixed precision (CPU autocast is slower there): one float32 run is enough.
-    for mixed in (True, False) if device.type == "cuda" else (False,):
-        opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=2e-4)
-        # float16 gradients underflow without loss scaling: GradScaler goes with autocast.
-        scaler = torch.amp.GradScaler(device.type, enabled=mixed)
-
-        def step(amp: bool = mixed, opt: torch.optim.Optimizer = opt, scaler: Any = scaler) -> None:
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = model.logits_from_trunk(feats)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-
-        out["head_train_amp" if mixed else "head_train_fp32"] = rate(step, cfg.batch, cfg, sync)
+        runtimes["torch_cpu"] = replace(base, runtime="torch", device="cpu")
+    out: dict[str, Any] = {"photos_per_s": {}, "max_abs_diff_vs_ort_cpu": {}, "network_views_per_s": {},
+                           "decode_workers": cores}
+    for crops in (1, 10):
+        reference: np.ndarray | None = None
+        for name, ecfg in runtimes.items():
+            n = cfg.cpu_photos if name == "ort_cpu" else cfg.photos
+            photos = all_photos[:n]
+            if name == "ort_cuda" and CUDA not in ort.get_available_providers():
+                out["photos_per_s"][name] = "unavailable: onnxruntime-gpu is not installed (README, GPU)"
+                continue
+            try:
+                rate, feats = features_rate(cfg, replace(ecfg, crops=crops), photos, onnx, work / name)
+            except Exception as exc:  # a runtime that cannot start here is a finding, not a crash
+                out["photos_per_s"].setdefault(name, {})[str(crops)] = f"failed: {exc}"
+                continue
+            out["photos_per_s"].setdefault(name, {})[str(crops)] = round(rate, 1)
+            if name == "ort_cpu":
+                reference = feats
+            elif reference is not None:
+                m = min(len(reference), len(feats))
+                diff = float(np.abs(feats[:m] - reference[:m]).max())
+                out["max_abs_diff_vs_ort_cpu"].setdefault(name, {})[str(crops)] = diff
+            log.info("features %s, %d crop(s): %.1f photos/s on %d photos", name, crops, rate, len(photos))
+    views = np.concatenate([views_of(p, 10) for p in
+                            (decode_pixels(str(q), 10) for q in all_photos[:26]) if not isinstance(p, str)])
+    views = views[: 256 if cfg.cuda else 8]
+    sync: Callable[[], None] = torch.cuda.synchronize if cfg.cuda else (lambda: None)
+    encoders: dict[str, Encoder] = {"ort_cpu": OrtEncoder(onnx, device="cpu")}
+    if cfg.cuda:
+        encoders["torch_fp32"] = TorchEncoder(features_module("bvlc", cfg.weights), "cuda")
+        encoders["torch_fp16"] = TorchEncoder(features_module("bvlc", cfg.weights), "cuda", half=True)
+        if CUDA in ort.get_available_providers():
+            encoders["ort_cuda"] = OrtEncoder(onnx, device="cuda")
+    for name, enc in encoders.items():
+        out["network_views_per_s"][name] = round(network_rate(enc, views, 5.0 if cfg.cuda else 0.0, sync), 1)
+    out["default_runtime"] = pick_runtime("auto", "auto")
     return out
 
 
-def measure_googlenet(cfg: CheckConfig, net: nn.Module, device: torch.device, images: np.ndarray | None,
-                      sync: Callable[[], None]) -> dict[str, float]:
-    """Whole BVLC GoogLeNet: forward+backward (mixed precision) and forward-only images/s."""
-    x = torch.from_numpy(images).to(device) if images is not None else torch.randn(
-        cfg.batch, 3, 224, 224, device=device) * 50
-    labels = torch.randint(0, 1000, (cfg.batch,), device=device)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    dtype = torch.float16
-
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            loss = nn.functional.cross_entropy(net(x).float(), labels)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    def infer_step() -> None:
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=amp):
-            net(x)
-
-    net.train()
-    train = rate(train_step, cfg.batch, cfg, sync)
-    net.eval()
-    return {"googlenet_train_amp": train, "googlenet_infer_amp": rate(infer_step, cfg.batch, cfg, sync)}
+def synthetic_corpus(words: int, posts: int) -> tuple[list[Post], TextSpace, np.ndarray]:
+    """Captions of 10 Zipf-drawn words over ``words`` letter-only words, 300-d vectors, 1,024-d features."""
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["zq" + "".join(letters[(i // 26 ** k) % 26] for k in range(4)) for i in range(words)]
+    p = 1.0 / np.arange(1, words + 1)
+    p /= p.sum()
+    draws = rng.choice(words, (posts, 10), p=p)
+    items = [Post(id=str(i), image=Path(f"{i}.jpg"), caption=" ".join(vocab[w] for w in row), lang="en",
+                  split="train" if i % 20 else "val") for i, row in enumerate(draws)]
+    space = TextSpace(vocab, rng.normal(size=(words, 300)).astype(np.float32), np.ones(words, np.float32),
+                      np.ones(words, np.int64))
+    return items, space, rng.normal(size=(posts, 1024)).astype(np.float32)
 
 
-def encoder_path(cfg: CheckConfig, tmp: Path) -> Path:
-    """The ONNX encoder to time: ``--onnx``, else one exported now from the BVLC weights."""
-    if cfg.onnx is not None:
-        return cfg.onnx
-    tmin, tmax = np.zeros(DIM, np.float32), np.ones(DIM, np.float32)
-    model = build_regressor(ImageConfig(), cfg.weights, DIM, tmin, tmax).eval()
-    path = tmp / "image_encoder.onnx"
-    export_model(model, path)
-    return path
+def measure_joint(cfg: CheckConfig) -> dict[str, Any]:
+    """ms per training step of the joint map (one epoch, validation excluded) on the GPU and the CPU."""
+    posts, space, feats = synthetic_corpus(cfg.words, cfg.joint_posts)
+    jcfg = JointConfig(epochs=1)
+    out: dict[str, Any] = {"words": cfg.words, "dim": 300, "posts": cfg.joint_posts}
+    for device in ("cuda", "cpu") if cfg.cuda else ("cpu",):
+        marks: list[tuple[float, int]] = []
 
+        def progress(stage: str, done: int, total: int | None, unit: str,
+                     marks: list[tuple[float, int]] = marks) -> None:
+            marks.append((time.perf_counter(), done))
 
-def measure_ort(cfg: CheckConfig, onnx_path: Path, images: np.ndarray | None) -> dict[str, Any]:
-    """ONNX Runtime encoding images/s: network only, and from JPEG files through the streaming encoder."""
-    device = "cpu" if cfg.smoke else "cuda"
-    if device == "cuda" and CUDA not in ort.get_available_providers():
-        return {"ort_note": "onnxruntime-gpu is not installed (pip install '.[gpu]'): no CUDA encoding"}
-    session, provider = encoder_session(onnx_path, device=device)
-    x = images if images is not None else np.random.default_rng(0).normal(
-        0, 50, (cfg.batch, 3, 224, 224)).astype(np.float32)
-    out: dict[str, Any] = {"ort_provider": provider}
-    out["ort_network"] = rate(lambda: session.run([OUTPUT_NAME], {INPUT_NAME: x}), cfg.batch, cfg,
-                              lambda: None)
-    if cfg.flickr8k is not None:
-        paths = sorted((cfg.flickr8k / "images").glob("*.jpg"))[:cfg.encode_images]
-        with tempfile.TemporaryDirectory() as work:
-            result = encode_corpus(onnx_path, paths, Path(work),
-                                   EncodeConfig(batch_size=cfg.batch, device=device))
-        out["ort_end_to_end"] = len(paths) / result.seconds
-        out["ort_end_to_end_images"] = len(paths)
+        train_joint(jcfg, feats, posts, space, np.ones(len(posts), bool), progress, device=device)
+        (t0, d0), (t1, d1) = marks[0], marks[-1]
+        out[f"{device}_ms_per_step"] = round(1000 * (t1 - t0) / max(1, d1 - d0), 2)
+        log.info("joint map on %s: %.1f ms/step", device, out[f"{device}_ms_per_step"])
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", type=Path, required=True, help="the bvlc_googlenet weight folder")
-    p.add_argument("--flickr8k", type=Path, default=None, help="use real images from this Flickr8k folder")
-    p.add_argument("--onnx", type=Path, default=None, help="encoder to time (default: export one now)")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
-    p.add_argument("--encode-images", type=int, default=1024, help="JPEGs for the end-to-end encoding figure")
-    p.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run of every measurement (tests)")
-    return p
+def measure_train_all(cfg: CheckConfig, work: Path) -> dict[str, Any]:
+    """`python -m train all --quick --limit N` on Flickr8k: wall time, stage timings, test figures."""
+    models = work / "models"
+    cmd = [sys.executable, "-m", "train", "all", "--corpus", str(cfg.flickr8k), "--format", "flickr8k",
+           "--weights", str(cfg.weights), "--models", str(models), "--work", str(work / "work"), "--quick",
+           "--limit", str(cfg.e2e_limit)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        return {"failed": proc.stderr[-2000:], "seconds": round(seconds, 1)}
+    bundle = Path(proc.stdout.strip().splitlines()[-1])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    log.info("train all --quick --limit %d: %.1f s", cfg.e2e_limit, seconds)
+    return {"limit": cfg.e2e_limit, "seconds": round(seconds, 1), "stages": manifest.get("timings"),
+            "image_search_r10": manifest.get("metrics", {}).get("image_search", {}).get("r10")}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement and print the JSON line."""
-    args = build_parser().parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", type=Path, required=True, help="the bvlc_googlenet weight folder")
+    p.add_argument("--flickr8k", type=Path, required=True, help="the Flickr8k folder (images/)")
+    p.add_argument("--photos", type=int, default=4000, help="photos per GPU features measurement")
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run of every measurement (tests)")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     cuda = torch.cuda.is_available() and not args.cpu_smoke
     if not cuda:
-        log.info("no CUDA device%s: measuring every figure once at a tiny size on the CPU instead",
+        log.info("no CUDA device%s: every part once at a tiny size on the CPU instead",
                  " (--cpu-smoke)" if args.cpu_smoke else "")
-    cfg = CheckConfig(
-        weights=args.weights, flickr8k=args.flickr8k, onnx=args.onnx,
-        batch=args.batch if cuda else 1, seconds=args.seconds if cuda else 0.0, min_steps=3 if cuda else 1,
-        encode_images=args.encode_images if cuda else 4, smoke=not cuda,
-    )
-    device = torch.device("cuda") if cuda else torch.device("cpu")
-    torch.backends.cudnn.benchmark = cuda  # fixed shapes: let cuDNN pick its fastest kernels once
-    sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg = CheckConfig(args.weights, args.flickr8k, photos=args.photos if cuda else 6,
+                      cpu_photos=1000 if cuda else 6, words=80000 if cuda else 2000,
+                      joint_posts=12800 if cuda else 512, e2e_limit=2000 if cuda else 24, cuda=cuda)
     started = time.monotonic()
-    images = real_batch(cfg, cfg.batch)
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or 'unknown'})",
         "cuda": cuda, "torch": torch.__version__, "cuda_version": torch.version.cuda,
         "onnxruntime": ort.__version__, "ort_providers": ort.get_available_providers(),
-        "batch": cfg.batch, "inputs": "flickr8k" if images is not None else "synthetic",
+        "cpu_cores": os.cpu_count(),
     }
-    tmin, tmax = np.zeros(DIM, np.float32), np.ones(DIM, np.float32)
-    model = build_regressor(ImageConfig(), cfg.weights, DIM, tmin, tmax).to(device)
-    result.update(measure_head(cfg, model, device, images, sync))
-    log.info("CNN head training: %s img/s mixed precision, %.1f img/s fp32",
-             f"{result['head_train_amp']:.1f}" if cuda else "(no CUDA)", result["head_train_fp32"])
-    # The regressor's backbone is the BVLC GoogLeNet (weights loaded once; a few head steps do not matter).
-    result.update(measure_googlenet(cfg, model.backbone, device, images, sync))
-    log.info("GoogLeNet: %.1f img/s forward+backward (mixed precision), %.1f img/s forward",
-             result["googlenet_train_amp"], result["googlenet_infer_amp"])
     with tempfile.TemporaryDirectory() as tmp:
-        result.update(measure_ort(cfg, encoder_path(cfg, Path(tmp)), images))
-    log.info("ONNX Runtime: %s", {k: v for k, v in result.items() if k.startswith("ort_")})
+        result["features"] = measure_features(cfg, Path(tmp) / "features")
+        result["joint"] = measure_joint(cfg)
+        result["train_all"] = measure_train_all(cfg, Path(tmp) / "train")
     result["seconds"] = round(time.monotonic() - started, 1)
-    for key, value in result.items():
-        if isinstance(value, float):
-            result[key] = round(value, 2)
     if not cuda:
-        result["note"] = "no CUDA device: CPU smoke figures (float32, batch 1, one step), not a benchmark"
+        result["note"] = "no CUDA device: CPU smoke figures at a tiny size, not a benchmark"
         print("no CUDA device: nothing measured on a GPU (CPU smoke figures only)", file=sys.stderr)
     print(json.dumps(result))
     return 0

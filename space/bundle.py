@@ -85,6 +85,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` to disk: a rename is durable only after the data it
+    names (a power cut after the rename could otherwise publish files of zeros)."""
+    for p in sorted(root.rglob("*"), reverse=True):  # files before the folders that hold them
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_dir(root)
+
+
 def _write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -194,7 +206,7 @@ def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activat
     if missing:
         raise BundleInvalid(f"Refusing to publish a bundle without {', '.join(missing)}.")
     _write_json_atomic(staged / MANIFEST, full)
-    _fsync_dir(staged)
+    _fsync_tree(staged)
     final = models_dir / version
     os.replace(staged, final)
     _fsync_dir(models_dir)
@@ -217,7 +229,10 @@ def activate(models_dir: Path, version: str) -> None:
         raise NoBundle(f"No bundle named {version!r} in {models_dir}.")
     tmp = models_dir / f"{ACTIVE}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        tmp.write_text(version + "\n", encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(version + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # the new pointer is on disk before the rename makes it the one read
         os.replace(tmp, models_dir / ACTIVE)
     except BaseException:
         tmp.unlink(missing_ok=True)

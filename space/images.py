@@ -3,6 +3,15 @@
 Decodes untrusted bytes safely (size and pixel limits, decompression-bomb guard kept on, first frame of
 animations, EXIF orientation), converts every mode to RGB, and prepares the network input the BVLC
 GoogLeNet expects: short side resized to 256, a 224 crop, BGR order, per-channel mean subtracted.
+
+Memory is bounded before any pixel is decoded. A 111 KB PNG can name 7000 × 7000 16-bit pixels, and its
+decode plus the conversions after it took ~1 GB; so each image's decode cost is estimated from its header
+(pixels × bytes per pixel in Pillow's layout, the coefficient buffer of a progressive JPEG, libwebp's own
+copy) and an image over :data:`DEFAULT_MAX_DECODE_BYTES` is refused as too large. JPEGs decode reduced
+(``draft``); any other image is shrunk by a cheap box reduction right after decoding, to at most four times
+the size its use needs, so the conversions to RGB work on a small image. Only common photo formats are
+opened at all (:data:`FORMATS`): Pillow's others (EPS, which runs Ghostscript, PSD, FITS…) are no photo a
+user sends.
 """
 
 from __future__ import annotations
@@ -22,6 +31,11 @@ CROP = 224
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000: well above any photo, far below a bomb
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+# What one decode may allocate: a 24-megapixel RGB PNG (Pillow keeps RGB as 4 bytes a pixel), a 48-megapixel
+# grayscale one, any JPEG up to the pixel limit (decoded reduced). scripts/bench_upload_memory.py measures
+# the whole request's peak against it (docs/reliability.md).
+DEFAULT_MAX_DECODE_BYTES = 96 * 1024 * 1024
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # a JPEG opener also opens MPO (phones' 3D/bursts)
 
 # Truncated files must fail loudly, never decode half an image silently.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -36,6 +50,70 @@ def _check_pixels(img: Image.Image, max_pixels: int) -> None:
     # Scaling the short side up to RESIZE multiplies the pixels: a 664-byte 200000×1 PNG would need ~39 GB.
     if max(w, h) * RESIZE * RESIZE > max_pixels * min(w, h):
         raise ImageTooLarge(f"The image is {w}×{h} pixels: too elongated to scale to {RESIZE} pixels safely.")
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes Pillow stores per pixel of ``mode`` (every multi-band mode takes four)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+def decode_cost(img: Image.Image) -> int:
+    """The bytes decoding ``img`` (opened, drafted, not loaded) will allocate, from its header alone."""
+    w, h = img.size
+    cost = w * h * _pixel_bytes(img.mode)
+    if img.mode in ("LA", "RGBA", "PA"):
+        cost *= 2  # reducing an image with alpha premultiplies it first: a second full-size copy
+    if img.format == "WEBP":
+        cost *= 4  # libwebp's canvas, the frame's bytes, the image made from them (measured: ~4x the pixels)
+    if any(tile[0] == "bmp_rle" for tile in getattr(img, "tile", ())):
+        cost *= 3  # Pillow's run-length BMP decoder is Python: it gathers the pixels in bytes, then copies
+    if img.format in ("JPEG", "MPO") and (img.info.get("progressive") or img.info.get("progression")):
+        # A progressive JPEG keeps every DCT coefficient (2 bytes) of the full-size image, drafted or not:
+        # all of the luma's, and of each chroma component its sampled share.
+        full_w, full_h = getattr(img, "_size_before_draft", img.size)
+        layers = getattr(img, "layer", None) or [("", 1, 1, 0)] * len(img.getbands())
+        h_max = max(int(layer[1]) for layer in layers) or 1
+        v_max = max(int(layer[2]) for layer in layers) or 1
+        cost += sum(-(-full_w * int(layer[1]) // h_max) * -(-full_h * int(layer[2]) // v_max) * 2
+                    for layer in layers)
+    return cost
+
+
+def _check_cost(img: Image.Image, max_decode_bytes: int) -> None:
+    cost = decode_cost(img)
+    if cost > max_decode_bytes:
+        w, h = getattr(img, "_size_before_draft", img.size)
+        raise ImageTooLarge(
+            f"The image is {w}×{h} pixels of mode {img.mode} ({img.format}): decoding it would take "
+            f"{cost / 2**20:,.0f} MB, at most {max_decode_bytes / 2**20:,.0f} MB are allowed. Send a smaller "
+            f"image (a baseline JPEG of any size up to the pixel limit decodes reduced).")
+
+
+def _shrink(img: Image.Image, keep: int) -> Image.Image:
+    """``img`` reduced by a whole factor to a short side of at least ``2 * keep`` (unchanged when close).
+
+    Box reduction costs one pass and only the output's memory, so the conversions after it (16-bit
+    scaling, alpha over white) touch a small image; the resize to the network's size stays the usual one.
+    """
+    w, h = img.size
+    factor = min(w, h) // (2 * keep)
+    if factor < 2:
+        return img
+    if img.mode.startswith("I;16"):
+        return img.resize((-(-w // factor), -(-h // factor)), Image.Resampling.BOX)
+    if img.mode in ("1", "P"):
+        # Pillow's reduce() refuses these modes, and averaging palette indices means nothing: pick pixels
+        # (nearest) down to four times the final factor's size, then average colours from there.
+        coarse = factor // 4
+        if coarse >= 2:
+            img = img.resize((-(-w // coarse), -(-h // coarse)), Image.Resampling.NEAREST)
+        img = img.convert("L" if img.mode == "1" else "RGBA" if "transparency" in img.info else "RGB")
+        return _shrink(img, keep)
+    return img.reduce(factor)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -60,11 +138,13 @@ def open_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     draft: int | None = RESIZE,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> Image.Image:
     """Decode ``source`` (bytes or a path) into an upright RGB image, or raise a :class:`BadImage`.
 
-    ``draft`` lets JPEG decoding scale down on the fly (a 12000×12000 photo never materialises at full
-    size) while keeping the short side at least ``draft`` pixels.
+    ``draft`` is the short side the caller needs: JPEG decoding scales down on the fly (a 12000×12000
+    photo never materialises at full size) and other images are box-reduced after decoding, each keeping
+    the short side at least ``draft`` pixels (twice that for the reduction). ``None``: full size.
     """
     if isinstance(source, bytes | bytearray):
         if len(source) == 0:
@@ -84,14 +164,18 @@ def open_image(
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it: make every bomb an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(stream)
+            img = Image.open(stream, formats=FORMATS)
             _check_pixels(img, max_pixels)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
-            if draft and img.format == "JPEG":
-                img.draft("RGB", (draft, draft))
+            if img.format in ("JPEG", "MPO"):
+                img._size_before_draft = img.size  # type: ignore[attr-defined]  # decode_cost reads it
+                if draft:
+                    img.draft("RGB", (draft, draft))
+            _check_cost(img, max_decode_bytes)
             img.load()
-            upright: Image.Image = ImageOps.exif_transpose(img) or img
+            small = _shrink(img, draft) if draft else img
+            upright: Image.Image = ImageOps.exif_transpose(small) or small
             return _to_rgb(upright)
     except (ImageTooLarge, BadImage):
         raise

@@ -5,6 +5,12 @@ form (:func:`space.tokenize.fold`: "gracia" finds "gràcia", "nino" finds "niño
 the smallest Damerau-Levenshtein distance (one edit for words of 4–7 letters, two from 8), the most
 frequent one on a tie. Candidates come from a delete-neighbourhood index (SymSpell's idea): every
 vocabulary form with one letter deleted, so a lookup touches a handful of words instead of all of them.
+
+Bounded by design: a lookup builds every one- and two-letter deletion of the word, which grows with the
+square of its length (a 499-letter word: ~125,000 keys and 1.8 s of a server's event loop). So only words of
+at most :data:`MAX_CORRECTED_LENGTH` letters are corrected (and none longer than the longest vocabulary word
+plus the edits allowed, which no correction could reach), and a speller remembers its recent answers, since
+one query asks for the same word several times.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ import numpy as np
 from space.tokenize import fold
 
 MIN_CORRECTED_LENGTH = 4
+# Longer words are never corrected: a 30-letter word makes ~470 keys to look up, and no real word is longer.
+MAX_CORRECTED_LENGTH = 30
+# Corrections remembered per speller (a query's word is looked up several times per request).
+REMEMBERED = 4096
+_UNKNOWN = object()
 
 
 def _deletes(word: str) -> set[str]:
@@ -38,9 +49,9 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def max_edits(word: str) -> int:
-    """How many edits a word of this length may be corrected by (0: too short to guess)."""
+    """How many edits a word of this length may be corrected by (0: too short to guess, or too long)."""
     n = len(word)
-    return 0 if n < MIN_CORRECTED_LENGTH else 1 if n < 8 else 2
+    return 0 if n < MIN_CORRECTED_LENGTH or n > MAX_CORRECTED_LENGTH else 1 if n < 8 else 2
 
 
 class Speller:
@@ -55,6 +66,11 @@ class Speller:
         for i in by_count.tolist():  # most frequent first: it keeps a shared folded form
             self.folded.setdefault(fold(self.words[i]), i)
         self._neighbours: dict[str, list[str]] | None = None
+        # No correction is within reach of a word this much longer than every vocabulary word.
+        self.longest = max((len(f) for f in self.folded), default=0)
+        # A plain dict, emptied when full: an lru_cache of the bound method would make a reference cycle,
+        # which the engine's gc.freeze() after a load would keep (and a retired bundle's speller with it).
+        self._remembered: dict[str, int | None] = {}
 
     def prepare(self) -> None:
         """Build the spelling index now (a server does it while loading, not on a user's first typo)."""
@@ -74,12 +90,28 @@ class Speller:
         row = self.index.get(token)
         return row if row is not None else self.folded.get(fold(token))
 
-    def nearest(self, token: str) -> int | None:
-        """The row of the closest known spelling within :func:`max_edits`, else None."""
+    def correctable(self, token: str) -> bool:
+        """Whether :meth:`nearest` would search for ``token`` (cheap: its length only)."""
         form = fold(token)
         limit = max_edits(form)
-        if limit == 0:
+        return limit > 0 and len(form) <= self.longest + limit
+
+    def nearest(self, token: str) -> int | None:
+        """The row of the closest known spelling within :func:`max_edits`, else None."""
+        if not self.correctable(token):
             return None
+        found = self._remembered.get(token, _UNKNOWN)  # one step: pool threads share the speller
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
+        row = self._nearest(token)
+        if len(self._remembered) >= REMEMBERED:
+            self._remembered.clear()
+        self._remembered[token] = row
+        return row
+
+    def _nearest(self, token: str) -> int | None:
+        form = fold(token)
+        limit = max_edits(form)
         neighbours = self._delete_index()
         keys = {form} | _deletes(form)
         if limit > 1:

@@ -75,6 +75,17 @@ class TextSpace:
             return None
         return self.speller.resolve(token)[0]
 
+    def spells(self, query: Query) -> bool:
+        """Whether embedding ``query`` searches for a nearest spelling (a word neither known, accent-free
+        known nor a function word, that the speller would try to correct): the costly kind of query,
+        which a server answers off its event loop."""
+        return any(
+            t not in self.index and self.speller.exact_or_folded(t) is None
+            and self.speller.correctable(t)
+            and not any(t in language_stop_words(code) for code in LANGUAGES)
+            for t in (*query.positive, *query.negative)
+        )
+
     def corrections(self, query: Query) -> dict[str, str]:
         """The query's words that were matched to another spelling ("gracia" → "gràcia")."""
         out = {}

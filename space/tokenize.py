@@ -91,8 +91,10 @@ def stop_words(languages: tuple[str, ...] | str | None = None) -> frozenset[str]
 
 
 def fold(word: str) -> str:
-    """Accent- and case-free form of a word ("Gràcia" → "gracia", "niño" → "nino"); the middle dot stays."""
-    decomposed = unicodedata.normalize("NFD", word.lower())
+    """Accent- and case-free form of a word or name ("Gràcia" → "gracia", "Málaga" → "malaga", "niño" →
+    "nino"); compatibility forms too (full-width letters, ligatures); the middle dot stays. The one folding
+    of the project: query words (``space.spelling``) and the topic's names and cities (``train.corpus``)."""
+    decomposed = unicodedata.normalize("NFKD", word.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 

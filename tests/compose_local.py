@@ -4,9 +4,10 @@ There is no Docker engine here, so each service's ``command`` runs as a process 
 ``environment`` compose would give it, interpolated from an operator's ``.env`` the way compose does
 (``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``, ``$$``), and nothing else from
 this machine's environment but ``PATH``. What only exists inside the compose network is mapped onto
-loopback: the service names and container ports (``redis:6379``, ``engine:8080``, ``0.0.0.0``, the
-metrics and webhook ports) to free local ports, the mount points (``/models``, ``/corpus``, ``/weights``,
-``/app``) to folders. A ``depends_on`` with ``service_healthy`` is honoured by running the service's own
+loopback: the service names and container ports (``redis:6379``, ``redis-cache:6379``, ``engine:8080``,
+``engine:9090``, ``0.0.0.0``, the metrics and webhook ports) to free local ports, the mount points
+(``/models``, ``/corpus``, ``/weights``, ``/app``) to folders; ``TMPDIR`` is the work folder (the
+containers' ``/tmp``). A ``depends_on`` with ``service_healthy`` is honoured by running the service's own
 ``healthcheck`` command (mapped the same way) until it passes.
 """
 
@@ -63,7 +64,7 @@ class LocalCompose:
         self.dotenv = dict(dotenv)
         self.workdir = workdir
         self.services: dict[str, Any] = load()["services"]
-        self.ports = {name: free_port() for name in ("redis", "engine", "metrics", "webhook")}
+        self.ports = {name: free_port() for name in ("redis", "redis-cache", "engine", "metrics", "webhook")}
         self.mounts = {"/app": ROOT, **mounts}
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.logs: dict[str, Path] = {}
@@ -73,7 +74,9 @@ class LocalCompose:
         """A container-side address, port or path as it is on this machine."""
         p = self.ports
         value = (value.replace("@redis:6379", f"@127.0.0.1:{p['redis']}")
+                 .replace("@redis-cache:6379", f"@127.0.0.1:{p['redis-cache']}")
                  .replace("http://engine:8080", f"http://127.0.0.1:{p['engine']}")
+                 .replace("http://engine:9090", f"http://127.0.0.1:{p['metrics']}")
                  .replace("127.0.0.1:8080", f"127.0.0.1:{p['engine']}")
                  .replace("0.0.0.0", "127.0.0.1"))
         whole = {"8080": p["engine"], "9090": p["metrics"], "8443": p["webhook"], "6379": p["redis"]}
@@ -89,8 +92,10 @@ class LocalCompose:
         env = self.dotenv if dotenv is None else dotenv
         declared = self.services[service].get("environment") or {}
         out = {k: self.localize(interpolate(str(v), env)) for k, v in declared.items()}
+        # PYTHONPATH, when the tests have one, names the source tree under test (the image's /app).
+        code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
         return {"PATH": os.environ["PATH"], "HOME": str(self.workdir), "LANG": "C.UTF-8",
-                "TMPDIR": str(self.workdir), **out}
+                "TMPDIR": str(self.workdir), **code, **out}
 
     def command(self, service: str, dotenv: dict[str, str] | None = None) -> list[str]:
         """The service's command line, interpolated and mapped; console scripts from this interpreter."""
@@ -99,9 +104,10 @@ class LocalCompose:
         script = Path(sys.executable).with_name(argv[0])
         if script.is_file():
             argv[0] = str(script)
-        if service == "redis":  # the container's port, interface and data folder, here
-            server = shutil.which("redis-server") or "redis-server"
-            argv = [server, *argv[1:], "--port", str(self.ports["redis"]), "--bind", "127.0.0.1",
+        if service.startswith("redis"):  # the container's port, interface and data folder, here
+            if shutil.which("redis-server") is None:
+                raise ComposeError("redis-server is not installed")
+            argv = [*argv, "--port", str(self.ports[service]), "--bind", "127.0.0.1",
                     "--dir", str(self.workdir), "--save", ""]
         return argv
 
@@ -129,7 +135,8 @@ class LocalCompose:
         test = [self.localize(interpolate(str(a), self.dotenv)) for a in declared]
         kind, argv = test[0], test[1:]
         if kind == "CMD-SHELL":
-            shell = argv[0].replace("redis-cli", f"redis-cli -p {self.ports['redis']}")
+            port = self.ports.get(service, self.ports["redis"])
+            shell = argv[0].replace("redis-cli", f"redis-cli -p {port}")
             argv = ["sh", "-c", shell]
         elif argv[0] == "python":
             argv[0] = sys.executable

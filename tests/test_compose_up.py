@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -52,6 +53,14 @@ async def _ready(engine: str, timeout: float = 60) -> str:
     return str(json.loads(body)["version"])
 
 
+async def _redis(up: LocalCompose, service: str, *args: str) -> str:
+    """redis-cli against one of the compose project's Redis servers, with the password."""
+    proc = await asyncio.create_subprocess_exec(
+        "redis-cli", "-p", str(up.ports[service]), *args, stdout=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ["PATH"], "REDISCLI_AUTH": up.dotenv["REDIS_PASSWORD"]})
+    return (await proc.communicate())[0].decode()
+
+
 def _dotenv(api: LocalBotApi, small_bundle: Path) -> dict[str, str]:
     """What an operator puts in .env (the rest keeps .env.example's defaults)."""
     return {
@@ -77,9 +86,11 @@ async def test_the_compose_services_come_up_healthy_together(tmp_path: Path, sma
     up = LocalCompose(_dotenv(api, small_bundle), tmp_path, mounts)
     engine = f"http://127.0.0.1:{up.ports['engine']}"
     try:
-        await up.start("redis")
-        await up.wait_healthy("redis")
-        await up.start("engine")  # depends_on: redis healthy
+        for service in ("redis", "redis-cache"):
+            await up.start(service)
+        for service in ("redis", "redis-cache"):
+            await up.wait_healthy(service)
+        await up.start("engine")  # depends_on: both redis healthy
         await up.wait_healthy("engine")
         # A first deploy: alive but not ready; /metrics only on the internal port.
         assert (await _get(f"{engine}/healthz"))[0] == 200
@@ -88,6 +99,8 @@ async def test_the_compose_services_come_up_healthy_together(tmp_path: Path, sma
         assert (await _get(f"{engine}/metrics"))[0] == 404
         status, body = await _get(f"http://127.0.0.1:{up.ports['metrics']}/metrics")
         assert status == 200 and "engine_requests_total" in body
+        # The admin endpoints are on the internal port only, too (the bot calls them there, below).
+        assert (await _get(f"{engine}/v1/admin/versions"))[0] == 404
         await up.start("bot")  # depends_on: engine healthy, which it is without a bundle
         await up.start("trainer")
         await api.wait_for("setMyCommands", timeout=90)
@@ -100,6 +113,8 @@ async def test_the_compose_services_come_up_healthy_together(tmp_path: Path, sma
         done = await api.wait_for("editMessageText", lambda c: "Retraining done" in c.params.get("text", ""),
                                   after=n, timeout=120)
         assert await _ready(engine) in done.params["text"]
+        # The bot reached the admin reload on the engine's internal port (ENGINE_ADMIN_URL).
+        assert "did not reload" not in done.params["text"], done.params["text"]
         n = len(api.calls)
         await api.push(api.text_update("/related dog", user_id=USER_ID))
         await api.wait_for("sendMessage", lambda c: "Words near «dog»" in c.text, after=n, timeout=30)
@@ -108,13 +123,22 @@ async def test_the_compose_services_come_up_healthy_together(tmp_path: Path, sma
         assert "stand-in trainer: published" in trainer_log, trainer_log[-3000:]
         assert f"TRAIN_TOPIC={ROOT / 'topics' / 'barcelona.toml'}" in trainer_log
         assert "'--quick'" in trainer_log
-        for service in ("redis", "engine", "bot", "trainer"):
+        for service in ("redis", "redis-cache", "engine", "bot", "trainer"):
             assert up.procs[service].returncode is None, (service, up.log(service)[-3000:])
         assert TOKEN not in up.log("bot") and "Compose5ecretPw" not in up.log("bot") + up.log("engine")
-        # Redis really wants its password.
-        plain = await asyncio.create_subprocess_exec("redis-cli", "-p", str(up.ports["redis"]), "ping",
-                                                     stdout=asyncio.subprocess.PIPE)
-        assert b"NOAUTH" in (await plain.communicate())[0]
+        for service in ("redis", "redis-cache"):
+            # Redis really wants its password, and it is on no command line.
+            plain = await asyncio.create_subprocess_exec("redis-cli", "-p", str(up.ports[service]), "ping",
+                                                         stdout=asyncio.subprocess.PIPE)
+            assert b"NOAUTH" in (await plain.communicate())[0]
+            cmdline = Path(f"/proc/{up.procs[service].pid}/cmdline").read_bytes()
+            assert b"redis-server" in cmdline and b"Compose5ecretPw" not in cmdline, cmdline
+        # The engine's answers are cached in the evicting cache Redis, never in the Redis of state and jobs.
+        cached = await _redis(up, "redis-cache", "--scan", "--pattern", "topicspace:engine:*")
+        assert cached.split(), "no answer in the cache Redis"
+        assert not (await _redis(up, "redis", "--scan", "--pattern", "topicspace:engine:*")).split()
+        assert "allkeys-lru" in await _redis(up, "redis-cache", "config", "get", "maxmemory-policy")
+        assert "noeviction" in await _redis(up, "redis", "config", "get", "maxmemory-policy")
         # A bot whose .env has no token: one clear line and a failure status, not a silent restart loop.
         code, out = await up.run_once("bot", {**up.dotenv, "TELEGRAM_TOKEN": ""})
         assert code == 2 and out.strip().splitlines() == [out.strip()] and "TELEGRAM_TOKEN is not set" in out
@@ -134,7 +158,8 @@ def test_interpolation_follows_compose() -> None:
 
 def test_compose_refuses_to_start_without_a_redis_password(tmp_path: Path) -> None:
     up = LocalCompose({}, tmp_path, {})
-    with pytest.raises(ComposeError, match="REDIS_PASSWORD"):
-        up.command("redis")
+    for service in ("redis", "redis-cache"):
+        with pytest.raises(ComposeError, match="REDIS_PASSWORD"):
+            up.environment(service)
     env: dict[str, Any] = up.environment("engine", {"REDIS_PASSWORD": "pw"})
     assert env["REDIS_URL"] == f"redis://:pw@127.0.0.1:{up.ports['redis']}/0"

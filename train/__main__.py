@@ -1,7 +1,8 @@
-"""`python -m train ingest|filter|split|text|all|eval|report|multilingual|weights|data …`: the command line.
+"""`python -m train COMMAND …`: build a bundle from a corpus (`all`), or run one step of it.
 
-Configuration is built here once, from the arguments and the environment (``TRAIN_PROGRESS_FILE``,
-``MODELS_DIR``), and passed down as frozen dataclasses. `train all` prints the bundle path LAST on stdout.
+Configuration is built here once, from the arguments and the environment (``MODELS_DIR``,
+``TRAIN_TOPIC``, ``TRAIN_PROGRESS_FILE``), and passed down as frozen dataclasses. `train all` prints the
+bundle path LAST on stdout. `python -m train COMMAND --help` lists a command's options.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from space.cli import Parser, fail
+from space.envvars import Kind, SettingError, integer, number
+from space.envvars import flag as flag_kind
 from space.errors import SpaceError
 from space.images import CROPS
+from space.logs import env_secrets, redact, setup_logging
 from train.config import FORMATS, RECIPES, FilterConfig, IngestConfig, PipelineConfig, TextConfig
 from train.corpus.topic import Topic, load_topic, read_city_list
 from train.recipes.joint.model import JointConfig
@@ -25,37 +30,35 @@ from train.recipes.seed.config import ImageConfig
 log = logging.getLogger("train")
 
 TEXT_STAGES = ("ingest", "filter", "split", "text")
+PATH = Kind("a path", Path, metavar="PATH")
 
 
-def _corpus_args(p: argparse.ArgumentParser) -> None:
+def _models_arg(p: Parser) -> None:
+    p.option("--models", env="MODELS_DIR", kind=PATH, default=Path("models"), metavar="DIR",
+             help="models folder (bundles, ACTIVE, .work)")
+
+
+def _corpus_args(p: Parser) -> None:
     p.add_argument("--corpus", type=Path, required=True, help="corpus folder or posts.jsonl")
-    p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=Path(os.environ.get("MODELS_DIR", "models")),
-        help="models folder (bundles, ACTIVE, .work)",
-    )
+    p.add_argument("--format", choices=FORMATS, required=True, help="how the corpus is written")
+    _models_arg(p)
     p.add_argument("--weights", type=Path, default=None, help="BVLC GoogLeNet weights folder")
     p.add_argument(
         "--work", type=Path, default=None, help="work folder (default <models>/.work/<corpus-hash>)"
     )
     p.add_argument("--quick", action="store_true", help="small, fast settings (tests, smoke runs)")
     p.add_argument("--limit", type=int, default=None, help="read at most N posts")
-    p.add_argument("--topic", type=Path, default=_env_path("TRAIN_TOPIC"),
-                   help="topic file (TOML, e.g. topics/barcelona.toml): the topic's names, other cities to "
-                   "drop, attractions, languages (env TRAIN_TOPIC; none: no city filter, no attractions)")
+    p.option("--topic", env="TRAIN_TOPIC", kind=PATH, default=None, metavar="FILE",
+             shown_default="none, no city filter and no attractions",
+             help="topic file (TOML, e.g. topics/barcelona.toml): the topic's names, other cities to "
+             "drop, attractions, languages")
     p.add_argument("--languages", default=None,
                    help="languages to keep, e.g. en,es,ca (default: the topic's, else en,es,ca; empty: none)")
     p.add_argument("--max-user-posts", type=int, default=20, help="drop users with more posts (0: off)")
     p.add_argument("--cities", type=Path, default=None,
                    help="file of other-city names, one a line (replaces the topic's list)")
-    p.add_argument(
-        "--progress-file",
-        type=Path,
-        default=None,
-        help="append JSON progress lines here (env TRAIN_PROGRESS_FILE)",
-    )
+    p.option("--progress-file", env="TRAIN_PROGRESS_FILE", kind=PATH, default=None, metavar="PATH",
+             help="append JSON progress lines here")
     p.add_argument("--no-activate", action="store_true", help="publish the bundle without activating it")
     p.add_argument("--index-dtype", choices=("f32", "f16", "bf16", "i8"), default="f16",
                    help="usearch index precision (f16, the default, halves memory and searches ~1.4x faster "
@@ -69,6 +72,15 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
                    help="views averaged per bundle image: centre; + mirror; + corners (default: 10 for the "
                    "joint recipe, 1 with --quick or --recipe seed)")
+    p.add_argument("--features", type=Path, default=None, metavar="DIR",
+                   help="import image features computed elsewhere (keys.txt, features.npy, meta.json, as "
+                   "python -m train.image.encode_dist writes them); photos without a row are encoded here")
+    p.add_argument("--feature-part-rows", type=int, default=4096, metavar="N",
+                   help="photos per feature-store part: a killed run loses at most one part or 30 s")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the image side runs (auto: a CUDA GPU when torch sees one)")
+    p.add_argument("--encode-runtime", choices=("auto", "onnx", "torch"), default="auto",
+                   help="what encodes the features (auto: torch on a GPU, ONNX Runtime on the CPU)")
     p.add_argument("--joint-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one JointConfig field (repeatable), e.g. --joint-set epochs=5")
     p.add_argument("--text-set", action="append", default=[], metavar="FIELD=VALUE",
@@ -79,28 +91,28 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
                    "--image-set epochs=2")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The argument parser with one subcommand per stage."""
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser("train", __doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG (as LOG_LEVEL=DEBUG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in (*TEXT_STAGES, "all"):
         helps = {"all": "run every stage and publish a bundle (prints its path last)"}
         _corpus_args(sub.add_parser(name, help=helps.get(name, f"run the stages up to {name} (cached)")))
     ev = sub.add_parser("eval", help="retrieval metrics of a bundle on its test split")
     ev.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the active one)")
-    ev.add_argument("--models", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
-    ev.add_argument("--json", action="store_true")
+    _models_arg(ev)
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
     rep = sub.add_parser("report", help="redraw a bundle's report")
     rep.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the active one)")
-    rep.add_argument("--models", type=Path, default=Path(os.environ.get("MODELS_DIR", "models")))
-    rep.add_argument("--out", type=Path, required=True)
+    _models_arg(rep)
+    rep.add_argument("--out", type=Path, required=True, help="the folder to draw the report in")
     ml = sub.add_parser("multilingual", help="build the en/es/ca Flickr8k posts.jsonl")
     ml.add_argument("--src", type=Path, required=True, help="flickr8k_multi30k_es_ca.tsv")
-    ml.add_argument("--flickr8k", type=Path, required=True)
-    ml.add_argument("--out", type=Path, required=True)
-    ml.add_argument("--shares", default="50,30,20", help="en,es,ca shares")
-    ml.add_argument("--seed", type=int, default=0)
+    ml.add_argument("--flickr8k", type=Path, required=True, help="the Flickr8k folder (its images)")
+    ml.add_argument("--out", type=Path, required=True, help="the folder to write posts.jsonl in")
+    ml.add_argument("--shares", type=_shares, default="50,30,20", help="en,es,ca shares")
+    ml.add_argument("--seed", type=int, default=0, help="seed of the draw of each post's language")
     ml.add_argument("--relative", action="store_true", help="image paths relative to posts.jsonl")
     ml.add_argument("--parallel", action="store_true",
                     help="train/val posts also carry their en+es+ca captions as one Word2Vec sentence")
@@ -110,7 +122,48 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--all-images", action="store_true",
                     help="Flickr8k images missing from the TSV become English posts with their five captions")
     _setup_args(sub)
+    _synth_args(sub)
     return parser
+
+
+def _synth_args(sub: Any) -> None:
+    """`synth`: a scale corpus shaped like a real crawl, from Flickr8k (train.corpus.synth)."""
+    s = sub.add_parser("synth", help="write a scale corpus shaped like a real crawl, from Flickr8k's photos")
+    s.add_argument("--posts", type=int, required=True, help="posts to write (the original read 623,199)")
+    s.add_argument("--from", dest="source", type=Path, required=True, help="the Flickr8k folder")
+    s.add_argument("--multilingual", type=Path, required=True,
+                   help="flickr8k_multi30k_es_ca.tsv (Spanish, Catalan, German and French captions)")
+    s.add_argument("--out", type=Path, required=True, help="an empty folder to write the corpus into")
+    s.add_argument("--layout", choices=("jsonl", "instaloader"), default="jsonl")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="processes writing photos (default: one a core)")
+    s.add_argument("--topic", type=Path, default=None,
+                   help="topic file whose other cities the captions name (default: a built-in list)")
+    s.add_argument("--features", type=Path, default=None,
+                   help="also write a features folder for `train all --features` (keys.txt, features.npy, "
+                   "meta.json) from the base photos' features")
+    s.add_argument("--base-features", type=Path, default=None,
+                   help="the base photos' features folder: read, or computed there with --weights")
+    s.add_argument("--weights", type=Path, default=None, help="BVLC GoogLeNet weights (base features)")
+
+
+def _synth_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Run `synth`; the summary printed as JSON."""
+    from train.corpus.synth import read_base_captions, synth_config, write_synth
+
+    cfg = synth_config(args.posts, args.source, args.out, args.multilingual, args.layout, args.seed,
+                       args.workers, args.topic)
+    table = None
+    if args.features is not None:
+        from train.corpus.synth_features import base_features
+        from train.corpus.synth_photos import BaseImages
+
+        if args.base_features is None:
+            raise ValueError("--features needs --base-features DIR (with --weights the first time)")
+        names = read_base_captions(cfg.source, cfg.multilingual).names
+        images = BaseImages(cfg.source, names)
+        table = base_features(args.base_features, [images.path(i) for i in range(len(names))], args.weights)
+    return write_synth(cfg, args.features, table)
 
 
 def _setup_args(sub: Any) -> None:
@@ -121,7 +174,7 @@ def _setup_args(sub: Any) -> None:
     w.add_argument("--prototxt", type=Path, default=None, help="deploy.prototxt to copy beside (optional)")
     w.add_argument("--synsets", type=Path, default=None, help="synset_words.txt to copy beside (optional)")
     d = sub.add_parser("data", help="download (or unpack) a public corpus: flickr8k")
-    d.add_argument("dataset", choices=("flickr8k",))
+    d.add_argument("dataset", choices=("flickr8k",), help="the corpus to fetch")
     d.add_argument("--out", type=Path, required=True, help="the corpus folder to write")
     d.add_argument("--from", dest="sources", type=Path, action="append", default=[], metavar="ARCHIVE",
                    help="an archive you already have (Flickr8k_Dataset.zip, Flickr8k_text.zip; repeatable)")
@@ -156,9 +209,26 @@ def check_weights(cfg: PipelineConfig) -> None:
         )
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name, "").strip()
-    return Path(value) if value else None
+def _shares(raw: str) -> list[float]:
+    """--shares: three numbers, e.g. 50,30,20."""
+    try:
+        shares = [float(x) for x in raw.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 50,30,20, got {raw!r}") from None
+    if len(shares) != 3 or min(shares) < 0 or sum(shares) <= 0:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 50,30,20, got {raw!r}")
+    return shares
+
+
+def check_feature_import(cfg: PipelineConfig) -> None:
+    """``--features DIR`` of another backbone, crop count or width: refused in one line before any stage."""
+    if cfg.features_import is None:
+        return
+    if cfg.recipe != "joint":
+        raise ValueError("--features imports the joint recipe's CNN features; the seed recipe has none")
+    from train.image.features import BACKBONES, FeatureSpec, open_import
+
+    open_import(cfg.features_import, FeatureSpec(BACKBONES.get(cfg.backbone, cfg.backbone), "", cfg.crops))
 
 
 def _filters(args: argparse.Namespace, topic: Topic | None) -> FilterConfig:
@@ -181,7 +251,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """The frozen run config from the parsed arguments."""
     topic = load_topic(args.topic) if getattr(args, "topic", None) is not None else None
     filters = _filters(args, topic)
-    progress_file = args.progress_file or _env_path("TRAIN_PROGRESS_FILE")
+    progress_file = args.progress_file
     image_set = getattr(args, "image_set", None)
     base_image = ImageConfig.quick_preset() if args.quick else ImageConfig()
     image = _overrides(base_image, image_set, "--image-set") if image_set else None
@@ -203,6 +273,10 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f16"),
         encode_crops=getattr(args, "encode_crops", None),
+        features_import=getattr(args, "features", None),
+        feature_part_rows=max(1, getattr(args, "feature_part_rows", 4096)),
+        device=getattr(args, "device", "auto"),
+        encode_runtime=getattr(args, "encode_runtime", "auto"),
         topic=topic,
     )
 
@@ -215,17 +289,18 @@ def _overrides(base: _Config, settings: list[str], flag: str) -> _Config:
     changes: dict[str, Any] = {}
     for item in settings:
         name, sep, raw = item.partition("=")
-        if not sep or name not in {f.name for f in dataclasses.fields(base)}:
-            raise ValueError(f"{flag} {item!r}: expected FIELD=VALUE with a field of {type(base).__name__}")
+        fields = [f.name for f in dataclasses.fields(base)]
+        if not sep or name not in fields:
+            raise SettingError(f"{flag} {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
         current = getattr(base, name)
         if isinstance(current, bool):
-            changes[name] = raw.lower() in ("1", "true", "yes", "on")
+            changes[name] = flag_kind().parse(raw, f"{flag} {name}")
         elif raw.lower() == "none":
             changes[name] = None
         elif isinstance(current, int):
-            changes[name] = int(raw)
+            changes[name] = integer().parse(raw, f"{flag} {name}")
         elif isinstance(current, float) or name.endswith("minutes"):
-            changes[name] = float(raw)
+            changes[name] = number().parse(raw, f"{flag} {name}")
         else:
             changes[name] = raw
     return dataclasses.replace(base, **changes)
@@ -238,23 +313,24 @@ def _bundle_arg(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("gensim").setLevel(logging.WARNING)
+    """Entry point; returns the exit status (2: a flag or setting it does not accept, one line)."""
+    parser = build_parser()
+    args = parser.parse(argv)
+    log_settings = parser.log_settings(args)
+    if args.verbose:
+        log_settings = dataclasses.replace(log_settings, level="DEBUG")
+    setup_logging(log_settings, env_secrets(os.environ), quiet=("gensim", "httpx", "httpcore"))
     try:
         if args.command == "multilingual":
             from train.corpus.multilingual import build_multilingual
 
-            shares = [float(x) for x in args.shares.split(",")]
-            summary = build_multilingual(args.src, args.flickr8k, args.out, shares, args.seed, args.relative,
-                                         parallel=args.parallel, references=args.references,
+            summary = build_multilingual(args.src, args.flickr8k, args.out, args.shares, args.seed,
+                                         args.relative, parallel=args.parallel, references=args.references,
                                          all_images=args.all_images)
             print(json.dumps(summary, ensure_ascii=False))
+            return 0
+        if args.command == "synth":
+            print(json.dumps(_synth_command(args), ensure_ascii=False, indent=2))
             return 0
         if args.command in ("weights", "data"):
             print(json.dumps(_setup_command(args), ensure_ascii=False, indent=2))
@@ -277,10 +353,21 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
             return 0
         return _train_all(cfg)
+    except SettingError as exc:  # a FIELD=VALUE override (or a topic setting) it does not accept
+        fail(parser.prog, str(exc))
     except (SpaceError, OSError, ValueError) as exc:  # OSError: unreadable input, full disk, …
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        # Printed once, as one line (not logged as well): what went wrong, not a traceback.
+        _close_bars()
+        print(f"error: {redact(str(exc), env_secrets(os.environ))}", file=sys.stderr, flush=True)
         return 1
+
+
+def _close_bars() -> None:
+    """End the progress bars a failed stage left open, so that the error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def _train_all(cfg: PipelineConfig) -> int:
@@ -300,6 +387,7 @@ def _train_all(cfg: PipelineConfig) -> int:
         progress = ProgressReporter(cfg.progress_file)
         try:
             check_weights(cfg)
+            check_feature_import(cfg)
             bundle = build_bundle(cfg, progress, dist)
         except BaseException as exc:
             progress.failed(f"{exc.__class__.__name__}: {exc}")

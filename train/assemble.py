@@ -22,6 +22,7 @@ from space.centering import Centering
 from space.errors import BundleInvalid
 from space.hashtags import Hashtagger
 from space.textspace import TextSpace
+from space.version import __version__
 from train.config import PipelineConfig, to_jsonable
 from train.corpus.posts import Post
 from train.evaluate import evaluate_bundle, mean_vectors
@@ -168,6 +169,7 @@ def bundle_manifest(cfg: PipelineConfig, side: TextSide, image_side: ImageSide, 
                     centering_file: str | None, timings: dict[str, float]) -> dict[str, Any]:
     """What ``manifest.json`` records of this run (``space.bundle.publish`` adds the rest)."""
     return {
+        "topicspace_version": __version__,
         "config": {
             "ingest": to_jsonable(cfg.ingest),
             "filters": to_jsonable(cfg.filters),

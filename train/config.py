@@ -123,6 +123,16 @@ class PipelineConfig:
     # memory it maps at no measurable recall cost and searches ~1.4x faster than f32; i8 quarters it but
     # loses recall on dense clusters.
     index_dtype: str = "f16"
+    # Features computed elsewhere (--features DIR: keys.txt, features.npy, meta.json), imported into the
+    # feature store before encoding; photos without a row there are encoded as usual.
+    features_import: Path | None = None
+    # Photos per feature-store part: a killed run loses at most one part (or 30 s) of encoding.
+    feature_part_rows: int = 4096
+    # Where the image side runs: "auto" (a CUDA GPU when torch sees one, else the CPU), "cpu" or "cuda";
+    # and which runtime encodes the features ("auto": torch on a GPU, ONNX Runtime on the CPU; "onnx";
+    # "torch"). Neither is part of a stage key.
+    device: str = "auto"
+    encode_runtime: str = "auto"
     # What the corpus is about (--topic FILE): its other cities are in ``filters``, its attractions go to the
     # report, and the manifest records it. None: no topic file.
     topic: Topic | None = None

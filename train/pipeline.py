@@ -24,8 +24,10 @@ from train.assemble import (
     stage_files,
 )
 from train.config import PipelineConfig
-from train.corpus.filters import FilterResult, run_filters
+from train.corpus.filters import SEED as LANGDETECT_SEED
+from train.corpus.filters import FilterResult, LanguageDetector, run_filters
 from train.corpus.ingest import IngestStats, ingest, load_posts, save_posts
+from train.corpus.language_cache import cache_folder
 from train.corpus.posts import EmptyCorpus, Post
 from train.corpus.split import assign_splits
 from train.progress import ProgressReporter
@@ -73,7 +75,11 @@ class Pipeline(StageRunner):
         st = self.stage("filter", prev.key, self.cfg.filters)
 
         def run() -> dict[str, Any]:
-            result: FilterResult = run_filters(posts, self.cfg.filters, self.progress.callback)
+            # Detections are cached apart from the stage (keyed by the text alone): a killed or changed
+            # filter stage reuses every caption detected before.
+            languages = self.cfg.filters.languages
+            detector = LanguageDetector(cache_folder(self.work, LANGDETECT_SEED)) if languages else None
+            result: FilterResult = run_filters(posts, self.cfg.filters, self.progress.callback, detector)
             save_posts(result.kept, st.dir / "kept.jsonl")
             result.save(st.dir / "filter_report.json")
             print(result.summary(), flush=True)
@@ -127,16 +133,21 @@ class Pipeline(StageRunner):
         """Ingest, filter, split and text, with what the published bundle reports of them."""
         ingest_st, posts, ingest_stats = self.ingest()
         filter_st, kept, filter_report = self.filter(ingest_st, posts)
+        n_read = len(posts)
+        del posts  # every post read (600,000 at the original's scale): only the kept ones go on
         split_st, kept, split_method = self.split(filter_st, kept)
         text_st, text = self.text(split_st, kept)
-        return TextSide(len(posts), ingest_stats, filter_report, split_method, text_st, text)
+        return TextSide(n_read, ingest_stats, filter_report, split_method, text_st, text)
 
     def follow(self) -> Path:
-        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the CNN
-        (the seed recipe's; the joint recipe trains no CNN, so rank 0 does all of it)."""
+        """A torchrun rank other than 0: the text stages from rank 0's cache, then its share of the image
+        side's heavy stage (the seed recipe's CNN training; the joint recipe's features), rank 0 the rest."""
         self._sync()
         side = self._through_text()
         if self.cfg.recipe != "seed":
+            from train.recipes.joint.recipe import JointRecipe
+
+            JointRecipe(self).features_share(side.text.posts)
             return side.stage.dir
         from train.recipes.seed.recipe import SeedRecipe
 
@@ -204,6 +215,11 @@ def run_text_stages(
 ) -> dict[str, Any]:
     """Run ingest … ``until`` (one of ingest, filter, split, text) with caching; return a summary."""
     pipe = Pipeline(cfg, progress)
+    with pipe.exclusive():
+        return _text_stages(pipe, until)
+
+
+def _text_stages(pipe: Pipeline, until: str) -> dict[str, Any]:
     ingest_st, posts, stats = pipe.ingest()
     summary: dict[str, Any] = {"work": str(pipe.work), "ingest": {"posts": len(posts), **stats}}
     if until == "ingest":
@@ -227,7 +243,9 @@ def run_text_stages(
 def build_bundle(cfg: PipelineConfig, progress: ProgressReporter | None = None,
                  dist: DistContext | None = None) -> Path:
     """The whole chain; returns the published bundle's path (under torchrun: on rank 0)."""
-    return Pipeline(cfg, progress, dist).run()
+    pipe = Pipeline(cfg, progress, dist)
+    with pipe.exclusive():
+        return pipe.run()
 
 
 def train_cnn_share(cfg: PipelineConfig, dist: DistContext) -> Path:

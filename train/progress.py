@@ -50,6 +50,7 @@ class ProgressReporter:
         self._last_emit = 0.0
         self._bar: tqdm[Any] | None = None
         self._done = 0
+        self._base = 0  # units already done when the stage started (a resumed stage): not in its rate
         self._total: int | None = None
         self._unit = "items"
         if path is not None:
@@ -68,7 +69,7 @@ class ProgressReporter:
 
     def _line(self) -> dict[str, Any]:
         spent = time.monotonic() - self._stage_t0
-        rate = self._done / spent if spent > 0 and self._done else None
+        rate = (self._done - self._base) / spent if spent > 0 and self._done > self._base else None
         eta = None
         if rate and self._total is not None:
             eta = round(max(0.0, (self._total - self._done) / rate), 2)
@@ -82,15 +83,15 @@ class ProgressReporter:
             "eta": eta,
         }
 
-    def start(self, stage: str, total: int | None = None, unit: str = "items") -> None:
-        """Begin ``stage`` (ending any stage still open)."""
+    def start(self, stage: str, total: int | None = None, unit: str = "items", done: int = 0) -> None:
+        """Begin ``stage`` (ending any stage still open); ``done``: units a resumed stage already has."""
         if self._stage is not None:
             self.end()
-        self._stage, self._total, self._unit, self._done = stage, total, unit, 0
+        self._stage, self._total, self._unit, self._done, self._base = stage, total, unit, done, done
         self._stage_t0 = time.monotonic()
         self._last_emit = self._stage_t0
         if self.bars:
-            self._bar = tqdm(total=total, unit=unit, desc=stage, leave=False)
+            self._bar = tqdm(total=total, initial=done, unit=unit, desc=stage, leave=False)
         self._write(self._line())
 
     def update(self, done: int, total: int | None = None) -> None:
@@ -134,7 +135,7 @@ class ProgressReporter:
     def callback(self, stage: str, done: int, total: int | None, unit: str) -> None:
         """The ``progress`` callback handed to other stages' functions: (stage, done, total, unit)."""
         if stage != self._stage:
-            self.start(stage, total, unit)
+            self.start(stage, total, unit, done)  # a stage's first report may count work done before
         self._unit = unit
         self.update(done, total)
 

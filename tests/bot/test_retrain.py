@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.admin import status_text
 from bot.app import build_application, running
 from bot.local_api import LocalBotApi
 from bot.retrain import RetrainError, RetrainManager, RetrainStatus
@@ -73,7 +74,7 @@ async def test_one_job_at_a_time_with_progress(tmp_path: Path) -> None:
         await RetrainManager(job(tmp_path)).start()  # the lock file under MODELS_DIR is shared
     status = await until(_reported(manager), "the fake trainer's first progress line")
     assert status.state == "running" and status.stage == "image" and status.total == 4
-    assert "epochs" in status.describe() and "%" in status.describe()
+    assert "epochs" in status_text(status, "en") and "%" in status_text(status, "en")
     final = await manager.wait()
     assert final.state == "done" and final.version == "v-fake"
     assert not (tmp_path / "models" / ".retrain.lock").exists()
@@ -153,3 +154,23 @@ async def test_admin_can_cancel_and_only_one_job_runs(
         assert int(final.params["message_id"]) == started.result["message_id"]
         await api.push(api.text_update("/retrain status", user_id=ADMIN_ID))
         await api.wait_for("sendMessage", lambda c: c.text == "Retraining was cancelled.")
+
+
+async def test_admin_retrain_in_catalan(api: LocalBotApi, engine_url: str, tmp_path: Path) -> None:
+    """The progress, the end and /retrain status in the admin's language (space/jobs.py built them in
+    English only)."""
+    api.user_languages[ADMIN_ID] = "ca"
+    settings = replace(
+        bot_settings(api, engine_url), retrain=job(tmp_path, "--steps", "3", "--step-s", "0.8")
+    )
+    async with running(build_application(settings)):
+        await api.push(api.text_update("/retrain", user_id=ADMIN_ID))
+        await api.wait_for("sendMessage", lambda c: c.text.startswith("Reentrenament"))
+        final = await api.wait_for("editMessageText", lambda c: "El motor serveix ara" in c.text, timeout=30)
+        await api.push(api.text_update("/retrain status", user_id=ADMIN_ID))
+        status = await api.wait_for("sendMessage", lambda c: c.text.startswith("Reentrenament acabat"))
+    edits = [e.text for e in api.calls_of("editMessageText")]
+    assert any("etapa: xarxa d'imatges" in e and "èpoques" in e and "\u00a0%" in e for e in edits), edits
+    assert final.text.startswith("Reentrenament acabat. El motor serveix ara la versió")
+    assert "\nnou: " in final.text and "publicacions conservades" not in status.text
+    assert not [e for e in edits if "Retraining" in e or "stage:" in e]

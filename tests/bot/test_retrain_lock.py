@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from bot import joblock
-from bot.joblock import FileLock, RedisLock
+from bot.joblock import LockFile, RedisLock
 from bot.retrain import RetrainError, RetrainManager
 from space.jobs import RetrainStatus
 from tests.bot.test_retrain import job
@@ -123,7 +123,7 @@ async def test_a_launch_that_died_leaves_no_lock_for_ever(
     await manager.close()
 
 
-class RivalLock(FileLock):
+class RivalLock(LockFile):
     """A lock file that lets a rival bot try ``/retrain`` right after each of its own operations."""
 
     def __init__(self, path: Path, rival: Callable[[], Awaitable[None]]) -> None:

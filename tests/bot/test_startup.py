@@ -24,7 +24,7 @@ def test_no_token_and_no_terminal_exits_2_with_one_line() -> None:
     done = _run({"TELEGRAM_TOKEN": ""})
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: TELEGRAM_TOKEN is not set")
+    assert len(lines) == 1 and ": error: TELEGRAM_TOKEN is not set" in lines[0]
     assert "@BotFather" in lines[0]
 
 
@@ -40,5 +40,5 @@ def test_webhook_mode_needs_a_valid_secret() -> None:
         done = _run(env | {"WEBHOOK_SECRET": secret})
         assert done.returncode == 2
         err = done.stderr.strip()
-        assert err.startswith("error: WEBHOOK_URL is set but WEBHOOK_SECRET") and "\n" not in err
+        assert ": error: WEBHOOK_URL is set but WEBHOOK_SECRET" in err and "\n" not in err
         assert TOKEN not in err

@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from bot.admin import status_text
 from bot.callbacks import MORE, Button, as_button
 from bot.corpus_answers import mosaic_names
 from bot.engine_answers import parse_stats
 from bot.engine_client import EngineClient, EngineRequestError, EngineUnavailable, ReportMissing
+from bot.inline_memory import InlineMemory, InlinePage
 from bot.logs import REDACTED, RedactingFilter
 from bot.retrain import status_from_record
-from bot.services import UserRateLimiter
+from bot.services import FileIdCache, UserRateLimiter
 from tests.conftest import free_port
 
 
@@ -66,6 +68,38 @@ def test_user_rate_limiter_refills() -> None:
     assert not limiter.allow(1, now=1.2)
 
 
+def test_user_rate_limiter_forgets_the_least_recently_seen_user() -> None:
+    """A flood of new users must not free a user who keeps writing (issue 25: the oldest were dropped)."""
+    limiter = UserRateLimiter(per_minute=1, burst=1, users=3)
+    assert limiter.allow(1, now=0.0) and not limiter.allow(1, now=0.0)  # user 1 is out of tokens
+    assert limiter.allow(2, now=1.0) and limiter.allow(3, now=2.0)
+    assert not limiter.allow(1, now=3.0)  # user 1 writes again: the most recently seen now
+    assert limiter.allow(4, now=4.0)  # a fourth user: user 2's bucket goes, not user 1's
+    assert not limiter.allow(1, now=5.0)
+    assert limiter.allow(2, now=5.0)  # forgotten: a full bucket again
+
+
+async def test_file_id_cache_keeps_the_recently_used() -> None:
+    cache = FileIdCache(capacity=2)
+    await cache.set("a", "A")
+    await cache.set("b", "B")
+    assert await cache.get("a") == "A"
+    await cache.set("c", "C")
+    assert [await cache.get(k) for k in "abc"] == ["A", None, "C"]
+
+
+def test_inline_memory_is_bounded_least_recently_used_first() -> None:
+    memory = InlineMemory(capacity=2)
+    for key in ("q1", "q2"):
+        memory.keep(key, InlinePage([]))
+    assert memory.page("q1") is not None
+    memory.keep("q3", InlinePage([]))
+    assert memory.page("q2") is None and memory.page("q1") is not None and memory.page("q3") is not None
+    for user in range(25):
+        memory.typed(user, f"id{user}")
+    assert len(memory.latest) == 20 and not memory.is_latest(0, "id0") and memory.is_latest(24, "id24")
+
+
 def test_redacting_filter_covers_args_and_tracebacks() -> None:
     token = "999:SECRET"
     record = logging.LogRecord(
@@ -86,8 +120,8 @@ def test_progress_records() -> None:
         running=True,
     )
     assert (
-        running.describe()
-        == "Retraining — stage: encode · 5/20 img (25%) · 2.5 img/s · elapsed 1m10s · ETA 6s"
+        status_text(running, "en")
+        == "Retraining — stage: encoding the images · 5/20 img (25%) · 2.5 img/s · elapsed 1m10s · ETA 6s"
     )
     assert (
         status_from_record({"stage": "done", "bundle": "/m/v1", "version": "v1"}, running=False).version
@@ -150,3 +184,17 @@ async def test_engine_errors_are_mapped(stub_engine: str) -> None:
     with pytest.raises(EngineUnavailable):
         await nobody.related("dog")
     await nobody.close()
+
+
+def test_public_telegram_api_only_and_no_shadowed_lock_name() -> None:
+    """Issue 25: bot/persistence.py imported PTB's private ``telegram.ext._utils.types``, and
+    ``bot.joblock.FileLock`` shadowed ``filelock.FileLock``."""
+    import re
+
+    import bot.joblock
+    from tests.conftest import ROOT
+
+    private = [p.name for p in (ROOT / "bot").glob("*.py")
+               if re.search(r"^\s*(from|import) telegram[\w.]*\._", p.read_text(), re.MULTILINE)]
+    assert private == []
+    assert not hasattr(bot.joblock, "FileLock") and hasattr(bot.joblock, "LockFile")

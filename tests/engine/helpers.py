@@ -62,7 +62,7 @@ def publish_copy(
         if with_indexes:
             build_bundle_indexes(tmp)
         fields: dict[str, object] = {
-            k: manifest[k] for k in ("config", "metrics", "filter_report") if k in manifest
+            k: manifest[k] for k in ("config", "metrics", "filter_report", "corpus") if k in manifest
         }
         final = bundle.publish(tmp, models, fields, activate_it=activate_it)
     return final.name

@@ -10,8 +10,9 @@ import aiohttp
 
 from engine.app import create_app
 from space import bundle
+from space.version import __version__
 from tests.conftest import free_port
-from tests.engine.helpers import make_settings, publish_copy
+from tests.engine.helpers import TOKEN, make_settings, publish_copy
 
 
 async def test_ready_only_once_a_bundle_is_served(aiohttp_client: Any, tmp_path: Path,
@@ -22,6 +23,9 @@ async def test_ready_only_once_a_bundle_is_served(aiohttp_client: Any, tmp_path:
     # A first deploy: alive (the bot may start and /retrain), not ready (no bundle to answer with).
     health = await client.get("/healthz")
     assert health.status == 200 and (await health.json())["status"] == "degraded"
+    # The software's version beside the bundle's (issue 25), and the trainer's manifest carries it too.
+    assert (await health.json())["topicspace_version"] == __version__
+    assert bundle.read_manifest(small_bundle)["topicspace_version"] == __version__
     ready = await client.get("/readyz")
     assert ready.status == 503 and (await ready.json())["error"] == "no_bundle"
     version = publish_copy(models, small_bundle)
@@ -48,3 +52,25 @@ async def test_metrics_on_their_own_port(aiohttp_client: Any, small_bundle_model
     # Without a metrics port, /metrics stays where it was.
     plain = await aiohttp_client(create_app(make_settings(small_bundle_models)))
     assert (await plain.get("/metrics")).status == 200
+
+
+async def test_admin_endpoints_only_on_the_internal_port(aiohttp_client: Any,
+                                                         small_bundle_models: Path) -> None:
+    """Issue 28: the admin endpoints were on the public API port, where anyone may try tokens."""
+    port = free_port()
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models, metrics_port=port)))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for method, path in (("POST", "/v1/admin/reload"), ("GET", "/v1/admin/versions"),
+                         ("POST", "/v1/admin/activate?version=x")):
+        public = await client.request(method, path, headers=auth)
+        assert public.status == 404 and (await public.json())["error"] == "not_found", path
+    async with aiohttp.ClientSession() as session:
+        internal = f"http://127.0.0.1:{port}"
+        async with session.get(f"{internal}/v1/admin/versions", headers=auth) as r:
+            assert r.status == 200 and (await r.json())["served"]
+        async with session.post(f"{internal}/v1/admin/reload", headers=auth) as r:
+            assert r.status == 200 and (await r.json())["version"]
+        async with session.post(f"{internal}/v1/admin/reload") as r:  # the token is still required
+            assert r.status == 401 and (await r.json())["error"] == "unauthorized"
+        async with session.post(f"{internal}/v1/admin/activate?version=nope", headers=auth) as r:
+            assert r.status == 404 and (await r.json())["error"] == "unknown_version"

@@ -165,4 +165,4 @@ def test_a_taken_port_fails_at_once(models: Path) -> None:
         with _engine(models, port, "--processes", "2") as proc:
             assert proc.wait(timeout=30) == 1
             out = proc.stdout.read() if proc.stdout else ""
-            assert "cannot serve on 127.0.0.1:" in out
+            assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in out

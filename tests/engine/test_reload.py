@@ -188,3 +188,26 @@ async def test_busy_when_queue_full(aiohttp_client: Any, small_bundle_models: Pa
     assert all(b["error"] == "busy" for b in busy)
     assert (await client.get("/healthz")).status == 200
 
+
+
+async def test_a_corrupt_active_bundle_at_start_serves_the_newest_valid_one(aiohttp_client: Any,
+                                                                              models: Path) -> None:
+    """Issue 28: an engine whose ACTIVE bundle is corrupt started degraded (503 for every query) although a
+    good bundle was published beside it."""
+    good = bundle.active_version(models)
+    assert good is not None
+    newer_good = publish_copy(models, models / good, activate_it=False)
+    corrupt = publish_copy(models, models / good, activate_it=True, with_indexes=False)
+    with (models / corrupt / "words.npy").open("r+b") as f:
+        f.seek(200)
+        f.write(b"\x13\x37")
+    client = await aiohttp_client(create_app(make_settings(models)))
+    assert await _version(client) == newer_good  # the newest that loads, not the first, not none
+    r = await client.get("/v1/related", params={"q": "dog"})
+    assert r.status == 200 and (await r.json())["version"] == newer_good
+    assert bundle.active_version(models) == corrupt  # ACTIVE is the trainer's and admin's word: unchanged
+    listing = await (await client.get("/v1/admin/versions", headers=AUTH)).json()
+    assert corrupt in listing["last_error"] and "sha256" in listing["last_error"]
+    # A good bundle made ACTIVE later is served as usual.
+    fixed = publish_copy(models, models / good)
+    await _wait_version(client, fixed)

@@ -108,8 +108,10 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
         for url in (a, b):
             _until(f"{url}/healthz", LOAD_S, bus_up=True, version=v1)
         assert _received(b) == heard_so_far
-        # The trainer's helper (what it calls after publishing) reaches both replicas over the new link.
+        # The trainer's helper (what it calls after publishing and activating) reaches both replicas over
+        # the new link.
         befores = [_received(url) for url in (a, b)]
+        bundle.activate(models, v2)
         assert announce(redis_server.url, v2) == 2
         for url, before in zip((a, b), befores, strict=True):
             _switch(url, v2, before)
@@ -129,9 +131,45 @@ def test_switch_on_one_replica_reaches_the_other(models: Path, redis_server: Red
         assert 'engine_bundle_announcements_total{direction="received"} 4.0' in metrics
 
 
+def test_publishing_on_redis_cannot_switch_to_an_arbitrary_bundle(models: Path,
+                                                                  redis_server: RedisServer) -> None:
+    """Issue 28: any Redis client could switch every replica to any published bundle (an old one, say).
+    Now an announcement is followed only to ACTIVE's version or when signed with the admin token."""
+    import json
+
+    import redis
+
+    v1 = bundle.active_version(models)
+    assert v1 is not None
+    old = publish_copy(models, models / v1, activate_it=False)  # published, not active: a rollback target
+    client = redis.Redis.from_url(redis_server.url)
+    with _engines(models, redis_server.url, 1) as (a,):
+        _until(f"{a}/healthz", 60, version=v1, bus_up=True)
+
+        def say(message: Announcement | bytes) -> None:
+            before = _received(a)
+            client.publish("topicspace:bundle", message if isinstance(message, bytes) else message.encode())
+            _heard(a, before)
+
+        now = time.time()
+        say(Announcement(old, "attacker"))  # unsigned
+        say(Announcement(old, "attacker").signed("a-guessed-token"))  # signed with another key
+        say(Announcement(old, "attacker").signed(TOKEN, now=now - 3600))  # a replay of an hour ago
+        forged = json.loads(Announcement(old, "x").signed("a-guessed-token").encode())
+        say(json.dumps({**forged, "signature": "0" * 64}).encode())
+        assert get_json(f"{a}/healthz")["version"] == v1
+        say(Announcement(old, "admin").signed(TOKEN))  # what an admin's reload on another replica sends
+        _until(f"{a}/healthz", LOAD_S, version=old)
+    client.close()
+
+
 def test_announcement_wire_form_and_no_redis() -> None:
     message = Announcement("20260101-000000000-abcd", "host:1")
     assert Announcement.decode(message.encode()) == message
+    signed = message.signed("key", now=1000.0)
+    assert Announcement.decode(signed.encode()) == signed
+    assert signed.verified("key", now=1100.0) and not signed.verified("other", now=1100.0)
+    assert not signed.verified("key", now=2000.0) and not message.verified("key")
     for bad in (b"", b"[]", b"{}", b'{"version": ""}', b'{"version": "../x"}', b"\xff", b'{"version": 3}'):
         assert Announcement.decode(bad) is None, bad
     assert announce_from_env("v", env={}) is None

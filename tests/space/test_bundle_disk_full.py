@@ -153,15 +153,16 @@ def test_no_space_for_the_active_pointer_rolls_the_publish_back(
     with bundle.staging(models) as staged:
         _tiny_bundle(staged)
         bundle.publish(staged, models, {"version": "v1"})
-    real_write_text = Path.write_text
+    real_fsync = os.fsync
 
-    def full_disk(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
-        if self.name.startswith(bundle.ACTIVE + "."):
-            self.open("w").close()  # the file is created; its first block is refused
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
-        return real_write_text(self, data, *args, **kwargs)
+    def full_disk(fd: int) -> None:
+        # The pointer's temporary file is created, but its data never reach the disk (ENOSPC surfaces at
+        # fsync on file systems that allocate late).
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(bundle.ACTIVE + "."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(BundleWriteFailed, match="No space left") as caught, bundle.staging(models) as staged:
         _tiny_bundle(staged)
         bundle.publish(staged, models, {"version": "v2"})

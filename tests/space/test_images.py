@@ -136,3 +136,93 @@ def test_network_views_centre_mirrors_and_corners(photo: Path) -> None:
     assert not np.array_equal(ten[2], ten[0]) and not np.array_equal(ten[2], ten[4])  # left vs right corner
     with pytest.raises(ValueError):
         network_views(img, 5)
+
+
+# ---- issue 28: memory bounded before decoding -------------------------------------------------------
+
+_PEAK = r'''
+import sys
+from pathlib import Path
+from space.images import load_for_network
+
+def kb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+data = Path(sys.argv[1]).read_bytes()
+base = kb("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")
+try:
+    load_for_network(data)
+    answer = "ok"
+except Exception as exc:
+    answer = type(exc).__name__
+print(answer, (kb("VmHWM") - base) / 1024)
+'''
+
+
+def _peak_mb(tmp_path: Path, data: bytes) -> tuple[str, float]:
+    """(outcome, peak RSS over the process's steady RSS in MB) of decoding ``data`` in a fresh process."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(path)], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    answer, peak = out.stdout.split()
+    return answer, float(peak)
+
+
+def _gray16(side: int) -> bytes:
+    ramp = np.linspace(0, 65535, side, dtype=np.float32)
+    return _encode(Image.fromarray((ramp[None, :] * ramp[:, None] / 65535).astype(np.uint16)), "PNG")
+
+
+def test_small_files_that_decode_huge_are_refused_before_decoding() -> None:
+    """Issue 28: a 200 KB RGBA PNG of 7000 × 7000 took ~1.1 GB to decode and convert."""
+    for img, fmt, kw in ((Image.new("RGBA", (7000, 7000), (1, 2, 3, 4)), "PNG", {}),
+                         (Image.new("RGB", (5100, 5100), (1, 2, 3)), "PNG", {}),
+                         (Image.new("RGB", (2600, 2600), (1, 2, 3)), "WEBP", {"lossless": True})):
+        data = _encode(img, fmt, **kw)
+        assert len(data) < 1_000_000
+        with pytest.raises(ImageTooLarge, match="decoding it would take"):
+            open_image(data)
+
+
+def test_a_progressive_jpeg_counts_its_full_size_coefficients() -> None:
+    ramp = np.linspace(0, 255, 6000, dtype=np.float32)[None, :, None]
+    img = Image.fromarray((ramp * np.ones((6000, 1, 3))).astype(np.uint8))
+    assert open_image(_encode(img, "JPEG", quality=30)).size[0] < 6000  # baseline: drafted, accepted
+    with pytest.raises(ImageTooLarge, match="6000×6000"):
+        open_image(_encode(img, "JPEG", quality=30, progressive=True))
+
+
+def test_formats_no_user_sends_are_not_opened() -> None:
+    for fmt in ("EPS", "PCX", "TGA", "ICO"):
+        with pytest.raises(BadImage):
+            open_image(_encode(Image.new("RGB", (64, 64), (1, 2, 3)), fmt))
+
+
+def test_the_largest_accepted_images_stay_within_150_mb(tmp_path: Path) -> None:
+    """The decode budget holds for what it lets through (a fresh process's peak RSS, measured)."""
+    for data in (_gray16(7000), _encode(Image.new("RGBA", (3500, 3500), (1, 2, 3, 4)), "PNG"),
+                 _encode(Image.new("1", (7000, 7000), 1), "PNG")):
+        answer, peak = _peak_mb(tmp_path, data)
+        assert answer == "ok" and peak < 150, (answer, peak)
+
+
+def test_big_images_are_shrunk_but_look_the_same() -> None:
+    """The box reduction after decoding changes the network input by little (vs a full-size decode)."""
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((2400, 1800))
+    for img in (small, small.convert("RGBA"), small.convert("L"), small.convert("P")):
+        data = _encode(img, "PNG")
+        reduced = open_image(data)
+        full = open_image(data, draft=None)
+        assert min(reduced.size) >= 2 * 256 and reduced.size[0] < full.size[0]
+        diff = np.abs(preprocess(reduced) - preprocess(full))
+        assert float(diff.mean()) < 3.0, (img.mode, float(diff.mean()))

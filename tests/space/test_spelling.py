@@ -54,3 +54,62 @@ def test_function_words_in_a_query_are_ignored_not_unknown(space: TextSpace) -> 
     assert space.embed_query(parse_query("sea"))[1] == []
     with pytest.raises(UnknownWords):
         space.embed_query(parse_query("zzzzqqq"))
+
+
+def test_long_words_are_never_searched(space: TextSpace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28: a 499-letter word built ~125,000 deletions (1.8 s); past the cap none is built at all."""
+    import space.spelling as spelling
+
+    made: list[str] = []
+    real = spelling._deletes
+    monkeypatch.setattr(spelling, "_deletes", lambda word: made.append(word) or real(word))
+    speller = Speller(["a" * 40, *WORDS], np.ones(len(WORDS) + 1))  # a 40-letter word: the length cap decides
+    speller.prepare()
+    made.clear()
+    for n in (31, 300, 499):
+        assert speller.nearest("a" * (n - 1) + "b") is None
+    assert made == []
+    # Within the cap, but longer than any vocabulary word by more than two edits: nothing within reach.
+    assert space.speller.nearest("bicyclexxxxx") is None and made == []
+    # Words up to the cap are still corrected.
+    assert Speller(["x" * 29 + "y"], np.ones(1)).nearest("x" * 29 + "z") == 0
+
+
+def test_a_word_is_searched_once_per_speller(space: TextSpace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query asks for its words several times (embedding, corrections, its own words): one search each."""
+    import space.spelling as spelling
+
+    space.speller.prepare()
+    made: list[str] = []
+    real = spelling._deletes
+    monkeypatch.setattr(spelling, "_deletes", lambda word: made.append(word) or real(word))
+    q = parse_query("baech bicyle")
+    space.embed_query(q)
+    assert space.corrections(q) == {"baech": "beach", "bicyle": "bicycle"}
+    assert space.query_words(q) == {"beach", "bicycle"}
+    assert made.count("baech") == 1 and made.count("bicyle") == 1
+
+
+def test_spells_says_which_queries_search(space: TextSpace) -> None:
+    assert not space.spells(parse_query("dog beach gracia"))  # known, or known without accents
+    assert not space.spells(parse_query("man on sea"))  # function words are not searched
+    assert not space.spells(parse_query("dog " + "q" * 60))  # too long to correct
+    assert space.spells(parse_query("dog baech"))
+    assert space.spells(parse_query("dog -bicyle"))
+
+
+def test_a_speller_is_freed_by_reference_counting() -> None:
+    """No reference cycle: the engine freezes the collector's view after each load (gc.freeze), so a
+    retired bundle's speller that only a collection could free would stay in memory for good."""
+    import gc
+    import weakref
+
+    speller = Speller(WORDS, COUNTS)
+    assert speller.nearest("baech") is not None
+    ref = weakref.ref(speller)
+    gc.disable()
+    try:
+        del speller
+        assert ref() is None
+    finally:
+        gc.enable()

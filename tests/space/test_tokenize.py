@@ -37,3 +37,14 @@ def test_word_count(text: str, n: int) -> None:
 def test_stop_words_cover_three_languages_and_custom() -> None:
     stop = stop_words()
     assert {"the", "el", "els", "instagood"} <= stop
+
+
+def test_one_accent_folding_for_queries_and_the_topics_names() -> None:
+    """Issue 25: space.tokenize and train.corpus.topic folded accents with two functions (NFD and NFKD)."""
+    from space.tokenize import fold
+    from train.corpus import topic
+
+    assert topic.fold is fold
+    assert [fold(w) for w in ("Gràcia", "Málaga", "niño", "col·lecció")] == ["gracia", "malaga", "nino",
+                                                                             "col·leccio"]  # the dot stays
+    assert fold("Ｓａｎｔｓ") == "sants" and fold("ﬁra") == "fira"  # full-width letters, a ligature

@@ -12,7 +12,7 @@ import torch
 from space.ort import open_session
 from train.image.export import ExportMismatch, export_onnx
 from train.recipes.seed.config import ImageConfig
-from train.recipes.seed.regressor import build_regressor
+from train.recipes.seed.regressor import build_regressor, read_checkpoint
 
 DIM = 24
 
@@ -55,7 +55,7 @@ def test_graph_contract_and_dynamic_batch(exported) -> None:
     assert [i.name for i in model.graph.input] == ["images"]
     assert [o.name for o in model.graph.output] == ["vectors"]
     sess = open_session(out)
-    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = read_checkpoint(ckpt_path)
     for batch in (1, 5):
         x = np.random.default_rng(batch).normal(0, 50, (batch, 3, 224, 224)).astype(np.float32)
         y = sess.run(["vectors"], {"images": x})[0]

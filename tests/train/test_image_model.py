@@ -67,7 +67,7 @@ def test_quick_training_lowers_validation_loss(subset, weights_dir: Path, tmp_pa
     assert {c[0] for c in calls} >= {"cnn-features", "cnn-train"}
     assert calls[-1][:2] == ("cnn-train", 3 * 3) or any(c[0] == "cnn-train" and c[1] == c[2] for c in calls)
     # The checkpoint maps images into the word space, within the training targets' range.
-    tmin, tmax = ckpt["target_min"], ckpt["target_max"]
+    tmin, tmax = np.asarray(ckpt["target_min"]), np.asarray(ckpt["target_max"])
     from space.images import load_for_network
 
     with torch.no_grad():

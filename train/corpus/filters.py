@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from space.errors import SpaceError
 from space.images import open_image
 from space.tokenize import word_count, words
 from train.config import FilterConfig
+from train.corpus.language_cache import CHUNK, DetectionStore
+from train.corpus.parallel import forked_map
 from train.corpus.posts import Post
 from train.corpus.topic import fold
 from train.progress import ProgressCallback
@@ -37,13 +39,17 @@ __all__ = ["REASONS", "FilterConfig", "FilterResult", "LanguageDetector", "run_f
 
 
 PARALLEL_MIN_TEXTS = 2_000  # fewer: starting the worker processes costs more than it saves
+PARALLEL_MIN_IMAGES = 1_000
+MAX_READ_BYTES = 64 << 20  # a larger photo file is hashed and decoded from disk, never read whole
+
+
+SEED = 0  # langdetect samples n-grams at random: seeded, a run is reproducible
 
 
 def _seed_langdetect() -> None:
     from langdetect import DetectorFactory
 
-    # langdetect samples n-grams at random: seed it so a run is reproducible.
-    DetectorFactory.seed = 0
+    DetectorFactory.seed = SEED
 
 
 def _detection_key(text: str) -> str:
@@ -63,11 +69,13 @@ def _detect(key: str) -> list[tuple[str, float]]:
 
 
 class LanguageDetector:
-    """langdetect with a fixed seed and a per-text cache (repeated sentences are detected once)."""
+    """langdetect with a fixed seed and a per-text cache (repeated sentences are detected once), kept on
+    disk in ``cache_dir`` when given (:mod:`train.corpus.language_cache`): a rerun detects only new texts."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path | None = None) -> None:
         _seed_langdetect()
-        self._cache: dict[str, list[tuple[str, float]]] = {}
+        self._store = DetectionStore(cache_dir) if cache_dir is not None else None
+        self._cache: dict[str, list[tuple[str, float]]] = self._store.load() if self._store else {}
 
     def languages(self, text: str) -> list[tuple[str, float]]:
         """Candidate languages of ``text`` with their probabilities, most likely first (empty: no feature)."""
@@ -77,28 +85,29 @@ class LanguageDetector:
         return self._cache[key]
 
     def warm(self, texts: Iterable[str], workers: int,
-             progress: Callable[[int, int], None] | None = None) -> None:
-        """Detect many texts ahead over ``workers`` processes. The answers are those of one-by-one
-        detection (langdetect reseeds every detection); langdetect is pure Python, about 4 ms a
-        caption, and was the longest part of a quick run's filters."""
+             progress: Callable[[int, int], None] | None = None) -> int:
+        """Detect every text not cached yet, over ``workers`` processes, saving the detections in chunks
+        when the detector has a cache folder; return how many were detected. The answers are those of
+        one-by-one detection (langdetect reseeds every detection); langdetect is pure Python, about 4 ms
+        a caption, and was the longest part of a quick run's filters."""
         keys = sorted({_detection_key(t) for t in texts} - self._cache.keys())
-        if workers <= 1 or len(keys) < PARALLEL_MIN_TEXTS:
-            return  # detected one by one as the filter meets them
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
+        if not keys:
+            return 0
+        pending: list[tuple[str, list[tuple[str, float]]]] = []
+        for i, (key, found) in enumerate(zip(keys, self._detections(keys, workers), strict=True), 1):
+            self._cache[key] = found
+            pending.append((key, found))
+            if len(pending) >= CHUNK or i == len(keys):
+                if self._store is not None:
+                    self._store.write(pending)
+                pending = []
+            if progress is not None and (i % 500 == 0 or i == len(keys)):
+                progress(i, len(keys))
+        return len(keys)
 
-        if "fork" not in multiprocessing.get_all_start_methods():
-            return  # spawn would re-import the caller's main module, which may not be import-safe
-        # fork: the children run pure-Python langdetect only, never the parent's threads' code.
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                for i, found in enumerate(pool.map(_detect, keys, chunksize=200), 1):
-                    self._cache[keys[i - 1]] = found
-                    if progress is not None and (i % 500 == 0 or i == len(keys)):
-                        progress(i, len(keys))
-        except (BrokenProcessPool, OSError) as exc:
-            log.warning("language detection in %d processes failed (%s): detecting in this one", workers, exc)
+    def _detections(self, keys: list[str], workers: int) -> Iterator[list[tuple[str, float]]]:
+        """Each key's detection, in order: in worker processes when it pays, else here."""
+        return forked_map(_detect, keys, workers, PARALLEL_MIN_TEXTS)
 
     def pick(self, text: str, allowed: Iterable[str], min_prob: float) -> tuple[str | None, bool]:
         """(language to record, kept?): the likeliest allowed language with at least ``min_prob``."""
@@ -160,20 +169,28 @@ class FilterResult:
         path.write_text(json.dumps(self.report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
-def _image_sha256(path: Path) -> str | None:
+def image_check(path: Path) -> tuple[str | None, bool]:
+    """(the SHA-256 of the photo's bytes, None for an empty or unreadable file; whether it decodes), from one
+    read of the file. A draft decode (JPEG scales down 1/8 while decoding) is cheap and still fails on
+    truncated files."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        size = path.stat().st_size
+        if size > MAX_READ_BYTES:  # hashed and decoded from the file, never held whole
+            with path.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            source: bytes | Path = path
+        else:
+            source = path.read_bytes()
+            digest = hashlib.sha256(source).hexdigest()
     except OSError:
-        return None
-
-
-def _readable(path: Path) -> bool:
-    # A draft decode (JPEG scales down 1/8 while decoding) is cheap and still fails on truncated files.
+        return None, False
+    if size == 0:  # failed downloads are all "the same": the unreadable filter counts them, not duplicates
+        return None, False
     try:
-        open_image(path, draft=32)
+        open_image(source, draft=32, max_bytes=max(size, 1))
     except SpaceError:
-        return False
-    return True
+        return digest, False
+    return digest, True
 
 
 def run_filters(
@@ -227,8 +244,9 @@ def run_filters(
             if progress is not None:
                 progress("filter:language", done, total, "posts")
 
-        det.warm(unknown, workers or os.cpu_count() or 1, detected)
+        fresh = det.warm(unknown, workers or os.cpu_count() or 1, detected)
         bar.close()
+        log.info("languages: %d captions, %d detected now (the others cached)", len(unknown), fresh)
 
         def by_language(p: Post) -> Post | None:
             if p.lang:  # the corpus says which language the post is in (a posts.jsonl "lang"): trust it
@@ -258,11 +276,25 @@ def run_filters(
     else:
         skipped.append("city (no other cities configured: no --topic file or --cities list)")
 
+    # Both image filters from one read of each photo, over the worker processes.
+    checks: dict[Path, tuple[str | None, bool]] = {}
+    if cfg.drop_duplicates or cfg.check_images:
+        paths = list(dict.fromkeys(p.image for p in current))
+        bar = tqdm(total=len(paths), desc="filter: reading photos", unit="images", leave=False,
+                   disable=progress is not None)
+        for i, found in enumerate(forked_map(image_check, paths, workers or os.cpu_count() or 1,
+                                             PARALLEL_MIN_IMAGES, chunksize=64), 1):
+            checks[paths[i - 1]] = found
+            bar.update(1)
+            if progress is not None and (i % 500 == 0 or i == len(paths)):
+                progress("filter:images", i, len(paths), "images")
+        bar.close()
+
     if cfg.drop_duplicates:
         seen: set[str] = set()
 
         def first_copy(p: Post) -> Post | None:
-            digest = _image_sha256(p.image)
+            digest = checks[p.image][0]
             if digest is None:
                 return p  # unreadable: the next filter counts it
             if digest in seen:
@@ -275,7 +307,7 @@ def run_filters(
         skipped.append("duplicate (disabled)")
 
     if cfg.check_images:
-        step("unreadable", lambda p: p if _readable(p.image) else None, unit="images")
+        step("unreadable", lambda p: p if checks[p.image][1] else None, unit="images")
     else:
         skipped.append("unreadable (disabled)")
 

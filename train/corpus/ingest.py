@@ -1,8 +1,10 @@
 """Corpus readers: Flickr8k, an instaloader download folder, or a ``posts.jsonl``, all yielding ``Post``.
 
-Readers stream; a bad record (missing image, unreadable JSON, a line without the needed fields) is
-counted in an :class:`IngestStats` and logged, never fatal. Decoding every image is left to the filter
-stage, which checks only the posts it keeps.
+Readers stream; a bad record (missing image, unreadable JSON, a line without the needed fields, a
+line that is not UTF-8, JSON nested too deep, a line over :data:`MAX_LINE_BYTES`) is counted in an
+:class:`IngestStats` and logged, never fatal. Decoding every image is left to the filter stage, which checks
+only the posts it keeps. Text that UTF-8 cannot hold (a lone surrogate from a JSON escape) is replaced
+(:func:`~train.corpus.posts.clean_text`), so the posts can always be saved.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from train.config import IngestConfig
-from train.corpus.posts import Post
+from train.corpus.posts import Post, clean_text
 from train.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ FLICKR_SPLITS = {
 }
 POSTS_FILE = "posts.jsonl"
 _MAX_EXAMPLES = 20
+MAX_LINE_BYTES = 1 << 20  # a post is a few hundred bytes; a longer line is read no further than this
+# What one record's content can raise while it is parsed (RecursionError: "[[[[…" a thousand deep).
+_RECORD_ERRORS = (ValueError, RecursionError, TypeError, UnicodeError, OverflowError)
 
 
 @dataclass
@@ -58,10 +63,29 @@ class IngestStats:
 
 def _image_ok(path: Path, stats: IngestStats) -> bool:
     """Cheap existence check; the filter stage decodes."""
-    if not path.is_file():
-        stats.count("missing_image", str(path))
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name the file system cannot take (a NUL byte, a lone surrogate)
+        found = False
+    if not found:
+        stats.count("missing_image", ascii(str(path)))
         return False
     return True
+
+
+def _lines(path: Path, stats: IngestStats) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a text file, each line cut at :data:`MAX_LINE_BYTES` (the rest of a longer
+    line is skipped and the line counted as a bad record)."""
+    with path.open("rb") as f:
+        n = 0
+        while line := f.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                stats.count("bad_record", f"{path.name}:{n} (a line over {MAX_LINE_BYTES >> 20} MB)")
+                continue
+            yield n, line
 
 
 def _split_lists(root: Path) -> dict[str, str]:
@@ -80,14 +104,18 @@ def read_flickr8k(root: Path, stats: IngestStats) -> Iterator[Post]:
     if not token_file.is_file():
         raise FileNotFoundError(f"{token_file} not found: is {root} a Flickr8k folder?")
     captions: dict[str, list[str]] = defaultdict(list)
-    with token_file.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            name, tab, text = line.rstrip("\n").partition("\t")
-            if not tab or "#" not in name:
-                if line.strip():
-                    stats.count("bad_record", f"{token_file.name}:{n}")
-                continue
-            captions[name.split("#", 1)[0]].append(text.strip())
+    for n, raw in _lines(token_file, stats):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            stats.count("bad_record", f"{token_file.name}:{n} (not UTF-8)")
+            continue
+        name, tab, text = line.rstrip("\r\n").partition("\t")
+        if not tab or "#" not in name:
+            if line.strip():
+                stats.count("bad_record", f"{token_file.name}:{n}")
+            continue
+        captions[name.split("#", 1)[0]].append(text.strip())
     splits = _split_lists(root)
     images = root / "images" if (root / "images").is_dir() else root
     for name, caps in captions.items():
@@ -119,36 +147,70 @@ def read_jsonl(path: Path, stats: IngestStats) -> Iterator[Post]:
         path = path / POSTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    base = path.parent
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                stats.count("bad_json", where)
-                continue
-            if not isinstance(row, dict) or not row.get("image"):
-                stats.count("bad_record", where)
-                continue
-            image = Path(row["image"])
-            image = image if image.is_absolute() else base / image
-            if not _image_ok(image, stats):
-                continue
-            caps = row.get("captions")
-            yield Post(
-                id=str(row.get("id") or image.stem),
-                image=image.resolve(),
-                caption=row.get("caption") or "",
-                user=row.get("user"),
-                taken_at=row.get("taken_at"),
-                lang=row.get("lang"),
-                split=row.get("split"),
-                captions=tuple(caps) if isinstance(caps, list) else (),
-                source={"format": "jsonl", "line": n, "lang_given": row.get("lang")},
-            )
+    base, resolve = path.parent, _Resolver()
+    for n, line in _lines(path, stats):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{n}"
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            stats.count("bad_record", f"{where} (not UTF-8)")
+            continue
+        except _RECORD_ERRORS as exc:
+            stats.count("bad_json", f"{where} ({exc.__class__.__name__})")
+            continue
+        if not isinstance(row, dict) or not row.get("image") or not isinstance(row["image"], str):
+            stats.count("bad_record", where)
+            continue
+        try:
+            post = _jsonl_post(row, base, n, resolve)
+        except _RECORD_ERRORS as exc:
+            stats.count("bad_record", f"{where} ({exc.__class__.__name__})")
+            continue
+        if _image_ok(post.image, stats):
+            yield post
+
+
+class _Resolver:
+    """Resolved image paths at the cost of one ``lstat`` a photo: each folder is resolved once (a path's
+    full resolution walks every component, a third of reading 600,000 posts), the file itself only when it
+    is a link."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, Path] = {}
+
+    def __call__(self, image: Path) -> Path:
+        if image.name in ("", ".", ".."):
+            return image.resolve()
+        folder = self._folders.get(image.parent)
+        if folder is None:
+            folder = self._folders[image.parent] = image.parent.resolve()
+        out = folder / image.name
+        return out.resolve() if out.is_symlink() else out
+
+
+def _text_or_none(value: Any) -> str | None:
+    return clean_text(str(value)) if value is not None and value != "" else None
+
+
+def _jsonl_post(row: dict[str, Any], base: Path, n: int, resolve: _Resolver) -> Post:
+    """One posts.jsonl row as a post (its image not yet checked)."""
+    image = Path(row["image"])
+    image = image if image.is_absolute() else base / image
+    caps = row.get("captions")
+    caption = row.get("caption")
+    return Post(
+        id=clean_text(str(row.get("id") or image.stem)),
+        image=resolve(image),
+        caption=clean_text(caption) if isinstance(caption, str) else "",
+        user=_text_or_none(row.get("user")),
+        taken_at=_text_or_none(row.get("taken_at")),
+        lang=_text_or_none(row.get("lang")),
+        split=_text_or_none(row.get("split")),
+        captions=tuple(clean_text(c) for c in caps if isinstance(c, str)) if isinstance(caps, list) else (),
+        source={"format": "jsonl", "line": n, "lang_given": _text_or_none(row.get("lang"))},
+    )
 
 
 def read_corpus(cfg: IngestConfig, stats: IngestStats) -> Iterator[Post]:
@@ -221,7 +283,13 @@ def save_posts(posts: Iterable[Post], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for post in posts:
-            f.write(json.dumps(post_to_dict(post), ensure_ascii=False) + "\n")
+            row = post_to_dict(post)
+            try:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            except UnicodeEncodeError:
+                # A string UTF-8 cannot hold (a lone surrogate, a file name's undecodable byte): its JSON
+                # escape is still a line load_posts reads back into the same string.
+                f.write(json.dumps(row) + "\n")
     tmp.replace(path)
 
 

@@ -10,6 +10,12 @@ picture two posts would claim (two posts of one second under a date-only pattern
 caption is never paired with another post's photo. A caption file with pictures and no metadata (a
 folder saved with ``--no-metadata-json``) is a post too. The pattern the file names follow is logged and
 kept in the ingest report (``notes.layout``).
+
+The folder is listed once (one ``os.scandir`` a directory) and indexed by stem, so reading it costs
+O(N) however many posts it holds. A folder is input from outside: symbolic links are neither followed nor
+read (a ``.txt`` link to any file would otherwise become a public caption), a metadata file is decompressed
+only up to :data:`MAX_METADATA_BYTES` and a caption file read only up to :data:`MAX_CAPTION_BYTES`, and any
+file that cannot be read or parsed is a counted bad record, never the end of the ingest.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import lzma
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -26,11 +33,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from train.corpus.posts import Post
+from train.corpus.posts import Post, clean_text
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # train.corpus.ingest reads the same kinds
+# A post's metadata is a few kilobytes (instaloader's largest, a sidecar's, about 100 KB); more is no post
+# but a decompression bomb or another program's file.
+MAX_METADATA_BYTES = 8 << 20
+MAX_CAPTION_BYTES = 1 << 20  # Instagram caps captions at 2,200 characters
+_NUMBERED = re.compile(r"^(.*)_(\d+)$")  # a sidecar's picture: <stem>_<n>
+_OLD = "_old_"  # instaloader's renamed earlier caption: <stem>_old_<nn>.txt
 DATE_FORMAT = "%Y-%m-%d_%H-%M-%S"  # instaloader's {date_utc}
 _DATE_STEM = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})_UTC")
 _TYPES = {1: "GraphImage", 2: "GraphVideo", 8: "GraphSidecar"}  # the iPhone API's media_type
@@ -50,11 +63,40 @@ PATTERNS: dict[str, str] = {
 
 @dataclass
 class Folder:
-    """The files of one directory by kind, keyed by stem (the name without its suffixes)."""
+    """The files of one directory by kind, keyed by stem (the name without its suffixes), indexed once.
 
-    images: dict[str, Path] = field(default_factory=dict)
-    captions: dict[str, Path] = field(default_factory=dict)
-    metadata: dict[str, Path] = field(default_factory=dict)
+    File names, not paths, are kept (a path object per file costs several times its name at 600,000
+    posts); :meth:`path` joins one when a post needs it.
+    """
+
+    directory: Path
+    images: dict[str, str] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    # stem -> its numbered pictures [(n, name)], sorted: the pictures of a sidecar post named <stem>_<n>.
+    numbered: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # stems some caption file <stem>_old_<nn> was renamed from.
+    renamed_captions: set[str] = field(default_factory=set)
+
+    def path(self, name: str) -> Path:
+        """The path of one of this folder's files."""
+        return self.directory / name
+
+    def index(self) -> None:
+        """Index the numbered pictures and renamed captions (once, after listing)."""
+        numbered: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for stem, name in self.images.items():
+            m = _NUMBERED.match(stem)
+            if m:
+                numbered[m.group(1)].append((int(m.group(2)), name))
+        self.numbered = {stem: sorted(found) for stem, found in numbered.items()}
+        renamed: set[str] = set()
+        for stem in self.captions:
+            start = stem.find(_OLD)
+            while start > 0:
+                renamed.add(stem[:start])
+                start = stem.find(_OLD, start + 1)
+        self.renamed_captions = renamed
 
 
 @dataclass(frozen=True)
@@ -91,7 +133,7 @@ def parse_node(node: dict[str, Any]) -> Node:
     owner = _dict(node.get("owner"))
     user = _dict(node.get("user")) or _dict(iphone.get("user"))
     edges = _dict(node.get("edge_media_to_caption")).get("edges") or []
-    caption = _text(_dict(edges[0]).get("node", {}).get("text")) if edges else None
+    caption = _text(_dict(_dict(edges[0]).get("node")).get("text")) if edges else None
     caption = caption if caption is not None else _text(node.get("caption")) or _text(iphone.get("caption"))
     typename = node.get("__typename") or _TYPES.get(node.get("media_type") or iphone.get("media_type") or 0)
     sidecar = _dict(node.get("edge_sidecar_to_children")).get("edges") or []
@@ -116,14 +158,30 @@ def parse_node(node: dict[str, Any]) -> Node:
     )
 
 
+def read_capped(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path`` (decompressed, for ``.xz``); ValueError when it holds more.
+
+    Opened without following a symbolic link (``O_NOFOLLOW``): the file listed is the file read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with open(fd, "rb") as raw:
+        if path.suffix == ".xz":
+            with lzma.open(raw, "rb") as f:
+                data = f.read(limit + 1)
+        else:
+            data = raw.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over {limit >> 20} MB")
+    return data
+
+
 def read_metadata(path: Path) -> dict[str, Any] | None:
     """The post node of a metadata file; None for other files instaloader writes (profiles, comments…).
 
-    Raises ValueError (or an OSError/LZMAError) for a file that is not readable JSON.
+    Raises ValueError (or an OSError/LZMAError/RecursionError) for a file that is not readable JSON, or
+    that holds (decompressed) more than :data:`MAX_METADATA_BYTES`.
     """
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        payload = json.load(f)
+    payload = json.loads(read_capped(path, MAX_METADATA_BYTES).decode("utf-8"))
     if not isinstance(payload, dict):
         if path.name.endswith("_comments.json"):
             return None
@@ -139,22 +197,73 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
     return node
 
 
-def scan(root: Path) -> dict[Path, Folder]:
-    """Every folder under ``root`` with its pictures, captions and metadata files by stem."""
-    folders: dict[Path, Folder] = defaultdict(Folder)
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        name = path.name
-        if name.endswith(".json.xz"):
-            folders[path.parent].metadata[name[: -len(".json.xz")]] = path
-        elif name.endswith(".json"):
-            folders[path.parent].metadata[path.stem] = path
-        elif path.suffix.lower() == ".txt":
-            folders[path.parent].captions[path.stem] = path
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            folders[path.parent].images.setdefault(path.stem, path)
-    return folders
+# What reading one untrusted file can raise (RecursionError: JSON nested a thousand deep).
+READ_ERRORS = (OSError, EOFError, lzma.LZMAError, ValueError, UnicodeDecodeError, RecursionError)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # the file system's undecodable bytes, kept as lone surrogates
+        return False
+    return True
+
+
+def _list(directory: Path, stats: Any) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        stats.count("unreadable_folder", f"{directory} ({exc.__class__.__name__})")
+        return []
+
+
+def scan(root: Path, stats: Any) -> dict[Path, Folder]:
+    """Every folder under ``root`` with its pictures, captions and metadata files by stem: one listing of
+    each directory; symbolic links are skipped (counted in ``stats.notes["symlinks_skipped"]``)."""
+    folders: dict[Path, Folder] = {}
+    pending = [root]
+    skipped: list[str] = []
+    while pending:
+        directory = pending.pop()
+        folder = Folder(directory)
+        for entry in _list(directory, stats):
+            name = entry.name
+            if name.startswith("."):
+                continue
+            if not _utf8(name):
+                stats.count("bad_file_name", f"{entry.path!a} (not UTF-8)")
+                continue
+            try:
+                if entry.is_symlink():
+                    skipped.append(entry.path)
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            lower = name.lower()
+            if name.endswith(".json.xz"):
+                folder.metadata[name[: -len(".json.xz")]] = name
+            elif name.endswith(".json"):
+                folder.metadata[name[: -len(".json")]] = name
+            elif lower.endswith(".txt"):
+                folder.captions[name[:-4]] = name
+            else:
+                stem, dot, suffix = name.rpartition(".")
+                if dot and "." + suffix.lower() in IMAGE_SUFFIXES:
+                    folder.images.setdefault(stem, name)
+        if folder.images or folder.captions or folder.metadata:
+            folder.index()
+            folders[directory] = folder
+    if skipped:
+        stats.notes["symlinks_skipped"] = len(skipped)
+        log.warning("skipped %d symbolic links in %s (never followed: a link may point anywhere), e.g. %s",
+                    len(skipped), root, skipped[0])
+    return dict(sorted(folders.items()))
 
 
 def _url_stem(url: str | None) -> str:
@@ -165,18 +274,17 @@ def post_pictures(folder: Folder, stem: str, node: Node | None) -> list[tuple[in
     """The pictures of the post whose files are named ``stem``: (index, path), index 0 for a single one."""
     if node is None or not node.children:
         if stem in folder.images:
-            return [(0, folder.images[stem])]
+            return [(0, folder.path(folder.images[stem]))]
         if node is not None and node.typename in ("GraphImage", "GraphVideo"):
             return []
-    suffixed = re.compile(re.escape(stem) + r"_(\d+)$")
-    found = sorted((int(m.group(1)), p) for s, p in folder.images.items() if (m := suffixed.match(s)))
+    found = [(k, folder.path(name)) for k, name in folder.numbered.get(stem, ())]
     if node is not None and node.children:
         found = [(k, p) for k, p in found if 1 <= k <= len(node.children)]
         if not found and node.url and _url_stem(node.url) in stem:
             # --filename-pattern with {filename}: each picture is named after its own URL.
             own = _url_stem(node.url)
             named = (folder.images.get(stem.replace(own, _url_stem(u))) if u else None for u in node.children)
-            found = [(k, p) for k, p in enumerate(named, 1) if p is not None]
+            found = [(k, folder.path(n)) for k, n in enumerate(named, 1) if n is not None]
     return found
 
 
@@ -212,35 +320,43 @@ def _taken_at(node: Node | None, stem: str) -> str | None:
     return datetime.strptime(m.group(1), DATE_FORMAT).strftime("%Y-%m-%dT%H:%M:%SZ") if m else None
 
 
+# What one record's odd values can raise (a timestamp in the year 10^12, a caption edge that is a number…).
+_RECORD_ERRORS = (*READ_ERRORS, TypeError, AttributeError, KeyError, IndexError, OverflowError)
+
+
 def read_folder(root: Path, stats: Any) -> Iterator[Post]:
     """Posts of an instaloader folder (``stats`` is the reader's :class:`train.corpus.ingest.IngestStats`)."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
-    folders = scan(root)
+    root = root.resolve()  # once: no link below it is followed, so every path under it is resolved too
+    folders = scan(root, stats)
     candidates: list[_Candidate] = []
     layouts: Counter[str] = Counter()
     for directory, folder in folders.items():
-        for stem, meta_path in folder.metadata.items():
+        for stem, meta_name in folder.metadata.items():
+            meta_path = folder.path(meta_name)
             try:
                 raw = read_metadata(meta_path)
-            except (OSError, EOFError, lzma.LZMAError, ValueError, UnicodeDecodeError) as exc:
+                if raw is None:
+                    continue
+                node = parse_node(raw)
+                layout = _layout(stem, node, directory.name) or "custom"
+            except _RECORD_ERRORS as exc:
                 stats.count("bad_json", f"{meta_path} ({exc.__class__.__name__})")
                 continue
-            if raw is None:
-                continue
-            node = parse_node(raw)
-            layouts[_layout(stem, node, directory.name) or "custom"] += 1
+            layouts[layout] += 1
+            caption_file = folder.captions.get(stem)
             candidates.append(_Candidate(_key(root, directory, stem), stem, folder, node,
-                                         folder.captions.get(stem), post_pictures(folder, stem, node),
-                                         _doubt(folder, stem, node)))
-        for stem, caption_file in folder.captions.items():
+                                         folder.path(caption_file) if caption_file else None,
+                                         post_pictures(folder, stem, node), _doubt(folder, stem, node)))
+        for stem, caption_name in folder.captions.items():
             if stem in folder.metadata:
                 continue
             pictures = post_pictures(folder, stem, None)
             if pictures:  # geotag files, caption backups and notes have no pictures of their own
                 layouts["caption file without metadata"] += 1
-                candidates.append(_Candidate(_key(root, directory, stem), stem, folder, None, caption_file,
-                                             pictures))
+                candidates.append(_Candidate(_key(root, directory, stem), stem, folder, None,
+                                             folder.path(caption_name), pictures))
     _report(root, folders, candidates, layouts, stats)
     yield from _posts(candidates, stats)
 
@@ -251,12 +367,12 @@ def _doubt(folder: Folder, stem: str, node: Node) -> str | None:
     second one's metadata, and renames the first caption to ``<stem>_old_NN.txt``."""
     if node.shortcode and node.shortcode in stem:
         return None  # the name is this post's own: an _old_ caption is an edit by its author
-    if any(s.startswith(f"{stem}_old_") for s in folder.captions):
+    if stem in folder.renamed_captions:
         return "its caption changed between downloads: two posts of one second may share the name"
-    suffixed = re.compile(re.escape(stem) + r"_(\d+)$")
-    extra = [s for s in folder.images if (m := suffixed.match(s)) and int(m.group(1)) > len(node.children)]
+    extra = [name for k, name in folder.numbered.get(stem, ()) if k > len(node.children)]
     if node.children and extra:
-        return f"more pictures ({extra[0]}) than its metadata names: two posts of one second may share it"
+        return (f"more pictures ({extra[0].rpartition('.')[0]}) than its metadata names: two posts of one "
+                "second may share it")
     return None
 
 
@@ -288,16 +404,20 @@ def _posts(candidates: list[_Candidate], stats: Any) -> Iterator[Post]:
         caption = node.caption if node is not None else None
         if caption is None and c.caption_file is not None:
             try:
-                caption = c.caption_file.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError):
-                stats.count("bad_caption_file", str(c.caption_file))
+                caption = read_capped(c.caption_file, MAX_CAPTION_BYTES).decode("utf-8").strip()
+            except READ_ERRORS as exc:
+                stats.count("bad_caption_file", f"{c.caption_file} ({exc.__class__.__name__})")
+        try:
+            taken_at = _taken_at(node, c.stem)
+        except _RECORD_ERRORS:
+            taken_at = None
         for n, image in pictures:
             yield Post(
-                id=post_id if len(c.pictures) == 1 else f"{post_id}_{n or 1}",
-                image=image.resolve(),
-                caption=caption or "",
-                user=node.user if node is not None else None,
-                taken_at=_taken_at(node, c.stem),
+                id=clean_text(post_id if len(c.pictures) == 1 else f"{post_id}_{n or 1}"),
+                image=image,
+                caption=clean_text(caption or ""),
+                user=clean_text(node.user) if node is not None and node.user else None,
+                taken_at=taken_at,
                 source={"format": "instaloader", "shortcode": node.shortcode if node else None, "index": n,
                         "file": c.key},
             )
@@ -307,7 +427,7 @@ def _report(root: Path, folders: dict[Path, Folder], candidates: list[_Candidate
             stats: Any) -> None:
     """Log and keep (``stats.notes``) which file-name pattern the folder follows and what was left over."""
     claimed = {p for c in candidates for _, p in c.pictures}
-    unpaired = sorted(p for f in folders.values() for p in f.images.values() if p not in claimed)
+    unpaired = sorted(p for f in folders.values() for p in map(f.path, f.images.values()) if p not in claimed)
     layout = layouts.most_common(1)[0][0] if layouts else None
     stats.notes.update({"layout": layout, "layouts": dict(layouts), "unpaired_images": len(unpaired)})
     if layout is not None:

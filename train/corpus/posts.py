@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from space.errors import SpaceError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """``value`` with each lone surrogate as U+FFFD. Only a JSON escape (``"\\ud83d"``) can put one in a
+    string, and no UTF-8 file can hold it: saving the posts, the vocabulary or the bundle would fail."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ ranks no attractions; the filter report lists the city filter as skipped.
 from __future__ import annotations
 
 import tomllib
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# The one accent folding (re-exported: train.corpus.filters matches the topic's cities with it).
+from space.tokenize import fold as fold
 
 KEYS = ("name", "aliases", "languages", "other_cities", "reference_ranking", "attractions")
 
@@ -39,12 +41,6 @@ class Attraction:
 
     name: str
     aliases: tuple[str, ...]
-
-
-def fold(text: str) -> str:
-    """Lowercase without diacritics, so "Málaga" and "malaga" are the same name."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
 
 
 @dataclass(frozen=True)
@@ -66,9 +62,9 @@ class Topic:
 
     def cities_to_drop(self, cities: Iterable[str] | None = None) -> tuple[str, ...]:
         """``cities`` (default: the file's ``other_cities``) less the topic's own names, in order."""
-        own = {fold(n) for n in self.names}
+        own = {fold(n.strip()) for n in self.names}
         listed = self.other_cities if cities is None else tuple(cities)
-        return tuple(c for c in listed if fold(c) not in own)
+        return tuple(c for c in listed if fold(c.strip()) not in own)
 
     def report_places(self) -> dict[str, Any]:
         """The report's attraction settings (``ReportConfig`` fields) for this topic."""

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Collectives wait this long: rank 0 alone runs the text stages and builds the trunk cache (an hour on a
 # CPU for Flickr8k) while the other ranks wait at a barrier. torchrun tears every rank down when one fails,
@@ -119,6 +122,15 @@ def gather_order(n: int, world: int) -> np.ndarray:
     m = -(-n // world)
     j = np.arange(n, dtype=np.int64)
     return (j % world) * m + j // world
+
+
+def broadcast_object(value: T, ctx: DistContext | None, src: int = 0) -> T:
+    """Rank ``src``'s ``value`` (any picklable object) on every rank (unchanged for a single process)."""
+    if ctx is None or not (ctx.enabled and dist.is_initialized()):
+        return value
+    box: list[object] = [value]
+    dist.broadcast_object_list(box, src=src, device=device_for(ctx) if dist.get_backend() == "nccl" else None)
+    return box[0]  # type: ignore[return-value]
 
 
 def broadcast_floats(values: list[float], ctx: DistContext, src: int = 0) -> list[float]:

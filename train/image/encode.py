@@ -1,11 +1,12 @@
 """Encode images into the word space with the exported ONNX encoder (the same path serving uses).
 
-Any corpus size: images are encoded in chunks (4,096 by default) while a thread pool decodes the next
-images ahead of the network, so every core stays busy. Each finished chunk is written atomically to a
-work folder (``chunk-00012.npy`` and ``chunk-00012.failed.json``), so memory stays bounded by one chunk
-plus the output (which may be a memory-mapped ``.npy``), and an interrupted run resumes at the first
-unfinished chunk. ONNX Runtime's CUDA provider is used when ``onnxruntime-gpu`` sees a GPU, else the CPU
-with every core.
+Any corpus size: images are encoded in chunks (4,096 by default) while worker processes decode the next
+images ahead of the network (:mod:`train.image.decode`), so every core stays busy. Each finished chunk
+is written atomically to a work folder (``chunk-00012.npy`` and ``chunk-00012.failed.json``), so memory
+stays bounded by one chunk plus the output (which may be a memory-mapped ``.npy``), and an interrupted
+run resumes at the first unfinished chunk. ONNX Runtime's CUDA provider is used when ``onnxruntime-gpu``
+sees a GPU, else the CPU with every core. (The joint recipe's features use a per-photo store instead:
+:mod:`train.image.features`.)
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from space.errors import SpaceError
-from space.images import network_views, open_image
 from space.ort import CPU, CUDA, INPUT_NAME, OUTPUT_NAME, Provider, open_session
+from train.image.decode import Decoder, views_of
+from train.image.runtime import Encoder, OrtEncoder
 from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)
@@ -53,16 +52,36 @@ class EncodeConfig:
     batch_size: int = 32
     chunk_size: int = CHUNK_SIZE
     threads: int | None = None  # ONNX Runtime intra-op threads; None: every core
-    decode_workers: int | None = None  # image-decoding threads; None: every core
-    prefetch_batches: int = 4  # decoded batches kept ready ahead of the network (bounds memory)
-    device: str = "auto"  # "auto": CUDA when onnxruntime-gpu sees a GPU, else CPU; "cpu"; "cuda"
+    decode_workers: int | None = None  # image-decoding workers; None: every core
+    # Decode in worker processes (True) or threads (False); None: processes when a GPU runs the network (they
+    # never contend for the GIL with the loop feeding it), threads on the CPU, where the network takes the
+    # cores anyway and threads cost less CPU per photo (docs/benchmarks.md "Image features").
+    decode_processes: bool | None = None
+    device: str = "auto"  # "auto": CUDA when one is usable, else CPU; "cpu"; "cuda"
     device_id: int = 0
-    # ONNX Runtime's idle threads busy-wait by default; here they share the cores with the decode threads,
+    # ONNX Runtime's idle threads busy-wait by default; here they share the cores with the decode workers,
     # in two A/B pairs on the (contended) 2-core dev machine, not spinning gave 9 % and 54 % more images/s.
     spin: bool = False
     # Views averaged per image (space.images.network_views): 1 centre crop; 2 + mirror; 10 centre, corners
     # and mirrors. Bundle images may use more than one; photos sent to the engine always use one.
     crops: int = 1
+    # The features' network (train.image.runtime): "auto" (torch on a CUDA device, else ONNX Runtime),
+    # "onnx" or "torch"; bundle encoders (encode_corpus) always run on ONNX Runtime. ``half``: torch on a
+    # GPU under float16 autocast.
+    runtime: str = "auto"
+    half: bool = False
+
+
+def decode_workers(cfg: EncodeConfig) -> int:
+    """Decoding workers: as asked, else one per core."""
+    return cfg.decode_workers or os.cpu_count() or 1
+
+
+def decode_in_processes(cfg: EncodeConfig, provider: str) -> bool:
+    """Whether to decode in processes: as asked, else when ``provider`` (the encoder's) is a GPU."""
+    if cfg.decode_processes is not None:
+        return cfg.decode_processes
+    return "cuda" in provider.lower()
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,9 @@ def encoder_session(onnx_path: Path, threads: int | None = None, device: str = "
     import onnxruntime as ort
 
     available = ort.get_available_providers()
+    if device != "cpu" and CUDA in available and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels torch already installed.
+        ort.preload_dlls()
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and CUDA not in available:
@@ -175,27 +197,33 @@ def _write_chunk(work_dir: Path, chunk: int, vectors: np.ndarray, failed: list[i
     _atomic_write_bytes(npy, lambda fh: np.save(fh, vectors))
 
 
-def _decode(path: Path, crops: int = 1) -> np.ndarray | None:
-    """The ``crops`` network inputs (crops, 3, 224, 224) of one image, or None (logged) when unreadable."""
-    try:
-        return network_views(open_image(path), crops)
-    except SpaceError as exc:
-        log.warning("cannot encode %s: %s", path, exc)
-        return None
+def encode_views(encoder: Encoder, decoder: Decoder, photos: Sequence[Path], order: Iterable[int],
+                 batch_size: int = 32) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(i, vector) for ``photos[i]``, i in ``order``: the mean of its views' outputs, or None (logged)
+    when unreadable. About ``batch_size`` views go through the encoder per call."""
+    crops = decoder.crops
+    per_batch = max(1, batch_size // crops)  # photos per encoder call
+    views: list[np.ndarray] = []
+    at: list[int] = []
 
+    def run() -> Iterator[tuple[int, np.ndarray | None]]:
+        out = encoder(np.concatenate(views))
+        vecs = out.reshape(len(at), crops, out.shape[1]).mean(axis=1)
+        yield from zip(at, vecs, strict=True)
+        views.clear()
+        at.clear()
 
-def _decoded(images: Sequence[Path], rows: Iterator[int], pool: ThreadPoolExecutor,
-             window: int, crops: int = 1) -> Iterator[tuple[int, np.ndarray | None]]:
-    """(row, network inputs) in row order, with at most ``window`` decodes in flight (bounded memory)."""
-    pending: deque[tuple[int, Future[np.ndarray | None]]] = deque()
-    for row in rows:
-        pending.append((row, pool.submit(_decode, images[row], crops)))
-        if len(pending) >= window:
-            head, fut = pending.popleft()
-            yield head, fut.result()
-    while pending:
-        head, fut = pending.popleft()
-        yield head, fut.result()
+    for i, pixels in decoder.stream(photos, order):
+        if isinstance(pixels, str):
+            log.warning("cannot encode %s: %s", photos[i], pixels)
+            yield i, None
+            continue
+        views.append(views_of(pixels, crops))
+        at.append(i)
+        if len(at) >= per_batch:
+            yield from run()
+    if at:
+        yield from run()
 
 
 def _chunk_ranges(n: int, chunk_size: int) -> list[range]:
@@ -220,8 +248,9 @@ def encode_corpus(
     started = time.monotonic()
     if cfg.chunk_size < 1 or cfg.batch_size < 1:
         raise ValueError("chunk_size and batch_size must be positive")
-    session, provider = encoder_session(onnx_path, cfg.threads, cfg.device, cfg.device_id, cfg.spin)
-    dim = output_dim(session)
+    encoder = OrtEncoder(onnx_path, cfg.threads, cfg.device, cfg.device_id, cfg.spin)
+    provider = encoder.provider
+    dim = output_dim(encoder.session)
     n = len(images)
     state = {"n": n, "dim": dim, "chunk_size": cfg.chunk_size, "images": _fingerprint_images(images),
              "encoder": _fingerprint_file(onnx_path), "crops": cfg.crops}
@@ -234,35 +263,24 @@ def encode_corpus(
     if resumed:
         log.info("resuming: %d of %d chunks already encoded in %s", resumed, len(chunks), work_dir)
     report = throttled(progress)
-    workers = cfg.decode_workers or os.cpu_count() or 1
     bar = tqdm(total=n, initial=done, desc="encode", unit="img", mininterval=1.0)
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            rows_todo = (row for c in todo for row in chunks[c])
-            per_batch = max(1, cfg.batch_size // cfg.crops)  # images per encoder call (views ≈ batch_size)
-            stream = _decoded(images, rows_todo, pool, max(workers, per_batch * cfg.prefetch_batches),
-                              cfg.crops)
+        with Decoder(decode_workers(cfg), cfg.crops,
+                     processes=decode_in_processes(cfg, provider)) as decoder:
             for c in todo:
                 rows = chunks[c]
                 vectors = np.zeros((len(rows), dim), dtype=np.float32)
                 failed: list[int] = []
-                batch: list[np.ndarray] = []
-                at: list[int] = []
-                for row, x in islice(stream, len(rows)):
-                    if x is None:
+                for row, vec in encode_views(encoder, decoder, images, rows, cfg.batch_size):
+                    if vec is None:
                         failed.append(row)
                     else:
-                        batch.append(x)
-                        at.append(row - rows.start)
-                    if len(batch) >= per_batch or (row == rows[-1] and batch):
-                        out = session.run([OUTPUT_NAME], {INPUT_NAME: np.concatenate(batch)})[0]
-                        vectors[at] = out.reshape(len(batch), cfg.crops, dim).mean(axis=1)
-                        batch.clear()
-                        at.clear()
+                        vectors[row - rows.start] = vec
                     done += 1
                     bar.update(1)
                     if report:
                         report("encode", done, n, "images")
+                failed.sort()
                 _write_chunk(work_dir, c, vectors, failed)
                 if on_chunk is not None:
                     on_chunk(c)

@@ -1,21 +1,26 @@
-"""Encoding beyond one machine: torchrun-launched ranks each encode a shard; rank 0 merges and indexes.
+"""Encoding beyond one machine: torchrun-launched ranks each encode a share; rank 0 merges.
 
-One machine, two workers::
+Two jobs. **Features for ``train all --features DIR``** (``--weights``/``--backbone``, no ``--onnx``): the
+frozen backbone's pooled features of every listed photo, the mean of ``--encode-crops`` views, written as
+``DIR/keys.txt`` (each photo's SHA-256, hex), ``DIR/features.npy`` (float32, row i is line i) and
+``DIR/meta.json`` (``{"backbone", "crops", "dim"}``); ranks fill one per-photo store in ``DIR/store``
+(:mod:`train.image.features`: a rerun, or a rank that died, loses at most one part), on the GPU when
+there is one::
+
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        -m train.image.encode_dist --weights W --images LIST.txt --encode-crops 10 --out DIR
+
+**A bundle encoder's vectors** (``--onnx ENC.onnx``): rank r takes rows r, r+W, r+2W, …
+(:func:`train.image.distributed.shard_indices`), encodes them with the resumable chunked encoder into
+``DIR/shards/`` (a rerun resumes each shard), waits for every rank, and rank 0 writes ``DIR/images.npy``
+(corpus order, built through a memory map), ``DIR/failed.json`` and ``DIR/images.usearch`` (key = corpus
+row; unreadable images left out)::
 
     torchrun --standalone --nproc_per_node 2 -m train.image.encode_dist \
         --onnx ENC.onnx --images LIST.txt --out DIR
 
-Several machines (DIR on a filesystem every node sees), the same command on each node::
-
-    torchrun --nnodes 2 --node_rank R --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
-        -m train.image.encode_dist --onnx ENC.onnx --images LIST.txt --out DIR
-
-torchrun is the scheduler: rank r takes rows r, r+W, r+2W, … (:func:`train.image.distributed.shard_indices`),
-encodes them with the resumable chunked encoder into ``DIR/shards/`` (a rerun resumes each shard), waits
-for every rank, and rank 0 writes ``DIR/images.npy`` (corpus order, built through a memory map),
-``DIR/failed.json`` and ``DIR/images.usearch`` (key = corpus row; unreadable images left out).
+DIR is on a filesystem every node sees.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -32,7 +37,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from train.image.distributed import DistContext, barrier, process_group, shard_indices
+from space.cli import Parser
+from space.logs import env_secrets, setup_logging
+from train.image.distributed import DistContext, barrier, broadcast_object, process_group, shard_indices
 from train.image.encode import EncodeConfig, encode_corpus
 
 log = logging.getLogger(__name__)
@@ -173,45 +180,155 @@ def run(cfg: DistEncodeConfig) -> dict[str, Any] | None:
         return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class FeaturesJob:
+    """A features job: the backbone and its weights, the photo list, the output folder, encoder settings."""
+
+    images: Path
+    out: Path
+    backbone: str = "bvlc"
+    weights: Path | None = None
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    barrier_hours: float = 24.0
+
+
+def run_features(job: FeaturesJob) -> dict[str, Any] | None:
+    """This rank's share of a features job; rank 0 writes the ``--features`` folder and returns a summary."""
+    from train.image.features import (
+        BACKBONES,
+        FeatureSpec,
+        FeatureStore,
+        encode_missing,
+        missing,
+        write_folder,
+    )
+    from train.image.photokeys import UNREADABLE, photo_keys
+    from train.image.runtime import pick_runtime
+
+    started = time.monotonic()
+    photos = read_image_list(job.images)
+    if not photos:
+        raise ValueError(f"{job.images} lists no images")
+    fingerprint = "none"
+    if job.weights is not None and (job.weights / "SHA256SUMS").is_file():
+        from train.image.googlenet import weights_fingerprint
+
+        fingerprint = weights_fingerprint(job.weights)
+    spec = FeatureSpec(BACKBONES.get(job.backbone, job.backbone), fingerprint, job.encode.crops)
+    job.out.mkdir(parents=True, exist_ok=True)
+    with process_group(backend="gloo") as ctx:
+        keys = photo_keys(photos, job.out / "photo-sha256.sqlite") if ctx.is_main else None
+        keys = broadcast_object(keys, ctx)
+        assert keys is not None
+        store = FeatureStore(job.out / "store", spec)
+        onnx_path: Path | None = None
+        if ctx.is_main and pick_runtime(job.encode.runtime, job.encode.device) == "onnx" and missing(
+                store.index(), keys).positions:
+            from train.image.export import export_features
+
+            onnx_path = job.out / f"features-{spec.key()}.onnx"
+            if not onnx_path.is_file():
+                export_features(job.backbone, job.weights, onnx_path, photos[:8])
+        onnx_path = broadcast_object(onnx_path, ctx)
+        barrier(ctx)
+
+        def module() -> Any:
+            from train.image.export import features_module
+
+            return features_module(job.backbone, job.weights)
+
+        todo = encode_missing(store, photos, keys, job.encode, rank=ctx.rank, world=ctx.world_size,
+                              onnx_path=onnx_path, module=module)
+        wait_for_all(ctx, job.barrier_hours)
+        if not ctx.is_main:
+            return None
+        # One row per distinct readable photo the store holds (a photo no rank could read has none: `train
+        # all --features` encodes it, or finds it unreadable, itself).
+        seen: set[bytes] = set()
+        firsts = []
+        for i, k in enumerate(keys):
+            key = bytes(k)
+            if key != UNREADABLE and key not in seen:
+                seen.add(key)
+                firsts.append(i)
+        wanted = keys[firsts]
+        vectors, absent = store.gather(wanted)
+        have = np.setdiff1d(np.arange(len(wanted)), np.asarray(absent, np.int64))
+        write_folder(job.out, wanted[have], vectors[have], spec)
+        total = time.monotonic() - started
+        summary = {
+            "photos": len(photos), "distinct": todo.distinct, "already": todo.already,
+            "encoded": len(todo.positions), "rows": len(have),
+            "unreadable": int((~keys.any(axis=1)).sum()) + len(absent), "world_size": ctx.world_size,
+            "seconds": round(total, 3), "photos_per_s": round(len(todo.positions) / total, 2),
+            "spec": asdict(spec), "encode": asdict(job.encode),
+        }
+        _write_json(job.out / SUMMARY_NAME, summary)
+        log.info("wrote %d photos' features to %s (%s)", len(have), job.out, spec.describe())
+        return summary
+
+
+def build_parser() -> Parser:
     """The command line (run it under torchrun, or plainly for one process)."""
-    p = argparse.ArgumentParser(prog="python -m train.image.encode_dist", description=__doc__.splitlines()[0])
-    p.add_argument("--onnx", type=Path, required=True, help="the exported image encoder")
+    p = Parser("train.image.encode_dist", (__doc__ or "").splitlines()[0])
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="a bundle's exported image encoder: write its vectors and an index (else: features)")
+    p.add_argument("--weights", type=Path, default=None, help="features: the BVLC GoogLeNet weights folder")
+    p.add_argument("--backbone", choices=("bvlc", "torchvision"), default="bvlc",
+                   help="features: the backbone")
+    p.add_argument("--encode-crops", type=int, choices=(1, 2, 10), default=1,
+                   help="views averaged per photo (features: 10 is the default recipe's setting)")
+    p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
+                   help="features: torch on a GPU (auto), ONNX Runtime on the CPU")
     p.add_argument("--images", type=Path, required=True, help="text file, one image path per line")
     p.add_argument("--out", type=Path, required=True, help="output folder (shared by every node)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk-size", type=int, default=EncodeConfig.chunk_size)
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    p.add_argument("--chunk-size", type=int, default=EncodeConfig.chunk_size,
+                   help="images per chunk written (a killed run resumes at its last chunk)")
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime threads per rank (default: the node's cores / ranks on the node)")
     p.add_argument("--decode-workers", type=int, default=None, help="decode threads per rank (same default)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f16")
-    p.add_argument("--barrier-hours", type=float, default=24.0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where ONNX Runtime encodes (auto: CUDA when it sees a GPU)")
+    p.add_argument("--index-dtype", choices=("f32", "f16", "i8"), default="f16",
+                   help="usearch index precision")
+    p.add_argument("--barrier-hours", type=float, default=24.0,
+                   help="how long a rank waits for the others before giving up")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> DistEncodeConfig:
-    """The job's frozen config; per-rank defaults share the node's cores between its ranks."""
+def encode_config(args: argparse.Namespace) -> EncodeConfig:
+    """Per-rank encoder settings; the defaults share the node's cores between its ranks."""
     ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     share = max(1, (os.cpu_count() or 1) // ranks_here)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    encode = EncodeConfig(
+    return EncodeConfig(
         batch_size=args.batch_size, chunk_size=args.chunk_size, threads=args.threads or share,
         decode_workers=args.decode_workers or share, device=args.device,
-        device_id=local_rank % gpus if gpus else 0,
+        device_id=local_rank % gpus if gpus else 0, crops=args.encode_crops, runtime=args.runtime,
     )
+
+
+def config_from_args(args: argparse.Namespace) -> DistEncodeConfig | FeaturesJob:
+    """The job's frozen config: a bundle encoder's vectors (``--onnx``) or features."""
+    encode = encode_config(args)
+    if args.onnx is None:
+        return FeaturesJob(images=args.images, out=args.out, backbone=args.backbone, weights=args.weights,
+                           encode=encode, barrier_hours=args.barrier_hours)
     return DistEncodeConfig(onnx=args.onnx, images=args.images, out=args.out, encode=encode,
                             index_dtype=args.index_dtype, barrier_hours=args.barrier_hours)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m train.image.encode_dist`` (usually under torchrun)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse(argv)
     rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s rank{rank} %(name)s %(levelname)s %(message)s")
-    summary = run(config_from_args(args))
+    setup_logging(parser.log_settings(args), env_secrets(parser.env),
+                  fmt=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    summary = run(cfg) if isinstance(cfg, DistEncodeConfig) else run_features(cfg)
     if summary is not None:
         print(json.dumps(summary))
     return 0

@@ -157,12 +157,17 @@ class _Features(nn.Module):
         return feats if self.linear is None else self.linear(feats)
 
 
+def features_module(backbone: str, weights: Path | None) -> nn.Module:
+    """The frozen backbone's pooled features as a torch module (eval mode): what torch encodes with."""
+    from train.image.googlenet import build_backbone
+
+    return _Features(build_backbone(backbone, weights)).eval()
+
+
 def export_features(backbone: str, weights: Path | None, out_path: Path,
                     check_images: Sequence[Path]) -> dict[str, Any]:
     """The frozen backbone's pooled features as an ONNX graph (:func:`export_verified`)."""
-    from train.image.googlenet import build_backbone
-
-    return export_verified(_Features(build_backbone(backbone, weights)).eval(), out_path, check_images)
+    return export_verified(features_module(backbone, weights), out_path, check_images)
 
 
 def export_joint(backbone: str, weights: Path | None, model: JointModel, out_path: Path,

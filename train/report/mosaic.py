@@ -48,7 +48,8 @@ def tsne_2d(
     progress: ProgressCallback | None = None,
     stage: str = "tsne",
 ) -> tuple[np.ndarray, str]:
-    """A seeded 2-D t-SNE of the rows of ``x`` (cosine metric); openTSNE, else scikit-learn."""
+    """A seeded 2-D t-SNE of the rows of ``x`` (cosine metric, openTSNE: a declared dependency of the
+    trainer, so there is no second implementation to keep in step)."""
     n = len(x)
     if n < 4:
         # t-SNE is undefined on a handful of points: spread them on a line instead.
@@ -57,37 +58,31 @@ def tsne_2d(
     x = np.asarray(x, dtype=np.float64)
     early = 250  # openTSNE's early-exaggeration phase, before the n_iter proper
     total = early + n_iter
-    try:
-        from openTSNE import TSNE as OpenTSNE
-    except ImportError:
-        from sklearn.manifold import TSNE
+    from openTSNE import TSNE as OpenTSNE
 
-        emb = TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(x)
-        method = "sklearn"
-    else:
-        # openTSNE restarts its iteration count in each phase: keep a running offset so progress only grows.
-        state = {"offset": 0, "last": 0}
+    # openTSNE restarts its iteration count in each phase: keep a running offset so progress only grows.
+    state = {"offset": 0, "last": 0}
 
-        def callback(iteration: int, error: float, embedding: Any) -> bool:
-            if iteration < state["last"]:
-                state["offset"] += state["last"]
-            state["last"] = iteration
-            if progress is not None:
-                done = min(state["offset"] + iteration, total - 1)
-                progress(stage, done, total, f"t-SNE of {n} points: iteration {done}, KL {error:.3f}")
-            return False
+    def callback(iteration: int, error: float, embedding: Any) -> bool:
+        if iteration < state["last"]:
+            state["offset"] += state["last"]
+        state["last"] = iteration
+        if progress is not None:
+            done = min(state["offset"] + iteration, total - 1)
+            progress(stage, done, total, f"t-SNE of {n} points: iteration {done}, KL {error:.3f}")
+        return False
 
-        emb = OpenTSNE(
-            perplexity=perplexity,
-            n_iter=n_iter,
-            early_exaggeration_iter=early,
-            metric="cosine",
-            random_state=seed,
-            n_jobs=1,
-            callbacks=callback,
-            callbacks_every_iters=50,
-        ).fit(x)
-        method = "openTSNE"
+    emb = OpenTSNE(
+        perplexity=perplexity,
+        n_iter=n_iter,
+        early_exaggeration_iter=early,
+        metric="cosine",
+        random_state=seed,
+        n_jobs=1,
+        callbacks=callback,
+        callbacks_every_iters=50,
+    ).fit(x)
+    method = "openTSNE"
     if progress is not None:
         progress(stage, total, total, f"t-SNE of {n} points done ({method})")
     return np.asarray(emb, dtype=float), method

@@ -77,19 +77,24 @@ def word_languages(posts: Sequence[Post], pool: np.ndarray, space: TextSpace, co
 
 
 def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post],
-                   space: TextSpace) -> Hashtagger:
-    """Fit the head on the "train" posts (``vectors`` row i is ``posts[i]``'s image vector)."""
+                   space: TextSpace, device: str = "auto") -> Hashtagger:
+    """Fit the head on the "train" posts (``vectors`` row i is ``posts[i]``'s image vector).
+
+    The labels stay sparse (each post's candidate columns, as the neighbour votes keep them); a batch's
+    dense rows are built when it is drawn, so memory is the batch's, not posts × candidates (3.8 GB at
+    325,000 posts). On a GPU when there is one (``device``).
+    """
     import torch
     from torch import nn
 
+    from train.recipes.joint.model import joint_device
+
+    dev = torch.device(joint_device(device))
     torch.manual_seed(cfg.seed)
     pool = np.array([i for i, p in enumerate(posts) if p.split == "train"] or range(len(posts)), np.int64)
-    words = [post_words(posts[i], space) for i in pool.tolist()]
-    df: dict[int, int] = {}
-    for ws in words:
-        for w in ws:
-            df[w] = df.get(w, 0) + 1
-    ranked = sorted((w for w, n in df.items() if n >= cfg.min_posts), key=lambda w: (-df[w], w))
+    words = [np.fromiter(post_words(posts[i], space), np.int64) for i in pool.tolist()]
+    df = np.bincount(np.concatenate(words) if words else np.zeros(0, np.int64), minlength=len(space.words))
+    ranked = sorted((int(w) for w in np.flatnonzero(df >= cfg.min_posts)), key=lambda w: (-df[w], w))
     rows = np.array(ranked[: cfg.max_words], np.int64)
     if len(rows) == 0:
         raise ValueError(f"no word is in {cfg.min_posts} training posts: no hashtag candidates")
@@ -97,30 +102,36 @@ def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post
     indptr = [0]
     indices: list[int] = []
     for ws in words:
-        indices.extend(sorted(column[w] for w in ws if w in column))
+        indices.extend(sorted(column[w] for w in ws.tolist() if w in column))
         indptr.append(len(indices))
-    labels = np.zeros((len(pool), len(rows)), np.float32)
-    for p in range(len(pool)):
-        labels[p, indices[indptr[p] : indptr[p + 1]]] = 1.0
+    starts = np.array(indptr, np.int64)
+    cols_all = np.array(indices, np.int64)
 
-    x = torch.from_numpy(np.asarray(vectors, np.float32)[pool])
-    y = torch.from_numpy(labels)
-    head = nn.Linear(x.shape[1], len(rows))
+    def labels(batch: np.ndarray) -> torch.Tensor:
+        """The batch's dense label rows (1 where the candidate is in one of the post's captions)."""
+        lengths = starts[batch + 1] - starts[batch]
+        cols = np.concatenate([cols_all[starts[p]:starts[p + 1]] for p in batch.tolist()] or [cols_all[:0]])
+        y = torch.zeros(len(batch), len(rows), device=dev)
+        at = torch.from_numpy(np.repeat(np.arange(len(batch)), lengths)).to(dev)
+        y[at, torch.from_numpy(cols).to(dev)] = 1.0
+        return y
+
+    x = torch.from_numpy(np.asarray(vectors, np.float32)[pool]).to(dev)
+    head = nn.Linear(x.shape[1], len(rows)).to(dev)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.epochs):
         perm = torch.randperm(len(x), generator=gen)
         for s in range(0, len(x), cfg.batch_size):
             b = perm[s : s + cfg.batch_size]
-            logits = head(nn.functional.dropout(x[b], cfg.dropout))
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, y[b])
+            logits = head(nn.functional.dropout(x[b.to(dev)], cfg.dropout))
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels(b.numpy()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     languages = sorted({p.lang for p in posts if p.lang})
     in_language = word_languages(posts, pool, space, column, languages) if len(languages) > 1 else None
     log.info("hashtags: %d candidate words, head trained on %d posts", len(rows), len(pool))
-    return Hashtagger(rows, head.weight.detach().numpy().astype(np.float32),
-                      head.bias.detach().numpy().astype(np.float32), pool, np.array(indptr, np.int64),
-                      np.array(indices, np.int64), tuple(languages) if in_language is not None else (),
-                      in_language)
+    return Hashtagger(rows, head.weight.detach().cpu().numpy().astype(np.float32),
+                      head.bias.detach().cpu().numpy().astype(np.float32), pool, starts, cols_all,
+                      tuple(languages) if in_language is not None else (), in_language)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -149,6 +150,15 @@ def recall_at(image_vecs: np.ndarray, caption_vecs: np.ndarray, owner: np.ndarra
     return float(100 * np.mean((sims > correct[:, None]).sum(axis=1) < k))
 
 
+def joint_device(device: str = "auto") -> str:
+    """``cuda`` when asked for or (``auto``) when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device")
+    return "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+
+
 def train_joint(
     cfg: JointConfig,
     features: np.ndarray,
@@ -156,16 +166,25 @@ def train_joint(
     space: TextSpace,
     usable: np.ndarray,
     progress: ProgressCallback | None = None,
+    *,
+    device: str = "auto",
+    checkpoint: Path | None = None,
 ) -> JointModel:
     """Learn the image map and the word vectors on the "train" posts; keep the best epoch on "val".
 
     ``features`` (N, F) are the posts' pooled image features; ``usable`` (N,) bool marks the rows whose
-    image could be read. Without a validation split the last epoch is kept.
+    image could be read. Without a validation split the last epoch is kept. The word table is updated
+    row by row (:class:`~train.recipes.joint.rowadam.RowAdamW`: only the words of each batch, the same
+    steps as dense AdamW). With ``checkpoint``, the state after each epoch is saved there and a run
+    finding one resumes after its epoch, as if never stopped.
     """
     import torch
     from torch import nn
     from tqdm import tqdm
 
+    from train.recipes.joint.rowadam import RowAdamW
+
+    dev = torch.device(joint_device(device))
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
     rng = np.random.default_rng(cfg.seed)
@@ -180,12 +199,12 @@ def train_joint(
     feats = np.asarray(features, np.float32)
     mu = feats[train_rows].mean(axis=0)
     sd = feats[train_rows].std(axis=0) + 1e-6
-    x_all = torch.from_numpy((feats - mu) / sd)
+    x_all = torch.from_numpy((feats - mu) / sd).to(dev)
     w2v = space.vectors - space.vectors.mean(axis=0)
     scale = float(np.linalg.norm(w2v, axis=1).mean()) or 1.0
-    words = nn.Parameter(torch.from_numpy((w2v / scale).astype(np.float32)))
-    proj = nn.Linear(feats.shape[1], space.dim)
-    opt = torch.optim.AdamW([*proj.parameters(), words], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    table = torch.from_numpy((w2v / scale).astype(np.float32)).to(dev)
+    proj = nn.Linear(feats.shape[1], space.dim).to(dev)
+    opt = torch.optim.AdamW(proj.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     # One epoch draws each training post once per caption of the post with the most, each time
     # with its next reference caption in a shuffled cycle, and never puts one post twice in a batch (no
@@ -195,36 +214,45 @@ def train_joint(
         by_post.setdefault(r, []).append(c)
     posts_with = np.array(sorted(by_post), np.int64)
     passes = min(MAX_PASSES, max(len(v) for v in by_post.values()))
-    cycles = {r: list(rng.permutation(v)) for r, v in by_post.items()}
+    cycles = {r: [int(c) for c in rng.permutation(v)] for r, v in by_post.items()}
 
     def next_caption(r: int) -> int:
         if not cycles[r]:
-            cycles[r] = list(rng.permutation(by_post[r]))
-        return int(cycles[r].pop())
+            cycles[r] = [int(c) for c in rng.permutation(by_post[r])]
+        return cycles[r].pop()
 
     steps_per_epoch = passes * math.ceil(len(posts_with) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total))
-    ids_t = torch.from_numpy(train_caps.ids)
-    w_t = torch.from_numpy(train_caps.weights)
+    # Step t (1-based) runs at the rate LambdaLR gives the map's optimiser: lr · factor(t − 1).
+    words_opt = RowAdamW(table, [0.0] + [cfg.lr * warmup_cosine(t - 1, warmup, total)
+                                         for t in range(1, total + 1)], weight_decay=cfg.weight_decay)
+    ids_t = torch.from_numpy(train_caps.ids).to(dev)
+    w_t = torch.from_numpy(train_caps.weights).to(dev)
     labels_cache: dict[int, torch.Tensor] = {}
     report = throttled(progress)
 
-    def caption_batch(caps: np.ndarray) -> torch.Tensor:
+    def caption_batch(caps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's caption vectors and the word rows they read (a leaf: its gradient steps them)."""
         lengths = train_caps.start[caps + 1] - train_caps.start[caps]
-        flat = np.concatenate([np.arange(train_caps.start[c], train_caps.start[c + 1]) for c in caps])
-        seg = torch.from_numpy(np.repeat(np.arange(len(caps)), lengths))
+        flat = torch.from_numpy(np.concatenate([np.arange(train_caps.start[c], train_caps.start[c + 1])
+                                                for c in caps])).to(dev)
+        seg = torch.from_numpy(np.repeat(np.arange(len(caps)), lengths)).to(dev)
+        uniq, inv = torch.unique(ids_t[flat], return_inverse=True)
+        rows = words_opt.prepare(uniq).requires_grad_()
         w = w_t[flat]
-        summed = torch.zeros(len(caps), space.dim).index_add_(0, seg, words[ids_t[flat]] * w[:, None])
-        norm = torch.zeros(len(caps)).index_add_(0, seg, w)
-        return summed / norm[:, None]
+        summed = torch.zeros(len(caps), space.dim, device=dev).index_add_(0, seg, rows[inv] * w[:, None])
+        norm = torch.zeros(len(caps), device=dev).index_add_(0, seg, w)
+        return summed / norm[:, None], rows
 
     def snapshot() -> JointModel:
-        w = proj.weight.detach().numpy().T / sd[:, None]
-        b = proj.bias.detach().numpy() - (mu / sd) @ proj.weight.detach().numpy().T
+        words_opt.flush()
+        weight = proj.weight.detach().cpu().numpy()
+        w = weight.T / sd[:, None]
+        b = proj.bias.detach().cpu().numpy() - (mu / sd) @ weight.T
         return JointModel(w.astype(np.float32), b.astype(np.float32),
-                          words.detach().numpy().astype(np.float32).copy(), [])
+                          table.cpu().numpy().astype(np.float32).copy(), [])
 
     def validate(model: JointModel) -> float | None:
         if len(val_caps) == 0:
@@ -236,8 +264,24 @@ def train_joint(
     best_r10 = -1.0
     history: list[dict[str, float]] = []
     step = 0
+    first = 1
     started = time.monotonic()
-    for epoch in range(1, cfg.epochs + 1):
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        proj.load_state_dict(state["proj"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        table.copy_(state["table"].to(dev))
+        words_opt.load_state_dict(state["words_opt"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        cycles = state["cycles"]
+        best, best_r10, history, step = state["best"], state["best_r10"], state["history"], state["step"]
+        first = state["epoch"] + 1
+        log.info("joint: resuming after epoch %d of %d from %s", state["epoch"], cfg.epochs, checkpoint)
+    for epoch in range(first, cfg.epochs + 1):
         proj.train()
         running, seen = 0.0, 0
         bar = tqdm(total=steps_per_epoch, desc=f"joint {epoch}/{cfg.epochs}", unit="batch", mininterval=1.0)
@@ -246,17 +290,20 @@ def train_joint(
             for s in range(0, len(order), cfg.batch_size):
                 batch_posts = posts_with[order[s : s + cfg.batch_size]]
                 caps = np.array([next_caption(int(r)) for r in batch_posts], np.int64)
-                x = nn.functional.dropout(x_all[batch_posts], cfg.dropout)
+                x = nn.functional.dropout(x_all[torch.from_numpy(batch_posts).to(dev)], cfg.dropout)
                 img = nn.functional.normalize(proj(x), dim=1)
-                txt = nn.functional.normalize(caption_batch(caps), dim=1)
+                txt, rows = caption_batch(caps)
+                txt = nn.functional.normalize(txt, dim=1)
                 sims = img @ txt.T / cfg.temperature
                 n = len(caps)
-                labels = labels_cache.setdefault(n, torch.arange(n))
+                labels = labels_cache.setdefault(n, torch.arange(n, device=dev))
                 ce = nn.functional.cross_entropy
                 loss = (ce(sims, labels) + ce(sims.T, labels)) / 2
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                assert rows.grad is not None
+                words_opt.step(rows.grad)
                 sched.step()
                 step += 1
                 running += float(loss.detach()) * n
@@ -277,9 +324,25 @@ def train_joint(
                  "" if r10 is None else f", validation image search R@10 {r10:.1f}")
         if r10 is None or r10 >= best_r10:
             best, best_r10 = model, (r10 if r10 is not None else best_r10)
+        if checkpoint is not None and epoch < cfg.epochs:
+            _save_checkpoint(checkpoint, {
+                "epoch": epoch, "proj": proj.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "table": table.cpu(), "words_opt": words_opt.state_dict(),
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "cycles": cycles, "best": best, "best_r10": best_r10, "history": history, "step": step})
     assert best is not None
     final = JointModel(best.weight, best.bias, _fill_unseen(best.words, space, train_caps), history)
     return final
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (a kill while saving keeps the previous epoch's)."""
+    import torch
+
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _fill_unseen(words: np.ndarray, space: TextSpace, caps: Captions) -> np.ndarray:

@@ -60,11 +60,23 @@ def build_regressor(cfg: ImageConfig, weights_dir: Path | None, dim: int, tmin: 
     return Regressor(backbone, dim, tmin, tmax, cfg.dropout)
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's dict, loaded as data only (``weights_only``): the models folder is shared with the
+    engine, and a pickled checkpoint planted there would otherwise run its code in the trainer. Numpy
+    arrays (checkpoints of earlier trainers) are the one kind of object let through."""
+    safe = [np.ndarray, np.dtype, np.dtypes.Float32DType, np.dtypes.Float64DType,
+            np._core.multiarray._reconstruct]  # type: ignore[attr-defined]
+    with torch.serialization.safe_globals(safe):
+        ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt
+
+
 def load_checkpoint(path: Path) -> tuple[Regressor, dict[str, Any]]:
     """Rebuild the regressor stored in ``path`` (eval mode) and return it with the checkpoint dict."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     cfg = ImageConfig(**ckpt["config"])
-    tmin, tmax = np.asarray(ckpt["target_min"]), np.asarray(ckpt["target_max"])
+    tmin = np.asarray(ckpt["target_min"], dtype=np.float32)
+    tmax = np.asarray(ckpt["target_max"], dtype=np.float32)
     backbone = build_backbone(cfg.backbone, None, pretrained=False)
     model = Regressor(backbone, int(ckpt["dim"]), tmin, tmax, cfg.dropout)
     model.load_state_dict(ckpt["model"])

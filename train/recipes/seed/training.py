@@ -343,8 +343,9 @@ def _save_checkpoint(path: Path, cfg: ImageConfig, best: _Best, tmin: np.ndarray
         "config": cfg.to_dict(),
         "model": best.state,
         "dim": len(tmin),
-        "target_min": tmin,
-        "target_max": tmax,
+        # Tensors, not numpy arrays: checkpoints load with torch.load(weights_only=True) (no pickled code).
+        "target_min": torch.from_numpy(np.asarray(tmin, dtype=np.float32)),
+        "target_max": torch.from_numpy(np.asarray(tmax, dtype=np.float32)),
         "scaling": "per-dimension min-max over the training targets",
         "epoch": best.epoch,
         "val_loss": best.loss,
