@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from train.__main__ import build_parser, check_weights, pipeline_config
 from train.config import IngestConfig, TextConfig
 from train.corpus.ingest import IngestStats, read_corpus
 from train.image.activations import Lower, Upper
 from train.image.encode import encode_images
+from train.image.export import features_module
 from train.image.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
 from train.image.levels import (
     DEFAULT_LEVELS,
@@ -74,3 +76,31 @@ def test_the_bundle_encoder_gives_the_vectors_the_joint_space_learned(flickr8k_d
     np.testing.assert_allclose(served, model.images(features[:6]), atol=1e-3)
     with pytest.raises(ValueError, match="takes 2688 features"):
         export_level_joint("bvlc", weights_dir, model, tmp_path / "bad.onnx", images[:2], levels=("5b",))
+
+
+def test_the_levels_are_the_default_and_5b_alone_is_a_flag_away(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["all", "--corpus", str(tmp_path), "--format", "flickr8k", "--models", str(tmp_path / "m")]
+    parse = build_parser().parse_args
+    default = pipeline_config(parse(base))
+    assert default.levels == DEFAULT_LEVELS and default.joint == JointConfig()
+    assert (JointConfig().dropout, JointConfig().temperature) == (0.4, 0.07)
+    before = pipeline_config(parse([*base, "--image-levels", "5b", "--joint-set", "dropout=0.2",
+                                    "--joint-set", "temperature=0.05"]))
+    assert before.levels == ("5b",) and (before.joint.dropout, before.joint.temperature) == (0.2, 0.05)
+    assert pipeline_config(parse([*base, "--image-levels", "5b,pool4"])).levels == ("pool4", "5b")
+    assert pipeline_config(parse([*base, "--backbone", "torchvision"])).levels == ("5b",)
+    with pytest.raises(SystemExit) as exit_info:
+        parse([*base, "--image-levels", "5c"])
+    assert exit_info.value.code == 2 and "unknown feature levels ['5c']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs --backbone bvlc"):
+        check_weights(pipeline_config(parse([*base, "--backbone", "torchvision", "--image-levels", "5a,5b"])))
+
+
+def test_features_module_and_export_take_the_levels(weights_dir: Path) -> None:
+    x = torch.randn(1, 3, 224, 224) * 50
+    with torch.no_grad():
+        levels = features_module("bvlc", weights_dir, DEFAULT_LEVELS)(x)
+        pool5 = features_module("bvlc", weights_dir)(x)
+    assert levels.shape == (1, 2688) and pool5.shape == (1, 1024)
+    assert torch.allclose(levels[:, -1024:], pool5, atol=1e-4)

@@ -1,10 +1,11 @@
 """Pooled features from several depths of the BVLC GoogLeNet, not only its last block.
 
-The default recipe maps the global mean of inception 5b (1,024) into the joint space. The means of the
-levels below it — pool4 (inception 4e, pooled) and inception 5a, and further down 3b … 4d — carry
-colours, textures and parts that captions name and that 5b has partly abstracted away; concatenated
-beside 5b's mean they lift Flickr8k retrieval by about 3 points of R@10 for no extra network cost: the
-same forward pass, a wider feature vector (docs/benchmarks.md, "Joint recipe ablation").
+The classic pooled features are the global mean of inception 5b (1,024). The means of the levels below
+it — pool4 (inception 4e, pooled) and inception 5a, and further down 3b … 4d — carry colours, textures
+and parts that captions name and that 5b has partly abstracted away; concatenated beside 5b's mean
+(2,688 features, the joint recipe's default) they lift Flickr8k retrieval by about 3 points of R@10 for
+no extra network cost: the same forward pass, a wider feature vector (docs/benchmarks.md, "Joint recipe
+ablation").
 
 :class:`LevelFeatures` is that network (images → the concatenated means), the graph the features stage
 exports and encodes; :func:`export_level_joint` adds the learned linear map, the bundle encoder. Both
@@ -22,18 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.image.features import DEFAULT_LEVELS, LEVEL_WIDTHS, feature_width
 from train.recipes.joint.model import JointModel
 
-# Channels of each level's output, in network order; "pool4" is inception 4e after the fourth max pool.
-LEVEL_WIDTHS: dict[str, int] = {"3b": 480, "4a": 512, "4b": 512, "4c": 512, "4d": 528, "pool4": 832,
-                                "5a": 832, "5b": 1024}
-# The levels beside 5b that measured best for their cost (docs/benchmarks.md).
-DEFAULT_LEVELS: tuple[str, ...] = ("pool4", "5a", "5b")
-
-
-def feature_width(levels: Sequence[str]) -> int:
-    """The width of the concatenated means of ``levels``."""
-    return sum(LEVEL_WIDTHS[name] for name in levels)
+__all__ = ["DEFAULT_LEVELS", "LEVEL_WIDTHS", "LevelFeatures", "export_level_features", "export_level_joint",
+           "feature_width"]
 
 
 class LevelFeatures(nn.Module):
