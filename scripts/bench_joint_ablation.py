@@ -19,8 +19,10 @@ Commands (from the repository root, ``../shared`` beside it)::
 
 A variant is a preset name followed by ``field=value`` overrides of
 :class:`train.recipes.joint.finetune.FinetuneConfig` (``head.FIELD`` for :class:`HeadConfig`);
-``default`` is the default recipe itself (:func:`train.recipes.joint.model.train_joint` on the views'
-mean features). Results are appended to ``<work>/results.jsonl``.
+``default`` is the default recipe's own trainer (:func:`train.recipes.joint.model.train_joint` on the views'
+mean features, :class:`JointConfig`'s defaults): ``default +levels`` is ``train all``'s recipe (pool4's,
+5a's and 5b's means, dropout 0.4, τ 0.07), ``default dropout=0.2 temperature=0.05`` the 1,024-d recipe
+before it. Results are appended to ``<work>/results.jsonl``.
 """
 
 from __future__ import annotations
