@@ -21,8 +21,10 @@ A variant is a preset name followed by ``field=value`` overrides of
 :class:`train.recipes.joint.finetune.FinetuneConfig` (``head.FIELD`` for :class:`HeadConfig`);
 ``default`` is the default recipe's own trainer (:func:`train.recipes.joint.model.train_joint` on the views'
 mean features, :class:`JointConfig`'s defaults): ``default +levels`` is ``train all``'s recipe (pool4's,
-5a's and 5b's means, dropout 0.4, τ 0.07), ``default dropout=0.2 temperature=0.05`` the 1,024-d recipe
-before it. Results are appended to ``<work>/results.jsonl``.
+5a's and 5b's means, dropout 0.4, τ 0.05), ``default dropout=0.2`` the 1,024-d recipe before it. For
+``default`` variants the row also holds ``corpus_word_p10``: word → images P@10 over the whole corpus, as
+``bench_answers.py`` measures it on a bundle (the same figure from the same arrays). Results are appended
+to ``<work>/results.jsonl``.
 """
 
 from __future__ import annotations
@@ -32,16 +34,20 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from space.errors import SpaceError
 from space.textspace import TextSpace
 from train.config import IngestConfig, PipelineConfig
+from train.corpus.posts import Post
 from train.evaluate import embed_captions, retrieval_metrics
 from train.image.activations import LEVEL_DIMS, ActivationCache, Upper, cache_pool4, upper_features
 from train.image.googlenet import load_bvlc_googlenet, weights_fingerprint
@@ -271,6 +277,40 @@ def test_queries(text: TextResult, words: np.ndarray) -> tuple[np.ndarray, list[
     return rows, owner, vecs
 
 
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def corpus_word_p10(posts: list[Post], space: TextSpace, images: np.ndarray, n_words: int = 100) -> float:
+    """Word → images P@10 over the whole corpus as the engine answers it (``bench_answers.py``'s "whole
+    corpus" figure, computed from the arrays a bundle would hold): the ``n_words`` content words in most
+    reference captions, each asked as a query against every post's search vector (its image and its own
+    caption, :func:`space.search.search_vectors`); a post counts when one of its captions holds the word
+    (or it with a trailing s/es added or removed)."""
+    from space.query import parse_query
+    from space.search import search_vectors
+    from space.tokenize import stop_words
+    from train.recipes.joint.recipe import caption_vectors
+
+    function_words = stop_words("en")
+    words_of = [{w for c in p.reference_captions for w in _LETTERS.findall(c.lower())} for p in posts]
+    df: Counter[str] = Counter()
+    for p in posts:
+        for c in p.reference_captions:
+            df.update({w for w in _LETTERS.findall(c.lower()) if len(w) > 1} - function_words)
+    search = search_vectors(images, caption_vectors(space, posts))
+    hits = []
+    for w, _ in df.most_common(n_words):
+        try:
+            q, _unknown = space.embed_query(parse_query(w), None, joint=True)
+        except SpaceError:
+            hits.append(0.0)
+            continue
+        top = np.argsort(-(search @ q))[:10]
+        forms = {w, w + "s", w + "es", w.removesuffix("s"), w.removesuffix("es")}
+        hits.append(float(np.mean([bool(forms & words_of[r]) for r in top])))
+    return round(100 * float(np.mean(hits)), 1)
+
+
 def run_variant(spec: str, config: FinetuneConfig | JointConfig, text: TextResult,
                 caches: list[ActivationCache], parts: list[tuple[int, ...] | None],
                 weights: Path) -> dict[str, Any]:
@@ -311,6 +351,11 @@ def run_variant(spec: str, config: FinetuneConfig | JointConfig, text: TextResul
         rows, owner, caps = test_queries(text, model.words)
         images = model.images(pooled[rows].mean(axis=1))
         history = model.history
+        base = text.space
+        joint_space = TextSpace(base.words, base.vectors, base.idf, base.counts, model.words)
+        kept = np.flatnonzero(usable)
+        corpus_p10 = corpus_word_p10([text.posts[i] for i in kept], joint_space,
+                                     model.images(pooled[kept].mean(axis=1)))
     else:
         splits = np.array([p.split for p in text.posts])
         mu, sd = standardisation(pooled[splits == "train"])
@@ -342,7 +387,9 @@ def run_variant(spec: str, config: FinetuneConfig | JointConfig, text: TextResul
         rows, owner, caps = test_queries(text, np.concatenate(word_parts, axis=1))
         images = np.concatenate(image_parts, axis=1)
     metrics = retrieval_metrics(images, caps, owner)
-    return {"variant": spec, "views": sum(c.views for c in caches), "image_search": metrics["image_search"],
+    extra = {} if cfg is not None else {"corpus_word_p10": corpus_p10}
+    return {**extra, "variant": spec, "views": sum(c.views for c in caches),
+            "image_search": metrics["image_search"],
             "annotation": metrics["annotation"], "n_images": metrics["n_images"],
             "n_queries": metrics["n_queries"], "train_seconds": round(seconds, 1),
             "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "history": history,

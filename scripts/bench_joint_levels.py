@@ -1,6 +1,6 @@
 """What the levels features cost the joint stage: `train_joint` on the same posts with 5b's 1,024 features
-(the recipe before levels: dropout 0.2, τ 0.05) and with the means of pool4, 5a and 5b (2,688, today's
-default), in one process, rounds alternating, so both see the same machine load.
+(the recipe before levels: dropout 0.2) and with the means of pool4, 5a and 5b (2,688, dropout 0.4:
+today's default), in one process, rounds alternating, so both see the same machine load.
 
     python scripts/bench_joint_levels.py [--rounds 2] [--epochs 2] [--threads 1] -- \
         --corpus ../shared/data/flickr8k --format flickr8k --weights ../shared/weights/bvlc_googlenet \
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     usable = np.ones(len(text.posts), bool)
     usable[list(failed)] = False
     recipes: dict[str, tuple[JointConfig, np.ndarray]] = {
-        "5b (1,024; dropout 0.2, τ 0.05)": (replace(cfg.joint, dropout=0.2, temperature=0.05),
+        "5b (1,024; dropout 0.2)": (replace(cfg.joint, dropout=0.2),
                                            np.ascontiguousarray(features[:, -1024:])),
-        "pool4+5a+5b (2,688; dropout 0.4, τ 0.07)": (cfg.joint, features),
+        "pool4+5a+5b (2,688; dropout 0.4)": (cfg.joint, features),
     }
     seconds: dict[str, list[float]] = {name: [] for name in recipes}
     last_r10: dict[str, Any] = {}

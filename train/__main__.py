@@ -77,7 +77,7 @@ def _corpus_args(p: Parser) -> None:
                    help="the joint recipe's image features: the global means of these GoogLeNet levels, "
                    f"concatenated (any of {','.join(LEVEL_WIDTHS)}; default: {','.join(DEFAULT_LEVELS)} with "
                    "--backbone bvlc, 5b with torchvision). The recipe before levels: --image-levels 5b "
-                   "--joint-set dropout=0.2 --joint-set temperature=0.05")
+                   "--joint-set dropout=0.2")
     p.add_argument("--features", type=Path, default=None, metavar="DIR",
                    help="import image features computed elsewhere (keys.txt, features.npy, meta.json, as "
                    "python -m train.image.encode_dist writes them); photos without a row are encoded here")

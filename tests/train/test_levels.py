@@ -84,9 +84,8 @@ def test_the_levels_are_the_default_and_5b_alone_is_a_flag_away(tmp_path: Path,
     parse = build_parser().parse_args
     default = pipeline_config(parse(base))
     assert default.levels == DEFAULT_LEVELS and default.joint == JointConfig()
-    assert (JointConfig().dropout, JointConfig().temperature) == (0.4, 0.07)
-    before = pipeline_config(parse([*base, "--image-levels", "5b", "--joint-set", "dropout=0.2",
-                                    "--joint-set", "temperature=0.05"]))
+    assert (JointConfig().dropout, JointConfig().temperature) == (0.4, 0.05)
+    before = pipeline_config(parse([*base, "--image-levels", "5b", "--joint-set", "dropout=0.2"]))
     assert before.levels == ("5b",) and (before.joint.dropout, before.joint.temperature) == (0.2, 0.05)
     assert pipeline_config(parse([*base, "--image-levels", "5b,pool4"])).levels == ("pool4", "5b")
     assert pipeline_config(parse([*base, "--backbone", "torchvision"])).levels == ("5b",)
