@@ -119,6 +119,9 @@ class EncodeBatcher:
                 task = asyncio.create_task(self._run(batch))
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)
+                # While this loop waits for the next photo, its last batch (and through it a model that a
+                # bundle swap has retired, with all its memory) must not stay referenced from this frame.
+                del batch, task
 
     async def _run(self, batch: list[_Item]) -> None:
         """Encode one batch off the loop and hand each request its vector (or its own error)."""

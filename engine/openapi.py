@@ -153,9 +153,27 @@ def spec() -> dict[str, Any]:
                               "404": _json(_ref("Error"), "No such file")},
             }},
             "/map.json": {"get": {
-                "summary": "The web page's photo map: the mosaic's cells as photo ids, its sizes, sampling",
+                "summary": "The web page's photo map: its tile pyramid's geometry and URLs, or (older "
+                           "bundles) the mosaic's cells as photo ids, its sizes, sampling",
                 "responses": {"200": _json({"type": "object"}),
                               "404": _json(_ref("Error"), "The bundle has no photo map"), **ERRORS},
+            }},
+            "/map/{version}/tiles/{z}/{x}/{y}.jpg": {"get": {
+                "summary": "One JPEG tile of the served bundle's map (level z, column x, row y); immutable",
+                "parameters": [{"name": n, "in": "path", "required": True,
+                                "schema": {"type": "string" if n == "version" else "integer"}}
+                               for n in ("version", "z", "x", "y")],
+                "responses": {"200": {"description": "The tile", "content": {"image/jpeg": {}}},
+                              "404": _json(_ref("Error"), "No such tile, or another version"), **ERRORS},
+            }},
+            "/map/{version}/cell/{col}/{row}": {"get": {
+                "summary": "The photo id in a cell of the served bundle's map grid (null: an empty cell)",
+                "parameters": [{"name": n, "in": "path", "required": True,
+                                "schema": {"type": "string" if n == "version" else "integer"}}
+                               for n in ("version", "col", "row")],
+                "responses": {"200": _json({"type": "object",
+                                            "properties": {"id": {"type": ["string", "null"]}}}),
+                              "404": _json(_ref("Error"), "No map, or another version"), **ERRORS},
             }},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json({"type": "object"})}}},

@@ -26,7 +26,7 @@ from space.hashtags import NEIGHBOURS
 from space.images import load_for_network
 from space.query import Query
 from space.textspace import unit
-from space.vectorindex import nearest
+from space.vectorindex import Ranked, exact_for, nearest
 
 TOP_WORDS = 30
 _NO_KEYS = np.empty(0, dtype=np.int64)
@@ -89,8 +89,9 @@ def _image_hits(model: Model, keys: np.ndarray, sims: np.ndarray) -> list[str]:
     n = len(parts)
     pairs = zip(keys.tolist(), sims.tolist(), strict=True)
     if np.isfinite(sims).all():  # always, in practice: repr is what json.dumps writes for a finite float
-        return [f"{parts[key][0]}{round(sim, 4)!r}{parts[key][1]}" for key, sim in pairs if 0 <= key < n]
-    return [parts[key][0] + _score(sim) + parts[key][1] for key, sim in pairs if 0 <= key < n]
+        return [f"{head}{round(sim, 4)!r}{tail}" for key, sim in pairs if 0 <= key < n
+                for head, tail in (parts[key],)]
+    return [head + _score(sim) + tail for key, sim in pairs if 0 <= key < n for head, tail in (parts[key],)]
 
 
 def _word_hits(model: Model, keys: np.ndarray, sims: np.ndarray, exclude: set[str], k: int) -> str:
@@ -119,14 +120,7 @@ def images(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
     for lang, asked in by_lang.items():
         vecs = np.stack([embedded[i][0] for i in asked])  # type: ignore[misc]
         ks = [jobs[i].offset + jobs[i].k for i in asked]
-        search = model.search_vectors
-        assert search is not None  # Model.__post_init__ sets it
-        if lang is None:
-            hits = nearest(model.search_index, search, vecs, ks)
-        else:
-            # Exact over the language's rows: a filtered graph search could return too few.
-            rows = model.langs.get(lang, _NO_KEYS)
-            hits = [(rows[keys], sims) for keys, sims in nearest(None, search[rows], vecs, ks)]
+        hits = _search(model, lang, vecs, ks)
         for i, hit in zip(asked, hits, strict=True):
             found[i] = hit
     version = _version(model)
@@ -140,6 +134,28 @@ def images(model: Model, jobs: Sequence[ImageJob]) -> list[bytes]:
     return bodies
 
 
+def _search(model: Model, lang: str | None, vecs: np.ndarray, ks: list[int]) -> list[Ranked]:
+    """Text queries' rankings over every post, or over the posts of ``lang`` only.
+
+    Filtered, a bundle ranked exactly ranks the language's own rows (kept apart at load); a larger one
+    walks the language's own index (key = the bundle's row), so a filtered query costs what an unfiltered
+    one does, copies nothing, and pages like it (``space.vectorindex.nearest``'s tiers).
+    """
+    search = model.search_vectors
+    assert search is not None  # Model.__post_init__ sets it
+    if lang is None:
+        return nearest(model.search_index, search, vecs, ks)
+    rows = model.langs.get(lang, _NO_KEYS)
+    index = model.lang_indexes.get(lang)
+    if index is not None and not exact_for(len(search)):
+        return nearest(index, search, vecs, ks)  # keys are the bundle's rows already
+    # Exact over the language's rows: kept apart at load, or (a language without an index) gathered.
+    own = model.lang_vectors.get(lang)
+    if own is None:
+        own = np.asarray(search[rows]) if len(rows) else np.zeros((0, vecs.shape[1]), np.float32)
+    return [(rows[keys], sims) for keys, sims in nearest(None, own, vecs, ks)]
+
+
 def _corrected(model: Model, query: Query) -> tuple[tuple[str, str], ...]:
     """The ``corrected`` field (query words matched to another spelling) when there are any."""
     corrected = model.space.corrections(query)
@@ -151,7 +167,8 @@ def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
     embedded = [_embed(model, job.query) for job in jobs]
     excluded = [model.space.query_words(job.query) for job in jobs]
     asked = [i for i, (vec, _) in enumerate(embedded) if vec is not None]
-    found = nearest(model.words_index, model.space.unit_vectors,
+    assert model.word_rows is not None  # Model.__post_init__ sets it
+    found = nearest(model.words_index, model.word_rows,
                     np.stack([unit(embedded[i][0]) for i in asked]),  # type: ignore[arg-type]
                     [jobs[i].k + len(excluded[i]) for i in asked]) if asked else []
     hits = dict(zip(asked, found, strict=True))
@@ -178,10 +195,19 @@ def hashtags(model: Model, vec: np.ndarray, k: int, lang: str | None = None) -> 
     without one answers the words nearest to the vector."""
     tagger = model.hashtagger
     if tagger is None or model.pool_vectors is None:
-        [(keys, sims)] = nearest(model.words_index, model.space.unit_vectors, unit(vec)[None], [k])
+        assert model.word_rows is not None
+        [(keys, sims)] = nearest(model.words_index, model.word_rows, unit(vec)[None], [k])
         return _body((("hashtags", _word_hits(model, keys, sims, set(), k)), ("version", _version(model))))
-    [(near, sims)] = nearest(None, model.pool_vectors, unit(vec)[None], [NEIGHBOURS])
-    scores = tagger.scores(vec, tagger.pool[near], sims)
+    # Keys are positions in the pool, exactly ranked or through the pool's index alike.
+    query = unit(vec)[None]
+    [(near, sims)] = nearest(model.pool_index, model.pool_vectors, query, [NEIGHBOURS])
+    if model.pool_index is not None and not exact_for(len(model.pool_vectors)) and len(near):
+        # The votes weigh each neighbour by its similarity: the exact one of its float row (40 rows read),
+        # not the index's (f16) approximation of it.
+        sims = (query @ np.asarray(model.pool_vectors[near]).T)[0]
+        order = np.lexsort((near, -sims))
+        near, sims = near[order], sims[order]
+    scores = tagger.scores_at(vec, near, sims)
     words = model.space.words
     best = tagger.best(scores, words, k, lang)
     hits = "[" + ", ".join(model.word_json[model.space.index[w]] + _score(s) + "}" for w, s in best) + "]"
@@ -215,7 +241,7 @@ def stats(model: Model) -> dict[str, Any]:
     return {
         "version": model.version,
         "created": manifest.get("created"),
-        "n_images": len(model.items),
+        "n_images": model.n_images,
         "n_words": len(model.space.words),
         "filter_report": filter_report,
         "corpus": manifest.get("corpus"),

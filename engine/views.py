@@ -100,14 +100,14 @@ async def _cached(
 
 
 async def _text(request: web.Request, endpoint: str, key: str, answer: AnswerMany, model: Model, job: Any,
-                rows: int, filtered: bool = False) -> web.Response:
+                rows: int, filtered: bool = False, narrow: bool = False) -> web.Response:
     """A text endpoint's cached answer: computed on the loop (batched) or in the text pool.
 
     A query with a word to correct goes to the pool whatever the bundle's size: a spelling search costs
     up to ~1 ms a word, more than the loop may spend on one request while others wait.
     """
     runtime = request.app[RUNTIME]
-    inline = runtime.inline(rows, filtered) and not model.space.spells(job.query)
+    inline = runtime.inline(rows, filtered, narrow) and not model.space.spells(job.query)
     now = functools.partial(runtime.queries.run, answer, model, job) if inline else None
     return await _cached(request, endpoint, key, lambda: runtime.text.run(_alone, answer, model, job), now)
 
@@ -120,7 +120,8 @@ async def related(request: web.Request) -> web.Response:
     with runtime.holder.use() as model:
         key = cache_key(model.version, "related", query.normalised(), k)
         job = service.WordJob(query, k)
-        return await _text(request, "related", key, service.related, model, job, len(model.space.words))
+        return await _text(request, "related", key, service.related, model, job, len(model.space.words),
+                           narrow=True)
 
 
 def _lang(request: web.Request) -> str | None:
@@ -273,7 +274,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     image_id = request.match_info["id"]
     size = _int(request, "size", 0, 0, 100_000)
     with runtime.holder.use() as model:
-        key = model.by_id.get(image_id)
+        key = model.row_of(image_id)
         if key is None:
             raise NotFound(f"No image {image_id!r} in bundle {model.version}.")
         path = Path(model.items[key]["path"])

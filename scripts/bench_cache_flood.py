@@ -30,6 +30,7 @@ from typing import Any, cast
 import aiohttp
 import redis
 import yaml
+from pagetools import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,19 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     client = redis.Redis(port=rport)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                import urllib.request
-
-                with urllib.request.urlopen(f"http://127.0.0.1:{eport}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or engine.poll() is not None:
-                raise SystemExit("the engine did not become ready")
-            time.sleep(0.3)
+        wait_ready(f"http://127.0.0.1:{eport}", engine)
         version = (a.models / "ACTIVE").read_text().strip()
         words = json.loads((a.models / version / "vocab.json").read_text())["words"]
         before = int(_info(client, "memory")["used_memory"])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pagetools import wait_ready
 from PIL import Image
 
 SIDE = 7000
@@ -159,18 +160,11 @@ class Engine:
         self.proc = subprocess.Popen([sys.executable, "-m", "engine", "--models", str(models), "--port",
                                       str(self.port), "--image-workers", "1"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise SystemExit("the engine did not become ready")
-            time.sleep(0.3)
+        try:
+            wait_ready(self.base, self.proc)
+        except SystemExit:
+            self.stop()
+            raise
         # Warm up: a real photo through the whole path (ORT arenas, pools), so steady means steady.
         warm = _save(Image.new("RGB", (640, 480), (90, 90, 90)), "JPEG")
         for _ in range(3):

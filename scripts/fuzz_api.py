@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from pagetools import wait_ready  # noqa: E402
 
 from tests.engine.openapi_fuzz import Request, operations, requests, send, sweep  # noqa: E402
 
@@ -67,17 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"{answer.status} {answer.body[:200]!r} for {request.describe()[:300]}")
 
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or engine.poll() is not None:
-                raise SystemExit("the engine did not become ready")
-            time.sleep(0.3)
+        wait_ready(f"http://{host}:{port}", engine)
         spec = json.loads(send(host, port, Request("GET", "/openapi.json", [], None)).body)
         ids = json.loads(send(host, port, Request("GET", "/v1/images?q=dog&k=20", [], None)).body)["images"]
         known = [hit["id"] for hit in ids]

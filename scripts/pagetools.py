@@ -1,4 +1,5 @@
-"""Shared by scripts/screenshots.py and scripts/bench_page.py: an engine process and Debian's chromium.
+"""Shared by the scripts that start an engine (screenshots, bench_page, fuzz_api, bench_cache_flood,
+bench_upload_memory): waiting for it to serve, and Debian's chromium.
 
 The engine runs as ``python -m engine --models DIR`` on a free loopback port (in-process cache, its
 defaults otherwise); the browser is ``/usr/bin/chromium`` (``apt-get install chromium``; scripts/setup.sh
@@ -36,6 +37,23 @@ def get_json(url: str, timeout: float = 10) -> Any:
         return json.loads(r.read())
 
 
+def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 180) -> None:
+    """Return once the engine at ``url`` answers /readyz 200; SystemExit if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the engine exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the engine at {url} was not ready within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def engine(models: Path, *extra: str, timeout: float = 120) -> Iterator[str]:
     """``python -m engine`` on ``models``; yields its base URL once it serves a bundle."""
@@ -46,18 +64,7 @@ def engine(models: Path, *extra: str, timeout: float = 120) -> Iterator[str]:
                              *extra], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the engine exited with {proc.returncode}")
-            try:
-                if get_json(url + "/readyz", timeout=2).get("status") == "ready":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the engine did not serve {models} within {timeout:.0f} s")
-            time.sleep(0.2)
+        wait_ready(url, proc, timeout)
         yield url
     finally:
         proc.terminate()

@@ -2,13 +2,22 @@
 
 Layout of ``<models>/<version>/`` (see docs/architecture.md): ``manifest.json``, ``words.npy`` +
 ``vocab.json`` (text space), ``image_encoder.onnx``, ``images.npy`` + ``images.json`` (image vectors and
-their metadata, row i = key i), ``images.usearch`` + ``words.usearch`` (cosine indexes) and ``report/``.
+their metadata, row i = key i), ``items/`` (the same items as a table the engine maps, ``space.items``,
+written here by :func:`publish`), ``images.usearch`` + ``words.usearch`` (cosine indexes) and ``report/``.
 
 A bundle is written under ``<models>/.tmp-*`` and renamed into place only when complete; the active
 version is the name inside ``<models>/ACTIVE``, replaced atomically. Readers never see half a bundle,
 and a failed training leaves the old one serving. Its writer holds an exclusive ``flock`` on
 ``<models>/.tmp-*.lock`` while the folder exists, so trainers sharing a models folder only ever sweep
 the staging folders of dead writers (the kernel drops a killed process's lock).
+
+Checksums are verified once, not at every process start: :func:`publish` hashes the files it publishes
+and :func:`verify_once` hashes a bundle that has no valid stamp; either records a stamp
+(``.verified.json``: each file's size, mtime, ctime and inode when it was hashed). A reader (each engine
+process, :func:`activate`) then only compares the files' ``stat`` with the stamp, and hashes everything
+again when any file was changed, replaced or touched since, refusing the bundle if a digest no longer
+matches. A change that keeps a file's size, mtime, ctime and inode (bit rot below the filesystem) is
+not seen after the stamp; ``verify`` still checks every byte on demand.
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from space import items as item_table
 from space.errors import BundleInvalid, BundleWriteFailed, NoBundle
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# The verification stamp (not a bundle file: neither hashed nor listed in the manifest).
+STAMP = ".verified.json"
 ENCODER = "image_encoder.onnx"
 # Optional: the static int8 copy of the encoder (train.image.quantize), present when it passed its
 # fidelity check.
@@ -111,13 +123,45 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def _bundle_files(directory: Path) -> list[Path]:
+    """Every file of a bundle folder: all below it but the manifest and the verification stamp."""
+    return [p for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(STAMP)]
+
+
 def hash_files(directory: Path) -> dict[str, str]:
     """sha256 of every file below ``directory`` except the manifest, keyed by relative POSIX path."""
-    return {
-        p.relative_to(directory).as_posix(): sha256_file(p)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+    return {p.relative_to(directory).as_posix(): sha256_file(p) for p in _bundle_files(directory)}
+
+
+def _state(path: Path) -> list[int]:
+    """What changes when a file is written, replaced or touched: size, mtime, ctime (not settable), inode."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _files_digest(files: dict[str, str]) -> str:
+    """One digest of a manifest's ``files`` table (a stamp belongs to exactly these checksums)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def write_stamp(bundle: Path, files: dict[str, str]) -> None:
+    """Record that ``bundle``'s files, as they are now, match the checksums ``files`` (just verified)."""
+    state = {name: _state(bundle / name) for name in files}
+    _write_json_atomic(bundle / STAMP, {"files_sha256": _files_digest(files), "state": state,
+                                        "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def stamp_holds(bundle: Path, files: dict[str, str]) -> bool:
+    """Whether ``bundle`` has a stamp for the checksums ``files`` and no file changed since it was taken."""
+    try:
+        stamp = json.loads((bundle / STAMP).read_text(encoding="utf-8"))
+        if stamp.get("files_sha256") != _files_digest(files):
+            return False
+        state = stamp["state"]
+        return set(state) == set(files) and all(_state(bundle / name) == state[name] for name in files)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # no stamp, an unreadable one, or a file gone: verify the slow way
 
 
 @contextmanager
@@ -201,12 +245,16 @@ def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activat
         **manifest,
     }
     full["version"] = version
+    if (staged / IMAGE_META).is_file():
+        # Derived here, from the very images.json published, so the two can never disagree.
+        item_table.write_table_from_meta(staged, IMAGE_META)
     full["files"] = hash_files(staged)
     missing = [f for f in REQUIRED_FILES if f not in full["files"]]
     if missing:
         raise BundleInvalid(f"Refusing to publish a bundle without {', '.join(missing)}.")
     _write_json_atomic(staged / MANIFEST, full)
-    _fsync_tree(staged)
+    write_stamp(staged, full["files"])  # hashed just now: readers need not hash them again
+    _fsync_tree(staged)  # the stamp too: fsync changes no size, time or inode the stamp records
     final = models_dir / version
     os.replace(staged, final)
     _fsync_dir(models_dir)
@@ -224,9 +272,14 @@ def publish(staged: Path, models_dir: Path, manifest: dict[str, Any], *, activat
 
 
 def activate(models_dir: Path, version: str) -> None:
-    """Make ``version`` the active bundle (atomic replace of the ACTIVE pointer)."""
+    """Make ``version`` the active bundle (atomic replace of the ACTIVE pointer), once it is verified.
+
+    :func:`verify_once`: a bundle whose files changed since it was published (or last verified) is
+    hashed again and refused with :class:`BundleInvalid` when a checksum does not match.
+    """
     if not (models_dir / version / MANIFEST).is_file():
         raise NoBundle(f"No bundle named {version!r} in {models_dir}.")
+    verify_once(models_dir / version)
     tmp = models_dir / f"{ACTIVE}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with tmp.open("w", encoding="utf-8") as f:
@@ -298,6 +351,28 @@ def verify(bundle: Path) -> dict[str, Any]:
             raise BundleInvalid(f"{bundle.name}: {name} is missing.")
         if sha256_file(path) != digest:
             raise BundleInvalid(f"{bundle.name}: {name} does not match its sha256 (corrupt or changed).")
+    return manifest
+
+
+def verify_once(bundle: Path) -> dict[str, Any]:
+    """The manifest, with every listed file checked: by its stamp when one holds, else by sha256.
+
+    A full check that passes leaves a stamp (when the folder is writable), so the next reader of the
+    same files only compares their ``stat``. Raises :class:`BundleInvalid` like :func:`verify`.
+    """
+    manifest = read_manifest(bundle)
+    files = manifest["files"]
+    listed = isinstance(files, dict) and all(name in files for name in REQUIRED_FILES)
+    if listed and stamp_holds(bundle, files):
+        return manifest
+    started = time.perf_counter()
+    manifest = verify(bundle)
+    log.info("verified the sha256 of %d files of %s in %.1f s", len(manifest["files"]), bundle.name,
+             time.perf_counter() - started)
+    try:
+        write_stamp(bundle, manifest["files"])
+    except OSError as exc:  # a read-only models folder: every start verifies in full, as before stamps
+        log.info("cannot record the verification of %s (%s)", bundle.name, exc)
     return manifest
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,14 @@ class TextSpace:
     # (``train.recipes.joint.model``), which text → image queries and hashtags use; None for a space
     # of raw Word2Vec vectors only.
     joint: np.ndarray | None = None
+    # Another space's speller to use when it was built for exactly these words and counts (a server
+    # swapping in a bundle trained again on the same corpus keeps its spelling index: ~100 MB and seconds
+    # at 60,000 words); any other is ignored.
+    share_speller: InitVar[Speller | None] = None
     index: dict[str, int] = field(init=False, repr=False)
-    unit_vectors: np.ndarray = field(init=False, repr=False)
     speller: Speller = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, share_speller: Speller | None) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
         self.idf = np.asarray(self.idf, dtype=np.float32)
         self.counts = np.asarray(self.counts, dtype=np.int64)
@@ -58,9 +62,18 @@ class TextSpace:
             self.joint = np.asarray(self.joint, dtype=np.float32)
             if len(self.joint) != len(self.words):
                 raise ValueError(f"{len(self.joint)} joint word vectors for {len(self.words)} words")
-        self.speller = Speller(self.words, self.counts)
+        if share_speller is not None and share_speller.words == self.words \
+                and np.array_equal(share_speller.counts, self.counts):
+            self.speller = share_speller
+        else:
+            self.speller = Speller(self.words, self.counts)
         self.index = self.speller.index
-        self.unit_vectors = unit(self.vectors)
+
+    @cached_property
+    def unit_vectors(self) -> np.ndarray:
+        """(V, D) the word vectors scaled to unit length, made when first needed (a server ranking a large
+        vocabulary through its index reads single rows instead, ``space.vectorindex.LazyRows``)."""
+        return unit(self.vectors)
 
     def lookup(self, token: str) -> int | None:
         """The row a query token stands for: as typed, without accents, or its nearest known spelling.
@@ -186,10 +199,13 @@ class TextSpace:
         return names
 
     @classmethod
-    def load(cls, directory: Path) -> TextSpace:
-        """Read a text space written by :meth:`save`."""
+    def load(cls, directory: Path, mmap: bool = False, share_speller: Speller | None = None) -> TextSpace:
+        """Read a text space written by :meth:`save`; ``mmap``: its vectors memory-mapped, not read (every
+        process on a host then shares one copy, and a query reads only its words' rows); ``share_speller``:
+        see the field."""
         payload = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
-        vectors = np.load(directory / WORDS_FILE)
+        vectors = np.load(directory / WORDS_FILE, mmap_mode="r" if mmap else None)
         joint_file = directory / JOINT_WORDS_FILE
-        joint = np.load(joint_file) if joint_file.is_file() else None
-        return cls(payload["words"], vectors, np.array(payload["idf"]), np.array(payload["counts"]), joint)
+        joint = np.load(joint_file, mmap_mode="r" if mmap else None) if joint_file.is_file() else None
+        return cls(payload["words"], vectors, np.array(payload["idf"]), np.array(payload["counts"]), joint,
+                   share_speller)

@@ -14,12 +14,14 @@ published, so a mapped file never changes under a reader.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import mmap
 import os
+import re
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,9 @@ from usearch.index import BatchMatches, Index, Matches
 from space import bundle
 from space.centering import Centering
 from space.errors import BundleInvalid
+from space.hashtags import HASHTAGS_FILE, POOL_INDEX, Hashtagger
 from space.search import SEARCH_INDEX, load_search_vectors
+from space.textspace import unit
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,68 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
 EXPANSION_SEARCH_LARGE = 128
 LARGE = 1_000_000
+# Text queries are not like the rows they rank (a caption's words against image + caption vectors): a
+# graph walk from them misses more neighbours than one from a photo, and more as the index grows. On the
+# 325,253-post synthetic bundle (docs/benchmarks.md, Engine at scale) the graph above searched at 64
+# recalled 0.69 of the exact top 10 (not near-ties: the missed rows' stand-ins scored a median 0.02 below
+# the exact 10th; the f16 vectors searched exhaustively recall 0.998), and the same rows at 8,088 behave
+# like Flickr8k's own photos (0.95 at 64 both). So the indexes text queries walk (search.usearch, the
+# per-language ones, images.usearch in a bundle without captions) are searched wider by size
+# (text_expansion_search_for). A denser graph (connectivity 32, expansion_add 256) bought no more recall
+# per millisecond than the wider search on 65,263 rows (0.974 at 128 against 0.972 at 256 here, both
+# 1.4 ms) for twice the build time, so every index keeps one graph.
+# (index size up to, expansion_search) for text queries. Measured recall@10 against exact, 300 two-word
+# queries (docs/benchmarks.md, Engine at scale): 65,263 rows 0.972 at 256; 114,118 0.965 at 256 and 0.986
+# at 512; 145,872 0.948 at 256 and 0.985 at 512; 325,253 0.956 at 512, 0.974 at 768, 0.986 at 1,024.
+# Above 400,000 not measured: the widest measured.
+TEXT_WIDTHS = ((20_000, EXPANSION_SEARCH), (120_000, 256), (250_000, 512), (400_000, 768))
 # Vectors added per call when building: bounds the float32 copy and paces the progress bar.
 CHUNK = 50_000
+# One index per language over what text queries compare with (key = the bundle's row), so a
+# language-filtered query walks a graph of that language's posts only: no copy of its rows per query,
+# no filtered walk that could come back short. A language holding every row shares the main index.
+LANGUAGE_INDEX = "search-{lang}.usearch"
+LANGUAGE_CODE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+
+
+def language_index_name(lang: str) -> str | None:
+    """The file of ``lang``'s index, or None for a code that cannot name a file (then searched exactly)."""
+    return LANGUAGE_INDEX.format(lang=lang) if LANGUAGE_CODE.fullmatch(lang) else None
+
+
+class LazyRows:
+    """An (N, D) matrix of served unit rows computed on demand, e.g. from memory-mapped bundle files.
+
+    Above :data:`EXACT_ROWS` a query never reads the whole matrix: the index answers and only its
+    candidates' rows are read (an ``i8`` rescore, a photo's own vector). Holding the unit rows in memory
+    would cost every engine process a private copy of the vectors; this reads the few rows asked for
+    from the shared pages. ``rows[keys]`` takes an int or an integer array of any shape, like an array.
+    """
+
+    def __init__(self, count: int, dim: int, fetch: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.shape = (int(count), int(dim))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+        self._fetch = fetch  # (k,) int64 keys → (k, D) float32 unit rows
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, keys: Any) -> np.ndarray:
+        index = np.asarray(keys)
+        if index.dtype == bool or not np.issubdtype(index.dtype, np.integer):
+            raise TypeError("LazyRows takes integer keys")
+        flat = index.reshape(-1).astype(np.int64)
+        flat = np.where(flat < 0, flat + len(self), flat)
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError("row out of range")
+        rows = np.asarray(self._fetch(flat), dtype=np.float32)
+        return rows.reshape(*index.shape, self.shape[1])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every row (a full copy: only for exact ranking of small sets)."""
+        rows = self[np.arange(len(self))]
+        return rows if dtype is None else rows.astype(dtype)
 
 
 def build_index(
@@ -76,8 +140,10 @@ def build_index(
     expansion_search: int | None = None,
     chunk: int = CHUNK,
     progress: bool | None = None,
+    keys: np.ndarray | None = None,
 ) -> Index:
-    """A cosine index over ``vectors`` (key = row) stored as ``dtype``, built on ``threads`` cores (0 = all).
+    """A cosine index over ``vectors`` (key = row, or ``keys[row]``) stored as ``dtype``, built on
+    ``threads`` cores (0 = all).
 
     Rows are added ``chunk`` at a time behind a tqdm bar (shown when ``progress``; None: only for inputs
     larger than one chunk). ``path``, when given, is written atomically (temporary name, then rename).
@@ -97,8 +163,9 @@ def build_index(
         with tqdm(total=n, desc=f"index {dtype}", unit="vec", disable=not show, mininterval=2.0) as bar:
             for start in range(0, n, chunk):
                 part = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
-                keys = np.arange(start, start + len(part), dtype=np.uint64)
-                index.add(keys, part, threads=threads)
+                labels = (np.arange(start, start + len(part), dtype=np.uint64) if keys is None
+                          else np.asarray(keys[start:start + len(part)], dtype=np.uint64))
+                index.add(labels, part, threads=threads)
                 bar.update(len(part))
     if path is not None:
         save_index(index, path)
@@ -116,26 +183,68 @@ def save_index(index: Index, path: Path) -> None:
 
 
 def build_bundle_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
-    """Write ``images.usearch`` from ``images.npy``, ``words.usearch`` from ``words.npy`` and, in a bundle
-    with caption vectors, ``search.usearch`` (``space.search``); their info.
+    """Write the bundle's indexes; their info.
 
-    In a bundle with ``centering.npz`` the image index holds the centred image vectors, the ones text
-    queries and photos are compared with (``space.centering``).
+    ``images.usearch`` from ``images.npy``, ``words.usearch`` from ``words.npy``; in a bundle with caption
+    vectors ``search.usearch`` (``space.search``); one ``search-<lang>.usearch`` per language of
+    ``images.json`` that holds some but not all rows (over what text queries compare with, key = row);
+    and with a hashtag model ``hashtags.usearch`` over its voting posts' image vectors (key = the
+    post's position in the pool). In a bundle with ``centering.npz`` the image index holds the centred
+    image vectors, the ones text queries and photos are compared with (``space.centering``).
     """
     info = {}
     centering = Centering.load(bundle_dir)
-    for npy, out in ((bundle.IMAGE_VECTORS, bundle.IMAGE_INDEX), ("words.npy", bundle.WORD_INDEX)):
-        vectors = np.load(bundle_dir / npy, mmap_mode="r")
-        if centering is not None and npy == bundle.IMAGE_VECTORS:
-            vectors = centering.images(vectors)
+    raw = np.load(bundle_dir / bundle.IMAGE_VECTORS, mmap_mode="r")
+    images = raw if centering is None else centering.images(raw)
+    for vectors, out in ((images, bundle.IMAGE_INDEX), (np.load(bundle_dir / "words.npy", mmap_mode="r"),
+                                                        bundle.WORD_INDEX)):
         build_index(vectors, bundle_dir / out, dtype=dtype)
         info[out] = index_info(bundle_dir / out)
-        log.info("indexed %d vectors of %s into %s (%s)", len(vectors), npy, out, dtype)
-    search = load_search_vectors(bundle_dir, np.load(bundle_dir / bundle.IMAGE_VECTORS))
+        log.info("indexed %d vectors into %s (%s)", len(vectors), out, dtype)
+    info.update(build_text_indexes(bundle_dir, dtype))
+    if (bundle_dir / HASHTAGS_FILE).is_file():
+        tagger = Hashtagger.load(bundle_dir)
+        assert tagger is not None
+        build_index(unit(np.asarray(images[tagger.pool], np.float32)), bundle_dir / POOL_INDEX, dtype=dtype)
+        info[POOL_INDEX] = index_info(bundle_dir / POOL_INDEX)
+    return info
+
+
+def build_text_indexes(bundle_dir: Path, dtype: str = "f32") -> dict[str, Any]:
+    """Write the indexes text queries walk: ``search.usearch`` (a bundle with caption vectors) and one
+    ``search-<lang>.usearch`` per language holding some but not all rows; their info."""
+    info = {}
+    centering = Centering.load(bundle_dir)
+    raw = np.load(bundle_dir / bundle.IMAGE_VECTORS, mmap_mode="r")
+    search = load_search_vectors(bundle_dir, raw)
     if search is not None:
         build_index(search, bundle_dir / SEARCH_INDEX, dtype=dtype)
         info[SEARCH_INDEX] = index_info(bundle_dir / SEARCH_INDEX)
+    images = raw if centering is None else centering.images(raw)
+    text_rows = unit(np.asarray(images, np.float32)) if search is None else search
+    for lang, rows in _language_rows(bundle_dir, len(raw)).items():
+        name = language_index_name(lang)
+        if name is None or len(rows) in (0, len(raw)):
+            continue
+        build_index(text_rows[rows], bundle_dir / name, dtype=dtype, keys=rows)
+        info[name] = index_info(bundle_dir / name)
     return info
+
+
+def _language_rows(bundle_dir: Path, n: int) -> dict[str, np.ndarray]:
+    """Each language's rows in ``images.json`` (none when it cannot be read or does not match)."""
+    try:
+        items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("no language indexes: %s is not readable (%s)", bundle.IMAGE_META, exc)
+        return {}
+    if len(items) != n:
+        return {}
+    rows: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("lang"):
+            rows.setdefault(str(item["lang"]), []).append(i)
+    return {lang: np.array(r, dtype=np.int64) for lang, r in sorted(rows.items())}
 
 
 def index_info(path: Path) -> dict[str, Any]:
@@ -152,6 +261,11 @@ def index_info(path: Path) -> dict[str, Any]:
 def expansion_search_for(count: int) -> int:
     """The ``expansion_search`` an index of ``count`` vectors is searched with unless told otherwise."""
     return EXPANSION_SEARCH_LARGE if count > LARGE else EXPANSION_SEARCH
+
+
+def text_expansion_search_for(count: int) -> int:
+    """The ``expansion_search`` an index that text queries walk is searched with (see TEXT_WIDTHS)."""
+    return next((width for up_to, width in TEXT_WIDTHS if count <= up_to), TEXT_WIDTHS[-1][1])
 
 
 def load_index(path: Path, view: bool = True, expansion_search: int | None = None) -> Index:
@@ -214,7 +328,7 @@ def is_quantised(index: Index) -> bool:
 
 
 def search(
-    index: Index, query: np.ndarray, k: int, exact: bool | None = None, rerank: np.ndarray | None = None
+    index: Index, query: np.ndarray, k: int, exact: bool | None = None, rerank: Rows | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest keys to one query vector and their cosine similarities, best first.
 
@@ -242,7 +356,7 @@ def search_batch(
     k: int,
     exact: bool | None = None,
     threads: int = 0,
-    rerank: np.ndarray | None = None,
+    rerank: Rows | None = None,
     oversample: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest keys to each of (B, D) ``queries`` and their cosine similarities: two (B, k) arrays.
@@ -281,7 +395,7 @@ def search_batch(
 
 
 def _rescore(
-    candidates: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int
+    candidates: np.ndarray, queries: np.ndarray, rows: Rows, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of each query's (B, C) candidate keys by exact cosine against ``rows``."""
     gathered = np.asarray(rows[np.clip(candidates, 0, None)], dtype=np.float32)  # (B, C, D)
@@ -296,6 +410,7 @@ def _rescore(
 _NO_KEYS = np.empty(0, dtype=np.int64)
 _NO_SIMS = np.empty(0, dtype=np.float32)
 Ranked = tuple[np.ndarray, np.ndarray]
+Rows = np.ndarray | LazyRows  # unit rows in memory, or read on demand (key = row either way)
 
 
 def exact_for(rows: int) -> bool:
@@ -304,7 +419,7 @@ def exact_for(rows: int) -> bool:
 
 
 def nearest(
-    index: Index | None, unit_rows: np.ndarray, queries: np.ndarray, ks: Sequence[int]
+    index: Index | None, unit_rows: Rows, queries: np.ndarray, ks: Sequence[int]
 ) -> list[Ranked]:
     """The ``ks[i]`` rows nearest (cosine) to each of (B, D) unit ``queries``: keys (= rows) and scores.
 
@@ -316,7 +431,7 @@ def nearest(
     if not len(queries):
         return []
     if index is None or exact_for(len(unit_rows)):
-        scores = queries @ unit_rows.T
+        scores = queries @ np.asarray(unit_rows).T
         return [_top(sims, k) for sims, k in zip(scores, ks, strict=True)]
     return [_index_ranking(index, unit_rows, q, k) for q, k in zip(queries, ks, strict=True)]
 
@@ -339,7 +454,7 @@ def _top(sims: np.ndarray, n: int) -> Ranked:
     return top, sims[top]
 
 
-def _index_ranking(index: Index, rows: np.ndarray, query: np.ndarray, n: int) -> Ranked:
+def _index_ranking(index: Index, rows: Rows, query: np.ndarray, n: int) -> Ranked:
     """The first ``n`` of ``query``'s ranking through ``index``, which does not depend on ``n``.
 
     A graph search walks a beam of ``max(expansion_search, k)`` candidates, so its best k change with k

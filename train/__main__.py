@@ -135,14 +135,16 @@ def build_parser() -> Parser:
 def _synth_args(sub: Any) -> None:
     """`synth`: a scale corpus shaped like a real crawl, from Flickr8k (train.corpus.synth)."""
     s = sub.add_parser("synth", help="write a scale corpus shaped like a real crawl, from Flickr8k's photos")
-    s.add_argument("--posts", type=int, required=True, help="posts to write (the original read 623,199)")
+    s.option("--posts", kind=integer(1), required=True, help="posts to write (the original read 623,199)")
     s.add_argument("--from", dest="source", type=Path, required=True, help="the Flickr8k folder")
     s.add_argument("--multilingual", type=Path, required=True,
                    help="flickr8k_multi30k_es_ca.tsv (Spanish, Catalan, German and French captions)")
     s.add_argument("--out", type=Path, required=True, help="an empty folder to write the corpus into")
-    s.add_argument("--layout", choices=("jsonl", "instaloader"), default="jsonl")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=None, help="processes writing photos (default: one a core)")
+    s.add_argument("--layout", choices=("jsonl", "instaloader"), default="jsonl",
+                   help="posts.jsonl beside a photos folder, or one folder of instaloader downloads")
+    s.option("--seed", kind=integer(0), default=0, help="the same seed writes the same bytes")
+    s.option("--workers", kind=integer(1), default=None, shown_default="one a core",
+             help="processes writing photos")
     s.add_argument("--topic", type=Path, default=None,
                    help="topic file whose other cities the captions name (default: a built-in list)")
     s.add_argument("--features", type=Path, default=None,

@@ -1,18 +1,20 @@
-// The photo map: the bundle's t-SNE mosaic (report/tsne_mosaic_<size>.png), zoomable and pannable; a
-// click (or Enter on the keyboard cursor) opens the photo of that grid cell. /map.json says which photo
-// lies in each cell. A sharper mosaic is loaded when the zoom needs it.
-import { api, formatNumber } from "./common.js";
+// The photo map, zoomable and pannable; a click (or Enter on the keyboard cursor) opens the photo of that
+// grid cell. Two kinds, as /map.json says:
+// - tiles: every photo of the bundle, a tile pyramid (report/map/) from the overview down to single
+//   photos; the tiles of the level that matches the zoom are placed over the view, the overview tile
+//   always under them (nothing blank while a level loads); a click asks /map/<version>/cell/<col>/<row>
+//   which photo lies there;
+// - a mosaic (older bundles): the bundle's t-SNE mosaic (report/tsne_mosaic_<size>.png) under a CSS
+//   transform, /map.json listing the photo of each cell; a sharper mosaic is loaded when the zoom needs it.
+import { api, el, formatNumber } from "./common.js";
 
 const MAX_ZOOM = 16;
 const DRAG_PX = 4; // a pointer that moved less than this between down and up is a click
+const MAX_CELL_PX = 160; // the tiled map zooms in until one photo is this wide on screen
 
 export async function init(root, openPhoto) {
   const note = root.querySelector("#map-note");
   const view = root.querySelector("#map-view");
-  const stage = root.querySelector("#map-stage");
-  const img = root.querySelector("#map-img");
-  const cursorBox = root.querySelector("#map-cursor");
-  const status = root.querySelector("#map-status");
   let data;
   try {
     data = await api("/map.json");
@@ -22,6 +24,279 @@ export async function init(root, openPhoto) {
     root.querySelector(".map-tools").hidden = true;
     return;
   }
+  if (data.tiles) {
+    tiled(root, data, openPhoto);
+  } else {
+    mosaic(root, data, openPhoto);
+  }
+}
+
+/** Pointer drag and pinch, wheel zoom and the keyboard over the map's view: the same for both kinds. */
+function controls(view, { pan, zoomAt, click, hover, key }) {
+  const pointers = new Map();
+  let press = null;
+  let pinch = null;
+  view.addEventListener("pointerdown", (event) => {
+    view.setPointerCapture(event.pointerId);
+    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+    if (pointers.size === 1) press = { x: event.clientX, y: event.clientY, moved: false };
+    if (pointers.size === 2) {
+      const [a, b] = [...pointers.values()];
+      pinch = { distance: Math.hypot(a.x - b.x, a.y - b.y) };
+      press = null;
+    }
+  });
+  view.addEventListener("pointermove", (event) => {
+    const box = view.getBoundingClientRect();
+    const previous = pointers.get(event.pointerId);
+    if (!previous) {
+      hover(event.clientX - box.left, event.clientY - box.top);
+      return;
+    }
+    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+    if (pinch && pointers.size === 2) {
+      const [a, b] = [...pointers.values()];
+      const distance = Math.hypot(a.x - b.x, a.y - b.y);
+      zoomAt(distance / (pinch.distance || distance), (a.x + b.x) / 2 - box.left, (a.y + b.y) / 2 - box.top);
+      pinch.distance = distance;
+      return;
+    }
+    if (press && !press.moved && Math.hypot(event.clientX - press.x, event.clientY - press.y) < DRAG_PX) return;
+    if (press) press.moved = true;
+    view.classList.add("dragging");
+    pan(event.clientX - previous.x, event.clientY - previous.y);
+  });
+  const release = (event) => {
+    pointers.delete(event.pointerId);
+    view.classList.remove("dragging");
+    if (pointers.size < 2) pinch = null;
+    if (event.type === "pointerup" && press && !press.moved && pointers.size === 0) {
+      const box = view.getBoundingClientRect();
+      click(event.clientX - box.left, event.clientY - box.top);
+    }
+    if (pointers.size === 0) press = null;
+  };
+  view.addEventListener("pointerup", release);
+  view.addEventListener("pointercancel", release);
+  view.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    const box = view.getBoundingClientRect();
+    zoomAt(Math.exp(-event.deltaY * 0.0015), event.clientX - box.left, event.clientY - box.top);
+  }, { passive: false });
+  view.addEventListener("keydown", (event) => {
+    if (key(event.key)) event.preventDefault();
+  });
+}
+
+const MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
+/** The tile pyramid of every photo. */
+function tiled(root, data, openPhoto) {
+  const note = root.querySelector("#map-note");
+  const view = root.querySelector("#map-view");
+  const stage = root.querySelector("#map-stage");
+  const cursorBox = root.querySelector("#map-cursor");
+  const status = root.querySelector("#map-status");
+  const { cell, tile, levels, url, cell_url: cellUrl } = data.tiles;
+  const grid = data.grid;
+  const world = levels[levels.length - 1].size; // the deepest level's pixels: grid × cell
+  note.textContent = `All ${formatNumber(data.laid_out)} photos, one per square; similar ones lie close ` +
+    "together. Zoom in to see each photo.";
+  root.querySelector("#map-img").hidden = true;
+  stage.classList.add("tiled");
+  const layer = el("div", { className: "map-tiles" });
+  stage.prepend(layer);
+  const shown = new Map(); // "z/x/y" → img
+  // scale: CSS pixels per world pixel; (x, y): where the world's origin is in the view.
+  const view2d = { scale: 1, fit: 1, x: 0, y: 0 };
+  const cursor = { col: Math.floor(grid / 2), row: Math.floor(grid / 2), visible: false };
+  const centre = () => [view.clientWidth / 2, view.clientHeight / 2];
+  const tileUrl = (z, x, y) => url.replace("{z}", z).replace("{x}", x).replace("{y}", y);
+
+  function layout() {
+    const side = Math.min(view.clientWidth, view.clientHeight);
+    const fit = side / world;
+    const zoom = view2d.scale / view2d.fit;
+    view2d.fit = fit;
+    view2d.scale = Math.min(fit * zoom, maxScale());
+    clamp();
+    draw();
+  }
+
+  const maxScale = () => Math.max(view2d.fit, MAX_CELL_PX / cell);
+
+  function clamp() {
+    const span = world * view2d.scale;
+    const w = view.clientWidth;
+    const h = view.clientHeight;
+    view2d.x = span <= w ? (w - span) / 2 : Math.min(0, Math.max(w - span, view2d.x));
+    view2d.y = span <= h ? (h - span) / 2 : Math.min(0, Math.max(h - span, view2d.y));
+  }
+
+  // The coarsest level whose pixels are at least as fine as the screen's at this zoom.
+  function level() {
+    const needed = world * view2d.scale * (window.devicePixelRatio || 1);
+    const z = levels.findIndex((lv) => lv.size >= needed / 1.25);
+    return z < 0 ? levels.length - 1 : z;
+  }
+
+  function place(img, z, x, y) {
+    const k = world / levels[z].size; // world pixels per pixel of level z
+    const span = tile * k * view2d.scale;
+    img.style.left = view2d.x + x * span + "px";
+    img.style.top = view2d.y + y * span + "px";
+    img.style.width = span + "px";
+    img.style.height = span + "px";
+  }
+
+  function draw() {
+    const z = level();
+    const wanted = new Set(["0/0/0"]);
+    const k = world / levels[z].size;
+    const span = tile * k * view2d.scale;
+    const { cols, rows } = levels[z];
+    const x0 = Math.max(0, Math.floor(-view2d.x / span));
+    const y0 = Math.max(0, Math.floor(-view2d.y / span));
+    const x1 = Math.min(cols - 1, Math.floor((view.clientWidth - view2d.x) / span));
+    const y1 = Math.min(rows - 1, Math.floor((view.clientHeight - view2d.y) / span));
+    for (let y = y0; y <= y1; y++) for (let x = x0; x <= x1; x++) wanted.add(`${z}/${x}/${y}`);
+    for (const [name, img] of shown) {
+      if (!wanted.has(name)) {
+        img.remove();
+        shown.delete(name);
+      }
+    }
+    for (const name of wanted) {
+      let img = shown.get(name);
+      const [tz, tx, ty] = name.split("/").map(Number);
+      if (!img) {
+        img = el("img", { className: "map-tile", alt: "", draggable: false, src: tileUrl(tz, tx, ty) });
+        img.dataset.z = String(tz);
+        shown.set(name, img);
+        if (tz === 0) layer.prepend(img);
+        else layer.append(img);
+      }
+      place(img, tz, tx, ty);
+    }
+    view.dataset.level = String(z);
+    placeCursor();
+  }
+
+  function zoomAt(factor, px, py) {
+    const scale = Math.min(maxScale(), Math.max(view2d.fit, view2d.scale * factor));
+    const ratio = scale / view2d.scale;
+    view2d.x = px - (px - view2d.x) * ratio;
+    view2d.y = py - (py - view2d.y) * ratio;
+    view2d.scale = scale;
+    clamp();
+    draw();
+  }
+
+  function cellAt(px, py) {
+    const col = Math.floor((px - view2d.x) / view2d.scale / cell);
+    const row = Math.floor((py - view2d.y) / view2d.scale / cell);
+    return col >= 0 && row >= 0 && col < grid && row < grid ? { col, row } : null;
+  }
+
+  function placeCursor() {
+    cursorBox.hidden = !cursor.visible;
+    const span = cell * view2d.scale;
+    cursorBox.style.left = view2d.x + cursor.col * span + "px";
+    cursorBox.style.top = view2d.y + cursor.row * span + "px";
+    cursorBox.style.width = span + "px";
+    cursorBox.style.height = span + "px";
+    cursorBox.style.outlineWidth = "2px";
+  }
+
+  async function open(where) {
+    if (!where) {
+      status.textContent = "No photo here.";
+      return;
+    }
+    let answer;
+    try {
+      answer = await api(cellUrl.replace("{col}", where.col).replace("{row}", where.row));
+    } catch (err) {
+      status.textContent = err.message;
+      return;
+    }
+    status.textContent = answer.id ? "" : "No photo in this square.";
+    if (answer.id) openPhoto(answer.id);
+  }
+
+  function follow() {
+    const span = cell * view2d.scale;
+    const left = view2d.x + cursor.col * span;
+    const top = view2d.y + cursor.row * span;
+    if (left < 0) view2d.x -= left;
+    if (top < 0) view2d.y -= top;
+    if (left + span > view.clientWidth) view2d.x -= left + span - view.clientWidth;
+    if (top + span > view.clientHeight) view2d.y -= top + span - view.clientHeight;
+    clamp();
+    draw();
+  }
+
+  function fit() {
+    view2d.scale = view2d.fit;
+    clamp();
+    draw();
+  }
+
+  controls(view, {
+    pan(dx, dy) {
+      view2d.x += dx;
+      view2d.y += dy;
+      clamp();
+      draw();
+    },
+    zoomAt,
+    click: (px, py) => open(cellAt(px, py)),
+    hover(px, py) {
+      const where = cellAt(px, py);
+      if (where) Object.assign(cursor, where, { visible: true });
+      placeCursor();
+    },
+    key(name) {
+      if (MOVES[name]) {
+        const [dc, dr] = MOVES[name];
+        cursor.col = Math.min(grid - 1, Math.max(0, cursor.col + dc));
+        cursor.row = Math.min(grid - 1, Math.max(0, cursor.row + dr));
+        cursor.visible = true;
+        follow();
+      } else if (name === "Enter" || name === " ") {
+        cursor.visible = true;
+        placeCursor();
+        open(cursor);
+      } else if (name === "+" || name === "=") {
+        zoomAt(1.5, ...centre());
+      } else if (name === "-" || name === "_") {
+        zoomAt(1 / 1.5, ...centre());
+      } else if (name === "0") {
+        fit();
+      } else {
+        return false;
+      }
+      return true;
+    },
+  });
+  root.querySelector("#zoom-in").addEventListener("click", () => zoomAt(1.5, ...centre()));
+  root.querySelector("#zoom-out").addEventListener("click", () => zoomAt(1 / 1.5, ...centre()));
+  root.querySelector("#zoom-fit").addEventListener("click", fit);
+  new ResizeObserver(() => layout()).observe(view);
+  view2d.fit = view2d.scale = Math.min(view.clientWidth, view.clientHeight) / world || 1;
+  layout();
+  view.dataset.kind = "tiles";
+  view.dataset.ready = "1";
+}
+
+/** The mosaic of an older bundle (a sample of at most 64 × 64 photos). */
+function mosaic(root, data, openPhoto) {
+  const note = root.querySelector("#map-note");
+  const view = root.querySelector("#map-view");
+  const stage = root.querySelector("#map-stage");
+  const img = root.querySelector("#map-img");
+  const cursorBox = root.querySelector("#map-cursor");
+  const status = root.querySelector("#map-status");
   note.textContent = data.sampled
     ? `A sample: ${formatNumber(data.laid_out)} of the ${formatNumber(data.images)} photos, drawn at random ` +
       `(the ${data.grid}×${data.grid} grid holds ${formatNumber(data.grid * data.grid)}). ` +
@@ -127,86 +402,43 @@ export async function init(root, openPhoto) {
     apply();
   }
 
-  // Pointers: one drags, two pinch; a press that barely moved is a click on a tile.
-  const pointers = new Map();
-  let press = null;
-  let pinch = null;
-  view.addEventListener("pointerdown", (event) => {
-    view.setPointerCapture(event.pointerId);
-    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
-    if (pointers.size === 1) press = { x: event.clientX, y: event.clientY, moved: false };
-    if (pointers.size === 2) {
-      const [a, b] = [...pointers.values()];
-      pinch = { distance: Math.hypot(a.x - b.x, a.y - b.y) };
-      press = null;
-    }
-  });
-  view.addEventListener("pointermove", (event) => {
-    const box = view.getBoundingClientRect();
-    const previous = pointers.get(event.pointerId);
-    if (!previous) {
-      const cell = cellAt(event.clientX - box.left, event.clientY - box.top);
+  controls(view, {
+    pan(dx, dy) {
+      view2d.x += dx;
+      view2d.y += dy;
+      clamp();
+      apply();
+    },
+    zoomAt,
+    click: (px, py) => open(cellAt(px, py)),
+    hover(px, py) {
+      const cell = cellAt(px, py);
       if (cell) Object.assign(cursor, cell, { visible: true });
       placeCursor();
-      return;
-    }
-    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
-    if (pinch && pointers.size === 2) {
-      const [a, b] = [...pointers.values()];
-      const distance = Math.hypot(a.x - b.x, a.y - b.y);
-      zoomAt(distance / (pinch.distance || distance), (a.x + b.x) / 2 - box.left, (a.y + b.y) / 2 - box.top);
-      pinch.distance = distance;
-      return;
-    }
-    if (press && !press.moved && Math.hypot(event.clientX - press.x, event.clientY - press.y) < DRAG_PX) return;
-    if (press) press.moved = true;
-    view.classList.add("dragging");
-    view2d.x += event.clientX - previous.x;
-    view2d.y += event.clientY - previous.y;
-    clamp();
-    apply();
-  });
-  const release = (event) => {
-    pointers.delete(event.pointerId);
-    view.classList.remove("dragging");
-    if (pointers.size < 2) pinch = null;
-    if (event.type === "pointerup" && press && !press.moved && pointers.size === 0) {
-      const box = view.getBoundingClientRect();
-      open(cellAt(event.clientX - box.left, event.clientY - box.top));
-    }
-    if (pointers.size === 0) press = null;
-  };
-  view.addEventListener("pointerup", release);
-  view.addEventListener("pointercancel", release);
-  view.addEventListener("wheel", (event) => {
-    event.preventDefault();
-    const box = view.getBoundingClientRect();
-    zoomAt(Math.exp(-event.deltaY * 0.0015), event.clientX - box.left, event.clientY - box.top);
-  }, { passive: false });
-
-  view.addEventListener("keydown", (event) => {
-    const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
-    if (moves[event.key]) {
-      const [dc, dr] = moves[event.key];
-      cursor.col = Math.min(grid - 1, Math.max(0, cursor.col + dc));
-      cursor.row = Math.min(grid - 1, Math.max(0, cursor.row + dr));
-      cursor.visible = true;
-      placeCursor();
-      follow();
-    } else if (event.key === "Enter" || event.key === " ") {
-      cursor.visible = true;
-      placeCursor();
-      open(cursor);
-    } else if (event.key === "+" || event.key === "=") {
-      zoomAt(1.5, ...centre());
-    } else if (event.key === "-" || event.key === "_") {
-      zoomAt(1 / 1.5, ...centre());
-    } else if (event.key === "0") {
-      fit();
-    } else {
-      return;
-    }
-    event.preventDefault();
+    },
+    key(name) {
+      if (MOVES[name]) {
+        const [dc, dr] = MOVES[name];
+        cursor.col = Math.min(grid - 1, Math.max(0, cursor.col + dc));
+        cursor.row = Math.min(grid - 1, Math.max(0, cursor.row + dr));
+        cursor.visible = true;
+        placeCursor();
+        follow();
+      } else if (name === "Enter" || name === " ") {
+        cursor.visible = true;
+        placeCursor();
+        open(cursor);
+      } else if (name === "+" || name === "=") {
+        zoomAt(1.5, ...centre());
+      } else if (name === "-" || name === "_") {
+        zoomAt(1 / 1.5, ...centre());
+      } else if (name === "0") {
+        fit();
+      } else {
+        return false;
+      }
+      return true;
+    },
   });
 
   function fit() {
@@ -220,5 +452,6 @@ export async function init(root, openPhoto) {
   new ResizeObserver(() => layout()).observe(view);
   layout();
   placeCursor();
+  view.dataset.kind = "mosaic";
   view.dataset.ready = "1";
 }

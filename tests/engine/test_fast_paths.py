@@ -66,7 +66,7 @@ async def test_loop_and_pool_answer_the_same(aiohttp_client: Any, small_bundle_m
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     on_loop = await aiohttp_client(create_app(make_settings(small_bundle_models)))
     in_pool = await aiohttp_client(create_app(make_settings(small_bundle_models)))
-    monkeypatch.setattr(in_pool.app[RUNTIME], "inline", lambda rows, filtered: False)
+    monkeypatch.setattr(in_pool.app[RUNTIME], "inline", lambda *args: False)
     for text in QUERIES:
         for path, params in (("/v1/images", {"q": text, "k": "6", "offset": "1"}),
                              ("/v1/images", {"q": text, "k": "4", "lang": "en"}),
@@ -75,17 +75,32 @@ async def test_loop_and_pool_answer_the_same(aiohttp_client: Any, small_bundle_m
             b = await in_pool.get(path, params=params)
             assert a.status == b.status == 200
             assert await a.read() == await b.read()
-    # The unfiltered queries never touched the text pool of the first app; the filtered ones did.
-    assert on_loop.app[RUNTIME].text.executor._threads  # the lang= queries
     plain = await aiohttp_client(create_app(make_settings(small_bundle_models)))
-    # Queries with a word to correct ("zzqx": a spelling search) go to the pool too (issue 28).
+    # No query without a word to correct touches the text pool: a language's rows are kept apart at load,
+    # so a filtered query on an exactly ranked bundle is answered on the loop like an unfiltered one.
     for text in [t for t in QUERIES if "zzqx" not in t]:
         assert (await plain.get("/v1/images", params={"q": text, "k": "9"})).status == 200
+        assert (await plain.get("/v1/images", params={"q": text, "k": "4", "lang": "en"})).status == 200
         assert (await plain.get("/v1/related", params={"q": text})).status == 200
     assert not plain.app[RUNTIME].text.executor._threads
+    # Queries with a word to correct ("zzqx": a spelling search) go to the pool (issue 28).
     assert (await plain.get("/v1/related", params={"q": "zzqx dog"})).status == 200
     assert plain.app[RUNTIME].text.executor._threads
     assert in_pool.app[RUNTIME].text.executor._threads
+
+
+
+async def test_word_index_searches_stay_on_the_loop_wide_text_searches_go_to_the_pool(
+        aiohttp_client: Any, small_bundle_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above EXACT_ROWS (here: every bundle) related words come from the word index at its default
+    breadth, cheaper than the hop to a worker; a text query over the photos walks its index wide."""
+    monkeypatch.setattr(vectorindex, "EXACT_ROWS", 0)
+    client = await aiohttp_client(create_app(make_settings(small_bundle_models)))
+    for text in [t for t in QUERIES if "zzqx" not in t]:
+        assert (await client.get("/v1/related", params={"q": text, "k": "5"})).status == 200
+    assert not client.app[RUNTIME].text.executor._threads
+    assert (await client.get("/v1/images", params={"q": "dog", "k": "5"})).status == 200
+    assert client.app[RUNTIME].text.executor._threads
 
 
 async def test_redis_calls_of_concurrent_requests_share_round_trips(redis_server: RedisServer) -> None:

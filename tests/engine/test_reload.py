@@ -120,7 +120,9 @@ async def test_corrupt_bundles_refused(aiohttp_client: Any, models: Path) -> Non
     index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
 
     for version in (bad_sha, truncated):
-        bundle.activate(models, version)  # the poll sees it and must refuse it
+        # bundle.activate refuses them now (tests/space/test_bundle.py): point ACTIVE at each by hand, as
+        # an operator might, so that the poll sees it and must refuse it.
+        (models / bundle.ACTIVE).write_text(version + "\n", encoding="utf-8")
         listing = await _wait_refused(client, version)
         assert "sha256" in listing["last_error"]
         assert await _version(client) == good
@@ -188,6 +190,28 @@ async def test_busy_when_queue_full(aiohttp_client: Any, small_bundle_models: Pa
     assert all(b["error"] == "busy" for b in busy)
     assert (await client.get("/healthz")).status == 200
 
+
+
+async def test_a_swap_frees_the_model_of_the_last_photo(aiohttp_client: Any, models: Path) -> None:
+    """The photo batcher holds no retired model: a bundle's memory goes with the swap, not with the next photo
+    (its dispatcher kept its last batch, and through it the model, while it waited for more photos); and a
+    bundle of the same vocabulary keeps the spelling index."""
+    client = await aiohttp_client(create_app(make_settings(models)))
+    runtime = client.app[RUNTIME]
+    first = runtime.holder.current
+    assert first is not None
+    photo = Path(json.loads((first.path / bundle.IMAGE_META).read_text())["items"][0]["path"]).read_bytes()
+    assert (await client.post("/v1/hashtags", data=photo)).status == 200
+    speller = first.space.speller
+    gone = weakref.ref(first)
+    del first
+    new = await asyncio.to_thread(publish_copy, models, bundle.active_path(models), activate_it=False)
+    assert (await client.post("/v1/admin/reload", params={"version": new}, headers=AUTH)).status == 200
+    gc.collect()
+    assert gone() is None, "the retired model is still referenced after the swap"
+    assert (await client.get("/v1/related", params={"q": "dogg"})).status == 200
+    # The same vocabulary (a bundle trained again on the same corpus): the spelling index is kept.
+    assert runtime.holder.require().space.speller is speller
 
 
 async def test_a_corrupt_active_bundle_at_start_serves_the_newest_valid_one(aiohttp_client: Any,

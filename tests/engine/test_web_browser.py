@@ -2,10 +2,11 @@
 engine`` on (a copy of) the small test bundle.
 
 What a person does: types "dog" and gets dog photos, follows a related word, opens a shared search link,
-sends a dog photo (file picker and drag-and-drop) and gets "#dog", clicks a tile of the photo map and
-sees that photo and its caption, reads the analyses, uses the map from the keyboard, reloads after an
-admin switched bundles and sees the new one, and a caption holding ``<script>`` shows as text. At a
-phone's width nothing scrolls sideways.
+sends a dog photo (file picker and drag-and-drop) and gets "#dog", zooms the photo map from its overview
+down to single photos and clicks one to see that photo and its caption, reads the analyses, uses the map
+from the keyboard, reloads after an admin switched bundles and sees the new one (a bundle without map
+tiles: its mosaic, clicked), and a caption holding ``<script>`` shows as text. At a phone's width nothing
+scrolls sideways.
 """
 
 from __future__ import annotations
@@ -174,8 +175,13 @@ def test_a_dog_photo_gets_its_hashtags_and_similar_photos(
 def _open_map(page: Any, engine_url: str) -> dict[str, Any]:
     page.goto(engine_url + "/#map")
     page.wait_for_selector("#map-view[data-ready='1']")
-    page.wait_for_function("() => document.getElementById('map-img').complete")
-    return get_json(engine_url + "/map.json")
+    data = get_json(engine_url + "/map.json")
+    if data.get("tiles"):
+        page.wait_for_function("() => [...document.querySelectorAll('#map-stage .map-tile')]"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+    else:
+        page.wait_for_function("() => document.getElementById('map-img').complete")
+    return data
 
 
 def _click_cell(page: Any, engine_url: str, data: dict[str, Any], cell: int) -> str:
@@ -189,8 +195,12 @@ def _click_cell(page: Any, engine_url: str, data: dict[str, Any], cell: int) -> 
     fx = (mosaic["margin"] + (col + 0.5) * mosaic["tile"]) / size
     fy = (mosaic["margin"] + (row + 0.5) * mosaic["tile"]) / size
     page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    return _shows(page, engine_url, data["cells"][cell])
+
+
+def _shows(page: Any, engine_url: str, image_id: str) -> str:
+    """Wait for the viewer to show photo ``image_id`` with its caption; return the caption."""
     page.wait_for_selector("#viewer[open]")
-    image_id = data["cells"][cell]
     caption = str(get_json(f"{engine_url}/v1/similar/{image_id}?k=1")["image"]["caption"])
     page.wait_for_function("(c) => document.getElementById('viewer-caption').textContent === c", arg=caption)
     page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth > 0")
@@ -198,31 +208,68 @@ def _click_cell(page: Any, engine_url: str, data: dict[str, Any], cell: int) -> 
     return caption
 
 
-def test_clicking_a_map_tile_shows_its_photo_and_caption(page: Any, engine_url: str) -> None:
+def _cell_id(engine_url: str, data: dict[str, Any], col: int, row: int) -> str | None:
+    url = data["tiles"]["cell_url"].replace("{col}", str(col)).replace("{row}", str(row))
+    found = get_json(engine_url + url)["id"]
+    return None if found is None else str(found)
+
+
+def test_the_map_zooms_from_the_overview_to_single_photos(page: Any, engine_url: str) -> None:
     data = _open_map(page, engine_url)
-    assert "photos" in (page.text_content("#map-note") or "")
-    _click_cell(page, engine_url, data, next(i for i, c in enumerate(data["cells"]) if c))
-    page.wait_for_function("() => document.querySelectorAll('#viewer-similar li').length > 0")
-    page.keyboard.press("Escape")
-    page.wait_for_selector("#viewer", state="hidden")
+    tiles = data["tiles"]
+    deepest = len(tiles["levels"]) - 1
+    assert page.get_attribute("#map-view", "data-kind") == "tiles"
+    assert f"All {data['images']} photos" in (page.text_content("#map-note") or "")
+    overview = int(page.get_attribute("#map-view", "data-level") or -1)
+    assert overview < deepest and page.locator("#map-img").is_hidden()
+    for _ in range(12):  # the zoom button, until the deepest level's tiles are drawn
+        if page.get_attribute("#map-view", "data-level") == str(deepest):
+            break
+        page.click("#zoom-in")
+    assert page.get_attribute("#map-view", "data-level") == str(deepest)
+    page.wait_for_function("(z) => [...document.querySelectorAll(`#map-stage .map-tile[data-z='${z}']`)]"
+                           ".some(i => i.complete && i.naturalWidth > 0)", arg=str(deepest))
+    # A tile of the deepest level in view: the photo in one of its cells, clicked where it is drawn.
+    view = page.locator("#map-view").bounding_box()
+    per_tile = tiles["tile"] // tiles["cell"]
+    for tile in page.locator(f"#map-stage .map-tile[data-z='{deepest}']").all():
+        box = tile.bounding_box()
+        x, y = (int(v) for v in re.findall(r"/(\d+)/(\d+)\.jpg", tile.get_attribute("src") or "")[0])
+        side = box["width"] / per_tile
+        for r in range(per_tile):
+            for c in range(per_tile):
+                px, py = box["x"] + (c + 0.5) * side, box["y"] + (r + 0.5) * side
+                inside = view["x"] + 4 < px < view["x"] + view["width"] - 4 and \
+                    view["y"] + 4 < py < view["y"] + view["height"] - 4
+                image_id = _cell_id(engine_url, data, x * per_tile + c, y * per_tile + r) if inside else None
+                if image_id:
+                    page.mouse.click(px, py)
+                    _shows(page, engine_url, image_id)
+                    page.wait_for_function("() => document.querySelectorAll('#viewer-similar li').length > 0")
+                    page.keyboard.press("Escape")
+                    page.wait_for_selector("#viewer", state="hidden")
+                    return
+    raise AssertionError("no photo in view at the deepest level")
 
 
 def test_the_map_from_the_keyboard(page: Any, engine_url: str) -> None:
     data = _open_map(page, engine_url)
     grid = data["grid"]
     page.focus("#map-view")
+    level = page.get_attribute("#map-view", "data-level")
     page.keyboard.press("+")
-    page.wait_for_function("() => document.getElementById('map-stage').style.transform.includes('1.5')")
+    page.keyboard.press("+")
+    page.wait_for_function("(z) => document.getElementById('map-view').dataset.level !== z", arg=level)
     page.keyboard.press("0")
+    page.wait_for_function("(z) => document.getElementById('map-view').dataset.level === z", arg=level)
     # The cursor starts at the middle cell; walk left along its row to a cell holding a photo.
     row, col = grid // 2, grid // 2
-    while not data["cells"][row * grid + col]:
+    while not (image_id := _cell_id(engine_url, data, col, row)):
         page.keyboard.press("ArrowLeft")
         col -= 1
         assert col >= 0, "no photo on the middle row"
     page.keyboard.press("Enter")
-    page.wait_for_selector("#viewer[open]")
-    page.wait_for_function("() => document.getElementById('viewer-caption').textContent.length > 1")
+    _shows(page, engine_url, image_id)
     page.keyboard.press("Escape")
     page.wait_for_selector("#viewer", state="hidden")
 
@@ -272,6 +319,7 @@ def test_a_reload_shows_another_bundle_and_captions_stay_text(
             item["caption"] = HOSTILE + item["caption"]
         meta_path.write_text(json.dumps(meta))
         _add_mosaic(staged, [item["path"] for item in meta["items"]], 2048)
+        shutil.rmtree(staged / bundle.REPORT_DIR / "map")  # as bundles were before the map's tiles
 
     version = publish_copy(web_models, bundle.active_path(web_models), activate_it=False, edit=hostile)
     post_admin(f"{engine_url}/v1/admin/activate?version={version}")  # as an admin would
@@ -286,9 +334,15 @@ def test_a_reload_shows_another_bundle_and_captions_stay_text(
     page.locator("#results button.thumb").first.click()
     page.wait_for_function("() => document.getElementById('viewer-caption').textContent.startsWith('<scr')")
     assert page.evaluate("window.__xss") is None
-    # The map follows the new bundle too, and zoomed in it loads the sharper mosaic, whose tiles have
-    # another size and margin: a click still opens the photo of the cell under the pointer.
+    # The map follows the new bundle too: one without tiles shows its mosaic, and zoomed in it loads the
+    # sharper mosaic, whose tiles have another size and margin: a click still opens the photo of the cell
+    # under the pointer.
     data = _open_map(page, engine_url)
+    assert page.get_attribute("#map-view", "data-kind") == "mosaic" and "tiles" not in data
+    _click_cell(page, engine_url, data, next(i for i, c in enumerate(data["cells"]) if c))
+    page.wait_for_function("() => document.querySelectorAll('#viewer-similar li').length > 0")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#viewer", state="hidden")
     assert f"v={version}" in (page.get_attribute("#map-img", "src") or "")
     assert [m["size"] for m in data["mosaics"]] == [1024, 2048]
     page.click("#zoom-in")

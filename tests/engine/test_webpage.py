@@ -2,7 +2,8 @@
 
 The browser itself is tests/engine/test_web_browser.py; here: the page and its files with their headers
 (a strict CSP, immutable assets under the tag), nothing fetched from elsewhere and no HTML written from
-data in the scripts, /map.json against the bundle's layout, /v1/similar/{id}, and the package data.
+data in the scripts, /map.json against the bundle's map (its tile pyramid, or an older bundle's mosaic), the
+map's tiles and cells, /v1/similar/{id}, and the package data.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -93,14 +96,64 @@ def test_package_data_ships_every_static_file() -> None:
     assert "COPY engine ./engine" in (ROOT / "docker" / "Dockerfile.serve").read_text()
 
 
-async def test_map_json_places_the_layout_by_id(client: TestClient, small_bundle: Path) -> None:
+def _without_tiles(staged: Path) -> None:
+    """A bundle as published before the map's tile pyramid: its report holds the mosaic only."""
+    shutil.rmtree(staged / bundle.REPORT_DIR / "map")
+
+
+async def test_map_tiles_and_cells(client: TestClient, small_bundle: Path) -> None:
+    r = await client.get("/map.json")
+    assert r.status == 200
+    data = await r.json()
+    pyramid = json.loads((small_bundle / bundle.REPORT_DIR / "map" / "pyramid.json").read_text())
+    items = json.loads((small_bundle / bundle.IMAGE_META).read_text())["items"]
+    ids = _public_ids(items)
+    grid, tiles = data["grid"], data["tiles"]
+    assert grid == pyramid["grid"] and not data["sampled"]
+    assert data["laid_out"] == data["images"] == len(items)
+    assert "cells" not in data and "/" not in data["version"]
+    levels = tiles["levels"]
+    assert levels[0]["cols"] == 1 and levels[-1]["size"] == grid * tiles["cell"]
+    deepest = len(levels) - 1
+    url = tiles["url"].replace("{z}", str(deepest)).replace("{x}", "1").replace("{y}", "0")
+    tile = await client.get(url)
+    assert tile.status == 200 and tile.content_type == "image/jpeg"
+    assert tile.headers["Cache-Control"] == webpage.IMMUTABLE and (await tile.read())[:2] == b"\xff\xd8"
+    cells = np.load(small_bundle / bundle.REPORT_DIR / "map" / "cells.npy")
+    seen = []
+    for row in range(grid):
+        for col in range(grid):
+            answer = await (await client.get(tiles["cell_url"].replace("{col}", str(col))
+                                             .replace("{row}", str(row)))).json()
+            index = int(cells[row, col])
+            assert answer == {"id": ids[index] if index >= 0 else None}
+            if answer["id"] is not None:
+                seen.append(answer["id"])
+    assert sorted(seen) == sorted(ids)  # every photo, once
+    hit = await (await client.get(f"/v1/similar/{seen[0]}", params={"k": "1"})).json()
+    assert hit["image"]["caption"] == items[ids.index(seen[0])]["caption"]
+    version = data["version"]
+    for bad in (f"/map/{version}/tiles/{deepest + 1}/0/0.jpg", f"/map/{version}/tiles/0/1/0.jpg",
+                f"/map/{version}/tiles/0/-1/0.jpg", f"/map/{version}/tiles/0/0/x.jpg",
+                f"/map/{version}/cell/{grid}/0", f"/map/{version}/cell/0/99999999999",
+                "/map/another-version/tiles/0/0/0.jpg", "/map/another-version/cell/0/0"):
+        r = await client.get(bad)
+        assert r.status == 404 and (await r.json())["error"] == "not_found", bad
+    bad_cell = await client.get(f"/map/{version}/cell/{grid - 1}/{grid}")
+    assert bad_cell.status == 404
+
+
+async def test_a_bundle_without_tiles_maps_its_mosaic(aiohttp_client: Any, models: Path) -> None:
+    version = publish_copy(models, bundle.active_path(models), edit=_without_tiles)
+    small_bundle = models / version
+    client = await aiohttp_client(create_app(make_settings(models)))
     r = await client.get("/map.json")
     assert r.status == 200
     data = await r.json()
     layout = json.loads((small_bundle / bundle.REPORT_DIR / "tsne_layout.json").read_text())
     items = json.loads((small_bundle / bundle.IMAGE_META).read_text())["items"]
     grid = layout["grid"]
-    assert data["grid"] == grid and len(data["cells"]) == grid * grid
+    assert "tiles" not in data and data["grid"] == grid and len(data["cells"]) == grid * grid
     assert data["laid_out"] == len(layout["items"]) == sum(c is not None for c in data["cells"])
     assert data["sampled"] is False and data["images"] == len(items)
     assert "path" not in r.headers and "/" not in "".join(c for c in data["cells"] if c)  # ids, no paths
@@ -114,11 +167,13 @@ async def test_map_json_places_the_layout_by_id(client: TestClient, small_bundle
         assert mosaic["url"].endswith(f"?v={data['version']}")
         png = await client.get(mosaic["url"])
         assert png.status == 200 and (await png.read())[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (await client.get(f"/map/{version}/tiles/0/0/0.jpg")).status == 404
 
 
 async def test_map_json_without_a_layout_is_a_404(aiohttp_client: Any, models: Path) -> None:
     def drop_layout(staged: Path) -> None:
         (staged / bundle.REPORT_DIR / "tsne_layout.json").unlink()
+        _without_tiles(staged)
 
     publish_copy(models, bundle.active_path(models), edit=drop_layout)
     client = await aiohttp_client(create_app(make_settings(models)))

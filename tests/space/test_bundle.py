@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,46 @@ def test_clean_staging(tmp_path: Path) -> None:
     (tmp_path / ".tmp-dead").mkdir()
     assert bundle.clean_staging(tmp_path) == 1
     assert not (tmp_path / ".tmp-dead").exists()
+
+
+def test_publish_stamps_and_readers_trust_the_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with bundle.staging(tmp_path) as tmp:
+        _stage_minimal(tmp)
+        path = bundle.publish(tmp, tmp_path, {})
+    hashed: list[Path] = []
+    real = bundle.sha256_file
+
+    def counting(p: Path, chunk: int = 1 << 20) -> str:
+        hashed.append(p)
+        return real(p, chunk)
+
+    monkeypatch.setattr(bundle, "sha256_file", counting)
+    assert bundle.verify_once(path)["version"] == path.name
+    bundle.activate(tmp_path, path.name)
+    assert hashed == []  # verified once, when published: readers compare the stamp
+    (path / bundle.STAMP).unlink()
+    bundle.verify_once(path)  # no stamp: every file hashed, and a new stamp written
+    assert len(hashed) == len(bundle.read_manifest(path)["files"])
+    hashed.clear()
+    bundle.verify_once(path)
+    assert hashed == [] and (path / bundle.STAMP).is_file()
+
+
+def test_a_file_changed_after_publishing_is_refused_at_activation(tmp_path: Path) -> None:
+    with bundle.staging(tmp_path) as tmp:
+        _stage_minimal(tmp)
+        good = bundle.publish(tmp, tmp_path, {"version": "good"})
+    with bundle.staging(tmp_path) as tmp:
+        _stage_minimal(tmp)
+        bad = bundle.publish(tmp, tmp_path, {"version": "bad"}, activate_it=False)
+    vectors = bad / bundle.IMAGE_VECTORS
+    data = bytearray(vectors.read_bytes())
+    data[0] ^= 0xFF  # the same size: only the content (and the file's ctime) says it changed
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(BundleInvalid, match=r"images\.npy does not match its sha256"):
+        bundle.activate(tmp_path, "bad")
+    assert bundle.active_version(tmp_path) == "good"
+    # Touching a file without changing it costs one full check, then the bundle is trusted again.
+    os.utime(good / bundle.IMAGE_META)
+    bundle.activate(tmp_path, "good")
+    assert bundle.stamp_holds(good, bundle.read_manifest(good)["files"])

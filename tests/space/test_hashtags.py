@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from space.hashtags import Hashtagger, plural_forms
+from space.hashtags import Hashtagger, map_npz, plural_forms
 
 WORDS = ["dog", "dogs", "grass", "beach", "perro", "playa", "running"]
 
@@ -68,3 +68,17 @@ def test_one_language_bundle_answers_a_language_filter(tmp_path: Path) -> None:
     assert back is not None
     scores = back.scores(np.array([1.0, 0.0]), np.array([], int), np.array([], np.float32))
     assert back.best(scores, WORDS, 1, language="en")[0][0] == "dog"
+
+
+def test_voting_posts_are_mapped_from_the_file(tmp_path: Path) -> None:
+    t = tagger()
+    t.save(tmp_path)
+    mapped = Hashtagger.load(tmp_path, mmap=True)
+    assert mapped is not None
+    for name in ("pool", "indptr", "indices"):
+        assert isinstance(getattr(mapped, name), np.memmap)  # shared by every process, not read
+        np.testing.assert_array_equal(getattr(mapped, name), getattr(t, name))
+    v, near, sims = np.array([1.0, 0.0]), np.array([10, 11]), np.array([0.9, 0.4])
+    assert np.allclose(mapped.scores(v, near, sims), t.scores(v, near, sims))
+    np.savez_compressed(tmp_path / "z.npz", pool=t.pool)
+    assert map_npz(tmp_path / "z.npz", ["pool"]) == {}  # a compressed member is read, not mapped

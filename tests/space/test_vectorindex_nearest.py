@@ -84,3 +84,37 @@ def test_exact_without_an_index_at_any_size(monkeypatch: pytest.MonkeyPatch) -> 
     assert keys.tolist() == np.argsort(-(rows @ rows[4]), kind="stable")[:2].tolist()
     assert nearest(None, rows, np.empty((0, 16), dtype=np.float32), []) == []
     assert [len(k) for k, _ in nearest(None, rows[:0], rows[:2], [5, 0])] == [0, 0]
+
+
+@pytest.mark.parametrize("dtype", ["f16", "i8"])
+def test_rows_read_on_demand_rank_like_rows_in_memory(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LazyRows`` (how the engine holds a large bundle's vectors) ranks exactly as the array does, through
+    the index (an i8 one rescores candidates from it) and exactly, and reads only the rows asked for."""
+    from space.vectorindex import LazyRows
+
+    rows = clustered(3000, 32, seed=17)
+    read: list[int] = []
+
+    def fetch(keys: np.ndarray) -> np.ndarray:
+        read.append(len(keys))
+        return rows[keys]
+
+    lazy = LazyRows(len(rows), rows.shape[1], fetch)
+    assert lazy[5].shape == (32,) and lazy[np.array([[1, 2], [3, 4]])].shape == (2, 2, 32)
+    np.testing.assert_array_equal(lazy[np.array([-1])], rows[[-1]])
+    with pytest.raises(IndexError):
+        lazy[np.array([3000])]
+    index = build_index(rows, None, dtype=dtype, expansion_search=64)
+    monkeypatch.setattr(vectorindex, "EXACT_ROWS", 1000)
+    queries = clustered(8, 32, seed=18)
+    read.clear()
+    ks = [50] * len(queries)
+    lazy_answers, array_answers = nearest(index, lazy, queries, ks), nearest(index, rows, queries, ks)
+    for (k1, s1), (k2, s2) in zip(lazy_answers, array_answers, strict=True):
+        assert k1.tolist() == k2.tolist()
+        np.testing.assert_array_equal(s1, s2)
+    assert sum(read) <= 8 * 4 * 64 and (sum(read) > 0) == (dtype == "i8")  # candidates only, and only for i8
+    monkeypatch.setattr(vectorindex, "EXACT_ROWS", 20_000)
+    lazy_answers, array_answers = nearest(None, lazy, queries, ks), nearest(None, rows, queries, ks)
+    for (k1, _), (k2, _) in zip(lazy_answers, array_answers, strict=True):
+        assert k1.tolist() == k2.tolist()

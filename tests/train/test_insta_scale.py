@@ -91,3 +91,16 @@ def test_reading_grows_linearly_with_the_folder(tmp_path: Path) -> None:
     assert (small[0], big[0]) == (110, 440)
     ratio = big[1] / small[1]
     assert ratio < 5, f"4x the posts took {ratio:.1f}x the work"
+
+
+def test_the_ingest_reports_the_metadata_it_reads_before_the_first_post(tmp_path: Path) -> None:
+    from train.corpus.ingest import IngestConfig, ingest
+
+    root = _folder(tmp_path / "insta", 40)
+    calls: list[tuple[int, int | None, str]] = []
+    posts, _ = ingest(IngestConfig(corpus=root, format="instaloader"),
+                      lambda stage, done, total, unit: calls.append((done, total, unit)))
+    # Every metadata file is read before the reader yields a post: that phase is counted, to its end.
+    reading = [c for c in calls if c[2] == "metadata files"]
+    assert reading and reading[-1] == (40, 40, "metadata files")
+    assert calls.index(reading[-1]) < calls.index((len(posts), len(posts), "posts"))

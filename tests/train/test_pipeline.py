@@ -228,6 +228,11 @@ def test_small_bundle_progress_file(small_bundle_models: Path, small_bundle: Pat
     }
     elapsed = [x["elapsed"] for x in lines]
     assert elapsed == sorted(elapsed)
+    # The stages that take minutes at scale count their work, not only their start and end.
+    for stage, unit in (("joint", None), ("hashtags", "batches")):
+        counted = [x for x in lines if x["stage"] == stage and x.get("total")]
+        assert counted and counted[-1]["done"] == counted[-1]["total"], stage
+        assert unit is None or counted[-1]["unit"] == unit
 
 
 def test_cli_all_reuses_cached_stages_and_prints_path_last(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from train.config import IngestConfig
 from train.corpus.posts import Post, clean_text
-from train.progress import ProgressCallback
+from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class IngestStats:
     examples: list[str] = field(default_factory=list)
     # What the reader found besides bad records (instaloader: the file-name pattern, pictures of no post).
     notes: dict[str, Any] = field(default_factory=dict)
+    # Told (done, total, unit) by a reader that reads the whole corpus before its first post (instaloader:
+    # every metadata file), so a long read is not a bar stuck at zero.
+    reading: Callable[[int, int, str], None] | None = field(default=None, compare=False, repr=False)
 
     def count(self, kind: str, where: str) -> None:
         """Count one bad record of ``kind`` and remember where it was."""
@@ -228,6 +231,9 @@ def read_corpus(cfg: IngestConfig, stats: IngestStats) -> Iterator[Post]:
 def ingest(cfg: IngestConfig, progress: ProgressCallback | None = None) -> tuple[list[Post], IngestStats]:
     """Read the whole corpus with a progress bar; return the posts and the bad-record counts."""
     stats = IngestStats()
+    report = throttled(progress)
+    if report is not None:
+        stats.reading = lambda done, total, unit: report("ingest", done, total, unit)
     posts: list[Post] = []
     stream: Iterable[Post] = read_corpus(cfg, stats)
     if progress is None:

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tqdm import tqdm
+
 from train.corpus.posts import Post, clean_text
 
 log = logging.getLogger(__name__)
@@ -332,8 +334,15 @@ def read_folder(root: Path, stats: Any) -> Iterator[Post]:
     folders = scan(root, stats)
     candidates: list[_Candidate] = []
     layouts: Counter[str] = Counter()
+    total = sum(len(folder.metadata) for folder in folders.values())
+    bar = tqdm(total=total, desc="metadata", unit="files", leave=False, disable=stats.reading is not None)
+    read = 0
     for directory, folder in folders.items():
         for stem, meta_name in folder.metadata.items():
+            read += 1
+            bar.update()
+            if stats.reading is not None:
+                stats.reading(read, total, "metadata files")
             meta_path = folder.path(meta_name)
             try:
                 raw = read_metadata(meta_path)
@@ -357,6 +366,7 @@ def read_folder(root: Path, stats: Any) -> Iterator[Post]:
                 layouts["caption file without metadata"] += 1
                 candidates.append(_Candidate(_key(root, directory, stem), stem, folder, None,
                                              folder.path(caption_name), pictures))
+    bar.close()
     _report(root, folders, candidates, layouts, stats)
     yield from _posts(candidates, stats)
 

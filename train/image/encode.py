@@ -29,6 +29,8 @@ from tqdm import tqdm
 from space.errors import SpaceError
 from space.ort import CPU, CUDA, INPUT_NAME, OUTPUT_NAME, Provider, open_session
 from train.image.decode import Decoder, views_of
+from train.image.photokeys import file_sha256
+from train.image.rowfile import close_rows, open_rows
 from train.image.runtime import Encoder, OrtEncoder
 from train.progress import ProgressCallback, throttled
 
@@ -151,14 +153,6 @@ def _fingerprint_images(images: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _prepare_work_dir(work_dir: Path, state: dict[str, Any]) -> None:
     """Make ``work_dir`` hold chunks of this exact job: chunks of another job are removed."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +247,7 @@ def encode_corpus(
     dim = output_dim(encoder.session)
     n = len(images)
     state = {"n": n, "dim": dim, "chunk_size": cfg.chunk_size, "images": _fingerprint_images(images),
-             "encoder": _fingerprint_file(onnx_path), "crops": cfg.crops}
+             "encoder": file_sha256(onnx_path).hex(), "crops": cfg.crops}
     _prepare_work_dir(work_dir, state)
     chunks = _chunk_ranges(n, cfg.chunk_size)
     todo = [c for c, rows in enumerate(chunks) if not _finished_chunk(work_dir, c, rows, dim)]
@@ -299,25 +293,13 @@ def _assemble(work_dir: Path, chunks: list[range], dim: int,
               out_path: Path | None) -> tuple[np.ndarray, list[int]]:
     """Copy the chunk files, in order, into one array (a memory-mapped .npy when ``out_path``)."""
     n = chunks[-1].stop if chunks else 0
-    tmp: Path | None = None
-    if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".partial")
-        out: np.ndarray = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-    else:
-        out = np.empty((n, dim), dtype=np.float32)
+    out, tmp = open_rows(out_path, n, dim)
     failed: list[int] = []
     for c, rows in enumerate(chunks):
         npy, failed_path = chunk_files(work_dir, c)
         out[rows.start:rows.stop] = np.load(npy, mmap_mode="r")
         failed.extend(json.loads(failed_path.read_text(encoding="utf-8")))
-    if out_path is None or tmp is None:
-        return out, failed
-    assert isinstance(out, np.memmap)
-    out.flush()
-    del out
-    os.replace(tmp, out_path)
-    return np.load(out_path, mmap_mode="r"), failed
+    return close_rows(out, tmp, out_path), failed
 
 
 def encode_images(

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from space.errors import SpaceError
 from train.image.photokeys import KEY_BYTES, UNREADABLE
+from train.image.rowfile import close_rows, open_rows
 from train.progress import ProgressCallback, throttled
 
 if TYPE_CHECKING:
@@ -211,12 +212,7 @@ class FeatureStore:
         """(N, D) float32 rows for ``keys`` (a memory map of ``out_path`` when given) and the rows missing."""
         index = self.index()
         n, dim = len(keys), self.spec.dim
-        tmp: Path | None = None
-        if out_path is not None:
-            tmp = out_path.with_name(out_path.name + ".partial")
-            out: np.ndarray = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-        else:
-            out = np.zeros((n, dim), np.float32)
+        out, tmp = open_rows(out_path, n, dim)
         by_part: dict[Path, tuple[list[int], list[int]]] = {}
         missing: list[int] = []
         for i, k in enumerate(keys):
@@ -230,13 +226,7 @@ class FeatureStore:
                 rows.append(hit[1])
         for npy, (dest, rows) in by_part.items():
             out[dest] = np.load(npy, mmap_mode="r")[rows]
-        if out_path is None or tmp is None:
-            return out, missing
-        assert isinstance(out, np.memmap)
-        out.flush()
-        del out
-        os.replace(tmp, out_path)
-        return np.load(out_path, mmap_mode="r"), missing
+        return close_rows(out, tmp, out_path), missing
 
     def import_folder(self, folder: Path, wanted: np.ndarray) -> int:
         """Copy the rows of ``folder`` (the ``--features`` format) whose keys are ``wanted`` and the store

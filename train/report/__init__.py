@@ -58,6 +58,14 @@ class ReportConfig:
     assignment_strip: int = 1024
     tsne_perplexity: float = 30.0
     tsne_iterations: int = 500
+    # Above this many photos t-SNE fits a seeded sample of this many and places the others into it
+    # (openTSNE transform): docs/benchmarks.md, Maps, gives both costs at 325,000 photos.
+    tsne_max_fit: int = 100_000
+    # The zoomable map of every photo (train.report.mosaic.draw_pyramid): pixels a photo at the deepest
+    # level and a tile side; pyramid False draws the mosaics only.
+    pyramid: bool = True
+    map_cell: int = 64
+    map_tile: int = 256
     # Trustworthiness is O(n²): measured on at most this many laid-out images.
     trust_sample: int = 2000
     word_map_words: int = 300
@@ -116,7 +124,8 @@ def write_image_maps(
     cfg: ReportConfig | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """t-SNE the image vectors, snap them to a grid and draw the mosaics; write ``tsne_layout.json``."""
+    """t-SNE the image vectors, snap them to grids, draw the mosaics and the map's tile pyramid; write
+    ``tsne_layout.json``."""
     cfg = cfg or ReportConfig()
     report_dir.mkdir(parents=True, exist_ok=True)
     # Placed by direction, as the engine's cosine search compares them; on unit vectors euclidean
@@ -128,11 +137,13 @@ def write_image_maps(
         return {"skipped": "no images", "files": {}}
     started = time.monotonic()
     tick = _tqdm_progress(progress, cfg.show_progress)
-    layout, method = mosaic.compute_layout(
+    layouts = mosaic.compute_layouts(
         vectors, max_grid=cfg.mosaic_max_grid, seed=cfg.seed, perplexity=cfg.tsne_perplexity,
         n_iter=cfg.tsne_iterations, max_exact=cfg.max_exact_assignment,
-        strip_points=cfg.assignment_strip, progress=tick,
+        strip_points=cfg.assignment_strip, max_fit=cfg.tsne_max_fit, progress=tick,
     )
+    layout, method = layouts.mosaic, layouts.method
+    tsne_s = round(time.monotonic() - started, 2)
     laid = vectors[layout.indices]
     trust = _trust(laid, layout.points, cfg.trust_sample, cfg.seed)
     trust_grid = _trust(laid, layout.cells.astype(float), cfg.trust_sample, cfg.seed)
@@ -141,6 +152,18 @@ def write_image_maps(
         layout, image_paths, cfg.mosaic_sizes, [report_dir / n for n in names],
         progress=progress, show_progress=cfg.show_progress,
     )
+    pyramid: dict[str, Any] | None = None
+    if cfg.pyramid:
+        drawing = time.monotonic()
+        full = layouts.full
+        pyramid = mosaic.draw_pyramid(full, image_paths, report_dir,
+                                      mosaic.PyramidConfig(cell=cfg.map_cell, tile=cfg.map_tile),
+                                      progress=progress, show_progress=cfg.show_progress)
+        pyramid = {k: v for k, v in pyramid.items() if k != "unreadable"}
+        pyramid["trustworthiness_grid"] = _trust(vectors[full.indices], full.cells.astype(float),
+                                                 cfg.trust_sample, cfg.seed)
+        pyramid["assignment"] = full.assignment
+        pyramid["seconds"] = round(time.monotonic() - drawing, 2)
     summary: dict[str, Any] = {
         "images": len(vectors),
         "laid_out": len(layout.indices),
@@ -158,6 +181,9 @@ def write_image_maps(
         "trustworthiness_grid": trust_grid,
         "mosaics": drawn["sizes"],
         "unreadable": drawn["unreadable"],
+        # The zoomable map of every photo (report/map/), drawn from the same t-SNE.
+        "pyramid": pyramid,
+        "tsne_seconds": tsne_s,
         "seconds": round(time.monotonic() - started, 2),
     }
     _write_json(report_dir / "tsne_layout.json", {
@@ -173,6 +199,8 @@ def write_image_maps(
              layout.assignment, summary["seconds"])
     files = {f"tsne_mosaic_{s}": n for s, n in zip(cfg.mosaic_sizes, names, strict=True)}
     files["tsne_layout"] = "tsne_layout.json"
+    if pyramid is not None:
+        files["map_pyramid"] = mosaic.PYRAMID_JSON
     summary["files"] = files
     return summary
 

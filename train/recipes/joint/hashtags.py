@@ -19,6 +19,7 @@ from space.hashtags import Hashtagger
 from space.textspace import TextSpace
 from space.tokenize import tokenize
 from train.corpus.posts import Post
+from train.progress import ProgressCallback, throttled
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,13 @@ def word_languages(posts: Sequence[Post], pool: np.ndarray, space: TextSpace, co
 
 
 def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post],
-                   space: TextSpace, device: str = "auto") -> Hashtagger:
+                   space: TextSpace, device: str = "auto",
+                   progress: ProgressCallback | None = None) -> Hashtagger:
     """Fit the head on the "train" posts (``vectors`` row i is ``posts[i]``'s image vector).
 
     The labels stay sparse (each post's candidate columns, as the neighbour votes keep them); a batch's
     dense rows are built when it is drawn, so memory is the batch's, not posts × candidates (3.8 GB at
-    325,000 posts). On a GPU when there is one (``device``).
+    325,000 posts). On a GPU when there is one (``device``). ``progress`` counts batches over all epochs.
     """
     import torch
     from torch import nn
@@ -120,6 +122,9 @@ def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post
     head = nn.Linear(x.shape[1], len(rows)).to(dev)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
+    per_epoch = -(-len(x) // cfg.batch_size)
+    report = throttled(progress)
+    done = 0
     for _ in range(cfg.epochs):
         perm = torch.randperm(len(x), generator=gen)
         for s in range(0, len(x), cfg.batch_size):
@@ -129,6 +134,9 @@ def train_hashtags(cfg: HashtagConfig, vectors: np.ndarray, posts: Sequence[Post
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            done += 1
+            if report is not None:
+                report("hashtags", done, per_epoch * cfg.epochs, "batches")
     languages = sorted({p.lang for p in posts if p.lang})
     in_language = word_languages(posts, pool, space, column, languages) if len(languages) > 1 else None
     log.info("hashtags: %d candidate words, head trained on %d posts", len(rows), len(pool))

@@ -267,7 +267,8 @@ class JointRecipe:
         st = self.runner.stage("hashtags", prev.key, to_jsonable(self.cfg.hashtags), len(posts))
 
         def run() -> dict[str, Any]:
-            tagger = train_hashtags(self.cfg.hashtags, vectors, posts, space, self.cfg.device)
+            tagger = train_hashtags(self.cfg.hashtags, vectors, posts, space, self.cfg.device,
+                                    self.runner.progress.callback)
             tagger.save(st.dir)
             return {"candidates": len(tagger.rows)}
 
