@@ -24,6 +24,7 @@ from space.images import CROPS
 from space.logs import env_secrets, redact, setup_logging
 from train.config import FORMATS, RECIPES, FilterConfig, IngestConfig, PipelineConfig, TextConfig
 from train.corpus.topic import Topic, load_topic, read_city_list
+from train.image.features import DEFAULT_LEVELS, LEVEL_WIDTHS, POOL5, normalise_levels
 from train.recipes.joint.model import JointConfig
 from train.recipes.seed.config import ImageConfig
 
@@ -72,6 +73,11 @@ def _corpus_args(p: Parser) -> None:
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
                    help="views averaged per bundle image: centre; + mirror; + corners (default: 10 for the "
                    "joint recipe, 1 with --quick or --recipe seed)")
+    p.add_argument("--image-levels", type=_levels, default=None, metavar="LEVELS",
+                   help="the joint recipe's image features: the global means of these GoogLeNet levels, "
+                   f"concatenated (any of {','.join(LEVEL_WIDTHS)}; default: {','.join(DEFAULT_LEVELS)} with "
+                   "--backbone bvlc, 5b with torchvision). The recipe before levels: --image-levels 5b "
+                   "--joint-set dropout=0.2")
     p.add_argument("--features", type=Path, default=None, metavar="DIR",
                    help="import image features computed elsewhere (keys.txt, features.npy, meta.json, as "
                    "python -m train.image.encode_dist writes them); photos without a row are encoded here")
@@ -199,6 +205,9 @@ def _setup_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_weights(cfg: PipelineConfig) -> None:
     """One line naming both ways when the CNN has no ImageNet weights (before any stage runs)."""
+    if cfg.recipe == "joint" and cfg.backbone != "bvlc" and cfg.levels != POOL5:
+        raise ValueError(f"--image-levels {','.join(cfg.levels)} needs --backbone bvlc (torchvision's "
+                         "GoogLeNet gives 5b's features only: --image-levels 5b)")
     if cfg.cnn_backbone != "bvlc":
         return
     if cfg.weights is None or not (cfg.weights / "SHA256SUMS").is_file():
@@ -222,6 +231,14 @@ def _shares(raw: str) -> list[float]:
     return shares
 
 
+def _levels(raw: str) -> tuple[str, ...]:
+    """--image-levels: comma-separated level names, e.g. pool4,5a,5b."""
+    try:
+        return normalise_levels([x.strip() for x in raw.split(",") if x.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def check_feature_import(cfg: PipelineConfig) -> None:
     """``--features DIR`` of another backbone, crop count or width: refused in one line before any stage."""
     if cfg.features_import is None:
@@ -230,7 +247,8 @@ def check_feature_import(cfg: PipelineConfig) -> None:
         raise ValueError("--features imports the joint recipe's CNN features; the seed recipe has none")
     from train.image.features import BACKBONES, FeatureSpec, open_import
 
-    open_import(cfg.features_import, FeatureSpec(BACKBONES.get(cfg.backbone, cfg.backbone), "", cfg.crops))
+    open_import(cfg.features_import, FeatureSpec.of(BACKBONES.get(cfg.backbone, cfg.backbone), "", cfg.crops,
+                                                    cfg.levels))
 
 
 def _filters(args: argparse.Namespace, topic: Topic | None) -> FilterConfig:
@@ -262,6 +280,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         recipe=getattr(args, "recipe", "joint"),
         joint=joint,
         backbone=getattr(args, "backbone", "bvlc"),
+        image_levels=getattr(args, "image_levels", None),
         image=image,
         ingest=IngestConfig(corpus=args.corpus, format=args.format, limit=args.limit),
         models=args.models,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from train.corpus.topic import Topic
+from train.image.features import DEFAULT_LEVELS, POOL5
 from train.recipes.joint.hashtags import HashtagConfig
 from train.recipes.joint.model import JointConfig
 from train.recipes.seed.config import ImageConfig
@@ -107,6 +108,9 @@ class PipelineConfig:
     joint: JointConfig = field(default_factory=JointConfig)
     hashtags: HashtagConfig = field(default_factory=HashtagConfig)
     backbone: str = "bvlc"  # or "torchvision" (torchvision's ImageNet GoogLeNet, downloaded on first use)
+    # Whose global means make an image's features (train.image.levels), in network order. None: pool4, 5a
+    # and 5b on the BVLC network (2,688 features, the default recipe), 5b alone on torchvision's (1,024).
+    image_levels: tuple[str, ...] | None = None
     # The seed recipe's image stage; None: its default, or its quick preset under ``quick``.
     image: ImageConfig | None = None
     activate: bool = True
@@ -143,6 +147,13 @@ class PipelineConfig:
         if self.encode_crops is not None:
             return self.encode_crops
         return 10 if self.recipe == "joint" and not self.quick else 1
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The feature levels of the joint recipe (:attr:`image_levels` or the backbone's default)."""
+        if self.image_levels is not None:
+            return self.image_levels
+        return DEFAULT_LEVELS if self.backbone == "bvlc" else POOL5
 
     @property
     def cnn_backbone(self) -> str:

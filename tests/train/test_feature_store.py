@@ -8,6 +8,7 @@ a folder of another crop count is refused in one line; a work folder of the earl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +25,14 @@ from space.images import network_views, open_image
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
 from train.__main__ import build_parser, pipeline_config
 from train.config import PipelineConfig, config_hash
-from train.image.features import FeatureImportMismatch, FeatureStore, write_folder
+from train.image.features import (
+    DEFAULT_LEVELS,
+    FeatureImportMismatch,
+    FeatureSpec,
+    FeatureStore,
+    open_import,
+    write_folder,
+)
 from train.image.photokeys import KEY_BYTES, file_sha256, photo_keys
 from train.pipeline import Pipeline
 from train.recipes.joint.recipe import STORE_DIR, JointRecipe
@@ -157,14 +165,14 @@ def test_imported_features_are_used_and_another_crop_count_is_refused(
     posts_photos = [Path(json.loads(line)["image"]) for line in corpus.read_text().splitlines()][:N_EN]
     half = posts_photos[::2]
     rng = np.random.default_rng(0)
-    imported = rng.standard_normal((len(half), 1024)).astype(np.float16)
+    imported = rng.standard_normal((len(half), 2688)).astype(np.float16)
     folder = tmp_path / "elsewhere"
     spec_args = _args(corpus, tmp_path / "work", weights_dir, "--languages", "en", "--features", str(folder))
     spec = JointRecipe(Pipeline(_config(spec_args))).feature_spec()
     keys = np.stack([np.frombuffer(file_sha256(p), np.uint8) for p in half])
     write_folder(folder, keys, imported, spec)
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 1024}
+    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 2688, "levels": ["pool4", "5a", "5b"]}
 
     caplog.set_level(logging.INFO)
     feats, failed, posts = _features(_config(spec_args))
@@ -185,13 +193,41 @@ def test_imported_features_are_used_and_another_crop_count_is_refused(
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: --features {folder}: its features are bvlc_googlenet, 10 crops, 1024-d; "
-                      "this run needs bvlc_googlenet, 1 crop, 1024-d (set --encode-crops or --backbone to "
-                      "match, or encode them again)"]
+    assert errors == [f"error: --features {folder}: its features are bvlc_googlenet, 10 crops, 2688-d "
+                      "(pool4+5a+5b); this run needs bvlc_googlenet, 1 crop, 2688-d (pool4+5a+5b) (set "
+                      "--encode-crops, --image-levels or --backbone to match, or encode them again)"]
     assert "Traceback" not in out.stderr
     assert _stored_rows(work) == 0
     with pytest.raises(FeatureImportMismatch):
         FeatureStore(tmp_path / "store", spec).import_folder(folder, keys)
+
+
+def test_the_levels_store_never_meets_the_5b_store(tmp_path: Path) -> None:
+    """The default features (pool4, 5a, 5b means) and 5b's alone live in separate stores; 5b's keeps the
+    store and key it had before levels existed, and a 5b folder is refused by a levels run in one line."""
+    pool5 = FeatureSpec("bvlc_googlenet", "fp", 10)
+    levels = FeatureSpec.of("bvlc_googlenet", "fp", 10, ("5b", "pool4", "5a"))
+    assert FeatureSpec.of("bvlc_googlenet", "fp", 10, ("5b",)) == pool5
+    assert (levels.levels, levels.dim) == (DEFAULT_LEVELS, 2688)
+    before = {"backbone": "bvlc_googlenet", "weights": "fp", "crops": 10, "dim": 1024}  # the old key's blob
+    assert pool5.key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert levels.key() != pool5.key()
+    a, b = FeatureStore(tmp_path / "store", pool5), FeatureStore(tmp_path / "store", levels)
+    assert a.dir != b.dir
+    key = b"k" * KEY_BYTES
+    with a.writer("t") as w:
+        w.add(key, np.ones(1024, np.float32))
+    assert key in a.index() and key not in b.index()
+    with pytest.raises(ValueError, match="unknown feature levels"):
+        FeatureSpec.of("bvlc_googlenet", "fp", 10, ("5c",))
+    folder = tmp_path / "pool5"
+    write_folder(folder, np.frombuffer(key, np.uint8)[None], np.ones((1, 1024), np.float32), pool5)
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["levels"]  # as encode_dist wrote it before levels existed: 5b alone
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert open_import(folder, pool5)[0] == pool5
+    with pytest.raises(FeatureImportMismatch, match=r"1024-d; this run needs .* 2688-d \(pool4\+5a\+5b\)"):
+        open_import(folder, levels)
 
 
 def test_a_work_folder_of_the_earlier_layout_is_not_encoded_again(
@@ -199,7 +235,8 @@ def test_a_work_folder_of_the_earlier_layout_is_not_encoded_again(
     """A finished features stage written before the store (one features.npy keyed by the image paths,
     DONE.json listing unreadable rows) moves into the store: nothing is encoded again."""
     work = tmp_path / "work"
-    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en"))
+    # That layout held 5b's 1,024 features only.
+    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en", "--image-levels", "5b"))
     pipe = Pipeline(cfg)
     posts = pipe._through_text().text.posts
     spec = JointRecipe(pipe).feature_spec()

@@ -65,7 +65,7 @@ def test_two_ranks_share_the_features_of_train_all(corpus: Path, weights_dir: Pa
     writers = {p.name.split("-")[1] for p in (work / STORE_DIR).glob("*/part-*.keys")}
     assert writers == {"r0", "r1"}
     merged = np.load(next(work.glob(f"features-[0-9a-f]*/{FEATURES_FILE}")))
-    assert merged.shape == single[0].shape == (N_EN, 1024)
+    assert merged.shape == single[0].shape == (N_EN, 2688)  # the default: pool4's, 5a's and 5b's means
     assert float(np.abs(merged - single[0]).max()) <= TOL
 
 
@@ -80,10 +80,10 @@ def test_encode_dist_writes_the_features_folder_on_two_ranks(weights_dir: Path, 
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = json.loads((out / "meta.json").read_text())
-    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 1024}
+    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 2688, "levels": ["pool4", "5a", "5b"]}
     keys = (out / "keys.txt").read_text().split()
     rows = np.load(out / "features.npy")
-    assert rows.dtype == np.float32 and rows.shape == (N_EN, 1024)
+    assert rows.dtype == np.float32 and rows.shape == (N_EN, 2688)
     by_key = dict(zip(keys, rows, strict=True))
     for photo, expected in zip(photos, feats, strict=True):
         assert float(np.abs(by_key[file_sha256(photo).hex()] - expected).max()) <= TOL

@@ -2,8 +2,9 @@
 
 A features folder holds ``keys.txt`` (one photo's SHA-256 a line, hex), ``features.npy`` (rows × D,
 float16 or float32; row i is line i) and ``meta.json`` (``{"backbone": "bvlc_googlenet", "crops": 1,
-"dim": 1024}``, the settings of the run that computed them). The base photos' folder is computed once by
-the frozen GoogLeNet (:func:`compute_base_features`, one crop); the scale corpus's folder gives each of its
+"dim": 2688, "levels": ["pool4", "5a", "5b"]}``, the settings of the run that computed them). The base
+photos' folder is computed once by the frozen GoogLeNet (:func:`compute_base_features`, one crop, the
+levels ``train all`` uses by default); the scale corpus's folder gives each of its
 photos its base photo's row. A synthetic photo is its base re-cropped and re-encoded, so its own features
 differ a little from these: a run that imports them trains on the base photos' features, which is what the
 benchmark needs (the stages' cost), not exact features.
@@ -65,21 +66,24 @@ def file_sha256(path: Path) -> str:
 
 
 def compute_base_features(images: list[Path], weights: Path, folder: Path) -> FeatureTable:
-    """The frozen BVLC GoogLeNet's pooled features of ``images`` at one crop (resumable in ``folder``)."""
+    """The frozen BVLC GoogLeNet's pooled features of ``images`` at one crop (resumable in ``folder``): the
+    means of the levels ``train all`` uses by default (:mod:`train.image.levels`)."""
     from train.image.encode import encode_images
     from train.image.export import export_features
+    from train.image.features import DEFAULT_LEVELS
 
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_path = folder / "features.onnx"
+    onnx_path = folder / f"features-{'-'.join(DEFAULT_LEVELS)}.onnx"
     if not onnx_path.is_file():
-        export_features("bvlc", weights, onnx_path, images[:8])
-    feats, failed = encode_images(onnx_path, images, work_dir=folder / "chunks", crops=1)
+        export_features("bvlc", weights, onnx_path, images[:8], DEFAULT_LEVELS)
+    feats, failed = encode_images(onnx_path, images, work_dir=folder / "chunks-levels", crops=1)
     keys: dict[str, int] = {}
     for i in sorted(set(range(len(images))) - set(failed)):
         keys.setdefault(file_sha256(images[i]), i)  # a photo in the set twice (Flickr8k has one) is one row
     good = list(keys.values())
     table = FeatureTable(tuple(keys), np.asarray(feats, np.float32)[good],
-                         {"backbone": BACKBONE, "crops": 1, "dim": int(np.asarray(feats).shape[1])})
+                         {"backbone": BACKBONE, "crops": 1, "dim": int(np.asarray(feats).shape[1]),
+                          "levels": list(DEFAULT_LEVELS)})
     table.save(folder)
     log.info("base features: %d photos (%d unreadable) in %s", len(good), len(failed), folder)
     return table

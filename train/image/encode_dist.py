@@ -3,7 +3,8 @@
 Two jobs. **Features for ``train all --features DIR``** (``--weights``/``--backbone``, no ``--onnx``): the
 frozen backbone's pooled features of every listed photo, the mean of ``--encode-crops`` views, written as
 ``DIR/keys.txt`` (each photo's SHA-256, hex), ``DIR/features.npy`` (float32, row i is line i) and
-``DIR/meta.json`` (``{"backbone", "crops", "dim"}``); ranks fill one per-photo store in ``DIR/store``
+``DIR/meta.json`` (``{"backbone", "crops", "dim", "levels"}``; the levels' means as ``train all``'s
+``--image-levels``, its default unless given); ranks fill one per-photo store in ``DIR/store``
 (:mod:`train.image.features`: a rerun, or a rank that died, loses at most one part), on the GPU when
 there is one::
 
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from space.cli import Parser
+from space.cli import Parser, fail
+from space.envvars import SettingError
 from space.logs import env_secrets, setup_logging
 from train.image.distributed import DistContext, barrier, broadcast_object, process_group, shard_indices
 from train.image.encode import EncodeConfig, encode_corpus
@@ -190,6 +192,17 @@ class FeaturesJob:
     weights: Path | None = None
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     barrier_hours: float = 24.0
+    # Whose means the features are (train.image.levels); None: train all's default for the backbone.
+    levels: tuple[str, ...] | None = None
+
+    @property
+    def feature_levels(self) -> tuple[str, ...]:
+        """The levels encoded: :attr:`levels`, else pool4, 5a, 5b (BVLC) or 5b (torchvision)."""
+        from train.image.features import DEFAULT_LEVELS, POOL5
+
+        if self.levels is not None:
+            return self.levels
+        return DEFAULT_LEVELS if self.backbone == "bvlc" else POOL5
 
 
 def run_features(job: FeaturesJob) -> dict[str, Any] | None:
@@ -214,7 +227,8 @@ def run_features(job: FeaturesJob) -> dict[str, Any] | None:
         from train.image.googlenet import weights_fingerprint
 
         fingerprint = weights_fingerprint(job.weights)
-    spec = FeatureSpec(BACKBONES.get(job.backbone, job.backbone), fingerprint, job.encode.crops)
+    spec = FeatureSpec.of(BACKBONES.get(job.backbone, job.backbone), fingerprint, job.encode.crops,
+                          job.feature_levels)
     job.out.mkdir(parents=True, exist_ok=True)
     with process_group(backend="gloo") as ctx:
         keys = photo_keys(photos, job.out / "photo-sha256.sqlite") if ctx.is_main else None
@@ -228,14 +242,14 @@ def run_features(job: FeaturesJob) -> dict[str, Any] | None:
 
             onnx_path = job.out / f"features-{spec.key()}.onnx"
             if not onnx_path.is_file():
-                export_features(job.backbone, job.weights, onnx_path, photos[:8])
+                export_features(job.backbone, job.weights, onnx_path, photos[:8], spec.levels)
         onnx_path = broadcast_object(onnx_path, ctx)
         barrier(ctx)
 
         def module() -> Any:
             from train.image.export import features_module
 
-            return features_module(job.backbone, job.weights)
+            return features_module(job.backbone, job.weights, spec.levels)
 
         todo = encode_missing(store, photos, keys, job.encode, rank=ctx.rank, world=ctx.world_size,
                               onnx_path=onnx_path, module=module)
@@ -278,6 +292,9 @@ def build_parser() -> Parser:
                    help="features: the backbone")
     p.add_argument("--encode-crops", type=int, choices=(1, 2, 10), default=1,
                    help="views averaged per photo (features: 10 is the default recipe's setting)")
+    p.add_argument("--image-levels", default=None, metavar="LEVELS",
+                   help="features: the GoogLeNet levels whose means are concatenated, as train all's "
+                   "--image-levels (default: pool4,5a,5b with bvlc, 5b with torchvision)")
     p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
                    help="features: torch on a GPU (auto), ONNX Runtime on the CPU")
     p.add_argument("--images", type=Path, required=True, help="text file, one image path per line")
@@ -314,8 +331,18 @@ def config_from_args(args: argparse.Namespace) -> DistEncodeConfig | FeaturesJob
     """The job's frozen config: a bundle encoder's vectors (``--onnx``) or features."""
     encode = encode_config(args)
     if args.onnx is None:
+        from train.image.features import normalise_levels
+
+        levels = None
+        if args.image_levels is not None:
+            try:
+                levels = normalise_levels([x.strip() for x in args.image_levels.split(",") if x.strip()])
+            except ValueError as exc:
+                raise SettingError(f"--image-levels {args.image_levels!r}: {exc}") from None
+            if levels != ("5b",) and args.backbone != "bvlc":
+                raise SettingError("--image-levels beyond 5b needs --backbone bvlc")
         return FeaturesJob(images=args.images, out=args.out, backbone=args.backbone, weights=args.weights,
-                           encode=encode, barrier_hours=args.barrier_hours)
+                           encode=encode, barrier_hours=args.barrier_hours, levels=levels)
     return DistEncodeConfig(onnx=args.onnx, images=args.images, out=args.out, encode=encode,
                             index_dtype=args.index_dtype, barrier_hours=args.barrier_hours)
 
@@ -327,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = os.environ.get("RANK", "0")
     setup_logging(parser.log_settings(args), env_secrets(parser.env),
                   fmt=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except SettingError as exc:
+        fail(parser.prog, str(exc))
     summary = run(cfg) if isinstance(cfg, DistEncodeConfig) else run_features(cfg)
     if summary is not None:
         print(json.dumps(summary))

@@ -29,6 +29,7 @@ from torch import nn
 from space.errors import SpaceError
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
+from train.image.features import POOL5
 from train.recipes.joint.model import JointModel
 from train.recipes.seed.regressor import load_checkpoint
 
@@ -157,24 +158,34 @@ class _Features(nn.Module):
         return feats if self.linear is None else self.linear(feats)
 
 
-def features_module(backbone: str, weights: Path | None) -> nn.Module:
-    """The frozen backbone's pooled features as a torch module (eval mode): what torch encodes with."""
+def features_module(backbone: str, weights: Path | None, levels: Sequence[str] = POOL5) -> nn.Module:
+    """The frozen backbone's pooled features (``levels``' means, :mod:`train.image.levels`, when more than
+    5b) as a torch module (eval mode): what torch encodes with."""
     from train.image.googlenet import build_backbone
 
+    if tuple(levels) != POOL5:
+        from train.image.levels import LevelFeatures
+
+        return LevelFeatures(build_backbone(backbone, weights), levels).eval()
     return _Features(build_backbone(backbone, weights)).eval()
 
 
 def export_features(backbone: str, weights: Path | None, out_path: Path,
-                    check_images: Sequence[Path]) -> dict[str, Any]:
+                    check_images: Sequence[Path], levels: Sequence[str] = POOL5) -> dict[str, Any]:
     """The frozen backbone's pooled features as an ONNX graph (:func:`export_verified`)."""
-    return export_verified(features_module(backbone, weights), out_path, check_images)
+    return export_verified(features_module(backbone, weights, levels), out_path, check_images)
 
 
 def export_joint(backbone: str, weights: Path | None, model: JointModel, out_path: Path,
-                 check_images: Sequence[Path]) -> dict[str, Any]:
-    """The bundle encoder of the joint recipe: the frozen backbone and the learned linear map."""
+                 check_images: Sequence[Path], levels: Sequence[str] = POOL5) -> dict[str, Any]:
+    """The bundle encoder of the joint recipe: the frozen backbone and the learned linear map (of
+    ``levels``' means when more than 5b: :func:`train.image.levels.export_level_joint`)."""
     from train.image.googlenet import build_backbone
 
+    if tuple(levels) != POOL5:
+        from train.image.levels import export_level_joint
+
+        return export_level_joint(backbone, weights, model, out_path, check_images, levels)
     linear = nn.Linear(model.weight.shape[0], model.weight.shape[1])
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(model.weight.T)))

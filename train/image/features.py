@@ -1,7 +1,9 @@
 """The per-photo feature store: frozen-CNN features keyed by photo content and encoder, written in parts.
 
 ``<work>/feature-store/<backbone>-<crops>crop-<key>/`` holds one folder per encoder setting (backbone,
-weights fingerprint, crops, width: :class:`FeatureSpec`). Inside, parts: ``part-<writer>-<n>.npy``
+weights fingerprint, crops, width and the levels whose means are concatenated: :class:`FeatureSpec`; the
+joint recipe's default pool4 + 5a + 5b store never meets the 5b-only one). Inside, parts:
+``part-<writer>-<n>.npy``
 (rows × D float32) and ``part-<writer>-<n>.keys`` (the rows' photo SHA-256 digests, 32 bytes each), the
 keys renamed into place last, so a part exists only once it is whole. A writer closes a part every
 ``flush_rows`` photos or ``flush_seconds`` (30 s by default): ``kill -9`` loses at most that much encoding,
@@ -11,7 +13,8 @@ store at once; unreadable photos are not stored (a rerun tries them again, which
 
 ``--features DIR`` imports features computed elsewhere (``python -m train.image.encode_dist`` writes
 them): ``keys.txt`` (one SHA-256 a line, hex), ``features.npy`` (rows × D, float16 or float32) and
-``meta.json`` (``{"backbone", "crops", "dim"}``), refused in one line when these differ from the run's.
+``meta.json`` (``{"backbone", "crops", "dim", "levels"}``; no levels: 5b alone), refused in one line
+when these differ from the run's.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ log = logging.getLogger(__name__)
 
 BACKBONES = {"bvlc": "bvlc_googlenet", "torchvision": "torchvision_googlenet"}
 FEATURE_DIM = 1024  # GoogLeNet's pooled features
+# Channels of each GoogLeNet level whose global mean can be a feature, in network order; "pool4" is
+# inception 4e after the fourth max pool, "5b" the last block (its mean: the classic pooled features).
+LEVEL_WIDTHS: dict[str, int] = {"3b": 480, "4a": 512, "4b": 512, "4c": 512, "4d": 528, "pool4": 832,
+                                "5a": 832, "5b": 1024}
+POOL5: tuple[str, ...] = ("5b",)
+# The joint recipe's default on the BVLC network: 5b's mean and the means of the two levels below it,
+# measured best for their cost (docs/benchmarks.md, "Joint recipe ablation").
+DEFAULT_LEVELS: tuple[str, ...] = ("pool4", "5a", "5b")
 FLUSH_ROWS = 4096
 FLUSH_SECONDS = 30.0
 IMPORT_BLOCK = 65536  # rows copied per step from an imported features.npy (bounds memory)
@@ -61,15 +72,47 @@ class FeatureSpec:
     weights: str  # a fingerprint of the weights ("none": the backbone's own download)
     crops: int
     dim: int = FEATURE_DIM
+    levels: tuple[str, ...] = POOL5  # whose global means, concatenated in network order
+
+    @classmethod
+    def of(cls, backbone: str, weights: str, crops: int, levels: Sequence[str] = POOL5) -> FeatureSpec:
+        """The setting of ``levels``' means (its width computed)."""
+        levels = normalise_levels(levels)
+        return cls(backbone, weights, crops, feature_width(levels), levels)
+
+    def fields(self) -> dict[str, Any]:
+        """Every field, ``levels`` only when not the pooled 5b alone, so the stores and stage keys of
+        the 1,024-d features stay what they were before levels existed."""
+        out = asdict(self)
+        if self.levels == POOL5:
+            del out["levels"]
+        else:
+            out["levels"] = list(self.levels)
+        return out
 
     def key(self) -> str:
         """A short hash of every field."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        blob = json.dumps(self.fields(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def describe(self) -> str:
-        """``bvlc_googlenet, 10 crops, 1024-d``."""
-        return f"{self.backbone}, {self.crops} crop{'s' if self.crops != 1 else ''}, {self.dim}-d"
+        """``bvlc_googlenet, 10 crops, 1024-d`` (and the levels when more than 5b)."""
+        levels = "" if self.levels == POOL5 else f" ({'+'.join(self.levels)})"
+        return f"{self.backbone}, {self.crops} crop{'s' if self.crops != 1 else ''}, {self.dim}-d{levels}"
+
+
+def normalise_levels(levels: Sequence[str]) -> tuple[str, ...]:
+    """``levels`` in network order without repeats; ValueError naming an unknown one or none given."""
+    unknown = [name for name in levels if name not in LEVEL_WIDTHS]
+    if unknown or not levels:
+        raise ValueError(f"unknown feature levels {unknown or '(none)'}: choose from "
+                         f"{', '.join(LEVEL_WIDTHS)}")
+    return tuple(name for name in LEVEL_WIDTHS if name in levels)
+
+
+def feature_width(levels: Sequence[str]) -> int:
+    """The width of the concatenated means of ``levels``."""
+    return sum(LEVEL_WIDTHS[name] for name in levels)
 
 
 def _atomic(path: Path, write: Callable[[Any], None]) -> None:
@@ -221,13 +264,15 @@ def open_import(folder: Path, spec: FeatureSpec) -> tuple[FeatureSpec, list[str]
     meta = read_import_meta(folder)
     try:
         got = FeatureSpec(str(meta.get("backbone")), spec.weights, int(meta.get("crops", -1)),
-                          int(meta.get("dim", -1)))
+                          int(meta.get("dim", -1)), normalise_levels(meta.get("levels", POOL5)))
     except (TypeError, ValueError) as exc:
-        raise FeatureImportMismatch(f"--features {folder}: meta.json has no whole crops and dim") from exc
-    if (got.backbone, got.crops, got.dim) != (spec.backbone, spec.crops, spec.dim):
+        raise FeatureImportMismatch(f"--features {folder}: meta.json has no whole crops, dim and known "
+                                    "levels") from exc
+    if (got.backbone, got.crops, got.dim, got.levels) != (spec.backbone, spec.crops, spec.dim, spec.levels):
         raise FeatureImportMismatch(
             f"--features {folder}: its features are {got.describe()}; this run needs "
-            f"{spec.describe()} (set --encode-crops or --backbone to match, or encode them again)")
+            f"{spec.describe()} (set --encode-crops, --image-levels or --backbone to match, or encode them "
+            "again)")
     try:
         lines = (folder / "keys.txt").read_text(encoding="ascii").split()
         matrix = np.load(folder / "features.npy", mmap_mode="r")
@@ -262,7 +307,7 @@ def write_folder(folder: Path, keys: np.ndarray, vectors: np.ndarray, spec: Feat
     text = "".join(bytes(k).hex() + "\n" for k in keys)
     _atomic(folder / "keys.txt", lambda fh: fh.write(text.encode("ascii")))
     _atomic(folder / "features.npy", lambda fh: np.save(fh, np.asarray(vectors, np.float32)))
-    meta = {"backbone": spec.backbone, "crops": spec.crops, "dim": spec.dim}
+    meta = {"backbone": spec.backbone, "crops": spec.crops, "dim": spec.dim, "levels": list(spec.levels)}
     _atomic(folder / "meta.json", lambda fh: fh.write(json.dumps(meta).encode()))
 
 

@@ -1,10 +1,12 @@
 """The default recipe's image side: frozen GoogLeNet features → joint space → encoder, vectors, hashtags.
 
-Stages (each cached like every other): ``features`` (every kept image's pooled GoogLeNet features, the
-mean of ``crops`` views, through ONNX Runtime, resumable), ``joint`` (:mod:`.model`), ``export``
-(GoogLeNet + the learned linear map as one ONNX encoder, parity-checked against torch), ``quantize``
-(the int8 copy), ``hashtags`` (:mod:`.hashtags`). Because the CNN is frozen, the bundle's
-image vectors are the cached features through the learned map: no second pass over the images.
+Stages (each cached like every other): ``features`` (every kept image's pooled GoogLeNet features — the
+means of inception pool4, 5a and 5b by default (:mod:`train.image.levels`), of 5b alone with
+``--image-levels 5b`` — the mean of ``crops`` views, through ONNX Runtime, resumable), ``joint``
+(:mod:`.model`), ``export`` (GoogLeNet + the learned linear map as one ONNX encoder, parity-checked
+against torch), ``quantize`` (the int8 copy), ``hashtags`` (:mod:`.hashtags`). Because the CNN is
+frozen, the bundle's image vectors are the cached features through the learned map: no second pass over
+the images.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from train.config import config_hash, to_jsonable
 from train.corpus.posts import EmptyCorpus, Post
 from train.image.distributed import broadcast_object
 from train.image.encode import EncodeConfig
-from train.image.features import BACKBONES, FeatureSpec, FeatureStore, encode_missing, missing
+from train.image.features import BACKBONES, POOL5, FeatureSpec, FeatureStore, encode_missing, missing
 from train.image.photokeys import digest_of, photo_keys
 from train.image.runtime import pick_runtime
 from train.recipes.int8 import quantize_stage
@@ -82,14 +83,14 @@ class JointRecipe:
         kept = Kept(posts, vectors, captions, list(failed))
         hashtags = self.hashtags(export_st, vectors, posts, space)
         config = {"recipe": "joint", "joint": to_jsonable(self.cfg.joint), "backbone": self.cfg.backbone,
-                  "crops": self.cfg.crops, "history": model.history}
+                  "crops": self.cfg.crops, "levels": list(self.cfg.levels), "history": model.history}
         image_side = ImageSide(config, onnx_path, parity, int8_path, int8_report)
         # No centring: the joint space is trained on normalised vectors, and centring measured no gain.
         return RecipeBuild(image_side, kept, space, hashtags, None)
 
     # -- features: the per-photo store (train.image.features), shared by torchrun ranks --------------------
     def feature_spec(self) -> FeatureSpec:
-        """The encoder setting the features depend on: backbone, weights fingerprint, crops."""
+        """The encoder setting the features depend on: backbone, weights fingerprint, crops, levels."""
         weights = self.cfg.weights
         if weights is not None and (weights / "SHA256SUMS").is_file():
             from train.image.googlenet import weights_fingerprint
@@ -97,7 +98,8 @@ class JointRecipe:
             fingerprint = weights_fingerprint(weights)
         else:
             fingerprint = "none"
-        return FeatureSpec(BACKBONES.get(self.cfg.backbone, self.cfg.backbone), fingerprint, self.cfg.crops)
+        backbone = BACKBONES.get(self.cfg.backbone, self.cfg.backbone)
+        return FeatureSpec.of(backbone, fingerprint, self.cfg.crops, self.cfg.levels)
 
     def features(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
         """Pooled frozen-GoogLeNet features of every post's photo (rank 0; the others run
@@ -131,7 +133,7 @@ class JointRecipe:
         keys = broadcast_object(keys, dist)
         assert keys is not None
         # Keyed by the photos' content and the encoder setting, not the text stages or paths.
-        st = self.runner.stage("features", digest_of(keys), asdict(self.feature_spec()))
+        st = self.runner.stage("features", digest_of(keys), self.feature_spec().fields())
         done = bool(broadcast_object(st.done if main else False, dist))
         return st, keys, done
 
@@ -139,14 +141,16 @@ class JointRecipe:
         """The frozen backbone's features as an ONNX graph: a cached stage of its own (one export per
         backbone and weights, whatever the photos)."""
         spec = self.feature_spec()
-        st = self.runner.stage("features-onnx", spec.backbone, spec.weights)
+        levels = () if spec.levels == POOL5 else (list(spec.levels),)  # 5b alone: the key it always had
+        st = self.runner.stage("features-onnx", spec.backbone, spec.weights, *levels)
         onnx_path = st.dir / "features.onnx"
 
         def run() -> dict[str, Any]:
             from train.image.export import export_features
 
             check = [p.image for p in posts[:PARITY_IMAGES]]
-            return {"parity": export_features(self.cfg.backbone, self.cfg.weights, onnx_path, check)}
+            return {"parity": export_features(self.cfg.backbone, self.cfg.weights, onnx_path, check,
+                                              spec.levels)}
 
         self.runner.run_stage(st, run)
         return onnx_path
@@ -174,7 +178,7 @@ class JointRecipe:
         def module() -> Any:
             from train.image.export import features_module
 
-            return features_module(self.cfg.backbone, self.cfg.weights)
+            return features_module(self.cfg.backbone, self.cfg.weights, spec.levels)
 
         todo = encode_missing(store, [p.image for p in posts], keys, ecfg, rank=dist.rank,
                               world=dist.world_size, onnx_path=onnx_path, module=module,
@@ -251,7 +255,8 @@ class JointRecipe:
             from train.image.export import export_joint
 
             check = [p.image for p in posts[:PARITY_IMAGES]]
-            return {"parity": export_joint(self.cfg.backbone, self.cfg.weights, model, onnx_path, check)}
+            return {"parity": export_joint(self.cfg.backbone, self.cfg.weights, model, onnx_path, check,
+                                           self.cfg.levels)}
 
         info = self.runner.run_stage(st, run)
         return st, onnx_path, info["parity"]
