@@ -165,6 +165,25 @@ def joint_device(device: str = "auto") -> str:
     return "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
 
 
+def _standardised(feats: np.ndarray, rows: np.ndarray,
+                  chunk: int = 16384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(feats - mu) / sd`` with the moments of ``rows``, written a chunk at a time into one array; and
+    ``mu``, ``sd``.
+
+    At 313,000 photos × 2,688 levels the features are 3.4 GB: the whole-array expression held two more
+    copies at once (9.9 GB peak with the memory-mapped rows, 8.6 GB this way), and gives the same bits.
+    """
+    train = feats[rows]
+    mu = train.mean(axis=0)
+    sd = train.std(axis=0) + 1e-6
+    del train
+    out = np.empty(feats.shape, np.float32)
+    for s in range(0, len(feats), chunk):
+        np.subtract(feats[s:s + chunk], mu, out=out[s:s + chunk])
+        out[s:s + chunk] /= sd
+    return out, mu, sd
+
+
 def train_joint(
     cfg: JointConfig,
     features: np.ndarray,
@@ -203,9 +222,8 @@ def train_joint(
     val_caps = Captions.of(posts, val_rows.tolist(), space)
 
     feats = np.asarray(features, np.float32)
-    mu = feats[train_rows].mean(axis=0)
-    sd = feats[train_rows].std(axis=0) + 1e-6
-    x_all = torch.from_numpy((feats - mu) / sd).to(dev)
+    standard, mu, sd = _standardised(feats, train_rows)
+    x_all = torch.from_numpy(standard).to(dev)
     w2v = space.vectors - space.vectors.mean(axis=0)
     scale = float(np.linalg.norm(w2v, axis=1).mean()) or 1.0
     table = torch.from_numpy((w2v / scale).astype(np.float32)).to(dev)
