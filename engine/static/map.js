@@ -90,6 +90,54 @@ function controls(view, { pan, zoomAt, click, hover, key }) {
 
 const MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
+/** A grid map's controls (both kinds): drag, pinch and wheel, hover and click on a photo, the arrow keys
+ * moving a cursor from photo to photo (Enter opens it), + - 0 and the zoom buttons. ``m`` holds the map's
+ * own view2d, cursor, grid size and functions. */
+function gridControls(root, view, m) {
+  const centre = () => [view.clientWidth / 2, view.clientHeight / 2];
+  controls(view, {
+    pan(dx, dy) {
+      m.view2d.x += dx;
+      m.view2d.y += dy;
+      m.clamp();
+      m.redraw();
+    },
+    zoomAt: m.zoomAt,
+    click: (px, py) => m.open(m.cellAt(px, py)),
+    hover(px, py) {
+      const cell = m.cellAt(px, py);
+      if (cell) Object.assign(m.cursor, cell, { visible: true });
+      m.placeCursor();
+    },
+    key(name) {
+      if (MOVES[name]) {
+        const [dc, dr] = MOVES[name];
+        m.cursor.col = Math.min(m.grid - 1, Math.max(0, m.cursor.col + dc));
+        m.cursor.row = Math.min(m.grid - 1, Math.max(0, m.cursor.row + dr));
+        m.cursor.visible = true;
+        m.placeCursor();
+        m.follow();
+      } else if (name === "Enter" || name === " ") {
+        m.cursor.visible = true;
+        m.placeCursor();
+        m.open(m.cursor);
+      } else if (name === "+" || name === "=") {
+        m.zoomAt(1.5, ...centre());
+      } else if (name === "-" || name === "_") {
+        m.zoomAt(1 / 1.5, ...centre());
+      } else if (name === "0") {
+        m.fit();
+      } else {
+        return false;
+      }
+      return true;
+    },
+  });
+  root.querySelector("#zoom-in").addEventListener("click", () => m.zoomAt(1.5, ...centre()));
+  root.querySelector("#zoom-out").addEventListener("click", () => m.zoomAt(1 / 1.5, ...centre()));
+  root.querySelector("#zoom-fit").addEventListener("click", m.fit);
+}
+
 /** The tile pyramid of every photo. */
 function tiled(root, data, openPhoto) {
   const note = root.querySelector("#map-note");
@@ -110,7 +158,6 @@ function tiled(root, data, openPhoto) {
   // scale: CSS pixels per world pixel; (x, y): where the world's origin is in the view.
   const view2d = { scale: 1, fit: 1, x: 0, y: 0 };
   const cursor = { col: Math.floor(grid / 2), row: Math.floor(grid / 2), visible: false };
-  const centre = () => [view.clientWidth / 2, view.clientHeight / 2];
   const tileUrl = (z, x, y) => url.replace("{z}", z).replace("{x}", x).replace("{y}", y);
 
   function layout() {
@@ -242,46 +289,8 @@ function tiled(root, data, openPhoto) {
     draw();
   }
 
-  controls(view, {
-    pan(dx, dy) {
-      view2d.x += dx;
-      view2d.y += dy;
-      clamp();
-      draw();
-    },
-    zoomAt,
-    click: (px, py) => open(cellAt(px, py)),
-    hover(px, py) {
-      const where = cellAt(px, py);
-      if (where) Object.assign(cursor, where, { visible: true });
-      placeCursor();
-    },
-    key(name) {
-      if (MOVES[name]) {
-        const [dc, dr] = MOVES[name];
-        cursor.col = Math.min(grid - 1, Math.max(0, cursor.col + dc));
-        cursor.row = Math.min(grid - 1, Math.max(0, cursor.row + dr));
-        cursor.visible = true;
-        follow();
-      } else if (name === "Enter" || name === " ") {
-        cursor.visible = true;
-        placeCursor();
-        open(cursor);
-      } else if (name === "+" || name === "=") {
-        zoomAt(1.5, ...centre());
-      } else if (name === "-" || name === "_") {
-        zoomAt(1 / 1.5, ...centre());
-      } else if (name === "0") {
-        fit();
-      } else {
-        return false;
-      }
-      return true;
-    },
-  });
-  root.querySelector("#zoom-in").addEventListener("click", () => zoomAt(1.5, ...centre()));
-  root.querySelector("#zoom-out").addEventListener("click", () => zoomAt(1 / 1.5, ...centre()));
-  root.querySelector("#zoom-fit").addEventListener("click", fit);
+  gridControls(root, view, { view2d, cursor, grid, clamp, redraw: draw, zoomAt, cellAt, open, placeCursor,
+    follow, fit });
   new ResizeObserver(() => layout()).observe(view);
   view2d.fit = view2d.scale = Math.min(view.clientWidth, view.clientHeight) / world || 1;
   layout();
@@ -307,7 +316,6 @@ function mosaic(root, data, openPhoto) {
   let shown = mosaics[0];
   const view2d = { zoom: 1, x: 0, y: 0, side: 0 };
   const cursor = { col: Math.floor(grid / 2), row: Math.floor(grid / 2), visible: false };
-  const centre = () => [view.clientWidth / 2, view.clientHeight / 2];
 
   img.src = shown.url;
   img.dataset.size = String(shown.size);
@@ -402,53 +410,14 @@ function mosaic(root, data, openPhoto) {
     apply();
   }
 
-  controls(view, {
-    pan(dx, dy) {
-      view2d.x += dx;
-      view2d.y += dy;
-      clamp();
-      apply();
-    },
-    zoomAt,
-    click: (px, py) => open(cellAt(px, py)),
-    hover(px, py) {
-      const cell = cellAt(px, py);
-      if (cell) Object.assign(cursor, cell, { visible: true });
-      placeCursor();
-    },
-    key(name) {
-      if (MOVES[name]) {
-        const [dc, dr] = MOVES[name];
-        cursor.col = Math.min(grid - 1, Math.max(0, cursor.col + dc));
-        cursor.row = Math.min(grid - 1, Math.max(0, cursor.row + dr));
-        cursor.visible = true;
-        placeCursor();
-        follow();
-      } else if (name === "Enter" || name === " ") {
-        cursor.visible = true;
-        placeCursor();
-        open(cursor);
-      } else if (name === "+" || name === "=") {
-        zoomAt(1.5, ...centre());
-      } else if (name === "-" || name === "_") {
-        zoomAt(1 / 1.5, ...centre());
-      } else if (name === "0") {
-        fit();
-      } else {
-        return false;
-      }
-      return true;
-    },
-  });
+  gridControls(root, view, { view2d, cursor, grid, clamp, redraw: apply, zoomAt, cellAt, open, placeCursor,
+    follow, fit: () => fit() });
 
   function fit() {
     view2d.zoom = 1;
     layout();
   }
 
-  root.querySelector("#zoom-in").addEventListener("click", () => zoomAt(1.5, ...centre()));
-  root.querySelector("#zoom-out").addEventListener("click", () => zoomAt(1 / 1.5, ...centre()));
-  root.querySelector("#zoom-fit").addEventListener("click", fit);
   new ResizeObserver(() => layout()).observe(view);
   layout();
   placeCursor();
