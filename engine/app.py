@@ -7,8 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -17,56 +16,14 @@ from engine.bus import BundleBus
 from engine.cache import Cache, LRUCache, RedisCache, TieredCache
 from engine.keys import BUS, CACHE, METRICS, RUNTIME, SETTINGS
 from engine.metrics import Metrics
+from engine.middleware import observe
 from engine.runtime import Runtime
 from engine.settings import Settings
-from space.errors import SpaceError, UnknownWords
+from space.errors import SpaceError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BUS", "CACHE", "METRICS", "RUNTIME", "SETTINGS", "create_app"]
-
-# aiohttp's own 4xx, as error codes.
-HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_response(status: int, code: str, message: str, **extra: object) -> web.Response:
-    """The one JSON error shape."""
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
-
-
-def _endpoint(request: web.Request) -> str:
-    route = request.match_info.route
-    resource = route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request, and map domain/aiohttp errors to the JSON error body."""
-    metrics = request.app[METRICS]
-    started = time.perf_counter()
-    endpoint = _endpoint(request)
-    try:
-        response = await handler(request)
-    except SpaceError as exc:
-        extra = {"unknown": exc.unknown} if isinstance(exc, UnknownWords) else {}
-        response = error_response(exc.status, exc.code, str(exc), **extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = HTTP_CODES.get(exc.status, "http_error")
-        response = error_response(exc.status, code, exc.reason if exc.text is None else exc.text)
-    except Exception:  # a real bug: logged with its traceback, answered in the same JSON shape
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = error_response(500, "internal", "Internal error; it has been logged.")
-    metrics.observe(endpoint, response.status, time.perf_counter() - started)
-    return response
-
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Worker pool and model: first load, the ACTIVE poll, SIGHUP; all stopped at shutdown."""

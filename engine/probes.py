@@ -20,6 +20,7 @@ from aiohttp import web
 
 from engine import views
 from engine.keys import BUS, METRICS, RUNTIME, SETTINGS
+from engine.middleware import observe  # the same JSON errors and request metrics as the API port
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
     if settings.metrics_port is None:
         yield
         return
-    from engine.app import observe  # the same JSON errors and request metrics as the API port
 
     side = web.Application(middlewares=[observe])
     side[METRICS] = app[METRICS]

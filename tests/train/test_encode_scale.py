@@ -21,7 +21,8 @@ from space.bundle import ENCODER
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME
 from space.vectorindex import load_index, search
-from train.image.encode import EncodeConfig, chunk_files, encode_corpus, encoder_session
+from train.image.encode import EncodeConfig, chunk_files, encode_corpus
+from train.image.runtime import encoder_session
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 40

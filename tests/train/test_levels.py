@@ -15,13 +15,11 @@ from train.config import IngestConfig, TextConfig
 from train.corpus.ingest import IngestStats, read_corpus
 from train.image.activations import Lower, Upper
 from train.image.encode import encode_images
-from train.image.export import features_module
+from train.image.export import export_features, export_level_joint, features_module
 from train.image.googlenet import BVLCGoogLeNet, load_bvlc_googlenet
 from train.image.levels import (
     DEFAULT_LEVELS,
     LevelFeatures,
-    export_level_features,
-    export_level_joint,
     feature_width,
 )
 from train.recipes.joint.model import JointConfig, train_joint
@@ -62,7 +60,7 @@ def test_the_bundle_encoder_gives_the_vectors_the_joint_space_learned(flickr8k_d
              for i, p in enumerate(posts)]
     text = build_text_space(posts, TextConfig.quick())
     images = [Path(p.image) for p in text.posts]
-    info = export_level_features("bvlc", weights_dir, tmp_path / "features.onnx", images[:2])
+    info = export_features("bvlc", weights_dir, tmp_path / "features.onnx", images[:2], DEFAULT_LEVELS)
     assert info["max_abs_diff"] <= 1e-4
     # The features stage's way: each image the mean of its two views' level features.
     features, failed = encode_images(tmp_path / "features.onnx", images, crops=2)

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from space.errors import SpaceError
-from space.ort import CPU, CUDA, INPUT_NAME, OUTPUT_NAME, Provider, open_session
+from space.ort import INPUT_NAME, OUTPUT_NAME
 from train.image.decode import Decoder, views_of
 from train.image.photokeys import file_sha256
 from train.image.rowfile import close_rows, open_rows
@@ -38,13 +37,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4096
 STATE_NAME = "encode-state.json"
-
-
-class EncoderUnavailable(SpaceError):
-    """The requested ONNX Runtime device is not available in this installation."""
-
-    code = "encoder_unavailable"
-    status = 500
 
 
 @dataclass(frozen=True)
@@ -96,30 +88,6 @@ class EncodeResult:
     chunks_resumed: int
     provider: str
     seconds: float
-
-
-def encoder_session(onnx_path: Path, threads: int | None = None, device: str = "auto",
-                    device_id: int = 0, spin: bool = True) -> tuple[Any, str]:
-    """An ONNX Runtime session on CUDA (when asked for or available) or the CPU, and the provider used."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device != "cpu" and CUDA in available and hasattr(ort, "preload_dlls"):
-        # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels torch already installed.
-        ort.preload_dlls()
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" and CUDA not in available:
-        raise EncoderUnavailable("CUDA encoding needs the onnxruntime-gpu package (pip install '.[gpu]').")
-    providers: list[Provider] = [CPU]
-    if device != "cpu" and CUDA in available:
-        providers = [(CUDA, {"device_id": device_id}), CPU]
-    session = open_session(onnx_path, threads, providers=providers, spin=spin)
-    # onnxruntime-gpu without a usable GPU (no driver, no device) silently falls back to the CPU.
-    used = session.get_providers()[0]
-    if device == "cuda" and used != CUDA:
-        raise EncoderUnavailable("onnxruntime-gpu is installed but found no usable CUDA device.")
-    return session, used
 
 
 def output_dim(session: Any) -> int:

@@ -29,7 +29,8 @@ from torch import nn
 from space.errors import SpaceError
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
-from train.image.features import POOL5
+from train.image.features import DEFAULT_LEVELS, POOL5, feature_width
+from train.image.levels import LevelFeatures
 from train.recipes.joint.model import JointModel
 from train.recipes.seed.regressor import load_checkpoint
 
@@ -164,8 +165,6 @@ def features_module(backbone: str, weights: Path | None, levels: Sequence[str] =
     from train.image.googlenet import build_backbone
 
     if tuple(levels) != POOL5:
-        from train.image.levels import LevelFeatures
-
         return LevelFeatures(build_backbone(backbone, weights), levels).eval()
     return _Features(build_backbone(backbone, weights)).eval()
 
@@ -183,8 +182,6 @@ def export_joint(backbone: str, weights: Path | None, model: JointModel, out_pat
     from train.image.googlenet import build_backbone
 
     if tuple(levels) != POOL5:
-        from train.image.levels import export_level_joint
-
         return export_level_joint(backbone, weights, model, out_path, check_images, levels)
     linear = nn.Linear(model.weight.shape[0], model.weight.shape[1])
     with torch.no_grad():
@@ -192,3 +189,34 @@ def export_joint(backbone: str, weights: Path | None, model: JointModel, out_pat
         linear.bias.copy_(torch.from_numpy(model.bias))
     encoder = _Features(build_backbone(backbone, weights), linear).eval()
     return export_verified(encoder, out_path, check_images)
+
+
+class _LevelsMapped(nn.Module):
+    """Level features through the learned linear map: the bundle encoder."""
+
+    def __init__(self, features: LevelFeatures, linear: nn.Linear) -> None:
+        super().__init__()
+        self.features = features
+        self.linear = linear
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Network inputs → joint-space vectors."""
+        out: torch.Tensor = self.linear(self.features(images))
+        return out
+
+
+def export_level_joint(backbone: str, weights: Path | None, model: JointModel, out_path: Path,
+                       check_images: Sequence[Path],
+                       levels: Sequence[str] = DEFAULT_LEVELS) -> dict[str, Any]:
+    """The bundle encoder: the frozen network's level features and the learned linear map, parity-checked."""
+    from train.image.googlenet import build_backbone
+
+    features = LevelFeatures(build_backbone(backbone, weights), levels)
+    if model.weight.shape[0] != feature_width(features.levels):
+        raise ValueError(f"the map takes {model.weight.shape[0]} features; levels {features.levels} give "
+                         f"{feature_width(features.levels)}")
+    linear = nn.Linear(model.weight.shape[0], model.weight.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(model.weight.T)))
+        linear.bias.copy_(torch.from_numpy(model.bias))
+    return export_verified(_LevelsMapped(features, linear).eval(), out_path, check_images)

@@ -8,26 +8,21 @@ no extra network cost: the same forward pass, a wider feature vector (docs/bench
 ablation").
 
 :class:`LevelFeatures` is that network (images → the concatenated means), the graph the features stage
-exports and encodes; :func:`export_level_joint` adds the learned linear map, the bundle encoder. Both
-are checked against torch on real images like every exported graph
-(:func:`~train.image.export.export_verified`).
+exports and encodes; :func:`train.image.export.export_joint` adds the learned linear map for the bundle
+encoder, and checks both against torch on real images like every exported graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from train.image.features import DEFAULT_LEVELS, LEVEL_WIDTHS, feature_width
-from train.recipes.joint.model import JointModel
 
-__all__ = ["DEFAULT_LEVELS", "LEVEL_WIDTHS", "LevelFeatures", "export_level_features", "export_level_joint",
-           "feature_width"]
+__all__ = ["DEFAULT_LEVELS", "LEVEL_WIDTHS", "LevelFeatures", "feature_width"]
 
 
 class LevelFeatures(nn.Module):
@@ -65,45 +60,3 @@ class LevelFeatures(nn.Module):
         x = keep("5a", b["5a"](x))
         keep("5b", b["5b"](x))
         return torch.cat(out, dim=1)
-
-
-class _Mapped(nn.Module):
-    """Level features through the learned linear map: the bundle encoder."""
-
-    def __init__(self, features: LevelFeatures, linear: nn.Linear) -> None:
-        super().__init__()
-        self.features = features
-        self.linear = linear
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Network inputs → joint-space vectors."""
-        out: torch.Tensor = self.linear(self.features(images))
-        return out
-
-
-def export_level_features(backbone: str, weights: Path | None, out_path: Path, check_images: Sequence[Path],
-                          levels: Sequence[str] = DEFAULT_LEVELS) -> dict[str, Any]:
-    """The frozen network's level features as an ONNX graph (the features stage's), parity-checked."""
-    from train.image.export import export_verified
-    from train.image.googlenet import build_backbone
-
-    return export_verified(LevelFeatures(build_backbone(backbone, weights), levels).eval(), out_path,
-                           check_images)
-
-
-def export_level_joint(backbone: str, weights: Path | None, model: JointModel, out_path: Path,
-                       check_images: Sequence[Path],
-                       levels: Sequence[str] = DEFAULT_LEVELS) -> dict[str, Any]:
-    """The bundle encoder: the frozen network's level features and the learned linear map, parity-checked."""
-    from train.image.export import export_verified
-    from train.image.googlenet import build_backbone
-
-    features = LevelFeatures(build_backbone(backbone, weights), levels)
-    if model.weight.shape[0] != feature_width(features.levels):
-        raise ValueError(f"the map takes {model.weight.shape[0]} features; levels {features.levels} give "
-                         f"{feature_width(features.levels)}")
-    linear = nn.Linear(model.weight.shape[0], model.weight.shape[1])
-    with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(model.weight.T)))
-        linear.bias.copy_(torch.from_numpy(model.bias))
-    return export_verified(_Mapped(features, linear).eval(), out_path, check_images)

@@ -17,14 +17,46 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from space.errors import SpaceError
 from space.images import MEAN_BGR
-from space.ort import INPUT_NAME, OUTPUT_NAME
+from space.ort import CPU, CUDA, INPUT_NAME, OUTPUT_NAME, Provider, open_session
 from train.image.decode import network_batch
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+class EncoderUnavailable(SpaceError):
+    """The requested ONNX Runtime device is not available in this installation."""
+
+    code = "encoder_unavailable"
+    status = 500
+
+
+def encoder_session(onnx_path: Path, threads: int | None = None, device: str = "auto",
+                    device_id: int = 0, spin: bool = True) -> tuple[Any, str]:
+    """An ONNX Runtime session on CUDA (when asked for or available) or the CPU, and the provider used."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device != "cpu" and CUDA in available and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels torch already installed.
+        ort.preload_dlls()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and CUDA not in available:
+        raise EncoderUnavailable("CUDA encoding needs the onnxruntime-gpu package (pip install '.[gpu]').")
+    providers: list[Provider] = [CPU]
+    if device != "cpu" and CUDA in available:
+        providers = [(CUDA, {"device_id": device_id}), CPU]
+    session = open_session(onnx_path, threads, providers=providers, spin=spin)
+    # onnxruntime-gpu without a usable GPU (no driver, no device) silently falls back to the CPU.
+    used = session.get_providers()[0]
+    if device == "cuda" and used != CUDA:
+        raise EncoderUnavailable("onnxruntime-gpu is installed but found no usable CUDA device.")
+    return session, used
 
 RUNTIMES = ("auto", "onnx", "torch")
 
@@ -44,8 +76,6 @@ class OrtEncoder:
 
     def __init__(self, onnx_path: Path, threads: int | None = None, device: str = "auto",
                  device_id: int = 0, spin: bool = False) -> None:
-        from train.image.encode import encoder_session
-
         self.session, self.provider = encoder_session(onnx_path, threads, device, device_id, spin)
 
     def __call__(self, views: np.ndarray) -> np.ndarray:
@@ -112,8 +142,6 @@ def open_encoder(runtime: str, *, onnx_path: Callable[[], Path], module: Callabl
 
         dev = torch.device("cuda", device_id) if device != "cpu" and torch.cuda.is_available() else "cpu"
         if device == "cuda" and str(dev) == "cpu":
-            from train.image.encode import EncoderUnavailable
-
             raise EncoderUnavailable("--device cuda: torch sees no CUDA device")
         enc: Encoder = TorchEncoder(module(), dev, half=half)
     else:
