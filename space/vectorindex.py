@@ -129,6 +129,12 @@ class LazyRows:
         return rows if dtype is None else rows.astype(dtype)
 
 
+# Threads adding to one graph link its nodes in whatever order they run, so a graph built in parallel
+# differs from run to run (and with it the rare answer the graph misses). Below this size one core builds
+# it in seconds, the same graph every time: the same bundle from the same corpus.
+SERIAL_BUILD_ROWS = 50_000
+
+
 def build_index(
     vectors: np.ndarray,
     path: Path | None,
@@ -143,7 +149,7 @@ def build_index(
     keys: np.ndarray | None = None,
 ) -> Index:
     """A cosine index over ``vectors`` (key = row, or ``keys[row]``) stored as ``dtype``, built on
-    ``threads`` cores (0 = all).
+    ``threads`` cores (0 = all; one below :data:`SERIAL_BUILD_ROWS` rows).
 
     Rows are added ``chunk`` at a time behind a tqdm bar (shown when ``progress``; None: only for inputs
     larger than one chunk). ``path``, when given, is written atomically (temporary name, then rename).
@@ -158,6 +164,8 @@ def build_index(
         ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity,
         expansion_add=expansion_add, expansion_search=expansion_search or expansion_search_for(n),
     )
+    if threads == 0 and n < SERIAL_BUILD_ROWS:
+        threads = 1
     if n:
         show = n > chunk if progress is None else progress
         with tqdm(total=n, desc=f"index {dtype}", unit="vec", disable=not show, mininterval=2.0) as bar:
@@ -479,4 +487,13 @@ def _index_ranking(index: Index, rows: Rows, query: np.ndarray, n: int) -> Ranke
         if width >= len(index):
             break
         width *= TIER_GROWTH
+    if len(taken) < n:
+        # The widest search missed rows the graph does not reach from its entry point: they follow,
+        # ranked exactly, so an answer as deep as the index holds every row once.
+        rest = np.setdiff1d(np.asarray(index.keys).astype(np.int64), taken)  # keys are rows of ``rows``
+        flat = np.asarray(query, np.float32).reshape(-1)
+        sims = (np.asarray(rows[rest], np.float32) @ flat).astype(np.float32)
+        order = np.lexsort((rest, -sims))
+        taken = np.concatenate((taken, rest[order]))
+        scores.append(sims[order])
     return taken[:n], np.concatenate(scores)[:n]
