@@ -18,7 +18,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,11 @@ from typing import Any, cast
 import aiohttp
 import redis
 import yaml
-from pagetools import wait_ready
+from pagetools import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def compose_cache_flags() -> tuple[str, str]:
@@ -113,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="cache-flood-"))
-    rport, eport = _free_port(), _free_port()
+    rport, eport = free_port(), free_port()
     server = shutil.which("redis-server") or "redis-server"
     redis_proc = subprocess.Popen([server, "--port", str(rport), "--bind", "127.0.0.1", "--dir", str(workdir),
                                    "--save", "", "--appendonly", "no", "--maxmemory", a.maxmemory,

@@ -40,7 +40,6 @@ import contextlib
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,17 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pagetools import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-admin-token"
 K = 10
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

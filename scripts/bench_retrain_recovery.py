@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pagetools import free_port  # noqa: E402
+
 from bot.retrain import ArqRetrainManager, RetrainError  # noqa: E402
 from space.jobs import RetrainSettings  # noqa: E402
 
 FAKE_TRAIN = ROOT / "tests" / "bot" / "fake_train.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(url: str, work: Path) -> subprocess.Popen[bytes]:
@@ -104,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="retrain-recovery-"))
-    port = _free_port()
+    port = free_port()
     server = shutil.which("redis-server") or "redis-server"
     redis_proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                    "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)

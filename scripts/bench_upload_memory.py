@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pagetools import wait_ready
+from pagetools import free_port, wait_ready
 from PIL import Image
 
 SIDE = 7000
@@ -133,12 +133,6 @@ def _kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _post(url: str, data: bytes) -> tuple[int, str]:
@@ -155,7 +149,7 @@ class Engine:
     """``python -m engine`` on a free port, one photo worker, until stopped."""
 
     def __init__(self, models: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "engine", "--models", str(models), "--port",
                                       str(self.port), "--image-workers", "1"],

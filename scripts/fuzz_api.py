@@ -25,19 +25,13 @@ from hypothesis import HealthCheck, given, settings
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pagetools import wait_ready  # noqa: E402
+from pagetools import free_port, wait_ready  # noqa: E402
 
 from tests.engine.openapi_fuzz import Request, operations, requests, send, sweep  # noqa: E402
 
 TOKEN = "fuzz-admin-token"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=300, help="random requests per operation")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
-    port = _free_port()
+    port = free_port()
     env = {"PATH": "/usr/bin:/bin", "ENGINE_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
     # --cache-ttl 0: nothing is served from the cache, so every request (and replay) is computed.
     argv = [sys.executable, "-m", "engine", "--models", str(a.models), "--port", str(port),

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from pagetools import free_port
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,6 @@ class Request:
     body: bytes | None = None
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout_s: float) -> None:
