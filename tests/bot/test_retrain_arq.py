@@ -23,15 +23,16 @@ from tests.conftest import RedisServer
 FAKE_TRAIN = Path(__file__).with_name("fake_train.py")
 
 
-def _settings(redis_url: str, tmp_path: Path, *extra: str) -> RetrainSettings:
+def retrain_settings(redis_url: str, tmp_path: Path, *extra: str) -> RetrainSettings:
+    """The bot's side of an arq retrain against :func:`start_worker`'s worker and the fake trainer."""
     return RetrainSettings(
         corpus=str(tmp_path / "corpus"), format="jsonl", models_dir=str(tmp_path / "models"),
         extra_args=extra, command=(sys.executable, str(FAKE_TRAIN)), redis_url=redis_url, mode="arq",
     )
 
 
-def start_worker(redis_server: RedisServer, tmp_path: Path) -> subprocess.Popen[bytes]:
-    """The console script compose runs, from this interpreter's environment."""
+def start_worker(redis_server: RedisServer, tmp_path: Path, **env_extra: str) -> subprocess.Popen[bytes]:
+    """The console script compose runs, from this interpreter's environment (``env_extra`` on top)."""
     exe = str(Path(sys.executable).with_name("topicspace-trainer-worker"))
     env = {
         **os.environ,
@@ -41,6 +42,7 @@ def start_worker(redis_server: RedisServer, tmp_path: Path) -> subprocess.Popen[
         "TRAIN_FORMAT": "jsonl",
         "MODELS_DIR": str(tmp_path / "models"),
         "TRAIN_ARGS": os.environ.get("FAKE_TRAIN_ARGS", "--steps 4 --step-s 0.4"),
+        **env_extra,
     }
     log = (tmp_path / "worker.log").open("ab")
     return subprocess.Popen([exe], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -57,7 +59,7 @@ def worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[subprocess.Pop
 async def test_queued_job_runs_in_worker_and_reports_progress(
     worker: subprocess.Popen[bytes], redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    manager = ArqRetrainManager(_settings(redis_server.url, tmp_path), poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     try:
         assert (await manager.start()).state == "running"
         with pytest.raises(RetrainError, match="already running"):
@@ -79,7 +81,7 @@ def slow_worker(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_cancel_aborts_the_worker_job(
     slow_worker: None, worker: subprocess.Popen[bytes], redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    manager = ArqRetrainManager(_settings(redis_server.url, tmp_path), poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     try:
         await manager.start()
         for _ in range(100):  # wait until the worker reports progress
@@ -123,7 +125,7 @@ async def test_cancel_after_the_trainer_service_was_killed_frees_retrain_at_once
     slow_worker: None, worker: subprocess.Popen[bytes], redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Issue 28: cancel waited 30 s in job.abort, raised, and left the lock for a day."""
-    manager = ArqRetrainManager(_settings(redis_server.url, tmp_path), poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     try:
         await manager.start()
         await _running(manager)
@@ -146,7 +148,7 @@ async def test_a_killed_trainer_service_frees_retrain_within_its_heartbeat(
     worker does not run the dead job again."""
     from space.jobs import HEARTBEAT_TTL_S
 
-    manager = ArqRetrainManager(_settings(redis_server.url, tmp_path), poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     try:
         await manager.start()
         await _running(manager)
@@ -178,7 +180,7 @@ async def test_the_worker_stops_a_job_whose_lock_another_job_holds(
     """Issue 28: the worker deleted the lock without checking its owner, so two trainings could overlap."""
     import json
 
-    manager = ArqRetrainManager(_settings(redis_server.url, tmp_path), poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     try:
         await manager.start()
         await _running(manager)
@@ -204,7 +206,7 @@ async def test_jobs_and_results_cross_redis_as_json(
 
     import redis.asyncio as aioredis
 
-    manager = ArqRetrainManager(_settings(redis_server.url, tmp_path), poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     client = aioredis.from_url(redis_server.url)
     try:
         await manager.start()

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from bot.retrain import ArqRetrainManager
-from space.jobs import RetrainSettings
+from tests.bot.test_retrain_arq import FAKE_TRAIN, retrain_settings, start_worker
 from tests.conftest import RedisServer
 from train.worker import DEFAULT_TIMEOUT_HOURS, build_parser, worker_settings
 
-FAKE_TRAIN = Path(__file__).parents[1] / "bot" / "fake_train.py"
 WORKER = str(Path(sys.executable).with_name("topicspace-trainer-worker"))
 
 
@@ -52,18 +51,9 @@ def test_a_bad_value_stops_the_worker_with_one_line(redis_server: RedisServer) -
 
 @pytest.fixture
 def worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "TRAIN_COMMAND": f"{sys.executable} {FAKE_TRAIN}",
-        "TRAIN_CORPUS": str(tmp_path / "corpus"),
-        "TRAIN_FORMAT": "jsonl",
-        "MODELS_DIR": str(tmp_path / "models"),
-        "TRAIN_ARGS": "--steps 600 --step-s 0.5",  # five minutes
-        "TRAIN_JOB_TIMEOUT_HOURS": str(4 / 3600),  # four seconds
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen([WORKER], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_worker(redis_server, tmp_path,
+                        TRAIN_ARGS="--steps 600 --step-s 0.5",  # five minutes
+                        TRAIN_JOB_TIMEOUT_HOURS=str(4 / 3600))  # four seconds
     yield proc
     proc.terminate()
     proc.wait(timeout=20)
@@ -72,10 +62,7 @@ def worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[subprocess.Pop
 async def test_a_job_past_the_limit_is_stopped_and_frees_the_lock(
     worker: subprocess.Popen[bytes], redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    settings = RetrainSettings(corpus=str(tmp_path / "corpus"), format="jsonl",
-                               models_dir=str(tmp_path / "models"), command=(sys.executable, str(FAKE_TRAIN)),
-                               redis_url=redis_server.url, mode="arq")
-    manager = ArqRetrainManager(settings, poll_s=0.2)
+    manager = ArqRetrainManager(retrain_settings(redis_server.url, tmp_path), poll_s=0.2)
     try:
         await manager.start()
         final = await asyncio.wait_for(manager.wait(), 120)  # the job alone would run five minutes
