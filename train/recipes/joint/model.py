@@ -170,8 +170,9 @@ def _standardised(feats: np.ndarray, rows: np.ndarray,
     """``(feats - mu) / sd`` with the moments of ``rows``, written a chunk at a time into one array; and
     ``mu``, ``sd``.
 
-    At 313,000 photos × 2,688 levels the features are 3.4 GB: the whole-array expression held two more
-    copies at once (9.9 GB peak with the memory-mapped rows, 8.6 GB this way), and gives the same bits.
+    At the original's scale the features are gigabytes (313,000 photos × 2,688 levels: 3.4 GB); the
+    whole-array expression held two more full copies at once. Elementwise it is the same computation, so
+    the same bits.
     """
     train = feats[rows]
     mu = train.mean(axis=0)
