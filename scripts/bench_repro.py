@@ -6,7 +6,8 @@
 Each build is a fresh ``git clone`` of this repository's HEAD (the committed code, nothing of the
 working tree) with its own models folder, so nothing is shared between builds: not the feature store,
 not the text stage, not the language cache. Each clone runs ``python -m train all`` on Flickr8k (by
-default with ``--quick``; anything after ``--`` replaces that) and then its own
+default with ``--quick``; the arguments after ``--`` replace that, and ``--`` alone builds the
+default bundle) and then its own
 ``scripts/bench_answers.py`` on the bundle. The table gives every figure of every build and its spread
 (largest minus smallest); a spread over ``--tolerance`` (0.2 points, the project's bar) fails the run.
 """
@@ -94,7 +95,9 @@ def table(results: list[dict[str, Any]], tolerance: float) -> tuple[str, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    own, train_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    # `--` alone asks for `train all`'s defaults; no `--` at all, for --quick
+    own, train_args = ((argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv
+                       else (argv, ["--quick"]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flickr8k", type=Path, required=True, help="the Flickr8k folder")
     p.add_argument("--weights", type=Path, required=True, help="the BVLC GoogLeNet weights folder")
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    results = [build(i + 1, work, args, train_args or ["--quick"]) for i in range(args.builds)]
+    results = [build(i + 1, work, args, train_args) for i in range(args.builds)]
     (work / "results.json").write_text(json.dumps(results, indent=1))
     text, ok = table(results, args.tolerance)
     print(text)
