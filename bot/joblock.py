@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from space.jobs import HEARTBEAT_TTL_S, LOCK_KEY, LOCK_TTL_S
+from space.jobs import HEARTBEAT_TTL_S, LOCK_KEY, LOCK_TTL_S, release_script
 
 # Launching a subprocess takes milliseconds; a launch this old without a pid is a crashed one.
 LAUNCH_GRACE_S = 120.0
@@ -37,13 +37,7 @@ if held and cjson.decode(held)['token'] == ARGV[1] then
 end
 return false
 """
-_RELEASE = """
-local held = redis.call('GET', KEYS[1])
-if held and cjson.decode(held)['token'] == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+_RELEASE = release_script("token")
 
 
 def new_info(progress_file: Path) -> dict[str, Any]:

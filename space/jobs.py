@@ -58,13 +58,20 @@ info['beat'] = (info['beat'] or 0) + 1
 redis.call('SET', KEYS[1], cjson.encode(info), 'PX', ARGV[2])
 return 1
 """
-RELEASE = """
+
+
+def release_script(field: str) -> str:
+    """Delete the lock only while its ``field`` (a JSON key of the lock's value) equals ARGV[1]."""
+    return f"""
 local held = redis.call('GET', KEYS[1])
-if held and cjson.decode(held)['job_id'] == ARGV[1] then
+if held and cjson.decode(held)['{field}'] == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+RELEASE = release_script("job_id")
 
 
 class JobFailed(Exception):
