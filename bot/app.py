@@ -133,6 +133,8 @@ def build_application(settings: BotSettings, token: str | None = None) -> Applic
     application.add_handler(CommandHandler("language", handlers.language_cmd))
     application.add_handler(CommandHandler("retrain", retrain_cmd))
     application.add_handler(MessageHandler(filters.PHOTO | filters.Document.IMAGE, handlers.photo_msg))
+    # After every CommandHandler above (a group's first matching handler answers): only unknown commands
+    application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_cmd))
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, handlers.text_msg))
     application.add_handler(CallbackQueryHandler(handlers.expired_button, pattern=InvalidCallbackData))
     application.add_handler(CallbackQueryHandler(handlers.button))

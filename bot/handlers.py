@@ -95,6 +95,22 @@ async def related_cmd(update: Update, context: BotContext) -> None:
     await search_answers.answer_related(context, update.effective_chat.id, " ".join(context.args or []))
 
 
+# Commands people guess for what a photo alone does (hashtags): answered with how to get them.
+PHOTO_GUESSES = frozenset({"hashtags", "hashtag", "tags", "tag", "photo", "foto"})
+
+
+async def unknown_cmd(update: Update, context: BotContext) -> None:
+    """A command the bot does not have (a typo, a guess): say so and point at /help, instead of silence."""
+    message = update.effective_message
+    assert message is not None
+    command = (message.text or "/").split()[0]
+    name = command[1:].split("@")[0].lower()
+    if name in PHOTO_GUESSES:
+        await message.reply_text(context.t("photo_command"))
+    else:
+        await message.reply_text(context.t("unknown_command", command=command[:40]))
+
+
 async def text_msg(update: Update, context: BotContext) -> None:
     """Plain text: an image search, with a hint about the commands (once per user)."""
     assert update.effective_chat is not None and update.effective_message is not None

@@ -94,6 +94,22 @@ async def test_unknown_words_are_named(bot: LocalBotApi) -> None:
     assert not [c for c in bot.calls[n:] if c.text.startswith("Sorry") or c.error is not None]
 
 
+async def test_unknown_commands_get_a_pointer_not_silence(bot: LocalBotApi) -> None:
+    n = len(bot.calls)
+    await bot.push(bot.text_update("/imagse dog"))
+    reply = await bot.wait_for("sendMessage", after=n)
+    assert reply.text == "I don't know /imagse. /help lists what I can do."
+    n = len(bot.calls)
+    await bot.push(bot.text_update("/hashtags"))
+    reply = await bot.wait_for("sendMessage", after=n)
+    assert "send me a photo" in reply.text
+    # A known command still reaches its own handler.
+    n = len(bot.calls)
+    await bot.push(bot.text_update("/related dog"))
+    reply = await bot.wait_for("sendMessage", after=n)
+    assert "I don't know" not in reply.text
+
+
 async def test_misspelt_words_say_what_was_searched(bot: LocalBotApi) -> None:
     await bot.push(bot.text_update("/images dgos"))
     reply = await bot.wait_for("sendMessage", lambda c: "dgos" in c.text)
