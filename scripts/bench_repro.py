@@ -3,13 +3,13 @@
     python scripts/bench_repro.py --flickr8k ../shared/data/flickr8k \
         --weights ../shared/weights/bvlc_googlenet --work var/repro [--builds 3] [-- TRAIN_ARGS…]
 
-Each build is a fresh ``git clone`` of this repository's HEAD (the committed code, nothing of the
-working tree) with its own models folder, so nothing is shared between builds: not the feature store,
-not the text stage, not the language cache. Each clone runs ``python -m train all`` on Flickr8k (by
-default with ``--quick``; the arguments after ``--`` replace that, and ``--`` alone builds the
-default bundle) and then its own
-``scripts/bench_answers.py`` on the bundle. The table gives every figure of every build and its spread
-(largest minus smallest); a spread over ``--tolerance`` (0.2 points, the project's bar) fails the run.
+Each build is a fresh ``git clone`` of this repository at the HEAD the run started from (the committed
+code, nothing of the working tree) with its own models folder, so nothing is shared between builds:
+not the feature store, not the text stage, not the language cache. Each clone runs ``python -m train
+all`` on Flickr8k (by default with ``--quick``; the arguments after ``--`` replace that, and ``--``
+alone builds the default bundle) and then its own ``scripts/bench_answers.py`` on the bundle. The table
+gives every figure of every build and its spread (largest minus smallest); a spread over
+``--tolerance`` (0.2 points, the project's bar) fails the run.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def figure(result: dict[str, Any], path: tuple[str, ...]) -> float:
     return float(value)
 
 
-def build(i: int, work: Path, args: argparse.Namespace, train_args: list[str]) -> dict[str, Any]:
-    """One fresh clone, one `train all`, one `bench_answers`; the answers' JSON plus the build time."""
+def build(i: int, rev: str, work: Path, args: argparse.Namespace, train_args: list[str]) -> dict[str, Any]:
+    """One fresh clone of ``rev``, one `train all`, one `bench_answers`; the answers' JSON plus the time."""
     clone = work / f"clone-{i}"
     subprocess.run(["rm", "-rf", str(clone)], check=True)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "checkout", "-q", rev], cwd=clone, check=True)
+    head = rev[:7]
     models = clone / "var" / "models"
     env_python = sys.executable
     started = time.monotonic()
@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    results = [build(i + 1, work, args, train_args) for i in range(args.builds)]
+    # every build of one commit: HEAD when the run starts, whatever is committed meanwhile
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    results = [build(i + 1, rev, work, args, train_args) for i in range(args.builds)]
     (work / "results.json").write_text(json.dumps(results, indent=1))
     text, ok = table(results, args.tolerance)
     print(text)
