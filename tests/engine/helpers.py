@@ -1,13 +1,16 @@
-"""Engine test helpers: settings, publishing a second bundle, small images."""
+"""Engine test helpers: settings, publishing a second bundle, small images, an engine process."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from PIL import Image
 
 from engine.settings import Settings
 from space import bundle
+from tests.conftest import ROOT, free_port
+from tests.waiting import until_sync
 
 TOKEN = "test-admin-token"
 
@@ -114,3 +119,29 @@ def stop_and_print(proc: subprocess.Popen[str], timeout: float = 30, tail: int =
         proc.kill()
         out, _ = proc.communicate()
     print((out or "")[-tail:])
+
+
+@contextmanager
+def engine_process(models: Path, **env_extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m engine`` serving ``models`` on a free port, with this environment's ``ENGINE_*`` and
+    ``REDIS_URL`` left out (its defaults, an in-process cache) and ``env_extra`` added; yields (the process,
+    its base URL) once /readyz says ready, then stops it and prints its log's tail."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_") and k != "REDIS_URL"}
+    env.update(PYTHONPATH=str(ROOT), **env_extra)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "--models", str(models), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, "the engine exited"
+        try:
+            return get_json(url + "/readyz", timeout=2).get("status") == "ready"
+        except OSError:
+            return False
+
+    try:
+        until_sync(ready, f"the engine to serve {models}", every=0.1)
+        yield proc, url
+    finally:
+        stop_and_print(proc)

@@ -20,9 +20,8 @@ from urllib.parse import quote
 import pytest
 
 from space import bundle
-from tests.conftest import ROOT, free_port
-from tests.engine.helpers import get_json, stop_and_print
-from tests.waiting import until_sync
+from tests.conftest import ROOT
+from tests.engine.helpers import engine_process, get_json
 
 pytestmark = pytest.mark.slow
 
@@ -44,30 +43,13 @@ def big_models(tmp_path_factory: pytest.TempPathFactory, small_bundle: Path) -> 
 @contextmanager
 def engine(models: Path) -> Iterator[tuple[int, str]]:
     """A ``python -m engine`` process serving ``models``, warmed with a few queries: (pid, url)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_") and k != "REDIS_URL"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "--models", str(models), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, "the engine exited"
-        try:
-            return get_json(url + "/readyz", timeout=2).get("status") == "ready"
-        except OSError:
-            return False
-
-    try:
-        until_sync(ready, "the engine to serve its bundle", every=0.1)
+    with engine_process(models) as (proc, url):
         first = get_json(url + "/v1/images?q=dog&k=1")["images"][0]["id"]
         for text in ("dog", "man bike", "beach water", "girl red"):
             for path in (f"/v1/images?q={quote(text)}&k=20", f"/v1/images?q={quote(text)}&k=20&lang=es",
                          f"/v1/related?q={quote(text)}", f"/v1/similar/{quote(first)}?k=20"):
                 get_json(url + path)
         yield proc.pid, url
-    finally:
-        stop_and_print(proc)
 
 
 def _mapped(pid: int, folder: Path) -> dict[str, tuple[str, str]]:

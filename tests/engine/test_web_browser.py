@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,7 @@ import numpy as np
 import pytest
 
 from space import bundle
-from tests.conftest import ROOT, free_port
-from tests.engine.helpers import TOKEN, get_json, post_admin, publish_copy, stop_and_print
-from tests.waiting import until_sync
+from tests.engine.helpers import TOKEN, engine_process, get_json, post_admin, publish_copy
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -54,25 +49,8 @@ def web_models(tmp_path_factory: pytest.TempPathFactory, small_bundle_models: Pa
 
 @pytest.fixture(scope="module")
 def engine_url(web_models: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_") and k != "REDIS_URL"}
-    env.update(ENGINE_ADMIN_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "engine", "--models", str(web_models), "--port", str(port)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, "the engine exited"
-        try:
-            return get_json(url + "/readyz", timeout=2).get("status") == "ready"
-        except OSError:
-            return False
-
-    try:
-        until_sync(ready, "the engine to serve the bundle", every=0.2)
+    with engine_process(web_models, ENGINE_ADMIN_TOKEN=TOKEN) as (_, url):
         yield url
-    finally:
-        stop_and_print(proc)
 
 
 @pytest.fixture(scope="module")
