@@ -241,23 +241,6 @@ def compute_layouts(
     return Layouts(mosaic, full, method)
 
 
-def compute_layout(
-    vectors: np.ndarray,
-    *,
-    max_grid: int,
-    seed: int,
-    perplexity: float = 30.0,
-    n_iter: int = 500,
-    max_exact: int = 1024,
-    strip_points: int = 1024,
-    progress: ProgressCallback | None = None,
-) -> tuple[Layout, str]:
-    """The mosaic's layout alone (:func:`compute_layouts`); return it and the t-SNE method."""
-    both = compute_layouts(vectors, max_grid=max_grid, seed=seed, perplexity=perplexity, n_iter=n_iter,
-                           max_exact=max_exact, strip_points=strip_points, progress=progress)
-    return both.mosaic, both.method
-
-
 def square_thumbnails(path: str | Path, sides: Sequence[int]) -> dict[int, Image.Image]:
     """The photo's central square, resized to each side in ``sides`` (decoded once)."""
     img = open_image(path, draft=max(sides))
