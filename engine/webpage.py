@@ -246,6 +246,13 @@ def _pyramid(request: web.Request, model: Model) -> Pyramid | None:
     return found
 
 
+def _served_pyramid(request: web.Request, model: Model) -> Pyramid | None:
+    """The map pyramid of the bundle the path names, which must be the one served (else 404)."""
+    if request.match_info["version"] != model.version:
+        raise NotFound(f"The map of bundle {request.match_info['version'][:40]!r} is not served.")
+    return _pyramid(request, model)
+
+
 def _map_int(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
     if not raw.isdigit() or len(raw) > 9:
@@ -257,9 +264,7 @@ async def map_tile(request: web.Request) -> web.Response:
     """One JPEG tile of the served bundle's map; immutable (the version is in the path)."""
     runtime = request.app[RUNTIME]
     with runtime.holder.use() as model:
-        if request.match_info["version"] != model.version:
-            raise NotFound(f"The map of bundle {request.match_info['version'][:40]!r} is not served.")
-        pyramid = _pyramid(request, model)
+        pyramid = _served_pyramid(request, model)
         z, x, y = (_map_int(request, name) for name in ("z", "x", "y"))
         data = None if pyramid is None else pyramid.tile(z, x, y)
     if data is None:
@@ -272,9 +277,7 @@ async def map_cell(request: web.Request) -> web.Response:
     """The photo id in a cell of the served bundle's map grid (``null`` for an empty cell)."""
     runtime = request.app[RUNTIME]
     with runtime.holder.use() as model:
-        if request.match_info["version"] != model.version:
-            raise NotFound(f"The map of bundle {request.match_info['version'][:40]!r} is not served.")
-        pyramid = _pyramid(request, model)
+        pyramid = _served_pyramid(request, model)
         if pyramid is None:
             raise NotFound(f"Bundle {model.version} has no map tiles.")
         col, row = _map_int(request, "col"), _map_int(request, "row")
