@@ -145,3 +145,18 @@ def engine_process(models: Path, **env_extra: str) -> Iterator[tuple[subprocess.
         yield proc, url
     finally:
         stop_and_print(proc)
+
+
+def spy_searches(monkeypatch: Any) -> list[tuple[Any, int]]:
+    """Every call of ``space.vectorindex.search_batch`` from now on, in order: (the index searched, its k)."""
+    from space import vectorindex
+
+    calls: list[tuple[Any, int]] = []
+    real = vectorindex.search_batch
+
+    def spy(index: Any, queries: Any, k: int, *args: Any, **kwargs: Any) -> Any:
+        calls.append((index, k))
+        return real(index, queries, k, *args, **kwargs)
+
+    monkeypatch.setattr(vectorindex, "search_batch", spy)
+    return calls

@@ -13,7 +13,7 @@ import pytest
 
 from engine.app import RUNTIME, create_app
 from space import vectorindex
-from tests.engine.helpers import make_settings
+from tests.engine.helpers import make_settings, spy_searches
 
 QUERIES = ["dog", "red shirt girl", "beach water -grass", "man bike"]
 K = 20
@@ -25,14 +25,7 @@ async def test_pages_concatenated_are_one_deeper_answer(
     aiohttp_client: Any, small_bundle_models: Path, monkeypatch: pytest.MonkeyPatch, exact_rows: int
 ) -> None:
     monkeypatch.setattr(vectorindex, "EXACT_ROWS", exact_rows)
-    widths: list[int] = []
-    real = vectorindex.search_batch
-
-    def spy(index: Any, queries: Any, k: int, *args: Any, **kwargs: Any) -> Any:
-        widths.append(k)
-        return real(index, queries, k, *args, **kwargs)
-
-    monkeypatch.setattr(vectorindex, "search_batch", spy)
+    searches = spy_searches(monkeypatch)
     client = await aiohttp_client(create_app(make_settings(small_bundle_models)))
     model = client.app[RUNTIME].holder.require()
     through_index = len(model.image_vectors) > exact_rows
@@ -57,8 +50,8 @@ async def test_pages_concatenated_are_one_deeper_answer(
         beam = int(model.images_index.expansion_search)
         # The graph was searched, deeper pages a tier wider; photos in the text pool, related words (a
         # narrow word-index search) on the loop.
-        assert {beam, beam * vectorindex.TIER_GROWTH} <= set(widths)
+        assert {beam, beam * vectorindex.TIER_GROWTH} <= {k for _, k in searches}
         assert client.app[RUNTIME].text.executor._threads
         assert client.app[RUNTIME].queries.queries == 4 * len(QUERIES)
     else:
-        assert widths == [] and client.app[RUNTIME].queries.queries > 0
+        assert searches == [] and client.app[RUNTIME].queries.queries > 0

@@ -16,24 +16,11 @@ from engine.app import RUNTIME, create_app
 from engine.model import load_model
 from space import bundle, vectorindex
 from space.vectorindex import LazyRows
-from tests.engine.helpers import make_settings, publish_copy
+from tests.engine.helpers import make_settings, publish_copy, spy_searches
 
 LANGS = ("ca", "en", "es")
 K = 12
 PAGES = 5
-
-
-def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every index ``space.vectorindex.search_batch`` searches, in order."""
-    searched: list[Any] = []
-    real = vectorindex.search_batch
-
-    def spy(index: Any, queries: Any, k: int, *args: Any, **kwargs: Any) -> Any:
-        searched.append(index)
-        return real(index, queries, k, *args, **kwargs)
-
-    monkeypatch.setattr(vectorindex, "search_batch", spy)
-    return searched
 
 
 def test_forced_index_path_gives_the_exact_hashtags(small_bundle: Path,
@@ -42,7 +29,7 @@ def test_forced_index_path_gives_the_exact_hashtags(small_bundle: Path,
     # The trainer built hashtags.usearch (an exactly ranked bundle maps it but never searches it).
     assert exact.hashtagger is not None and exact.pool_index is not None
     monkeypatch.setattr(vectorindex, "EXACT_ROWS", 50)
-    searched = _spy(monkeypatch)
+    searched = spy_searches(monkeypatch)
     indexed = load_model(small_bundle)
     assert not indexed.eager and isinstance(indexed.pool_vectors, LazyRows)
     raw = np.load(small_bundle / bundle.IMAGE_VECTORS)
@@ -62,7 +49,7 @@ def test_forced_index_path_gives_the_exact_hashtags(small_bundle: Path,
             assert [h["score"] for h in a] == pytest.approx([h["score"] for h in b], abs=1e-4)
             identical += through_index == exactly
     assert identical >= len(photos)  # and mostly byte for byte
-    assert any(index is indexed.pool_index for index in searched)  # the neighbours came from the index
+    assert any(index is indexed.pool_index for index, _ in searched)  # the neighbours came from the index
 
 
 def _languages(staged: Path) -> None:
@@ -80,7 +67,7 @@ async def test_language_filtered_pages_stay_in_their_language(
     version = publish_copy(models, bundle.active_path(models), edit=_languages)
     assert all((models / version / f"search-{lang}.usearch").is_file() for lang in LANGS)
     monkeypatch.setattr(vectorindex, "EXACT_ROWS", 50)
-    searched = _spy(monkeypatch)
+    searched = spy_searches(monkeypatch)
     client = await aiohttp_client(create_app(make_settings(models)))
     model = client.app[RUNTIME].holder.require()
     assert model.version == version and set(model.lang_indexes) == set(LANGS)
@@ -101,8 +88,8 @@ async def test_language_filtered_pages_stay_in_their_language(
             assert len({h["id"] for h in hits}) == len(hits) == min(K * PAGES, model.n_images // 3)
             every = await get(q=text, k=100, lang=lang)  # deeper than a beam: all of the language's posts
             assert len(every) == 100 and {lang_of[h["id"]] for h in every} == {lang}
-    assert {id(model.lang_indexes[lang]) for lang in LANGS} <= {id(index) for index in searched}
-    assert not any(index is model.search_index for index in searched)  # never the unfiltered index
+    assert {id(model.lang_indexes[lang]) for lang in LANGS} <= {id(index) for index, _ in searched}
+    assert not any(index is model.search_index for index, _ in searched)  # never the unfiltered index
 
 
 def test_indexes_text_queries_walk_are_searched_wider(small_bundle: Path,
