@@ -3,17 +3,15 @@
     python scripts/bench_concat_spaces.py BUNDLE BUNDLE [BUNDLE …]
 
 Each bundle's test images and captions are embedded as ``train eval`` embeds them
-(:func:`train.evaluate.evaluation_set`, :func:`train.evaluate.embed_captions`, centred when the bundle
-is served centred), normalised, and scored alone; then every bundle's normalised vectors are
-concatenated (an ensemble whose cosine is the mean of the spaces' cosines) and scored on the same 1K
-protocol. The bundles must share a corpus and a test split (e.g. the same build with another
-``--joint-set seed=``).
+(:func:`train.evaluate.split_vectors`, centred when the bundle is served centred), normalised, and
+scored alone; then every bundle's normalised vectors are concatenated (an ensemble whose cosine is the
+mean of the spaces' cosines) and scored on the same 1K protocol. The bundles must share a corpus and a
+test split (e.g. the same build with another ``--joint-set seed=``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,24 +20,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from space import bundle  # noqa: E402
-from space.centering import Centering  # noqa: E402
-from space.textspace import TextSpace, unit  # noqa: E402
-from train.evaluate import embed_captions, evaluation_set, retrieval_metrics  # noqa: E402
+from space.textspace import unit  # noqa: E402
+from train.evaluate import retrieval_metrics, split_vectors  # noqa: E402
 
 
-def test_vectors(bundle_dir: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(normalised test image vectors, normalised caption vectors, caption owners) of one bundle."""
-    space = TextSpace.load(bundle_dir)
-    vectors = np.load(bundle_dir / bundle.IMAGE_VECTORS)
-    items = json.loads((bundle_dir / bundle.IMAGE_META).read_text(encoding="utf-8"))["items"]
-    manifest = json.loads((bundle_dir / bundle.MANIFEST).read_text(encoding="utf-8"))
-    images, captions, owner, _ = evaluation_set(bundle_dir, manifest, items, vectors)
-    texts, _ = embed_captions(space, captions)
-    centering = Centering.load(bundle_dir)
-    if centering is not None:
-        images, texts = centering.images(images), centering.texts(texts)
-    return unit(images), unit(texts), owner
+def served_unit(bundle_dir: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(normalised test image vectors, normalised caption vectors, caption owners) of one bundle, as
+    ``train eval`` scores them."""
+    split = split_vectors(bundle_dir)
+    images, texts = split.served()
+    return unit(images), unit(texts), split.owner
 
 
 def line(name: str, metrics: dict[str, dict[str, float]]) -> str:
@@ -54,7 +44,7 @@ def main() -> int:
     args = p.parse_args()
     if len(args.bundles) < 2:
         p.error("give two bundles or more")
-    parts = [test_vectors(b) for b in args.bundles]
+    parts = [served_unit(b) for b in args.bundles]
     owners = {tuple(owner) for _, _, owner in parts}
     if len(owners) != 1:
         print("the bundles do not share a test split", file=sys.stderr)

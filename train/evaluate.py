@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +172,28 @@ def embed_captions(space: TextSpace, captions: Sequence[str]) -> tuple[np.ndarra
     return out, empty
 
 
-def evaluate_bundle(bundle_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Retrieval metrics of ``bundle_dir`` on its test split (:func:`evaluation_set`); ``config`` stands in
-    for the manifest's (a staged bundle has no manifest yet)."""
+@dataclass(frozen=True)
+class SplitVectors:
+    """A bundle's test split as ``train eval`` scores it: raw image and caption vectors, each caption's
+    image row, the bundle's centring (None when served raw), empty queries and images encoded anew."""
+
+    images: np.ndarray
+    captions: np.ndarray
+    owner: list[int]
+    centering: Centering | None
+    n_empty: int
+    n_encoded: int
+
+    def served(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, captions) as the bundle is served: centred when it is centred."""
+        if self.centering is None:
+            return self.images, self.captions
+        return self.centering.images(self.images), self.centering.texts(self.captions)
+
+
+def split_vectors(bundle_dir: Path, config: dict[str, Any] | None = None) -> SplitVectors:
+    """The vectors of ``bundle_dir``'s test split (:func:`evaluation_set`); ``config`` stands in for the
+    manifest's (a staged bundle has no manifest yet)."""
     bundle_dir = Path(bundle_dir)
     try:
         space = TextSpace.load(bundle_dir)
@@ -185,15 +205,18 @@ def evaluate_bundle(bundle_dir: Path, config: dict[str, Any] | None = None) -> d
         raise BundleInvalid(f"cannot read the bundle at {bundle_dir}: {exc}") from exc
     image_vecs, captions, owner, encoded = evaluation_set(bundle_dir, manifest, items, vectors)
     caption_vecs, empty = embed_captions(space, captions)
-    centering = Centering.load(bundle_dir)
-    if centering is None:
-        metrics = score_test_split(image_vecs, caption_vecs, owner)
-    else:
-        metrics = score_test_split(centering.images(image_vecs), centering.texts(caption_vecs), owner)
+    return SplitVectors(image_vecs, caption_vecs, owner, Centering.load(bundle_dir), empty, encoded)
+
+
+def evaluate_bundle(bundle_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Retrieval metrics of ``bundle_dir`` on its test split (:func:`split_vectors`)."""
+    test = split_vectors(bundle_dir, config)
+    metrics = score_test_split(*test.served(), test.owner)
+    if test.centering is not None:
         metrics["centred"] = True
-        metrics["uncentred"] = score_test_split(image_vecs, caption_vecs, owner)
-    metrics["n_empty_queries"] = empty
-    metrics["n_encoded_for_eval"] = encoded
+        metrics["uncentred"] = score_test_split(test.images, test.captions, test.owner)
+    metrics["n_empty_queries"] = test.n_empty
+    metrics["n_encoded_for_eval"] = test.n_encoded
     return metrics
 
 
