@@ -33,7 +33,7 @@ from space import bundle, vectorindex
 from space.centering import Centering
 from space.errors import NoBundle
 from space.hashtags import POOL_INDEX, Hashtagger
-from space.items import ItemTable, Records, public_ids
+from space.items import ItemTable, Records
 from space.query import Query
 from space.search import SEARCH_INDEX, load_search_vectors, search_vectors
 from space.spelling import Speller
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 # Answer templates remembered per model of a large bundle (a few hundred bytes each): the hits of the
 # queries people repeat stay formatted, and memory stays bounded whatever the corpus.
 TEMPLATE_CACHE = 65_536
-_public_ids = public_ids  # the rule lives with the item table (space.items); this name is older
 
 
 @dataclass

@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestClient
 
 from engine import webpage
 from engine.app import create_app
-from engine.model import _public_ids
 from space import bundle
+from space.items import public_ids
 from tests.conftest import ROOT
 from tests.engine.helpers import make_settings, publish_copy
 
@@ -107,7 +107,7 @@ async def test_map_tiles_and_cells(client: TestClient, small_bundle: Path) -> No
     data = await r.json()
     pyramid = json.loads((small_bundle / bundle.REPORT_DIR / "map" / "pyramid.json").read_text())
     items = json.loads((small_bundle / bundle.IMAGE_META).read_text())["items"]
-    ids = _public_ids(items)
+    ids = public_ids(items)
     grid, tiles = data["grid"], data["tiles"]
     assert grid == pyramid["grid"] and not data["sampled"]
     assert data["laid_out"] == data["images"] == len(items)
@@ -196,7 +196,7 @@ async def test_similar_by_id(client: TestClient, small_bundle: Path) -> None:
     scores = [h["score"] for h in body["images"]]
     assert scores == sorted(scores, reverse=True)
     # The same neighbours as uploading that photo's file: the stored vector is the file's encoding.
-    path = Path(items[_public_ids(items).index(first["id"])]["path"])
+    path = Path(items[public_ids(items).index(first["id"])]["path"])
     upload = await (await client.post("/v1/similar", params={"k": "8"}, data=path.read_bytes())).json()
     assert upload["images"][0]["id"] == first["id"]
     assert len(set(ids[:5]) & {h["id"] for h in upload["images"]}) >= 3
