@@ -112,6 +112,11 @@ class Model:
         self.word_json = [json_around_score({"word": w, "score": 0.0})[0] for w in self.space.words]
 
     @property
+    def framing(self) -> str:
+        """How a photo sent to this bundle is framed for its encoder (the bundle's own: space.images)."""
+        return str((self.manifest.get("config") or {}).get("encode_framing") or "centre")
+
+    @property
     def n_images(self) -> int:
         """How many images the bundle serves."""
         return len(self.table)

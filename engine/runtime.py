@@ -138,7 +138,8 @@ class Runtime:
         self.photos += 1
         try:
             x = await self.images.run(
-                functools.partial(load_for_network, data, max_bytes=max_bytes, max_pixels=max_pixels)
+                functools.partial(load_for_network, data, model.framing, max_bytes=max_bytes,
+                                  max_pixels=max_pixels)
             )
             return await self.batcher.encode(model, x)
         finally:

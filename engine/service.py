@@ -185,7 +185,7 @@ def related(model: Model, jobs: Sequence[WordJob]) -> list[bytes]:
 
 def encode_image(model: Model, data: bytes, limits: ImageLimits) -> np.ndarray:
     """Decode untrusted bytes safely and place the image in the space (the encoder's raw vector)."""
-    x = load_for_network(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    x = load_for_network(data, model.framing, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
     return model.encode(x[None])[0]
 
 

@@ -137,6 +137,7 @@ def test_vectors(model: Model, ref: Reference, names: list[str]) -> tuple[np.nda
     """(bundle-protocol vectors, serving vectors (one centre crop, as a sent photo), n encoded anew)."""
     row_of = {Path(str(it.get("path", ""))).name: i for i, it in enumerate(model.items)}
     crops = int((model.manifest.get("config") or {}).get("encode_crops") or 1)
+    framing = model.framing
     raw_rows = np.load(model.path / "images.npy", mmap_mode="r")
     stored, served, fresh = [], [], 0
     for name in names:
@@ -145,7 +146,7 @@ def test_vectors(model: Model, ref: Reference, names: list[str]) -> tuple[np.nda
         if name in row_of:
             stored.append(np.asarray(raw_rows[row_of[name]], np.float32))
         else:
-            views = network_views(open_image(path), crops)
+            views = network_views(open_image(path), crops, framing)
             stored.append(model.encode(views).mean(axis=0))
             fresh += 1
     return np.stack(stored), np.stack(served), fresh

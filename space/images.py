@@ -2,7 +2,7 @@
 
 Decodes untrusted bytes safely (size and pixel limits, decompression-bomb guard kept on, first frame of
 animations, EXIF orientation), converts every mode to RGB, and prepares the network input the BVLC
-GoogLeNet expects: short side resized to 256, a 224 crop, BGR order, per-channel mean subtracted.
+GoogLeNet expects: the photo framed to 224 × 224 (:data:`FRAMINGS`), BGR order, per-channel mean subtracted.
 
 Memory is bounded before any pixel is decoded. A 111 KB PNG can name 7000 × 7000 16-bit pixels, and its
 decode plus the conversions after it took ~1 GB; so each image's decode cost is estimated from its header
@@ -206,22 +206,48 @@ def center_crop(img: Image.Image, size: int = CROP) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def preprocess(img: Image.Image) -> np.ndarray:
-    """Serving/evaluation view: short side to 256, centre 224 crop, network layout."""
-    return to_network_input(center_crop(resize_short_side(img)))
-
-
+# How a photo becomes the network's 224 × 224 input. "whole": all of it, scaled to 224 × 224 (the aspect
+# ratio not kept: nothing at the edges is lost, and a square photo is only scaled); "centre": the short
+# side scaled to 256 and the centre 224 × 224 cut out (the Caffe-era protocol; with 10 views also the four
+# corners). On Flickr8k the whole photo, one view, scores as the mean of 10 centre-framed crops
+# (docs/benchmarks.md, "Image framing"). A bundle records its framing; photos sent to the engine are
+# framed the same way.
+FRAMINGS = ("whole", "centre")
 CROPS = (1, 2, 10)
 
 
-def network_views(img: Image.Image, crops: int = 1) -> np.ndarray:
-    """(crops, 3, 224, 224) network inputs of the short-side-256 image, whose outputs are averaged.
+def whole_view(img: Image.Image) -> Image.Image:
+    """The whole photo scaled to 224 × 224."""
+    return img if img.size == (CROP, CROP) else img.resize((CROP, CROP), Image.Resampling.BILINEAR)
 
-    1: the centre crop (serving); 2: it and its mirror; 10: the centre and four corner crops, each also
-    mirrored (the Caffe-era test protocol; Flickr8k image search R@10 ~+1.7 points for 10× the work).
+
+def check_views(crops: int, framing: str) -> None:
+    """ValueError unless ``crops`` views of ``framing`` exist (the whole photo has 1, or 2: + its mirror)."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}")
+    allowed = CROPS if framing == "centre" else (1, 2)
+    if crops not in allowed:
+        raise ValueError(f"crops must be one of {allowed} with the {framing} framing")
+
+
+def preprocess(img: Image.Image, framing: str = "centre") -> np.ndarray:
+    """Serving/evaluation view in network layout: the whole photo, or the centre crop (:data:`FRAMINGS`)."""
+    check_views(1, framing)
+    view = whole_view(img) if framing == "whole" else center_crop(resize_short_side(img))
+    return to_network_input(view)
+
+
+def network_views(img: Image.Image, crops: int = 1, framing: str = "centre") -> np.ndarray:
+    """(crops, 3, 224, 224) network inputs of one photo, whose outputs are averaged.
+
+    1: the framed view (serving); 2: it and its mirror; 10 (centre framing only): the centre and four
+    corner crops of the short-side-256 image, each also mirrored (the Caffe-era test protocol).
     """
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {CROPS}")
+    check_views(crops, framing)
+    if framing == "whole":
+        view = whole_view(img)
+        views = [view] if crops == 1 else [view, view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+        return np.stack([to_network_input(v) for v in views])
     r = resize_short_side(img)
     w, h = r.size
     boxes = [((w - CROP) // 2, (h - CROP) // 2)]
@@ -236,9 +262,9 @@ def network_views(img: Image.Image, crops: int = 1) -> np.ndarray:
     return np.stack(out)
 
 
-def load_for_network(source: bytes | str | Path, **limits: int) -> np.ndarray:
-    """Decode ``source`` safely and return its centre-crop network input (3, 224, 224)."""
-    return preprocess(open_image(source, **limits))
+def load_for_network(source: bytes | str | Path, framing: str = "centre", **limits: int) -> np.ndarray:
+    """Decode ``source`` safely and return its network input (3, 224, 224), framed by ``framing``."""
+    return preprocess(open_image(source, **limits), framing)
 
 
 def thumbnail_jpeg(source: bytes | str | Path, max_side: int, quality: int = 85) -> bytes:

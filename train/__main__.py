@@ -20,7 +20,7 @@ from space.cli import Parser, fail
 from space.envvars import Kind, SettingError, integer, number
 from space.envvars import flag as flag_kind
 from space.errors import SpaceError
-from space.images import CROPS
+from space.images import CROPS, FRAMINGS, check_views
 from space.logs import env_secrets, redact, setup_logging
 from train.config import FORMATS, RECIPES, FilterConfig, IngestConfig, PipelineConfig, TextConfig
 from train.corpus.topic import Topic, load_topic, read_city_list
@@ -70,9 +70,13 @@ def _corpus_args(p: Parser) -> None:
     p.add_argument("--backbone", choices=("bvlc", "torchvision"), default="bvlc",
                    help="the joint recipe's ImageNet GoogLeNet: the BVLC blobs of --weights, or "
                    "torchvision's (downloaded on first use)")
+    p.add_argument("--encode-framing", choices=FRAMINGS, default=None,
+                   help="how a photo meets the network: whole (all of it scaled to 224x224; the default for "
+                   "the joint recipe) or centre (the centre 224 crop of the short-side-256 photo; the seed "
+                   "recipe's default)")
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
-                   help="views averaged per bundle image: centre; + mirror; + corners (default: 10 for the "
-                   "joint recipe, 1 with --quick or --recipe seed)")
+                   help="views averaged per bundle image: the framed view; + its mirror; + the four corner "
+                   "crops and their mirrors (10, centre framing only). Default 1")
     p.add_argument("--image-levels", type=_levels, default=None, metavar="LEVELS",
                    help="the joint recipe's image features: the global means of these GoogLeNet levels, "
                    f"concatenated (any of {','.join(LEVEL_WIDTHS)}; default: {','.join(DEFAULT_LEVELS)} with "
@@ -248,7 +252,7 @@ def check_feature_import(cfg: PipelineConfig) -> None:
     from train.image.features import BACKBONES, FeatureSpec, open_import
 
     open_import(cfg.features_import, FeatureSpec.of(BACKBONES.get(cfg.backbone, cfg.backbone), "", cfg.crops,
-                                                    cfg.levels))
+                                                    cfg.levels, cfg.framing))
 
 
 def _filters(args: argparse.Namespace, topic: Topic | None) -> FilterConfig:
@@ -276,7 +280,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     base_image = ImageConfig.quick_preset() if args.quick else ImageConfig()
     image = _overrides(base_image, image_set, "--image-set") if image_set else None
     joint = _overrides(JointConfig(), getattr(args, "joint_set", None) or [], "--joint-set")
-    return PipelineConfig(
+    cfg = PipelineConfig(
         recipe=getattr(args, "recipe", "joint"),
         joint=joint,
         backbone=getattr(args, "backbone", "bvlc"),
@@ -294,12 +298,15 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         activate=not args.no_activate,
         index_dtype=getattr(args, "index_dtype", "f16"),
         encode_crops=getattr(args, "encode_crops", None),
+        encode_framing=getattr(args, "encode_framing", None),
         features_import=getattr(args, "features", None),
         feature_part_rows=max(1, getattr(args, "feature_part_rows", 4096)),
         device=getattr(args, "device", "auto"),
         encode_runtime=getattr(args, "encode_runtime", "auto"),
         topic=topic,
     )
+    check_views(cfg.crops, cfg.framing)  # 10 views of the whole photo: refused in one line
+    return cfg
 
 
 _Config = TypeVar("_Config", ImageConfig, JointConfig, TextConfig)

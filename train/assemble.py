@@ -156,7 +156,8 @@ def evaluate_staged(tmp: Path, cfg: PipelineConfig) -> dict[str, Any]:
     """The staged bundle's retrieval metrics (an error entry when it cannot be evaluated)."""
     try:
         metrics: dict[str, Any] = evaluate_bundle(tmp, {"ingest": to_jsonable(cfg.ingest),
-                                                        "encode_crops": cfg.crops})
+                                                        "encode_crops": cfg.crops,
+                                                        "encode_framing": cfg.framing})
     except BundleInvalid as exc:
         log.warning("no evaluation: %s", exc)
         metrics = {"error": str(exc)}
@@ -180,6 +181,7 @@ def bundle_manifest(cfg: PipelineConfig, side: TextSide, image_side: ImageSide, 
             "quick": cfg.quick,
             "index_dtype": cfg.index_dtype,
             "encode_crops": cfg.crops,
+            "encode_framing": cfg.framing,
             "recipe": cfg.recipe,
         },
         "topic": cfg.topic.to_dict() if cfg.topic is not None else None,

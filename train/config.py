@@ -115,9 +115,13 @@ class PipelineConfig:
     image: ImageConfig | None = None
     activate: bool = True
     encode_batch_size: int = 32
-    # Views averaged per bundle image (1, 2 or 10: centre; + mirror; + four corners, each mirrored); photos
-    # sent to the engine use one. None: 10 for the joint recipe (the features of every view train it), 1
-    # under --quick and for the seed recipe (whose encoding is a second pass over the images).
+    # How a photo is framed for the network (space.images.FRAMINGS): "whole" (all of it at 224 × 224) or
+    # "centre" (crops of the short-side-256 image). None: whole for the joint recipe (the mean of 10 centre
+    # crops scores the same at ten times the work: docs/benchmarks.md, "Image framing"), centre for the
+    # seed recipe. Photos sent to the engine are framed as the bundle says.
+    encode_framing: str | None = None
+    # Views averaged per bundle image: 1 or 2 (the framed view; + its mirror), or with the centre framing
+    # 10 (+ four corners, each mirrored); photos sent to the engine use one. None: 1.
     encode_crops: int | None = None
     # Also publish a static int8 copy of the encoder (train.image.quantize), kept only when its mean cosine
     # to the fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8
@@ -143,10 +147,15 @@ class PipelineConfig:
 
     @property
     def crops(self) -> int:
-        """Views averaged per bundle image (:attr:`encode_crops` or the recipe's default)."""
-        if self.encode_crops is not None:
-            return self.encode_crops
-        return 10 if self.recipe == "joint" and not self.quick else 1
+        """Views averaged per bundle image (:attr:`encode_crops`, else 1)."""
+        return self.encode_crops if self.encode_crops is not None else 1
+
+    @property
+    def framing(self) -> str:
+        """How photos are framed for the network (:attr:`encode_framing` or the recipe's default)."""
+        if self.encode_framing is not None:
+            return self.encode_framing
+        return "whole" if self.recipe == "joint" else "centre"
 
     @property
     def levels(self) -> tuple[str, ...]:

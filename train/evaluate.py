@@ -240,7 +240,8 @@ def evaluation_set(bundle_dir: Path, manifest: dict[str, Any], items: list[dict[
 
     When the corpus names its own split (Flickr8k's 1,000 test images), every test image of the corpus is
     scored, whatever the filters kept: an image the bundle left out is encoded by the bundle's encoder
-    (with the bundle's crops), so the figures compare with published ones on the same 1,000 images.
+    (with the bundle's crops and framing), so the figures compare with published ones on the same 1,000
+    images.
     Otherwise the test split is the bundle's own ``split == "test"`` items.
     """
     row_of = {str(it.get("path")): int(it.get("key", row)) for row, it in enumerate(items)}
@@ -255,9 +256,10 @@ def evaluation_set(bundle_dir: Path, manifest: dict[str, Any], items: list[dict[
     missing = [path for path, _ in tests if path not in row_of]
     fresh: dict[str, np.ndarray] = {}
     if missing:
-        crops = int((manifest.get("config") or {}).get("encode_crops") or 1)
+        config = manifest.get("config") or {}
         encoded, failed = encode_images(Path(bundle_dir) / bundle.ENCODER, [Path(p) for p in missing],
-                                        crops=crops)
+                                        crops=int(config.get("encode_crops") or 1),
+                                        framing=str(config.get("encode_framing") or "centre"))
         fresh = {p: encoded[i] for i, p in enumerate(missing) if i not in set(failed)}
     image_vecs: list[np.ndarray] = []
     captions: list[str] = []

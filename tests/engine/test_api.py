@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from engine.app import create_app
 from engine.public import public
 from space import bundle
+from space.items import public_ids
 from tests.engine.helpers import TOKEN, caption_vectors, make_settings, publish_copy
 
 DOG = re.compile(r"\b(dog|dogs|puppy|puppies)\b", re.I)
@@ -174,6 +175,10 @@ async def test_hashtags_and_similar(client: TestClient, small_bundle: Path) -> N
     assert r.status == 200
     sims = (await r.json())["images"]
     assert len(sims) == 4 and all(h["url"].startswith("/v1/images/") for h in sims)
+    # The upload is framed as the bundle framed its photos (the whole photo), so a corpus photo sent back
+    # lands on its own stored vector.
+    assert bundle.read_manifest(small_bundle)["config"]["encode_framing"] == "whole"
+    assert sims[0]["id"] == public_ids(items)[0] and sims[0]["score"] > 0.999
 
 
 async def test_stats_report_health(client: TestClient, small_bundle: Path) -> None:

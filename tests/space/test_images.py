@@ -138,6 +138,27 @@ def test_network_views_centre_mirrors_and_corners(photo: Path) -> None:
         network_views(img, 5)
 
 
+def test_the_whole_framing_keeps_the_edges_the_centre_crop_cuts(photo: Path) -> None:
+    """A wide photo with a red band at its left edge: the whole-photo view (all of it scaled to 224 × 224)
+    still shows the band; the centre crop of the short-side-256 photo has lost it. One whole view is the
+    serving view of a whole-framed bundle, two add its mirror, ten are refused."""
+    img = Image.open(photo).convert("RGB").resize((400, 250))
+    img.paste((255, 0, 0), (0, 0, 40, 250))
+    whole, centre = preprocess(img, "whole"), preprocess(img, "centre")
+    assert whole.shape == centre.shape == (3, 224, 224)
+    red = MEAN_BGR.copy()
+    red[:] = [0.0, 0.0, 255.0]
+    red -= MEAN_BGR  # the band's pixel in network layout (BGR, mean subtracted)
+    np.testing.assert_allclose(whole[:, 112, 5], red, atol=1.0)
+    assert np.abs(centre[:, 112, 5] - red).max() > 50
+    one, two = network_views(img, 1, "whole"), network_views(img, 2, "whole")
+    np.testing.assert_array_equal(one[0], whole)
+    np.testing.assert_array_equal(two[1], whole[:, :, ::-1])
+    for crops, framing in ((10, "whole"), (1, "square")):
+        with pytest.raises(ValueError):
+            network_views(img, crops, framing)
+
+
 # ---- issue 28: memory bounded before decoding -------------------------------------------------------
 
 _PEAK = r'''

@@ -8,18 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from space.images import network_views, open_image
 from train.image.decode import Decoder, decode_pixels, network_batch, views_of
 
 
-@pytest.mark.parametrize("crops", [1, 2, 10])
-def test_views_equal_network_views(flickr8k_dir: Path, crops: int) -> None:
-    for photo in sorted((flickr8k_dir / "images").glob("*.jpg"))[:12]:
-        pixels = decode_pixels(str(photo), crops)
+@pytest.mark.parametrize(("crops", "framing"), [(1, "centre"), (2, "centre"), (10, "centre"), (1, "whole"),
+                                               (2, "whole")])
+def test_views_equal_network_views(flickr8k_dir: Path, tmp_path: Path, crops: int, framing: str) -> None:
+    photos = sorted((flickr8k_dir / "images").glob("*.jpg"))[:12]
+    wide = tmp_path / "wide.jpg"  # Flickr8k's photos are square: one that is not, too
+    Image.open(photos[0]).resize((400, 260)).save(wide, quality=90)
+    for photo in [*photos, wide]:
+        pixels = decode_pixels(str(photo), crops, framing)
         assert isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8
         np.testing.assert_array_equal(network_batch(views_of(pixels, crops)),
-                                      network_views(open_image(photo), crops))
+                                      network_views(open_image(photo), crops, framing))
 
 
 @pytest.mark.parametrize("processes", [True, False])

@@ -89,7 +89,7 @@ def _stored_rows(work: Path) -> int:
 
 def _reference(onnx: Path, photos: list[Path]) -> np.ndarray:
     session = open_session(onnx)
-    x = np.stack([network_views(open_image(p), 1)[0] for p in photos])
+    x = np.stack([network_views(open_image(p), 1, "whole")[0] for p in photos])  # the default framing
     return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
 
 
@@ -172,7 +172,8 @@ def test_imported_features_are_used_and_another_crop_count_is_refused(
     keys = np.stack([np.frombuffer(file_sha256(p), np.uint8) for p in half])
     write_folder(folder, keys, imported, spec)
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 2688, "levels": ["pool4", "5a", "5b"]}
+    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 2688, "levels": ["pool4", "5a", "5b"],
+                    "framing": "whole"}
 
     caplog.set_level(logging.INFO)
     feats, failed, posts = _features(_config(spec_args))
@@ -193,9 +194,10 @@ def test_imported_features_are_used_and_another_crop_count_is_refused(
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: --features {folder}: its features are bvlc_googlenet, 10 crops, 2688-d "
-                      "(pool4+5a+5b); this run needs bvlc_googlenet, 1 crop, 2688-d (pool4+5a+5b) (set "
-                      "--encode-crops, --image-levels or --backbone to match, or encode them again)"]
+    assert errors == [f"error: --features {folder}: its features are bvlc_googlenet, 10 whole-photo views, "
+                      "2688-d (pool4+5a+5b); this run needs bvlc_googlenet, 1 whole-photo view, 2688-d "
+                      "(pool4+5a+5b) (set --encode-crops, --encode-framing, --image-levels or --backbone to "
+                      "match, or encode them again)"]
     assert "Traceback" not in out.stderr
     assert _stored_rows(work) == 0
     with pytest.raises(FeatureImportMismatch):
@@ -236,7 +238,8 @@ def test_a_work_folder_of_the_earlier_layout_is_not_encoded_again(
     DONE.json listing unreadable rows) moves into the store: nothing is encoded again."""
     work = tmp_path / "work"
     # That layout held 5b's 1,024 features only.
-    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en", "--image-levels", "5b"))
+    cfg = _config(_args(corpus, work, weights_dir, "--languages", "en", "--image-levels", "5b",
+                        "--encode-framing", "centre"))
     pipe = Pipeline(cfg)
     posts = pipe._through_text().text.posts
     spec = JointRecipe(pipe).feature_spec()

@@ -80,7 +80,8 @@ def test_encode_dist_writes_the_features_folder_on_two_ranks(weights_dir: Path, 
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = json.loads((out / "meta.json").read_text())
-    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 2688, "levels": ["pool4", "5a", "5b"]}
+    assert meta == {"backbone": "bvlc_googlenet", "crops": 1, "dim": 2688, "levels": ["pool4", "5a", "5b"],
+                    "framing": "whole"}
     keys = (out / "keys.txt").read_text().split()
     rows = np.load(out / "features.npy")
     assert rows.dtype == np.float32 and rows.shape == (N_EN, 2688)

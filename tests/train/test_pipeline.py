@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from space import bundle
-from space.images import network_views, open_image
+from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME, open_session
 from space.vectorindex import index_info
 from tests.bundle_factory import progress_file, small_bundle_args, work_dir
@@ -187,17 +187,18 @@ def test_small_bundle_contract(small_bundle: Path) -> None:
 
 
 def test_small_bundle_encoder_gives_the_vectors_the_trainer_computed(small_bundle: Path) -> None:
-    """The default recipe's features are the means of GoogLeNet's pool4, 5a and 5b (2,688 values); the
-    bundle's encoder, run by ONNX Runtime on a photo as the engine runs it, gives the image vector the
-    trainer published for that photo."""
+    """The default recipe's features are the means of GoogLeNet's pool4, 5a and 5b (2,688 values) of the
+    whole photo; the bundle's encoder, run by ONNX Runtime on a photo framed as the engine frames it, gives
+    the image vector the trainer published for that photo."""
     manifest = bundle.read_manifest(small_bundle)
     image = manifest["config"]["image"]
-    assert image["levels"] == ["pool4", "5a", "5b"] and image["crops"] == 1
+    assert image["levels"] == ["pool4", "5a", "5b"] and image["crops"] == 1 and image["framing"] == "whole"
+    assert manifest["config"]["encode_framing"] == "whole"
     meta = json.loads((small_bundle / bundle.IMAGE_META).read_text())
     vectors = np.load(small_bundle / bundle.IMAGE_VECTORS)
     session = open_session(small_bundle / bundle.ENCODER)
     rows = [0, 1, 2, 100, len(vectors) - 1]
-    x = np.stack([network_views(open_image(Path(meta["items"][r]["path"])), 1)[0] for r in rows])
+    x = np.stack([load_for_network(Path(meta["items"][r]["path"]), "whole") for r in rows])
     served = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     assert served.shape == (len(rows), vectors.shape[1])
     np.testing.assert_allclose(served, vectors[rows], atol=2e-4, rtol=1e-4)

@@ -1,9 +1,10 @@
 """Decoding photos for the encoders in worker processes, so the network (a GPU above all) is never starved.
 
-A worker turns a path into the few uint8 pixels the views need — the 224 centre crop for 1 or 2 views, the
-whole short-side-256 image for 10 — and the main process cuts the views and hands uint8 batches to the
-encoder, which converts them (on the GPU for torch): a uint8 view is a quarter of its float32 network input,
-so the pipes between processes carry a quarter of the bytes. The views equal
+A worker turns a path into the few uint8 pixels the views need — the whole photo at 224 × 224; with the
+centre framing the 224 centre crop for 1 or 2 views, the whole short-side-256 image for 10 — and the main
+process cuts the views and hands uint8 batches to the encoder, which converts them (on the GPU for torch):
+a uint8 view is a quarter of its float32 network input, so the pipes between processes carry a quarter of
+the bytes. The views equal
 :func:`space.images.network_views`' exactly (the same crops and mirrors, the same BGR mean subtraction).
 
 Workers are processes (``spawn``: the trainer holds torch and ONNX Runtime threads, which must not be
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from space.errors import SpaceError
-from space.images import CROP, CROPS, MEAN_BGR, open_image, resize_short_side
+from space.images import CROP, MEAN_BGR, check_views, open_image, resize_short_side, whole_view
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,14 @@ TASK_PHOTOS = 8  # photos per worker task: amortises the inter-process round tri
 Decoded = np.ndarray | str  # uint8 pixels, or why the photo could not be read
 
 
-def decode_pixels(path: str, crops: int) -> Decoded:
+def decode_pixels(path: str, crops: int, framing: str = "centre") -> Decoded:
     """The uint8 RGB pixels the ``crops`` views of one photo are cut from, or the reason it is unreadable."""
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {CROPS}")
+    check_views(crops, framing)
     try:
-        r = resize_short_side(open_image(path))
+        img = open_image(path)
+        if framing == "whole":
+            return np.asarray(whole_view(img), dtype=np.uint8)
+        r = resize_short_side(img)
     except SpaceError as exc:
         return str(exc)
     if crops == 10:
@@ -47,8 +50,8 @@ def decode_pixels(path: str, crops: int) -> Decoded:
     return np.asarray(r.crop((left, top, left + CROP, top + CROP)), dtype=np.uint8)
 
 
-def _decode_task(paths: list[str], crops: int) -> list[Decoded]:
-    return [decode_pixels(p, crops) for p in paths]
+def _decode_task(paths: list[str], crops: int, framing: str) -> list[Decoded]:
+    return [decode_pixels(p, crops, framing) for p in paths]
 
 
 def views_of(pixels: np.ndarray, crops: int) -> np.ndarray:
@@ -73,11 +76,12 @@ def network_batch(views: np.ndarray) -> np.ndarray:
 class Decoder:
     """A pool of decoding workers; :meth:`stream` yields each photo's pixels in the order asked."""
 
-    def __init__(self, workers: int, crops: int = 1, *, processes: bool = True) -> None:
-        if crops not in CROPS:
-            raise ValueError(f"crops must be one of {CROPS}")
+    def __init__(self, workers: int, crops: int = 1, *, processes: bool = True,
+                 framing: str = "centre") -> None:
+        check_views(crops, framing)
         self.workers = max(1, workers)
         self.crops = crops
+        self.framing = framing
         self.processes = processes
         self._pool: Executor | None = None
 
@@ -105,7 +109,7 @@ class Decoder:
 
         def submit() -> None:
             paths = [str(photos[i]) for i in task]
-            pending.append((list(task), pool.submit(_decode_task, paths, self.crops)))
+            pending.append((list(task), pool.submit(_decode_task, paths, self.crops, self.framing)))
             task.clear()
 
         for i in order:

@@ -59,6 +59,7 @@ class EncodeConfig:
     # Views averaged per image (space.images.network_views): 1 centre crop; 2 + mirror; 10 centre, corners
     # and mirrors. Bundle images may use more than one; photos sent to the engine always use one.
     crops: int = 1
+    framing: str = "centre"  # space.images.FRAMINGS: the whole photo, or the short-side-256 image's crops
     # The features' network (train.image.runtime): "auto" (torch on a CUDA device, else ONNX Runtime),
     # "onnx" or "torch"; bundle encoders (encode_corpus) always run on ONNX Runtime. ``half``: torch on a
     # GPU under float16 autocast.
@@ -216,6 +217,8 @@ def encode_corpus(
     n = len(images)
     state = {"n": n, "dim": dim, "chunk_size": cfg.chunk_size, "images": _fingerprint_images(images),
              "encoder": file_sha256(onnx_path).hex(), "crops": cfg.crops}
+    if cfg.framing != "centre":  # the state of a centre-framed run stays what it was before framings
+        state["framing"] = cfg.framing
     _prepare_work_dir(work_dir, state)
     chunks = _chunk_ranges(n, cfg.chunk_size)
     todo = [c for c, rows in enumerate(chunks) if not _finished_chunk(work_dir, c, rows, dim)]
@@ -227,8 +230,8 @@ def encode_corpus(
     report = throttled(progress)
     bar = tqdm(total=n, initial=done, desc="encode", unit="img", mininterval=1.0)
     try:
-        with Decoder(decode_workers(cfg), cfg.crops,
-                     processes=decode_in_processes(cfg, provider)) as decoder:
+        with Decoder(decode_workers(cfg), cfg.crops, processes=decode_in_processes(cfg, provider),
+                     framing=cfg.framing) as decoder:
             for c in todo:
                 rows = chunks[c]
                 vectors = np.zeros((len(rows), dim), dtype=np.float32)
@@ -283,13 +286,14 @@ def encode_images(
     decode_workers: int | None = None,
     device: str = "auto",
     crops: int = 1,
+    framing: str = "centre",
 ) -> tuple[np.ndarray, list[int]]:
     """(N, D) float32 vectors of ``images`` (zero rows for unreadable ones) and the failed indices.
 
     With ``work_dir`` the run is resumable there; without it, chunks go to a temporary folder.
     """
     cfg = EncodeConfig(batch_size=batch_size, chunk_size=chunk_size, threads=threads,
-                       decode_workers=decode_workers, device=device, crops=crops)
+                       decode_workers=decode_workers, device=device, crops=crops, framing=framing)
     if work_dir is not None:
         result = encode_corpus(onnx_path, images, work_dir, cfg, out_path=out_path, progress=progress)
         return result.vectors, result.failed

@@ -3,13 +3,13 @@
 Two jobs. **Features for ``train all --features DIR``** (``--weights``/``--backbone``, no ``--onnx``): the
 frozen backbone's pooled features of every listed photo, the mean of ``--encode-crops`` views, written as
 ``DIR/keys.txt`` (each photo's SHA-256, hex), ``DIR/features.npy`` (float32, row i is line i) and
-``DIR/meta.json`` (``{"backbone", "crops", "dim", "levels"}``; the levels' means as ``train all``'s
+``DIR/meta.json`` (``{"backbone", "crops", "dim", "levels", "framing"}``; the levels' means as ``train all``'s
 ``--image-levels``, its default unless given); ranks fill one per-photo store in ``DIR/store``
 (:mod:`train.image.features`: a rerun, or a rank that died, loses at most one part), on the GPU when
 there is one::
 
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
-        -m train.image.encode_dist --weights W --images LIST.txt --encode-crops 10 --out DIR
+        -m train.image.encode_dist --weights W --images LIST.txt --encode-framing whole --out DIR
 
 **A bundle encoder's vectors** (``--onnx ENC.onnx``): rank r takes rows r, r+W, r+2W, …
 (:func:`train.image.distributed.shard_indices`), encodes them with the resumable chunked encoder into
@@ -40,6 +40,7 @@ import torch.distributed as dist
 
 from space.cli import Parser, fail
 from space.envvars import SettingError
+from space.images import CROPS, FRAMINGS
 from space.logs import env_secrets, setup_logging
 from train.image.distributed import DistContext, barrier, broadcast_object, process_group, shard_indices
 from train.image.encode import EncodeConfig, encode_corpus
@@ -228,7 +229,7 @@ def run_features(job: FeaturesJob) -> dict[str, Any] | None:
 
         fingerprint = weights_fingerprint(job.weights)
     spec = FeatureSpec.of(BACKBONES.get(job.backbone, job.backbone), fingerprint, job.encode.crops,
-                          job.feature_levels)
+                          job.feature_levels, job.encode.framing)
     job.out.mkdir(parents=True, exist_ok=True)
     with process_group(backend="gloo") as ctx:
         keys = photo_keys(photos, job.out / "photo-sha256.sqlite") if ctx.is_main else None
@@ -290,8 +291,12 @@ def build_parser() -> Parser:
     p.add_argument("--weights", type=Path, default=None, help="features: the BVLC GoogLeNet weights folder")
     p.add_argument("--backbone", choices=("bvlc", "torchvision"), default="bvlc",
                    help="features: the backbone")
-    p.add_argument("--encode-crops", type=int, choices=(1, 2, 10), default=1,
-                   help="views averaged per photo (features: 10 is the default recipe's setting)")
+    p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
+                   help="views averaged per photo (1, the default recipe's setting; 2 with the mirror; 10 "
+                   "with the centre framing's corners)")
+    p.add_argument("--encode-framing", choices=FRAMINGS, default="whole",
+                   help="how a photo meets the network, as train all's --encode-framing: whole (the joint "
+                   "recipe's default) or centre; a bundle encoder's vectors need its bundle's framing")
     p.add_argument("--image-levels", default=None, metavar="LEVELS",
                    help="features: the GoogLeNet levels whose means are concatenated, as train all's "
                    "--image-levels (default: pool4,5a,5b with bvlc, 5b with torchvision)")
@@ -323,7 +328,8 @@ def encode_config(args: argparse.Namespace) -> EncodeConfig:
     return EncodeConfig(
         batch_size=args.batch_size, chunk_size=args.chunk_size, threads=args.threads or share,
         decode_workers=args.decode_workers or share, device=args.device,
-        device_id=local_rank % gpus if gpus else 0, crops=args.encode_crops, runtime=args.runtime,
+        device_id=local_rank % gpus if gpus else 0, crops=args.encode_crops, framing=args.encode_framing,
+        runtime=args.runtime,
     )
 
 

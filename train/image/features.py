@@ -1,7 +1,8 @@
 """The per-photo feature store: frozen-CNN features keyed by photo content and encoder, written in parts.
 
-``<work>/feature-store/<backbone>-<crops>crop-<key>/`` holds one folder per encoder setting (backbone,
-weights fingerprint, crops, width and the levels whose means are concatenated: :class:`FeatureSpec`; the
+``<work>/feature-store/<backbone>-<crops>crop-<key>/`` (``…-<crops>whole-…`` for whole-photo views) holds
+one folder per encoder setting (backbone, weights fingerprint, crops and framing, width and the levels whose
+means are concatenated: :class:`FeatureSpec`; the
 joint recipe's default pool4 + 5a + 5b store never meets the 5b-only one). Inside, parts:
 ``part-<writer>-<n>.npy``
 (rows × D float32) and ``part-<writer>-<n>.keys`` (the rows' photo SHA-256 digests, 32 bytes each), the
@@ -13,7 +14,8 @@ store at once; unreadable photos are not stored (a rerun tries them again, which
 
 ``--features DIR`` imports features computed elsewhere (``python -m train.image.encode_dist`` writes
 them): ``keys.txt`` (one SHA-256 a line, hex), ``features.npy`` (rows × D, float16 or float32) and
-``meta.json`` (``{"backbone", "crops", "dim", "levels"}``; no levels: 5b alone), refused in one line
+``meta.json`` (``{"backbone", "crops", "dim", "levels", "framing"}``; no levels: 5b alone; no framing:
+centre crops), refused in one line
 when these differ from the run's.
 """
 
@@ -73,21 +75,25 @@ class FeatureSpec:
     crops: int
     dim: int = FEATURE_DIM
     levels: tuple[str, ...] = POOL5  # whose global means, concatenated in network order
+    framing: str = "centre"  # space.images.FRAMINGS
 
     @classmethod
-    def of(cls, backbone: str, weights: str, crops: int, levels: Sequence[str] = POOL5) -> FeatureSpec:
+    def of(cls, backbone: str, weights: str, crops: int, levels: Sequence[str] = POOL5,
+           framing: str = "centre") -> FeatureSpec:
         """The setting of ``levels``' means (its width computed)."""
         levels = normalise_levels(levels)
-        return cls(backbone, weights, crops, feature_width(levels), levels)
+        return cls(backbone, weights, crops, feature_width(levels), levels, framing)
 
     def fields(self) -> dict[str, Any]:
-        """Every field, ``levels`` only when not the pooled 5b alone, so the stores and stage keys of
-        the 1,024-d features stay what they were before levels existed."""
+        """Every field, ``levels`` only when not the pooled 5b alone and ``framing`` only when not the
+        centre, so the stores and stage keys of earlier settings stay what they were."""
         out = asdict(self)
         if self.levels == POOL5:
             del out["levels"]
         else:
             out["levels"] = list(self.levels)
+        if self.framing == "centre":
+            del out["framing"]
         return out
 
     def key(self) -> str:
@@ -96,9 +102,11 @@ class FeatureSpec:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def describe(self) -> str:
-        """``bvlc_googlenet, 10 crops, 1024-d`` (and the levels when more than 5b)."""
+        """``bvlc_googlenet, 10 crops, 1024-d`` (and the levels when more than 5b; ``whole photo`` views)."""
         levels = "" if self.levels == POOL5 else f" ({'+'.join(self.levels)})"
-        return f"{self.backbone}, {self.crops} crop{'s' if self.crops != 1 else ''}, {self.dim}-d{levels}"
+        views = (f"{self.crops} crop{'s' if self.crops != 1 else ''}" if self.framing == "centre"
+                 else f"{self.crops} {self.framing}-photo view{'s' if self.crops != 1 else ''}")
+        return f"{self.backbone}, {views}, {self.dim}-d{levels}"
 
 
 def normalise_levels(levels: Sequence[str]) -> tuple[str, ...]:
@@ -173,7 +181,8 @@ class FeatureStore:
 
     def __init__(self, base: Path, spec: FeatureSpec) -> None:
         self.spec = spec
-        self.dir = base / f"{spec.backbone}-{spec.crops}crop-{spec.key()}"
+        views = "crop" if spec.framing == "centre" else spec.framing
+        self.dir = base / f"{spec.backbone}-{spec.crops}{views}-{spec.key()}"
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
         if not meta.is_file():
@@ -264,15 +273,17 @@ def open_import(folder: Path, spec: FeatureSpec) -> tuple[FeatureSpec, list[str]
     meta = read_import_meta(folder)
     try:
         got = FeatureSpec(str(meta.get("backbone")), spec.weights, int(meta.get("crops", -1)),
-                          int(meta.get("dim", -1)), normalise_levels(meta.get("levels", POOL5)))
+                          int(meta.get("dim", -1)), normalise_levels(meta.get("levels", POOL5)),
+                          str(meta.get("framing", "centre")))
     except (TypeError, ValueError) as exc:
         raise FeatureImportMismatch(f"--features {folder}: meta.json has no whole crops, dim and known "
                                     "levels") from exc
-    if (got.backbone, got.crops, got.dim, got.levels) != (spec.backbone, spec.crops, spec.dim, spec.levels):
+    if ((got.backbone, got.crops, got.dim, got.levels, got.framing)
+            != (spec.backbone, spec.crops, spec.dim, spec.levels, spec.framing)):
         raise FeatureImportMismatch(
             f"--features {folder}: its features are {got.describe()}; this run needs "
-            f"{spec.describe()} (set --encode-crops, --image-levels or --backbone to match, or encode them "
-            "again)")
+            f"{spec.describe()} (set --encode-crops, --encode-framing, --image-levels or --backbone to "
+            "match, or encode them again)")
     try:
         lines = (folder / "keys.txt").read_text(encoding="ascii").split()
         matrix = np.load(folder / "features.npy", mmap_mode="r")
@@ -307,7 +318,8 @@ def write_folder(folder: Path, keys: np.ndarray, vectors: np.ndarray, spec: Feat
     text = "".join(bytes(k).hex() + "\n" for k in keys)
     _atomic(folder / "keys.txt", lambda fh: fh.write(text.encode("ascii")))
     _atomic(folder / "features.npy", lambda fh: np.save(fh, np.asarray(vectors, np.float32)))
-    meta = {"backbone": spec.backbone, "crops": spec.crops, "dim": spec.dim, "levels": list(spec.levels)}
+    meta = {"backbone": spec.backbone, "crops": spec.crops, "dim": spec.dim, "levels": list(spec.levels),
+            "framing": spec.framing}
     _atomic(folder / "meta.json", lambda fh: fh.write(json.dumps(meta).encode()))
 
 
@@ -399,7 +411,7 @@ def encode_missing(store: FeatureStore, photos: Sequence[Path], keys: np.ndarray
     encoder = open_encoder(cfg.runtime, onnx_path=network, module=module, device=cfg.device,
                            device_id=cfg.device_id, threads=cfg.threads, half=cfg.half)
     processes = decode_in_processes(cfg, encoder.provider)
-    with Decoder(decode_workers(cfg), cfg.crops, processes=processes) as decoder:
+    with Decoder(decode_workers(cfg), cfg.crops, processes=processes, framing=cfg.framing) as decoder:
         encode_into(store, photos, keys, mine,
                     lambda order: encode_views(encoder, decoder, photos, order, cfg.batch_size),
                     tag=f"r{rank}-{os.getpid()}-{time.time_ns()}", already=todo.already, total=todo.distinct,

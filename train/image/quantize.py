@@ -69,12 +69,12 @@ def run_batches(sess: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def load_inputs(images: Sequence[Path]) -> np.ndarray:
+def load_inputs(images: Sequence[Path], framing: str = "centre") -> np.ndarray:
     """Network inputs of ``images`` (unreadable ones are skipped)."""
     rows = []
     for path in images:
         try:
-            rows.append(load_for_network(path))
+            rows.append(load_for_network(path, framing))
         except SpaceError as exc:
             log.warning("skipping %s for quantisation: %s", path, exc)
     if not rows:
@@ -187,8 +187,11 @@ def speed(fp32: Any, int8: Any, x: np.ndarray, seconds: float, rounds: int = 2) 
 
 
 def quantize_encoder(fp32_path: Path, out_path: Path, calibration_images: Sequence[Path],
-                     check_images: Sequence[Path], cfg: QuantizeConfig = QuantizeConfig()) -> dict[str, Any]:
+                     check_images: Sequence[Path], cfg: QuantizeConfig = QuantizeConfig(),
+                     framing: str = "centre") -> dict[str, Any]:
     """Write ``out_path`` (int8) from ``fp32_path`` if faithful enough; return what was measured.
+
+    The photos are framed as the bundle frames them (``framing``: space.images.FRAMINGS).
 
     The report holds ``published`` (False with a ``reason`` when refused), the calibration and check
     set sizes, the fidelity figures and, unless ``cfg.speed_seconds`` is 0, the interleaved speed.
@@ -199,8 +202,9 @@ def quantize_encoder(fp32_path: Path, out_path: Path, calibration_images: Sequen
     report: dict[str, Any] = {"published": False, "file": None, "config": asdict(cfg),
                               "disabled_optimizers": list(DISABLED_OPTIMIZERS)}
     check_set = set(map(str, check_images))
-    calib = load_inputs([p for p in calibration_images if str(p) not in check_set][:cfg.calibration_images])
-    check = load_inputs(list(check_images)[:cfg.check_images])
+    calib = load_inputs([p for p in calibration_images if str(p) not in check_set][:cfg.calibration_images],
+                        framing)
+    check = load_inputs(list(check_images)[:cfg.check_images], framing)
     report["calibration_images"], report["check_images"] = len(calib), len(check)
     if len(calib) == 0 or len(check) == 0:
         report["reason"] = "no readable calibration or check images"

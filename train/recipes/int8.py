@@ -22,13 +22,15 @@ def quantize_stage(runner: StageRunner, prev: Stage, onnx_path: Path,
     from train.image.quantize import QuantizeConfig, quantize_encoder  # onnxruntime.quantization: slow
 
     qcfg = QuantizeConfig.quick_preset() if runner.cfg.quick else QuantizeConfig(speed_seconds=0.0)
-    st = runner.stage("quantize", prev.key, to_jsonable(qcfg))
+    framing = runner.cfg.framing
+    # A centre-framed run's key leaves the framing out, as it was before framings existed.
+    st = runner.stage("quantize", prev.key, to_jsonable(qcfg), *([framing] if framing != "centre" else []))
     out = st.dir / bundle_format.INT8_ENCODER
 
     def run() -> dict[str, Any]:
         calibration = [p.image for p in posts if p.split == "train"]
         check = [p.image for p in posts if p.split != "train"] or calibration[-qcfg.check_images:]
-        return {"report": quantize_encoder(onnx_path, out, calibration, check, qcfg)}
+        return {"report": quantize_encoder(onnx_path, out, calibration, check, qcfg, framing)}
 
     report = dict(runner.run_stage(st, run)["report"])
     return (out if report.get("published") and out.is_file() else None), report

@@ -83,7 +83,8 @@ class JointRecipe:
         kept = Kept(posts, vectors, captions, list(failed))
         hashtags = self.hashtags(export_st, vectors, posts, space)
         config = {"recipe": "joint", "joint": to_jsonable(self.cfg.joint), "backbone": self.cfg.backbone,
-                  "crops": self.cfg.crops, "levels": list(self.cfg.levels), "history": model.history}
+                  "crops": self.cfg.crops, "framing": self.cfg.framing, "levels": list(self.cfg.levels),
+                  "history": model.history}
         image_side = ImageSide(config, onnx_path, parity, int8_path, int8_report)
         # No centring: the joint space is trained on normalised vectors, and centring measured no gain.
         return RecipeBuild(image_side, kept, space, hashtags, None)
@@ -99,7 +100,7 @@ class JointRecipe:
         else:
             fingerprint = "none"
         backbone = BACKBONES.get(self.cfg.backbone, self.cfg.backbone)
-        return FeatureSpec.of(backbone, fingerprint, self.cfg.crops, self.cfg.levels)
+        return FeatureSpec.of(backbone, fingerprint, self.cfg.crops, self.cfg.levels, self.cfg.framing)
 
     def features(self, posts: Sequence[Post]) -> tuple[Stage, np.ndarray, list[int]]:
         """Pooled frozen-GoogLeNet features of every post's photo (rank 0; the others run
@@ -194,6 +195,8 @@ class JointRecipe:
         holds for exactly these photos, moved into the store once, so a work folder from before the store
         is not encoded again."""
         spec = self.feature_spec()
+        if spec.framing != "centre":  # that layout only ever held centre-framed crops
+            return 0
         paths = config_hash([str(p.image) for p in posts])
         key = config_hash("features", paths, self.cfg.backbone, spec.weights, spec.crops)  # that layout's
         old = self.runner.work / f"features-{key}"
@@ -225,7 +228,7 @@ class JointRecipe:
         share = dist.cpu_threads() if dist.enabled else None
         return EncodeConfig(batch_size=self.cfg.encode_batch_size, threads=share, decode_workers=share,
                             device=self.cfg.device, device_id=dist.local_rank % gpus if gpus else 0,
-                            crops=self.cfg.crops, runtime=self.cfg.encode_runtime)
+                            crops=self.cfg.crops, framing=self.cfg.framing, runtime=self.cfg.encode_runtime)
 
     def joint(self, text_st: Stage, feat_st: Stage, posts: Sequence[Post], space: TextSpace,
               features: np.ndarray, failed: Sequence[int]) -> tuple[Stage, JointModel]:

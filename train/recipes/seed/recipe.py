@@ -104,10 +104,11 @@ class SeedRecipe:
 
     def encode(self, prev: Stage, onnx_path: Path, text: TextResult) -> tuple[np.ndarray, list[int]]:
         """Every kept image through the exported encoder (cached)."""
-        crops = self.cfg.crops
-        # With one crop the key leaves crops out, so encodings cached before the option existed stay valid.
+        crops, framing = self.cfg.crops, self.cfg.framing
+        # With one centre crop the key leaves both out, so encodings cached before the options existed stay
+        # valid.
         st = self.runner.stage("encode", prev.key, self.cfg.encode_batch_size,
-                               *([crops] if crops != 1 else []))
+                               *([crops] if crops != 1 else []), *([framing] if framing != "centre" else []))
 
         def run() -> dict[str, Any]:
             vectors, failed = encode_images(
@@ -117,6 +118,7 @@ class SeedRecipe:
                 progress=self.runner.progress.callback,
                 work_dir=st.dir / "chunks",  # a killed run resumes from its last finished chunk
                 crops=crops,
+                framing=framing,
             )
             np.save(st.dir / bundle_format.IMAGE_VECTORS, np.asarray(vectors, dtype=np.float32))
             shutil.rmtree(st.dir / "chunks", ignore_errors=True)  # images.npy holds them all
