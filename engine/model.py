@@ -114,7 +114,7 @@ class Model:
     @property
     def framing(self) -> str:
         """How a photo sent to this bundle is framed for its encoder (the bundle's own: space.images)."""
-        return str((self.manifest.get("config") or {}).get("encode_framing") or "centre")
+        return bundle.manifest_framing(self.manifest)
 
     @property
     def n_images(self) -> int:

@@ -322,6 +322,11 @@ def list_versions(models_dir: Path) -> list[str]:
     )
 
 
+def manifest_framing(manifest: dict[str, Any]) -> str:
+    """How the bundle's encoder frames a photo (space.images.FRAMINGS); a bundle that names none: centre."""
+    return str((manifest.get("config") or {}).get("encode_framing") or "centre")
+
+
 def read_manifest(bundle: Path) -> dict[str, Any]:
     """The bundle's manifest, checked for the required keys (no checksums: see :func:`verify`)."""
     try:

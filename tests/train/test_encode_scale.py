@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from space.bundle import ENCODER
+from space.bundle import ENCODER, manifest_framing, read_manifest
 from space.images import load_for_network
 from space.ort import INPUT_NAME, OUTPUT_NAME
 from space.vectorindex import load_index, search
@@ -43,17 +43,23 @@ def images(flickr8k_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def plain(encoder: Path, images: list[Path]) -> np.ndarray:
-    """The reference: every image decoded up front and run through ONNX Runtime as one batch."""
+def framing(small_bundle: Path) -> str:
+    return manifest_framing(read_manifest(small_bundle))
+
+
+@pytest.fixture(scope="module")
+def plain(encoder: Path, images: list[Path], framing: str) -> np.ndarray:
+    """The reference: every image decoded up front (framed as its bundle frames photos) and run through
+    ONNX Runtime as one batch."""
     session, _ = encoder_session(encoder, device="cpu")
-    batch = np.stack([load_for_network(p) for p in images])
+    batch = np.stack([load_for_network(p, framing=framing) for p in images])
     return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
 
 
 def test_streaming_matches_one_plain_batch(tmp_path: Path, encoder: Path, images: list[Path],
-                                          plain: np.ndarray) -> None:
+                                          plain: np.ndarray, framing: str) -> None:
     cfg = EncodeConfig(batch_size=5, chunk_size=8, decode_workers=3, decode_processes=True,
-                       device="cpu")
+                       device="cpu", framing=framing)
     calls: list[tuple[str, int, int | None, str]] = []
     result = encode_corpus(encoder, images[:24], tmp_path / "work", cfg, out_path=tmp_path / "vectors.npy",
                            progress=lambda *a: calls.append(a))
@@ -68,8 +74,8 @@ def test_streaming_matches_one_plain_batch(tmp_path: Path, encoder: Path, images
 
 
 def test_interrupted_run_resumes_without_reencoding(tmp_path: Path, encoder: Path, images: list[Path],
-                                                   plain: np.ndarray) -> None:
-    cfg = EncodeConfig(batch_size=4, chunk_size=6, device="cpu")
+                                                   plain: np.ndarray, framing: str) -> None:
+    cfg = EncodeConfig(batch_size=4, chunk_size=6, device="cpu", framing=framing)
     work, subset = tmp_path / "work", images[:18]
     finished: list[int] = []
 
@@ -103,8 +109,8 @@ def test_interrupted_run_resumes_without_reencoding(tmp_path: Path, encoder: Pat
     np.testing.assert_allclose(other.vectors, plain[:18][::-1][:6], atol=1e-5)
 
 
-def test_unreadable_images_are_zero_rows_in_the_failed_list(tmp_path: Path, encoder: Path,
-                                                            images: list[Path], plain: np.ndarray) -> None:
+def test_unreadable_images_are_zero_rows_in_the_failed_list(tmp_path: Path, encoder: Path, images: list[Path],
+                                                            plain: np.ndarray, framing: str) -> None:
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(images[0].read_bytes()[:3000])
     empty = tmp_path / "empty.jpg"
@@ -112,7 +118,8 @@ def test_unreadable_images_are_zero_rows_in_the_failed_list(tmp_path: Path, enco
     text = tmp_path / "notes.jpg"
     text.write_text("not an image", encoding="utf-8")
     corpus = [images[0], truncated, images[1], empty, text, tmp_path / "missing.jpg", images[2]]
-    result = encode_corpus(encoder, corpus, tmp_path / "work", EncodeConfig(batch_size=2, chunk_size=3))
+    cfg = EncodeConfig(batch_size=2, chunk_size=3, framing=framing)
+    result = encode_corpus(encoder, corpus, tmp_path / "work", cfg)
     assert result.failed == [1, 3, 4, 5]
     assert not result.vectors[result.failed].any()
     np.testing.assert_allclose(result.vectors[[0, 2, 6]], plain[:3], atol=1e-5)
@@ -167,3 +174,19 @@ def test_gpu_check_cpu_smoke(weights_dir: Path, flickr8k_dir: Path) -> None:
     assert result["joint"]["cpu_ms_per_step"] > 0
     assert result["train_all"]["seconds"] > 0 and "failed" not in result["train_all"]
     assert set(result["train_all"]["stages"]) >= {"features", "joint", "hashtags"}
+
+
+def test_a_loose_encoder_must_be_told_its_framing(tmp_path: Path, encoder: Path, framing: str) -> None:
+    from train.image.encode_dist import build_parser, config_from_args
+
+    loose = tmp_path / "encoder.onnx"
+    loose.write_bytes(encoder.read_bytes())
+    base = ["--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "train.image.encode_dist", "--onnx", str(loose), *base]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--encode-framing whole|centre" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    told = config_from_args(build_parser().parse(["--onnx", str(loose), "--encode-framing", "centre", *base]))
+    assert told.encode.framing == "centre"
+    own = config_from_args(build_parser().parse(["--onnx", str(encoder), *base]))
+    assert own.encode.framing == framing

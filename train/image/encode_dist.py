@@ -9,16 +9,17 @@ frozen backbone's pooled features of every listed photo, the mean of ``--encode-
 there is one::
 
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
-        -m train.image.encode_dist --weights W --images LIST.txt --encode-framing whole --out DIR
+        -m train.image.encode_dist --weights W --images LIST.txt --out DIR
 
-**A bundle encoder's vectors** (``--onnx ENC.onnx``): rank r takes rows r, r+W, r+2W, …
+**A bundle encoder's vectors** (``--onnx BUNDLE/image_encoder.onnx``, photos framed as the bundle's manifest
+says unless ``--encode-framing`` is given): rank r takes rows r, r+W, r+2W, …
 (:func:`train.image.distributed.shard_indices`), encodes them with the resumable chunked encoder into
 ``DIR/shards/`` (a rerun resumes each shard), waits for every rank, and rank 0 writes ``DIR/images.npy``
 (corpus order, built through a memory map), ``DIR/failed.json`` and ``DIR/images.usearch`` (key = corpus
 row; unreadable images left out)::
 
     torchrun --standalone --nproc_per_node 2 -m train.image.encode_dist \
-        --onnx ENC.onnx --images LIST.txt --out DIR
+        --onnx BUNDLE/image_encoder.onnx --images LIST.txt --out DIR
 
 DIR is on a filesystem every node sees.
 """
@@ -38,8 +39,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from space.bundle import manifest_framing, read_manifest
 from space.cli import Parser, fail
 from space.envvars import SettingError
+from space.errors import BundleInvalid
 from space.images import CROPS, FRAMINGS
 from space.logs import env_secrets, setup_logging
 from train.image.distributed import DistContext, barrier, broadcast_object, process_group, shard_indices
@@ -294,9 +297,10 @@ def build_parser() -> Parser:
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
                    help="views averaged per photo (1, the default recipe's setting; 2 with the mirror; 10 "
                    "with the centre framing's corners)")
-    p.add_argument("--encode-framing", choices=FRAMINGS, default="whole",
-                   help="how a photo meets the network, as train all's --encode-framing: whole (the joint "
-                   "recipe's default) or centre; a bundle encoder's vectors need its bundle's framing")
+    p.add_argument("--encode-framing", choices=FRAMINGS, default=None,
+                   help="how a photo meets the network, as train all's --encode-framing: whole or centre "
+                   "(default: features whole, the joint recipe's; --onnx the framing its bundle's manifest "
+                   "records, for a vector must be framed as the bundle frames it)")
     p.add_argument("--image-levels", default=None, metavar="LEVELS",
                    help="features: the GoogLeNet levels whose means are concatenated, as train all's "
                    "--image-levels (default: pool4,5a,5b with bvlc, 5b with torchvision)")
@@ -319,6 +323,19 @@ def build_parser() -> Parser:
     return p
 
 
+def job_framing(args: argparse.Namespace) -> str:
+    """The framing asked for; else a bundle encoder's own (its manifest beside it), or the features' whole."""
+    if args.encode_framing is not None:
+        return str(args.encode_framing)
+    if args.onnx is None:
+        return "whole"
+    try:
+        return manifest_framing(read_manifest(args.onnx.parent))
+    except BundleInvalid:
+        raise SettingError(f"{args.onnx} is not inside a bundle (no readable manifest beside it): "
+                           "say how it frames photos with --encode-framing whole|centre") from None
+
+
 def encode_config(args: argparse.Namespace) -> EncodeConfig:
     """Per-rank encoder settings; the defaults share the node's cores between its ranks."""
     ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -328,7 +345,7 @@ def encode_config(args: argparse.Namespace) -> EncodeConfig:
     return EncodeConfig(
         batch_size=args.batch_size, chunk_size=args.chunk_size, threads=args.threads or share,
         decode_workers=args.decode_workers or share, device=args.device,
-        device_id=local_rank % gpus if gpus else 0, crops=args.encode_crops, framing=args.encode_framing,
+        device_id=local_rank % gpus if gpus else 0, crops=args.encode_crops, framing=job_framing(args),
         runtime=args.runtime,
     )
 
