@@ -209,10 +209,9 @@ def center_crop(img: Image.Image, size: int = CROP) -> Image.Image:
 # How a photo becomes the network's 224 × 224 input. "whole": all of it, scaled to 224 × 224 (the aspect
 # ratio not kept: nothing at the edges is lost, and a square photo is only scaled); "centre": the short
 # side scaled to 256 and the centre 224 × 224 cut out (the Caffe-era protocol; with 10 views also the four
-# corners). Features for training may average more views than serving's one: the whole framing's 2 are the
-# whole photo and its centre crop, which on Flickr8k beat the mean of 10 centre-framed crops at a fifth of
-# the work (docs/benchmarks.md, "Image framing"). A bundle records its framing; photos sent to the engine
-# are framed the same way, one view.
+# corners). On Flickr8k the whole photo, one view, scores as the mean of 10 centre-framed crops
+# (docs/benchmarks.md, "Image framing"). A bundle records its framing; photos sent to the engine are
+# framed the same way.
 FRAMINGS = ("whole", "centre")
 CROPS = (1, 2, 10)
 
@@ -223,7 +222,7 @@ def whole_view(img: Image.Image) -> Image.Image:
 
 
 def check_views(crops: int, framing: str) -> None:
-    """ValueError unless ``crops`` views of ``framing`` exist (whole: 1, or 2 with its centre crop)."""
+    """ValueError unless ``crops`` views of ``framing`` exist (the whole photo has 1, or 2: + its mirror)."""
     if framing not in FRAMINGS:
         raise ValueError(f"framing must be one of {FRAMINGS}")
     allowed = CROPS if framing == "centre" else (1, 2)
@@ -241,13 +240,13 @@ def preprocess(img: Image.Image, framing: str = "centre") -> np.ndarray:
 def network_views(img: Image.Image, crops: int = 1, framing: str = "centre") -> np.ndarray:
     """(crops, 3, 224, 224) network inputs of one photo, whose outputs are averaged.
 
-    1: the framed view (serving). Whole framing, 2: the whole photo and the short-side-256 image's centre
-    crop. Centre framing, 2: the centre crop and its mirror; 10: the centre and four corner crops, each
-    also mirrored (the Caffe-era test protocol).
+    1: the framed view (serving); 2: it and its mirror; 10 (centre framing only): the centre and four
+    corner crops of the short-side-256 image, each also mirrored (the Caffe-era test protocol).
     """
     check_views(crops, framing)
     if framing == "whole":
-        views = [whole_view(img)] + ([center_crop(resize_short_side(img))] if crops == 2 else [])
+        view = whole_view(img)
+        views = [view] if crops == 1 else [view, view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
         return np.stack([to_network_input(v) for v in views])
     r = resize_short_side(img)
     w, h = r.size

@@ -75,9 +75,8 @@ def _corpus_args(p: Parser) -> None:
                    "the joint recipe) or centre (the centre 224 crop of the short-side-256 photo; the seed "
                    "recipe's default)")
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
-                   help="views averaged per bundle image: 1, the framed view; 2, the whole photo and its "
-                   "centre crop (whole framing) or the centre crop and its mirror (centre framing); 10, the "
-                   "centre and four corner crops and their mirrors (centre framing only). Default 1")
+                   help="views averaged per bundle image: the framed view; + its mirror; + the four corner "
+                   "crops and their mirrors (10, centre framing only). Default 1")
     p.add_argument("--image-levels", type=_levels, default=None, metavar="LEVELS",
                    help="the joint recipe's image features: the global means of these GoogLeNet levels, "
                    f"concatenated (any of {','.join(LEVEL_WIDTHS)}; default: {','.join(DEFAULT_LEVELS)} with "

@@ -120,9 +120,8 @@ class PipelineConfig:
     # crops scores the same at ten times the work: docs/benchmarks.md, "Image framing"), centre for the
     # seed recipe. Photos sent to the engine are framed as the bundle says.
     encode_framing: str | None = None
-    # Views averaged per bundle image: 1 (the framed view); 2 (whole framing: the whole photo and its
-    # centre crop; centre framing: the centre crop and its mirror); 10, centre framing only (+ four corners,
-    # each mirrored). Photos sent to the engine use one. None: 1.
+    # Views averaged per bundle image: 1 or 2 (the framed view; + its mirror), or with the centre framing
+    # 10 (+ four corners, each mirrored); photos sent to the engine use one. None: 1.
     encode_crops: int | None = None
     # Also publish a static int8 copy of the encoder (train.image.quantize), kept only when its mean cosine
     # to the fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8

@@ -1,8 +1,7 @@
 """Decoding photos for the encoders in worker processes, so the network (a GPU above all) is never starved.
 
-A worker turns a path into the few uint8 pixels the views need — the whole photo at 224 × 224 (and, for 2
-views, the centre crop beside it); with the centre framing the 224 centre crop for 1 or 2 views, the whole
-short-side-256 image for 10 — and the main
+A worker turns a path into the few uint8 pixels the views need — the whole photo at 224 × 224; with the
+centre framing the 224 centre crop for 1 or 2 views, the whole short-side-256 image for 10 — and the main
 process cuts the views and hands uint8 batches to the encoder, which converts them (on the GPU for torch):
 a uint8 view is a quarter of its float32 network input, so the pipes between processes carry a quarter of
 the bytes. The views equal
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from space.errors import SpaceError
-from space.images import CROP, MEAN_BGR, center_crop, check_views, open_image, resize_short_side, whole_view
+from space.images import CROP, MEAN_BGR, check_views, open_image, resize_short_side, whole_view
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +38,16 @@ def decode_pixels(path: str, crops: int, framing: str = "centre") -> Decoded:
     check_views(crops, framing)
     try:
         img = open_image(path)
-        whole = np.asarray(whole_view(img), dtype=np.uint8) if framing == "whole" else None
-        if whole is not None and crops == 1:
-            return whole
+        if framing == "whole":
+            return np.asarray(whole_view(img), dtype=np.uint8)
         r = resize_short_side(img)
     except SpaceError as exc:
         return str(exc)
     if crops == 10:
         return np.asarray(r, dtype=np.uint8)
-    centre = np.asarray(center_crop(r), dtype=np.uint8)
-    return centre if whole is None else np.stack([whole, centre])
+    w, h = r.size
+    left, top = (w - CROP) // 2, (h - CROP) // 2
+    return np.asarray(r.crop((left, top, left + CROP, top + CROP)), dtype=np.uint8)
 
 
 def _decode_task(paths: list[str], crops: int, framing: str) -> list[Decoded]:
@@ -57,8 +56,6 @@ def _decode_task(paths: list[str], crops: int, framing: str) -> list[Decoded]:
 
 def views_of(pixels: np.ndarray, crops: int) -> np.ndarray:
     """(crops, 224, 224, 3) uint8 views of :func:`decode_pixels`' output, in ``network_views``' order."""
-    if pixels.ndim == 4:  # the views themselves (whole framing, 2 views)
-        return pixels
     if crops != 10:
         return pixels[None] if crops == 1 else np.stack([pixels, pixels[:, ::-1]])
     h, w = pixels.shape[:2]

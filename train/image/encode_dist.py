@@ -295,8 +295,8 @@ def build_parser() -> Parser:
     p.add_argument("--backbone", choices=("bvlc", "torchvision"), default="bvlc",
                    help="features: the backbone")
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
-                   help="views averaged per photo, as train all's --encode-crops (1; 2: whole photo + centre "
-                   "crop, or centre crop + mirror; 10: centre framing's crops and corners, mirrored)")
+                   help="views averaged per photo (1, the default recipe's setting; 2 with the mirror; 10 "
+                   "with the centre framing's corners)")
     p.add_argument("--encode-framing", choices=FRAMINGS, default=None,
                    help="how a photo meets the network, as train all's --encode-framing: whole or centre "
                    "(default: features whole, the joint recipe's; --onnx the framing its bundle's manifest "
