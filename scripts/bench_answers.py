@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.model import Model, load_model  # noqa: E402
 from engine.service import ImageJob, ImageLimits, encode_image, hashtags, images  # noqa: E402
+from space.bundle import manifest_crops  # noqa: E402
 from space.errors import SpaceError  # noqa: E402
 from space.images import network_views, open_image  # noqa: E402
 from space.query import parse_query  # noqa: E402
@@ -134,9 +135,9 @@ def frequent_content_words(ref: Reference, model: Model, n: int, function_words:
 
 
 def test_vectors(model: Model, ref: Reference, names: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(bundle-protocol vectors, serving vectors (one centre crop, as a sent photo), n encoded anew)."""
+    """(bundle-protocol vectors, serving vectors (one view, as a sent photo), n encoded anew)."""
     row_of = {Path(str(it.get("path", ""))).name: i for i, it in enumerate(model.items)}
-    crops = int((model.manifest.get("config") or {}).get("encode_crops") or 1)
+    crops = manifest_crops(model.manifest)
     framing = model.framing
     raw_rows = np.load(model.path / "images.npy", mmap_mode="r")
     stored, served, fresh = [], [], 0

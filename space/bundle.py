@@ -327,6 +327,11 @@ def manifest_framing(manifest: dict[str, Any]) -> str:
     return str((manifest.get("config") or {}).get("encode_framing") or "centre")
 
 
+def manifest_crops(manifest: dict[str, Any]) -> int:
+    """Views averaged per corpus photo in the bundle's image vectors (space.images.CROPS); unnamed: 1."""
+    return int((manifest.get("config") or {}).get("encode_crops") or 1)
+
+
 def read_manifest(bundle: Path) -> dict[str, Any]:
     """The bundle's manifest, checked for the required keys (no checksums: see :func:`verify`)."""
     try:

@@ -209,9 +209,9 @@ def center_crop(img: Image.Image, size: int = CROP) -> Image.Image:
 # How a photo becomes the network's 224 × 224 input. "whole": all of it, scaled to 224 × 224 (the aspect
 # ratio not kept: nothing at the edges is lost, and a square photo is only scaled); "centre": the short
 # side scaled to 256 and the centre 224 × 224 cut out (the Caffe-era protocol; with 10 views also the four
-# corners). On Flickr8k the whole photo, one view, scores as the mean of 10 centre-framed crops
-# (docs/benchmarks.md, "Image framing"). A bundle records its framing; photos sent to the engine are
-# framed the same way.
+# corners). On Flickr8k the whole photo and its mirror, averaged (the default bundle's features), score
+# as the mean of 10 centre-framed crops or better, for a fifth of the work (docs/benchmarks.md, "Image
+# framing"). A bundle records its framing; photos sent to the engine are framed the same way, one view.
 FRAMINGS = ("whole", "centre")
 CROPS = (1, 2, 10)
 

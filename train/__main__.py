@@ -76,7 +76,8 @@ def _corpus_args(p: Parser) -> None:
                    "recipe's default)")
     p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
                    help="views averaged per bundle image: the framed view; + its mirror; + the four corner "
-                   "crops and their mirrors (10, centre framing only). Default 1")
+                   "crops and their mirrors (10, centre framing only). Default 2 (the joint recipe), 1 with "
+                   "--quick or --recipe seed")
     p.add_argument("--image-levels", type=_levels, default=None, metavar="LEVELS",
                    help="the joint recipe's image features: the global means of these GoogLeNet levels, "
                    f"concatenated (any of {','.join(LEVEL_WIDTHS)}; default: {','.join(DEFAULT_LEVELS)} with "

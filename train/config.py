@@ -116,12 +116,14 @@ class PipelineConfig:
     activate: bool = True
     encode_batch_size: int = 32
     # How a photo is framed for the network (space.images.FRAMINGS): "whole" (all of it at 224 × 224) or
-    # "centre" (crops of the short-side-256 image). None: whole for the joint recipe (the mean of 10 centre
-    # crops scores the same at ten times the work: docs/benchmarks.md, "Image framing"), centre for the
-    # seed recipe. Photos sent to the engine are framed as the bundle says.
+    # "centre" (crops of the short-side-256 image). None: whole for the joint recipe (the whole photo and
+    # its mirror score as the mean of 10 centre crops, or better, for a fifth of the work:
+    # docs/benchmarks.md, "Image framing"), centre for the seed recipe. Photos sent to the engine are
+    # framed as the bundle says, one view.
     encode_framing: str | None = None
     # Views averaged per bundle image: 1 or 2 (the framed view; + its mirror), or with the centre framing
-    # 10 (+ four corners, each mirrored); photos sent to the engine use one. None: 1.
+    # 10 (+ four corners, each mirrored); photos sent to the engine use one. None: 2 for the joint recipe,
+    # 1 under --quick and for the seed recipe.
     encode_crops: int | None = None
     # Also publish a static int8 copy of the encoder (train.image.quantize), kept only when its mean cosine
     # to the fp32 outputs on held-out images is >= 0.99; engines serve it with ENGINE_ENCODER=int8
@@ -147,8 +149,11 @@ class PipelineConfig:
 
     @property
     def crops(self) -> int:
-        """Views averaged per bundle image (:attr:`encode_crops`, else 1)."""
-        return self.encode_crops if self.encode_crops is not None else 1
+        """Views averaged per bundle image (:attr:`encode_crops`, else 2 for the joint recipe, 1 under
+        ``quick`` or for the seed recipe)."""
+        if self.encode_crops is not None:
+            return self.encode_crops
+        return 2 if self.recipe == "joint" and not self.quick else 1
 
     @property
     def framing(self) -> str:

@@ -256,10 +256,9 @@ def evaluation_set(bundle_dir: Path, manifest: dict[str, Any], items: list[dict[
     missing = [path for path, _ in tests if path not in row_of]
     fresh: dict[str, np.ndarray] = {}
     if missing:
-        config = manifest.get("config") or {}
         encoded, failed = encode_images(Path(bundle_dir) / bundle.ENCODER, [Path(p) for p in missing],
-                                        crops=int(config.get("encode_crops") or 1),
-                                        framing=str(config.get("encode_framing") or "centre"))
+                                        crops=bundle.manifest_crops(manifest),
+                                        framing=bundle.manifest_framing(manifest))
         fresh = {p: encoded[i] for i, p in enumerate(missing) if i not in set(failed)}
     image_vecs: list[np.ndarray] = []
     captions: list[str] = []

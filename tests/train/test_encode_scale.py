@@ -177,6 +177,7 @@ def test_gpu_check_cpu_smoke(weights_dir: Path, flickr8k_dir: Path) -> None:
 
 
 def test_a_loose_encoder_must_be_told_its_framing(tmp_path: Path, encoder: Path, framing: str) -> None:
+    from space.envvars import SettingError
     from train.image.encode_dist import build_parser, config_from_args
 
     loose = tmp_path / "encoder.onnx"
@@ -184,9 +185,14 @@ def test_a_loose_encoder_must_be_told_its_framing(tmp_path: Path, encoder: Path,
     base = ["--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "out")]
     cmd = [sys.executable, "-m", "train.image.encode_dist", "--onnx", str(loose), *base]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "--encode-framing whole|centre" in proc.stderr
+    assert proc.returncode != 0 and "--encode-framing whole|centre and --encode-crops N" in proc.stderr
     assert "Traceback" not in proc.stderr
-    told = config_from_args(build_parser().parse(["--onnx", str(loose), "--encode-framing", "centre", *base]))
-    assert told.encode.framing == "centre"
+    told = config_from_args(build_parser().parse(["--onnx", str(loose), "--encode-framing", "centre",
+                                                  "--encode-crops", "10", *base]))
+    assert (told.encode.crops, told.encode.framing) == (10, "centre")
     own = config_from_args(build_parser().parse(["--onnx", str(encoder), *base]))
-    assert own.encode.framing == framing
+    assert (own.encode.crops, own.encode.framing) == (1, framing)  # the small (--quick) bundle's
+    features = config_from_args(build_parser().parse(base))
+    assert (features.encode.crops, features.encode.framing) == (2, "whole")  # train all's default
+    with pytest.raises(SettingError, match="crops must be one of"):
+        config_from_args(build_parser().parse(["--encode-framing", "whole", "--encode-crops", "10", *base]))

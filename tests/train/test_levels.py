@@ -82,6 +82,13 @@ def test_the_levels_are_the_default_and_5b_alone_is_a_flag_away(tmp_path: Path,
     parse = build_parser().parse_args
     default = pipeline_config(parse(base))
     assert default.levels == DEFAULT_LEVELS and default.joint == JointConfig()
+    # the default views: the whole photo and its centre crop; one whole view under --quick; the seed
+    # recipe's centre crop
+    assert (default.crops, default.framing) == (2, "whole")
+    quick = pipeline_config(parse([*base, "--quick"]))
+    assert (quick.crops, quick.framing) == (1, "whole")
+    seed = pipeline_config(parse([*base, "--recipe", "seed"]))
+    assert (seed.crops, seed.framing) == (1, "centre")
     assert (JointConfig().dropout, JointConfig().temperature) == (0.4, 0.05)
     before = pipeline_config(parse([*base, "--image-levels", "5b", "--joint-set", "dropout=0.2"]))
     assert before.levels == ("5b",) and (before.joint.dropout, before.joint.temperature) == (0.2, 0.05)

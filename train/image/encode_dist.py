@@ -39,11 +39,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from space.bundle import manifest_framing, read_manifest
+from space.bundle import manifest_crops, manifest_framing, read_manifest
 from space.cli import Parser, fail
 from space.envvars import SettingError
 from space.errors import BundleInvalid
-from space.images import CROPS, FRAMINGS
+from space.images import CROPS, FRAMINGS, check_views
 from space.logs import env_secrets, setup_logging
 from train.image.distributed import DistContext, barrier, broadcast_object, process_group, shard_indices
 from train.image.encode import EncodeConfig, encode_corpus
@@ -294,9 +294,10 @@ def build_parser() -> Parser:
     p.add_argument("--weights", type=Path, default=None, help="features: the BVLC GoogLeNet weights folder")
     p.add_argument("--backbone", choices=("bvlc", "torchvision"), default="bvlc",
                    help="features: the backbone")
-    p.add_argument("--encode-crops", type=int, choices=CROPS, default=1,
-                   help="views averaged per photo (1, the default recipe's setting; 2 with the mirror; 10 "
-                   "with the centre framing's corners)")
+    p.add_argument("--encode-crops", type=int, choices=CROPS, default=None,
+                   help="views averaged per photo, as train all's --encode-crops (1; 2: the framed view and "
+                   "its mirror; 10: the centre framing's crops and corners, mirrored). Default: features 2, "
+                   "as train all's default; --onnx its bundle's")
     p.add_argument("--encode-framing", choices=FRAMINGS, default=None,
                    help="how a photo meets the network, as train all's --encode-framing: whole or centre "
                    "(default: features whole, the joint recipe's; --onnx the framing its bundle's manifest "
@@ -323,17 +324,20 @@ def build_parser() -> Parser:
     return p
 
 
-def job_framing(args: argparse.Namespace) -> str:
-    """The framing asked for; else a bundle encoder's own (its manifest beside it), or the features' whole."""
-    if args.encode_framing is not None:
-        return str(args.encode_framing)
+def job_views(args: argparse.Namespace) -> tuple[int, str]:
+    """(crops, framing): as asked; else a bundle encoder's own (its manifest beside it), or the features'
+    default (train all's: 2 views, whole)."""
     if args.onnx is None:
-        return "whole"
+        return args.encode_crops or 2, args.encode_framing or "whole"
+    if args.encode_crops is not None and args.encode_framing is not None:
+        return args.encode_crops, args.encode_framing
     try:
-        return manifest_framing(read_manifest(args.onnx.parent))
+        manifest = read_manifest(args.onnx.parent)
     except BundleInvalid:
         raise SettingError(f"{args.onnx} is not inside a bundle (no readable manifest beside it): "
-                           "say how it frames photos with --encode-framing whole|centre") from None
+                           "say how it frames photos with --encode-framing whole|centre and "
+                           "--encode-crops N") from None
+    return args.encode_crops or manifest_crops(manifest), args.encode_framing or manifest_framing(manifest)
 
 
 def encode_config(args: argparse.Namespace) -> EncodeConfig:
@@ -342,10 +346,15 @@ def encode_config(args: argparse.Namespace) -> EncodeConfig:
     share = max(1, (os.cpu_count() or 1) // ranks_here)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    crops, framing = job_views(args)
+    try:
+        check_views(crops, framing)
+    except ValueError as exc:
+        raise SettingError(f"--encode-crops {crops} --encode-framing {framing}: {exc}") from None
     return EncodeConfig(
         batch_size=args.batch_size, chunk_size=args.chunk_size, threads=args.threads or share,
         decode_workers=args.decode_workers or share, device=args.device,
-        device_id=local_rank % gpus if gpus else 0, crops=args.encode_crops, framing=job_framing(args),
+        device_id=local_rank % gpus if gpus else 0, crops=crops, framing=framing,
         runtime=args.runtime,
     )
 
