@@ -11,7 +11,7 @@ if [ -f .env ]; then set -a; . ./.env; set +a; fi
 SHARED=${TOPICSPACE_SHARED:-$(cd .. && pwd)/shared}
 export MODELS_DIR=${MODELS_DIR:-$PWD/models}
 export TRAIN_WEIGHTS=${TRAIN_WEIGHTS:-$SHARED/weights/bvlc_googlenet}
-# First run: the quick recipe (one crop per photo; a few minutes on 2 cores). TRAIN_ARGS= (empty) trains
+# First run: the quick recipe (one view per photo; a few minutes on 2 cores). TRAIN_ARGS= (empty) trains
 # the full recipe instead.
 export TRAIN_ARGS=${TRAIN_ARGS---quick}
 export ENGINE_PORT=${ENGINE_PORT:-8080}
