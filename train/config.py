@@ -19,6 +19,11 @@ from train.recipes.joint.hashtags import HashtagConfig
 from train.recipes.joint.model import JointConfig
 from train.recipes.seed.config import ImageConfig
 
+# The joint recipe's image views for its features, unless --quick (one view) or a flag says otherwise: the
+# whole photo and its mirror (docs/benchmarks.md, "Image framing"). train.image.encode_dist writes the same.
+JOINT_CROPS = 2
+JOINT_FRAMING = "whole"
+
 CorpusFormat = Literal["flickr8k", "instaloader", "jsonl"]
 # "joint": images and words learned into one space (train.recipes.joint.model, the default); "seed":
 # the original system's GoogLeNet regression onto fixed Word2Vec caption vectors
@@ -153,14 +158,14 @@ class PipelineConfig:
         ``quick`` or for the seed recipe)."""
         if self.encode_crops is not None:
             return self.encode_crops
-        return 2 if self.recipe == "joint" and not self.quick else 1
+        return JOINT_CROPS if self.recipe == "joint" and not self.quick else 1
 
     @property
     def framing(self) -> str:
         """How photos are framed for the network (:attr:`encode_framing` or the recipe's default)."""
         if self.encode_framing is not None:
             return self.encode_framing
-        return "whole" if self.recipe == "joint" else "centre"
+        return JOINT_FRAMING if self.recipe == "joint" else "centre"
 
     @property
     def levels(self) -> tuple[str, ...]:

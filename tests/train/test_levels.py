@@ -82,7 +82,7 @@ def test_the_levels_are_the_default_and_5b_alone_is_a_flag_away(tmp_path: Path,
     parse = build_parser().parse_args
     default = pipeline_config(parse(base))
     assert default.levels == DEFAULT_LEVELS and default.joint == JointConfig()
-    # the default views: the whole photo and its centre crop; one whole view under --quick; the seed
+    # the default views: the whole photo and its mirror; one whole view under --quick; the seed
     # recipe's centre crop
     assert (default.crops, default.framing) == (2, "whole")
     quick = pipeline_config(parse([*base, "--quick"]))

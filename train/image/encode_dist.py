@@ -45,6 +45,7 @@ from space.envvars import SettingError
 from space.errors import BundleInvalid
 from space.images import CROPS, FRAMINGS, check_views
 from space.logs import env_secrets, setup_logging
+from train.config import JOINT_CROPS, JOINT_FRAMING
 from train.image.distributed import DistContext, barrier, broadcast_object, process_group, shard_indices
 from train.image.encode import EncodeConfig, encode_corpus
 
@@ -328,7 +329,7 @@ def job_views(args: argparse.Namespace) -> tuple[int, str]:
     """(crops, framing): as asked; else a bundle encoder's own (its manifest beside it), or the features'
     default (train all's: 2 views, whole)."""
     if args.onnx is None:
-        return args.encode_crops or 2, args.encode_framing or "whole"
+        return args.encode_crops or JOINT_CROPS, args.encode_framing or JOINT_FRAMING
     if args.encode_crops is not None and args.encode_framing is not None:
         return args.encode_crops, args.encode_framing
     try:
