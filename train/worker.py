@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 RECORD_TTL_S = 7 * 24 * 3600
 # The default recipe on a crawl of the original's size (623,199 posts read, 325,253 kept) on the reference
-# machine's two cores takes about 2 hours, most of it the image features at 2 views (docs/benchmarks.md,
+# machine's two cores takes about 2 h 10 min, most of it the image features at 2 views (docs/benchmarks.md,
 # "Original scale"); 48 hours leave room for a busier machine and for 10 centre-framed crops (about 10
 # hours of features there). A GPU machine or `--quick` needs far less: set it lower to free a stuck
 # worker sooner.
